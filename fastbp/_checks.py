@@ -1,0 +1,390 @@
+"""All input validation and normalisation, shared by every backend.
+
+Each public call runs exactly one ``check_*`` function here, before any backend sees an array.
+After it, a backend may trust: float arrays are C-contiguous and share one dtype (float32 or
+float64); labels are ``intp`` and inside ``[0, n)`` (or equal ``ignore_index``); shapes agree;
+options have their documented types and ranges; ``out`` arrays are writeable, C-contiguous, of the
+exact shape and dtype, and overlap no input (except a head's ``out`` that *is* its scores).
+"""
+import numbers
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+HEADS = ("softmax_nll", "multiclass_hinge", "binary_hinge", "sigmoid_bce", "sigmoid_l2",
+         "l2", "l1", "nll")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout", "identity")
+REDUCTIONS = ("mean", "sum", "none")
+
+# Each head's keyword options and their defaults (api.md section 1); ``reduction`` is common to all.
+HEAD_OPTIONS = {
+    "softmax_nll": dict(weight=None, sample_weight=None, ignore_index=-100, label_smoothing=0.0),
+    "multiclass_hinge": dict(margin=1.0, p=1, weight=None, sample_weight=None),
+    "binary_hinge": dict(margin=1.0, sample_weight=None),
+    "sigmoid_bce": dict(pos_weight=None, sample_weight=None),
+    "sigmoid_l2": dict(sample_weight=None),
+    "l2": dict(sample_weight=None),
+    "l1": dict(sample_weight=None),
+    "nll": dict(sample_weight=None),
+}
+# What each head's target is: class labels, labels or probability rows, +-1 labels, float rows.
+TARGET_KIND = {"softmax_nll": "labels|probs", "multiclass_hinge": "labels",
+               "binary_hinge": "pm1", "nll": "labels"}
+TARGET_NAME = {"softmax_nll": "target", "multiclass_hinge": "y", "binary_hinge": "y", "nll": "y"}
+
+# Activation parameter: (name in messages, default); None means the activation takes none.
+ACTIVATION_ALPHA = {"leaky_relu": ("slope", 0.01), "elu": ("alpha", 1.0), "maxout": ("pieces", 2)}
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class LayerCache(NamedTuple):
+    """What ``linear_act_backward`` needs from ``linear_act_forward`` (cs231n's ``cache``).
+
+    Only the post-activation ``A`` is kept (every f' of math.md is cheap in ``a``), plus, for
+    maxout, the index of the winning piece per output.
+    """
+    X: np.ndarray
+    W: np.ndarray
+    b: Optional[np.ndarray]
+    activation: str
+    alpha: Optional[float]
+    A: np.ndarray
+    argmax: Optional[np.ndarray]
+
+
+# ---------------------------------------------------------------------------- arrays
+def as_array(name, a):
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+
+
+def float_array(name, a, dtype=None, ndim=None, what=None):
+    """A C-contiguous float32/float64 array; ``dtype`` given: it must match (set by the first)."""
+    arr = as_array(name, a)
+    if arr.dtype not in _FLOATS:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+    if dtype is not None and arr.dtype != dtype:
+        raise TypeError(f"{name} has dtype {arr.dtype} but the call's float arrays are {dtype}; "
+                        f"all float arrays of one call must share one dtype")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array{' ' + what if what else ''}, "
+                         f"got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def expect_shape(name, arr, shape, why=""):
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}{why}, got {arr.shape}")
+
+
+def optional_vector(name, a, length, dtype, why):
+    if a is None:
+        return None
+    arr = float_array(name, a, dtype)
+    expect_shape(name, arr, (length,), why)
+    return arr
+
+
+def out_array(name, out, shape, dtype, inputs=(), may_be=None):
+    """Validate a caller's output buffer. It must not overlap an input (its contents would be
+    overwritten while still being read), except ``may_be``: the one input it may be exactly."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} must be writeable")
+    for in_name, arr in inputs:
+        if arr is None or arr is out:
+            continue
+        if may_be is not None and arr is may_be and _same_buffer(out, arr):
+            continue
+        if np.may_share_memory(out, arr):
+            raise ValueError(f"{name} overlaps {in_name}; pass a separate buffer")
+    return out
+
+
+def _same_buffer(a, b):
+    return (a.size == b.size and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+# ---------------------------------------------------------------------------- scalars
+def choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {listed}, got {value!r}")
+    return value
+
+
+def real(name, value, lo=-np.inf, hi=np.inf):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not (lo <= value <= hi):   # also rejects NaN
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def integer(name, value, lo=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if lo is not None and value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    return value
+
+
+def flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+# ---------------------------------------------------------------------------- targets
+def labels(name, y, B, n, ctx, ignore_index=None):
+    """Integer labels (B,) inside [0, n) (or equal to ``ignore_index``), as ``intp``."""
+    arr = as_array(name, y)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
+    expect_shape(name, arr, (B,), f" (one label per row of {ctx})")
+    if B and (arr.min() < 0 or arr.max() >= n):   # fast path: all in range
+        bad = (arr < 0) | (arr >= n)
+        if ignore_index is not None:
+            bad &= arr != ignore_index
+        if bad.any():
+            v = arr[np.argmax(bad)]
+            raise ValueError(f"{name} has label {v}, outside [0, {n}) for {ctx}")
+    return np.ascontiguousarray(arr, dtype=np.intp)
+
+
+def pm1_labels(name, y, B):
+    arr = as_array(name, y)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer labels -1 or +1, got dtype {arr.dtype}")
+    expect_shape(name, arr, (B,), " (one label per score)")
+    bad = (arr != 1) & (arr != -1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name} must hold labels in {{-1, +1}}, got {arr[i]} at index {i}")
+    return np.ascontiguousarray(arr, dtype=np.intp)
+
+
+def head_target(head, target, B, n, dtype, options, ctx):
+    """Validate ``target`` and the head's options for scores of shape (B, n) and ``dtype``.
+
+    Returns ``(target, options)`` with every option present (defaults filled in).
+    """
+    allowed = HEAD_OPTIONS[head]
+    unknown = set(options) - set(allowed)
+    if unknown:
+        raise TypeError(f"head {head!r} got unexpected option(s) {sorted(unknown)}; "
+                        f"it takes {sorted(allowed)} and reduction")
+    opts = {**allowed, **options}
+    name = TARGET_NAME.get(head, "Z")
+    kind = TARGET_KIND.get(head, "float")
+    if kind == "labels|probs" and as_array(name, target).dtype.kind in "fc":
+        target = float_array(name, target, dtype)
+        expect_shape(name, target, (B, n), f" (class probabilities for {ctx})")
+    elif kind.startswith("labels"):
+        ignore = None
+        if "ignore_index" in opts:
+            ignore = opts["ignore_index"] = integer("ignore_index", opts["ignore_index"])
+        target = labels(name, target, B, n, ctx, ignore)
+    elif kind == "pm1":
+        target = pm1_labels(name, target, B)
+    else:
+        target = float_array(name, target, dtype)
+        expect_shape(name, target, (B, n), f" (one target per score of {ctx})")
+
+    per_row = f" (one weight per row of {ctx})"
+    per_class = f" (one weight per class of {ctx})"
+    opts["sample_weight"] = optional_vector("sample_weight", opts["sample_weight"], B, dtype,
+                                            per_row)
+    for key in ("weight", "pos_weight"):
+        if key in opts:
+            opts[key] = optional_vector(key, opts[key], n, dtype, per_class)
+    if "label_smoothing" in opts:
+        opts["label_smoothing"] = real("label_smoothing", opts["label_smoothing"], 0.0, 1.0)
+    if "margin" in opts:
+        opts["margin"] = real("margin", opts["margin"])
+        if not np.isfinite(opts["margin"]):
+            raise ValueError(f"margin must be finite, got {opts['margin']}")
+    if "p" in opts:
+        if isinstance(opts["p"], bool) or opts["p"] not in (1, 2):
+            raise ValueError(f"p must be 1 or 2, got {opts['p']!r}")
+        opts["p"] = int(opts["p"])
+    return target, opts
+
+
+# ---------------------------------------------------------------------------- heads
+def check_head(head, S, target, options, reduction, out):
+    """Public head call -> (S (B, n), target, options, reduction, out (B, n), S's own shape)."""
+    S = float_array("S" if head != "binary_hinge" else "s", S)
+    shape = S.shape
+    if head == "binary_hinge":
+        if S.ndim not in (1, 2) or (S.ndim == 2 and S.shape[1] != 1):
+            raise ValueError(f"s must have shape (B,) or (B, 1), got {S.shape}")
+        S = S.reshape(-1, 1)
+    elif S.ndim != 2:
+        raise ValueError(f"S must be a 2-D array of scores (B, n), got shape {S.shape}")
+    B, n = S.shape
+    if n < 1:
+        raise ValueError(f"S must have at least one column, got shape {S.shape}")
+    reduction = choice("reduction", reduction, REDUCTIONS)
+    target, opts = head_target(head, target, B, n, S.dtype, options, f"S with {n} columns")
+    if out is not None:
+        inputs = [("S", S), (TARGET_NAME.get(head, "Z"), target)]
+        inputs += [(k, v) for k, v in opts.items() if isinstance(v, np.ndarray)]
+        out = out_array("out", out, shape, S.dtype, inputs, may_be=S).reshape(B, n)
+    return S, target, opts, reduction, out, shape
+
+
+# ---------------------------------------------------------------------------- layers
+def linear_operands(X, W, b, w_rows_per_output=1):
+    """X (B, d), W (n*k, d), b (n*k,) or None; returns them contiguous, dtype from X."""
+    X = float_array("X", X, ndim=2, what="(B, d)")
+    W = float_array("W", W, X.dtype, ndim=2, what="(n, d)")
+    if W.shape[1] != X.shape[1]:
+        raise ValueError(f"W must have shape (n, {X.shape[1]}) to match X's {X.shape[1]} "
+                         f"columns, got {W.shape}")
+    if W.shape[0] < 1:
+        raise ValueError(f"W must have at least one row, got shape {W.shape}")
+    if W.shape[0] % w_rows_per_output:
+        raise ValueError(f"W must have a multiple of {w_rows_per_output} rows for maxout with "
+                         f"{w_rows_per_output} pieces, got shape {W.shape}")
+    b = optional_vector("b", b, W.shape[0], X.dtype, f" (one bias per row of W {W.shape})")
+    return X, W, b
+
+
+def head_reduction(options):
+    """``reduction`` inside the ``**head_options`` of linear_head / mlp_loss_grad."""
+    options = dict(options)
+    reduction = choice("reduction", options.pop("reduction", "mean"), ("mean", "sum"))
+    return reduction, options
+
+
+def check_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
+    head = choice("head", head, HEADS)
+    X, W, b = linear_operands(X, W, b)
+    (B, d), n = X.shape, W.shape[0]
+    if head == "binary_hinge" and n != 1:
+        raise ValueError(f"W must have shape (1, d) for head 'binary_hinge', got {W.shape}")
+    need_dX = flag("need_dX", need_dX)
+    reduction, options = head_reduction(options)
+    target, opts = head_target(head, target, B, n, X.dtype, options, f"W with {n} rows")
+    if chunk_rows is not None:
+        chunk_rows = integer("chunk_rows", chunk_rows, lo=1)
+    shapes = {"dW": W.shape, "db": None if b is None else b.shape,
+              "dX": X.shape if need_dX else None}
+    bufs = grads_out(out, shapes, X.dtype, [("X", X), ("W", W), ("b", b), ("target", target)])
+    return X, W, b, target, head, opts, reduction, need_dX, chunk_rows, bufs
+
+
+def grads_out(out, shapes, dtype, inputs):
+    """``out=Grads(None, dW, db, dX)`` -> {name: validated buffer or None}; None entries (or no
+    ``out``) are allocated by the caller. A gradient that is not computed must be None."""
+    if out is None:
+        return dict.fromkeys(shapes)
+    if not isinstance(out, tuple) or len(out) != 4:
+        raise TypeError(f"out must be a Grads(loss, dW, db, dX) tuple, got {type(out).__name__}")
+    bufs = {}
+    for name, arr in zip(("dW", "db", "dX"), out[1:]):
+        if arr is not None:
+            if shapes[name] is None:
+                raise ValueError(f"out.{name} must be None: that gradient is not computed here")
+            out_array(f"out.{name}", arr, shapes[name], dtype, inputs)
+        bufs[name] = arr
+    return bufs
+
+
+def activation_alpha(activation, alpha):
+    """Validate the activation name and its parameter; returns alpha with its default filled."""
+    activation = choice("activation", activation, ACTIVATIONS)
+    if activation not in ACTIVATION_ALPHA:
+        if alpha is not None:
+            raise ValueError(f"alpha must be None for activation {activation!r}, got {alpha!r}")
+        return activation, None
+    what, default = ACTIVATION_ALPHA[activation]
+    if alpha is None:
+        return activation, default
+    if activation == "maxout":
+        return activation, integer(f"alpha ({what} of maxout)", alpha, lo=1)
+    # alpha >= 0 keeps sign(f(s)) == sign(s), so f' can be read off the saved output.
+    return activation, real(f"alpha ({what} of {activation})", alpha, 0.0, np.inf)
+
+
+def check_linear_act_forward(X, W, b, activation, alpha):
+    activation, alpha = activation_alpha(activation, alpha)
+    X, W, b = linear_operands(X, W, b, alpha if activation == "maxout" else 1)
+    return X, W, b, activation, alpha
+
+
+def check_linear_act_backward(dA, cache, need_dX):
+    if not isinstance(cache, LayerCache):
+        raise TypeError(f"cache must be the cache returned by linear_act_forward, "
+                        f"got {type(cache).__name__}")
+    dA = float_array("dA", dA, cache.A.dtype)
+    expect_shape("dA", dA, cache.A.shape, " (the shape of the forward output A)")
+    return dA, cache, flag("need_dX", need_dX)
+
+
+def check_params(X, params, activation, alpha):
+    """X and a list of (W, b) layers that chain: returns (X, [(W, b)], activation, alpha)."""
+    activation, alpha = activation_alpha(activation, alpha)
+    X = float_array("X", X, ndim=2, what="(B, d)")
+    if isinstance(params, np.ndarray) or not hasattr(params, "__len__") or len(params) == 0:
+        raise TypeError("params must be a non-empty list of (W, b) pairs, layer 1 first")
+    checked, width = [], X.shape[1]
+    for l, layer in enumerate(params, start=1):
+        if not isinstance(layer, (tuple, list)) or len(layer) != 2:
+            raise TypeError(f"params[{l - 1}] must be a (W, b) pair, got {type(layer).__name__}")
+        hidden = l < len(params)
+        k = alpha if hidden and activation == "maxout" else 1
+        W = float_array(f"W{l}", layer[0], X.dtype, ndim=2, what="(n_out, n_in)")
+        if W.shape[1] != width:
+            raise ValueError(f"W{l} must have {width} columns to match layer {l}'s input, "
+                             f"got shape {W.shape}")
+        if W.shape[0] < 1 or W.shape[0] % k:
+            raise ValueError(f"W{l} must have a positive multiple of {k} rows (maxout pieces), "
+                             f"got shape {W.shape}")
+        b = optional_vector(f"b{l}", layer[1], W.shape[0], X.dtype, f" (one bias per row of W{l})")
+        checked.append((W, b))
+        width = W.shape[0] // k
+    return X, checked, activation, alpha
+
+
+def check_mlp_loss_grad(X, params, target, activation, alpha, head, options, out):
+    head = choice("head", head, HEADS)
+    X, params, activation, alpha = check_params(X, params, activation, alpha)
+    W_last = params[-1][0]
+    n = W_last.shape[0]
+    if head == "binary_hinge" and n != 1:
+        raise ValueError(f"the last layer must have 1 output for head 'binary_hinge', "
+                         f"got W{len(params)} of shape {W_last.shape}")
+    reduction, options = head_reduction(options)
+    target, opts = head_target(head, target, X.shape[0], n, X.dtype, options,
+                               f"the last layer with {n} outputs")
+    bufs = []
+    if out is not None:
+        if not hasattr(out, "__len__") or len(out) != len(params):
+            raise TypeError(f"out must be a list of {len(params)} (dW, db) pairs like params")
+        inputs = [("X", X), ("target", target)]
+        inputs += [(f"W{l}", W) for l, (W, _) in enumerate(params, 1)]
+        for l, ((W, b), pair) in enumerate(zip(params, out), start=1):
+            dW, db = pair
+            dW = None if dW is None else out_array(f"out[{l - 1}] dW", dW, W.shape, X.dtype, inputs)
+            if db is not None and b is None:
+                raise ValueError(f"out[{l - 1}] db must be None: layer {l} has no bias")
+            db = None if db is None else out_array(f"out[{l - 1}] db", db, b.shape, X.dtype, inputs)
+            bufs.append((dW, db))
+    else:
+        bufs = [(None, None)] * len(params)
+    return X, params, target, activation, alpha, head, opts, reduction, bufs

@@ -1,0 +1,315 @@
+"""The NumPy reference backend: clear, short, vectorised -- the oracle every backend is tested against.
+
+Formulas: ``math.md``. Every backend module exposes these kernels with these signatures; inputs
+are already validated by ``fastbp._checks`` (contiguous, one float dtype, labels in range) and
+outputs are preallocated by the public layer:
+
+    <head>(S, target, out, reduction, **options) -> loss        one per name in HEADS; out may be S
+    linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX) -> loss
+    linear_act_forward(X, W, b, activation, alpha) -> (A, argmax or None)
+    linear_act_backward(dA, cache, dX, dW, db)                   dX None: not wanted
+    mlp_forward(X, params, activation, alpha) -> S
+    mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads) -> loss
+
+Every head is written as a *rows* function returning ``(wl, wG, omega)``: the weighted per-row
+loss ``omega_i * l_i``, the weighted per-row gradient ``omega_i * g_i`` and the per-row weights
+whose sum divides under ``"mean"``. The reductions are then the same for every head (``_reduce``);
+``linear_head`` sums chunks and divides the gradients by ``sum(omega)`` at the end (they are
+linear in dS), so no chunk needs the whole batch.
+
+This backend favours clarity: it allocates B x n temporaries even when given ``out``.
+"""
+import numpy as np
+
+from .. import config
+
+
+# ---------------------------------------------------------------------------- stable pieces
+def sigmoid(x):
+    """sigma(x) without overflow: 1/(1+e^-x) for x >= 0, e^x/(1+e^x) for x < 0."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def softplus(x):
+    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|), finite for any finite x."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def log_softmax(S):
+    M = S.max(axis=1, keepdims=True)
+    return S - (M + np.log(np.exp(S - M).sum(axis=1, keepdims=True)))
+
+
+def _row_weights(B, dtype, sample_weight):
+    return np.ones(B, dtype) if sample_weight is None else sample_weight
+
+
+def _scaled(w, G):
+    return w[:, None] * G
+
+
+# ---------------------------------------------------------------------------- head rows
+def softmax_targets(n, target, sample_weight, weight, ignore_index, label_smoothing, dtype):
+    """Every softmax_nll option folded into one matrix C (B, n) and the 'mean' weights omega.
+
+    With C, torch.nn.functional.cross_entropy's loss for row i is ``sum_j C_ij (lse_i - s_ij)``
+    and its gradient ``(sum_j C_ij) p_i - C_i``. Labels: ``C_i = (1-eps) w_y e_y + (eps/n) w``
+    and omega = w_y (0 for ignore_index); probability rows z: ``C_i = w * ((1-eps) z + eps/n)``
+    and omega = 1 (torch's "mean" divides by B there). sample_weight multiplies both.
+    """
+    B, eps = len(target), label_smoothing
+    w = np.ones(n, dtype) if weight is None else weight
+    if target.ndim == 2:
+        C = w * ((1 - eps) * target + eps / n)
+        omega = np.ones(B, dtype)
+    else:
+        keep = target != ignore_index
+        y = np.where(keep, target, 0)
+        omega = w[y] * keep
+        C = np.zeros((B, n), dtype)
+        C[np.arange(B), y] = (1 - eps) * omega
+        C += (eps / n) * w * keep[:, None]
+    if sample_weight is not None:
+        C *= sample_weight[:, None]
+        omega = omega * sample_weight
+    return C.astype(dtype, copy=False), omega.astype(dtype, copy=False)
+
+
+def _softmax_nll_rows(S, target, sample_weight, weight, ignore_index, label_smoothing):
+    C, omega = softmax_targets(S.shape[1], target, sample_weight, weight, ignore_index,
+                               label_smoothing, S.dtype)
+    logp = log_softmax(S)
+    # sum_j C_ij * (-logp_ij), with 0 where C_ij = 0 even if logp_ij = -inf
+    wl = -np.where(C != 0, C * logp, 0).sum(axis=1)
+    wG = C.sum(axis=1, keepdims=True) * np.exp(logp) - C
+    return wl, wG, omega
+
+
+def _multiclass_hinge_rows(S, y, sample_weight, margin, p, weight):
+    rows = np.arange(len(y))
+    M = S - S[rows, y][:, None] + margin       # margins s_j - s_y + m
+    M[rows, y] = 0                              # j = y is not a term
+    H = np.maximum(M, 0)
+    active = (M > 0) + 0 * M                    # 1[m > 0], NaN where m is NaN
+    active[rows, y] = 0
+    l, G = (H.sum(axis=1), active) if p == 1 else ((H * H).sum(axis=1), 2 * H)
+    G[rows, y] = -G.sum(axis=1)
+    omega = _row_weights(len(y), S.dtype, sample_weight)
+    if weight is not None:
+        omega = omega * weight[y]
+    return omega * l, _scaled(omega, G), omega
+
+
+def _binary_hinge_rows(s, y, sample_weight, margin):
+    ys = y[:, None].astype(s.dtype)
+    m = margin - ys * s
+    omega = _row_weights(len(y), s.dtype, sample_weight)
+    G = -ys * ((m > 0) + 0 * m)
+    return omega * np.maximum(m, 0)[:, 0], _scaled(omega, G), omega
+
+
+def _sigmoid_bce_rows(S, Z, sample_weight, pos_weight):
+    # torch's binary_cross_entropy_with_logits: (1-z) s + lw softplus(-s), lw = 1 + (pw-1) z;
+    # its derivative (1-z) - lw sigma(-s) = lw sigma(s) - pw z (= sigma(s) - z without pos_weight)
+    if pos_weight is None:
+        lw, pz = 1, Z
+    else:
+        lw, pz = 1 + (pos_weight - 1) * Z, pos_weight * Z
+    l = ((1 - Z) * S + lw * softplus(-S)).sum(axis=1)
+    G = lw * sigmoid(S) - pz
+    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    return omega * l, _scaled(omega, G), omega
+
+
+def _sigmoid_l2_rows(S, Z, sample_weight):
+    P = sigmoid(S)
+    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    return omega * ((Z - P) ** 2).sum(axis=1), _scaled(omega, -2 * (Z - P) * P * (1 - P)), omega
+
+
+def _l2_rows(S, Z, sample_weight):
+    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    return omega * ((Z - S) ** 2).sum(axis=1), _scaled(omega, 2 * (S - Z)), omega
+
+
+def _l1_rows(S, Z, sample_weight):
+    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    return omega * np.abs(Z - S).sum(axis=1), _scaled(omega, np.sign(S - Z)), omega
+
+
+def _nll_rows(P, y, sample_weight):
+    rows = np.arange(len(y))
+    py = P[rows, y]
+    G = np.zeros_like(P)
+    G[rows, y] = -1 / py
+    omega = _row_weights(len(y), P.dtype, sample_weight)
+    return omega * -np.log(py), _scaled(omega, G), omega
+
+
+ROWS = {"softmax_nll": _softmax_nll_rows, "multiclass_hinge": _multiclass_hinge_rows,
+        "binary_hinge": _binary_hinge_rows, "sigmoid_bce": _sigmoid_bce_rows,
+        "sigmoid_l2": _sigmoid_l2_rows, "l2": _l2_rows, "l1": _l1_rows, "nll": _nll_rows}
+
+
+def mean_scale(total, omega_sum):
+    """(loss, gradient factor) of "mean": sum(wl)/sum(omega); all weights 0 -> (nan, 0) as torch."""
+    if omega_sum == 0:
+        return float("nan"), 0.0
+    return total / omega_sum, 1.0 / omega_sum
+
+
+def _reduce(wl, wG, omega, reduction, out):
+    if reduction == "none":
+        out[...] = wG
+        return wl.astype(out.dtype, copy=False)
+    total = float(np.sum(wl, dtype=np.float64))
+    if reduction == "sum":
+        out[...] = wG
+        return total
+    loss, scale = mean_scale(total, float(np.sum(omega, dtype=np.float64)))
+    np.multiply(wG, scale, out=out, casting="unsafe")
+    return loss
+
+
+def _head_kernel(name):
+    rows = ROWS[name]
+
+    def kernel(S, target, out, reduction, **options):
+        return _reduce(*rows(S, target, **options), reduction, out)
+
+    kernel.__name__ = name
+    kernel.__doc__ = f"{name}: loss and dS (into out) of math.md's row, reduced."
+    return kernel
+
+
+softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nll = (
+    _head_kernel(name) for name in ROWS)
+
+
+# ---------------------------------------------------------------------------- linear + head
+def default_chunk_rows(n, itemsize):
+    return max(1, config.score_block_bytes // (n * itemsize))
+
+
+def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX):
+    """S = X W^T + b, one row chunk at a time: head rows, then dW += dS^T X, db += sum dS,
+    dX = dS W; "mean" scales the three gradients by 1/sum(omega) at the end."""
+    B = X.shape[0]
+    chunk = chunk_rows or default_chunk_rows(W.shape[0], X.dtype.itemsize)
+    options = dict(options)
+    sample_weight = options.pop("sample_weight")
+    total = omega_sum = 0.0
+    dW[...] = 0
+    if db is not None:
+        db[...] = 0
+    for lo in range(0, B, chunk):
+        rows = slice(lo, lo + chunk)
+        S = X[rows] @ W.T
+        if b is not None:
+            S += b
+        sw = None if sample_weight is None else sample_weight[rows]
+        wl, dS, omega = ROWS[head](S, target[rows], sw, **options)
+        total += float(np.sum(wl, dtype=np.float64))
+        omega_sum += float(np.sum(omega, dtype=np.float64))
+        dW += dS.T @ X[rows]
+        if db is not None:
+            db += dS.sum(axis=0)
+        if dX is not None:
+            np.matmul(dS, W, out=dX[rows])
+    if reduction == "sum":
+        return total
+    loss, scale = mean_scale(total, omega_sum)
+    for g in (dW, db, dX):
+        if g is not None:
+            g *= scale
+    return loss
+
+
+# ---------------------------------------------------------------------------- activations
+def activate(name, S, alpha):
+    """a = f(s) for the elementwise activations."""
+    if name == "sigmoid":
+        return sigmoid(S)
+    if name == "tanh":
+        return np.tanh(S)
+    if name == "relu":
+        return np.maximum(S, 0)
+    if name == "leaky_relu":
+        return np.where(S > 0, S, alpha * S).astype(S.dtype, copy=False)
+    if name == "elu":   # expm1 of min(s, 0): no overflow on the branch np.where discards
+        return np.where(S > 0, S, alpha * np.expm1(np.minimum(S, 0))).astype(S.dtype, copy=False)
+    if name == "identity":
+        return S.copy()
+    raise ValueError(f"activation {name!r} is not elementwise")
+
+
+def activation_grad(name, A, alpha):
+    """f'(s) read off the output a = f(s) (math.md's cheap forms; alpha >= 0 keeps sign)."""
+    if name == "sigmoid":
+        return A * (1 - A)
+    if name == "tanh":
+        return 1 - A * A
+    if name == "relu":
+        return (A > 0).astype(A.dtype)
+    if name == "leaky_relu":
+        return np.where(A > 0, 1, alpha).astype(A.dtype)
+    if name == "elu":
+        return np.where(A > 0, 1, A + alpha).astype(A.dtype)
+    if name == "identity":
+        return np.ones_like(A)
+    raise ValueError(f"activation {name!r} is not elementwise")
+
+
+def linear_act_forward(X, W, b, activation, alpha):
+    S = X @ W.T
+    if b is not None:
+        S += b
+    if activation != "maxout":
+        return activate(activation, S, alpha), None
+    pieces = S.reshape(len(X), alpha, -1)           # W is piece-major: row = piece * n + unit
+    argmax = pieces.argmax(axis=1)                  # first piece on ties; a NaN piece wins
+    return np.take_along_axis(pieces, argmax[:, None, :], axis=1)[:, 0, :], argmax
+
+
+def linear_act_backward(dA, cache, dX, dW, db):
+    X, W = cache.X, cache.W
+    if cache.activation == "maxout":
+        dS = np.zeros((len(dA), cache.alpha, dA.shape[1]), dA.dtype)
+        np.put_along_axis(dS, cache.argmax[:, None, :], dA[:, None, :], axis=1)
+        dS = dS.reshape(len(dA), -1)
+    else:
+        dS = dA * activation_grad(cache.activation, cache.A, cache.alpha)
+    np.matmul(dS.T, X, out=dW)
+    if db is not None:
+        np.sum(dS, axis=0, out=db)
+    if dX is not None:
+        np.matmul(dS, W, out=dX)
+
+
+# ---------------------------------------------------------------------------- networks
+def mlp_forward(X, params, activation, alpha):
+    h = X
+    for W, b in params[:-1]:
+        h, _ = linear_act_forward(h, W, b, activation, alpha)
+    W, b = params[-1]
+    return h @ W.T + (0 if b is None else b)
+
+
+def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads):
+    """Forward keeping each layer's cache, the last layer fused with the head (linear_head),
+    then linear_act_backward down to layer 1 (whose dX is not needed)."""
+    from .._checks import LayerCache
+    caches, h = [], X
+    for W, b in params[:-1]:
+        A, argmax = linear_act_forward(h, W, b, activation, alpha)
+        caches.append(LayerCache(h, W, b, activation, alpha, A, argmax))
+        h = A
+    (W, b), (dW, db) = params[-1], grads[-1]
+    dh = np.empty_like(h) if caches else None
+    loss = linear_head(h, W, b, target, head, options, reduction, None, dW, db, dh)
+    for l in range(len(caches) - 1, -1, -1):
+        dX = np.empty_like(caches[l].X) if l else None
+        linear_act_backward(dh, caches[l], dX, *grads[l])
+        dh = dX
+    return loss

@@ -1,0 +1,133 @@
+"""Naive explicit Jacobians against the fused kernels: time and peak memory, side by side.
+
+Every figure is measured in this run: time is the median of a few calls (``time.perf_counter``),
+peak memory is ``tracemalloc``'s peak during one more call (it sees NumPy's and Numba's array
+allocations). Where the naive path refuses a size (``JacobianTooLarge``), the table shows its
+predicted bytes (``naive.jacobian_bytes``) instead, marked ``>``.
+"""
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+from . import _dispatch, layers, naive
+from .backends import reference
+from .errors import JacobianTooLarge, human_bytes
+
+PRESETS = {
+    # name: (batch sizes, repeats)
+    "quick": ((8, 32, 128, 256), 3),
+    "full": ((8, 32, 128, 512, 2048), 5),
+}
+
+
+def _measure(fn, repeats):
+    fn()                                             # warm-up (and compilation)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    tracemalloc.start()
+    try:
+        fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return statistics.median(times), peak
+
+
+def cases(B, dtype, rng):
+    """The notes' cases at batch size B: name -> (naive fn, {backend: fused fn}, predicted bytes)."""
+    d, h, n, feats = 32, 16, 10, 64
+    X = rng.standard_normal((B, d)).astype(dtype)
+    y = rng.integers(0, n, B)
+    Z = rng.random((B, n)).astype(dtype)
+    W1, b1 = (0.3 * rng.standard_normal((h, d))).astype(dtype), np.zeros(h, dtype)
+    W2, b2 = (0.3 * rng.standard_normal((n, h))).astype(dtype), np.zeros(n, dtype)
+    W, b = (0.3 * rng.standard_normal((n, d))).astype(dtype), np.zeros(n, dtype)
+    S = rng.standard_normal((B, feats)).astype(dtype)
+    dA = rng.standard_normal((B, feats)).astype(dtype)
+    params = [(W1, b1), (W2, b2)]
+    backends = _dispatch.available_backends()
+
+    def fused_elementwise():    # the collapsed product the naive Jacobian computes: dA * f'(s)
+        return dA * reference.activation_grad("sigmoid", reference.sigmoid(S), None)
+
+    return {
+        f"elementwise sigmoid ({feats} features)": (
+            lambda: naive.elementwise_backward("sigmoid", dA, S),
+            {"numpy": fused_elementwise},
+            naive.jacobian_bytes("elementwise", B=B, n=feats, dtype=dtype)),
+        f"1-layer sigmoid-L2 ({d}->{n})": (
+            lambda: naive.linear_head(X, W, b, Z, "sigmoid_l2"),
+            {be: (lambda be=be: layers.linear_head(X, W, b, Z, "sigmoid_l2", backend=be))
+             for be in backends},
+            naive.jacobian_bytes("linear_head", B=B, d=d, n=n, dtype=dtype, head="sigmoid_l2")),
+        f"1-layer softmax ({d}->{n})": (
+            lambda: naive.linear_head(X, W, b, y, "softmax_nll"),
+            {be: (lambda be=be: layers.linear_head(X, W, b, y, backend=be)) for be in backends},
+            naive.jacobian_bytes("linear_head", B=B, d=d, n=n, dtype=dtype)),
+        f"2-layer sigmoid+softmax ({d}->{h}->{n})": (
+            lambda: naive.mlp_loss_grad(X, params, y, activation="sigmoid"),
+            {be: (lambda be=be: layers.mlp_loss_grad(X, params, y, activation="sigmoid",
+                                                     backend=be)) for be in backends},
+            naive.jacobian_bytes("mlp", B=B, d=d, n=n, h=h, dtype=dtype)),
+    }
+
+
+def run(preset="quick", dtype="float64", progress=None):
+    """Measure every case at every size; returns a list of row dicts."""
+    sizes, repeats = PRESETS[preset]
+    rng = np.random.default_rng(0)
+    rows = []
+    for B in sizes:
+        for name, (naive_fn, fused, predicted) in cases(B, np.dtype(dtype), rng).items():
+            row = {"case": name, "B": B, "dtype": dtype, "naive_predicted_bytes": predicted}
+            try:
+                row["naive_s"], row["naive_peak_bytes"] = _measure(naive_fn, repeats)
+            except JacobianTooLarge:
+                row["naive_s"] = row["naive_peak_bytes"] = None
+            row["fused"] = {be: dict(zip(("s", "peak_bytes"), _measure(fn, repeats)))
+                            for be, fn in fused.items()}
+            rows.append(row)
+            if progress is not None:
+                progress()
+    return rows
+
+
+def notes_case(dtype="float64"):
+    """The notes' minibatch: 100 vectors of 4096 features through an elementwise layer."""
+    return naive.jacobian_bytes("elementwise", B=100, n=4096, dtype=dtype)
+
+
+def _fmt_s(t):
+    if t is None:
+        return "-"
+    for unit, f in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if t >= f or unit == "us":
+            return f"{t / f:.3g} {unit}"
+
+
+def table(rows):
+    """An aligned text table: naive vs the fastest fused backend, per case and size."""
+    head = ("case", "B", "naive time", "naive peak", "fused time", "fused peak", "backend",
+            "time x", "memory x")
+    lines = [head]
+    for r in rows:
+        be, f = min(r["fused"].items(), key=lambda kv: kv[1]["s"])
+        if r["naive_s"] is None:
+            naive_mem = ">" + human_bytes(r["naive_predicted_bytes"])
+            speed = mem = "-"
+        else:
+            naive_mem = human_bytes(r["naive_peak_bytes"])
+            speed = f"{r['naive_s'] / f['s']:.3g}"
+            mem = f"{r['naive_peak_bytes'] / max(f['peak_bytes'], 1):.3g}"
+        lines.append((r["case"], str(r["B"]), _fmt_s(r["naive_s"]), naive_mem, _fmt_s(f["s"]),
+                      human_bytes(f["peak_bytes"]), be, speed, mem))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                     for i, (c, w) in enumerate(zip(line, widths))) for line in lines]
+    out.insert(1, "-" * len(out[0]))
+    return "\n".join(out)

@@ -1,0 +1,41 @@
+"""``fastbp.info()``: what runs here -- versions, backends, threads, BLAS, CPU features."""
+import platform
+import sys
+from importlib import metadata
+
+from . import _dispatch
+
+
+def _version(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_features():
+    try:
+        from llvmlite import binding   # ships with numba, a dependency
+        features = binding.get_host_cpu_features()
+        wanted = ("sse4.2", "avx", "avx2", "fma", "avx512f", "neon", "sve")
+        return {"name": binding.get_host_cpu_name(),
+                "features": sorted(f for f in wanted if features.get(f))}
+    except Exception as exc:   # informational only
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def info():
+    import threadpoolctl
+    return {
+        "fastbp": _version("fastbp"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": {d: _version(d) for d in ("numpy", "numba", "scipy", "cffi", "threadpoolctl")},
+        "backends": list(_dispatch.available_backends()),
+        "unavailable": _dispatch.unavailable_backends(),
+        "default_backend": _dispatch.get_backend(),
+        "threads": _dispatch.get_num_threads(),
+        "blas": [{k: lib.get(k) for k in ("internal_api", "version", "num_threads", "filepath")}
+                 for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas"],
+        "cpu": _cpu_features(),
+    }

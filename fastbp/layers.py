@@ -1,0 +1,78 @@
+"""Public layer and network functions (api.md sections 2-3). check -> dispatch."""
+from typing import NamedTuple, Optional, Union
+
+import numpy as np
+
+from . import _checks
+from ._dispatch import backend_module
+
+
+class Grads(NamedTuple):
+    """``linear_head``'s result: the loss and the gradients of W, b and X (None when not asked)."""
+    loss: Union[float, None]
+    dW: np.ndarray
+    db: Optional[np.ndarray]
+    dX: Optional[np.ndarray]
+
+
+def _buffer(given, like, wanted=True):
+    if not wanted or like is None:
+        return None
+    return given if given is not None else np.empty_like(like)
+
+
+def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows=None, out=None,
+                backend=None, **head_options):
+    """Fused ``S = X W^T + b`` -> ``head`` -> backward, one block of rows at a time.
+
+    Returns ``Grads(loss, dW, db, dX)``. Never builds a Jacobian, and never holds more than
+    ``chunk_rows x n`` scores (default: ``fastbp.config.score_block_bytes`` worth), so peak extra
+    memory does not grow with the batch. ``head_options``: the head's keyword options, with
+    ``reduction`` "mean" (default) or "sum".
+    """
+    (X, W, b, target, head, opts, reduction, need_dX, chunk_rows,
+     bufs) = _checks.check_linear_head(X, W, b, target, head, head_options, need_dX, chunk_rows,
+                                       out)
+    dW, db, dX = _buffer(bufs["dW"], W), _buffer(bufs["db"], b), _buffer(bufs["dX"], X, need_dX)
+    loss = backend_module(backend).linear_head(X, W, b, target, head, opts, reduction,
+                                               chunk_rows, dW, db, dX)
+    return Grads(loss, dW, db, dX)
+
+
+def linear_act_forward(X, W, b, activation, *, alpha=None, backend=None):
+    """``A = f(X W^T + b)`` and the cache ``linear_act_backward`` needs (cs231n style).
+
+    For maxout, ``W`` is ``(k*n, d)`` piece-major (rows ``p*n .. p*n+n-1`` are piece ``p``) and
+    ``alpha`` is ``k`` (default 2).
+    """
+    X, W, b, activation, alpha = _checks.check_linear_act_forward(X, W, b, activation, alpha)
+    A, argmax = backend_module(backend).linear_act_forward(X, W, b, activation, alpha)
+    return A, _checks.LayerCache(X, W, b, activation, alpha, A, argmax)
+
+
+def linear_act_backward(dA, cache, *, need_dX=True, backend=None):
+    """``(dX, dW, db)`` from the upstream gradient ``dA`` and ``linear_act_forward``'s cache."""
+    dA, cache, need_dX = _checks.check_linear_act_backward(dA, cache, need_dX)
+    dW, db, dX = _buffer(None, cache.W), _buffer(None, cache.b), _buffer(None, cache.X, need_dX)
+    backend_module(backend).linear_act_backward(dA, cache, dX, dW, db)
+    return dX, dW, db
+
+
+def mlp_forward(X, params, *, activation="relu", alpha=None, backend=None):
+    """Scores of the network ``params`` = [(W1, b1), ..., (WL, bL)]; hidden layers use
+    ``activation``, the last layer is linear."""
+    X, params, activation, alpha = _checks.check_params(X, params, activation, alpha)
+    return backend_module(backend).mlp_forward(X, params, activation, alpha)
+
+
+def mlp_loss_grad(X, params, target, *, activation="relu", alpha=None, head="softmax_nll",
+                  out=None, backend=None, **head_options):
+    """Loss and ``[(dW1, db1), ...]`` of the network on ``(X, target)``: forward, the last layer
+    fused with ``head``, backward. ``out``: a list of preallocated ``(dW, db)`` pairs."""
+    (X, params, target, activation, alpha, head, opts, reduction,
+     bufs) = _checks.check_mlp_loss_grad(X, params, target, activation, alpha, head,
+                                         head_options, out)
+    grads = [(_buffer(dW, W), _buffer(db, b)) for (W, b), (dW, db) in zip(params, bufs)]
+    loss = backend_module(backend).mlp_loss_grad(X, params, target, activation, alpha, head,
+                                                 opts, reduction, grads)
+    return loss, grads

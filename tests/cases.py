@@ -1,0 +1,107 @@
+"""Shared test data: every head's option combinations, built from the registries.
+
+``head_cases()`` lists ``(head, spec)`` pairs covering every option of every head (api.md s. 1);
+``make_head_inputs`` turns one into concrete arrays. Tests and benchmarks iterate over these, so
+no test file lists heads or options again.
+"""
+import itertools
+
+import numpy as np
+
+import fastbp
+from fastbp._checks import HEAD_OPTIONS
+
+# The values each option takes in the tests ("on" options are built per shape below).
+_AXES = {
+    "weight": (None, "on"),
+    "sample_weight": (None, "on"),
+    "pos_weight": (None, "on"),
+    "ignore_index": (-100, 1),
+    "label_smoothing": (0.0, 0.2),
+    "margin": (1.0, 0.5),
+    "p": (1, 2),
+}
+# Target kinds per head (softmax_nll takes labels or probability rows; binary_hinge s as (B,)
+# or (B, 1)).
+_TARGETS = {"softmax_nll": ("labels", "probs"), "binary_hinge": ("pm1", "pm1_col")}
+
+
+def target_kinds(head):
+    kind = fastbp._checks.TARGET_KIND.get(head, "float")
+    return _TARGETS.get(head, (kind,))
+
+
+def head_cases():
+    """Every (head, spec) with spec = {"target": kind, option: value-or-"on"}."""
+    out = []
+    for head in fastbp.HEADS:
+        names = list(HEAD_OPTIONS[head])
+        for kind in target_kinds(head):
+            for values in itertools.product(*(_AXES[o] for o in names)):
+                spec = dict(zip(names, values), target=kind)
+                if kind == "probs" and spec.get("ignore_index", -100) != -100:
+                    continue   # ignore_index applies to labels only
+                out.append((head, spec))
+    return out
+
+
+def case_id(case):
+    head, spec = case
+    on = [k if v == "on" else f"{k}={v}" for k, v in spec.items()
+          if k != "target" and v not in (None, HEAD_OPTIONS[head].get(k))]
+    return "-".join([head, spec["target"]] + on)
+
+
+def make_target(head, kind, B, n, dtype, rng):
+    if kind == "labels":
+        return rng.integers(0, n, B)
+    if kind == "probs":
+        P = rng.random((B, n)) + 0.1
+        return (P / P.sum(axis=1, keepdims=True)).astype(dtype)
+    if kind.startswith("pm1"):
+        return rng.choice([-1, 1], B)
+    if head == "sigmoid_bce" or head == "sigmoid_l2":
+        return rng.random((B, n)).astype(dtype)
+    return rng.standard_normal((B, n)).astype(dtype)
+
+
+def make_options(head, spec, B, n, dtype, rng):
+    opts = {}
+    for k, v in spec.items():
+        if k == "target" or v is None:
+            continue
+        if v == "on":
+            v = (rng.random(B if k == "sample_weight" else n) + 0.5).astype(dtype)
+        opts[k] = v
+    return opts
+
+
+def make_head_inputs(head, spec, B, n, dtype, rng, scale=1.0):
+    """(S, target, options) for one case; ``S`` is (B,) for binary_hinge's "pm1" kind."""
+    n = 1 if head == "binary_hinge" else n
+    S = (scale * rng.standard_normal((B, n))).astype(dtype)
+    if head == "nll":                      # probabilities, away from 0
+        S = rng.random((B, n)).astype(dtype) + np.asarray(0.05, dtype)
+        S /= S.sum(axis=1, keepdims=True)
+    if spec["target"] == "pm1":
+        S = S[:, 0].copy()
+    target = make_target(head, spec["target"], B, n, dtype, rng)
+    return S, target, make_options(head, spec, B, n, dtype, rng)
+
+
+def assert_close(actual, expected, dtype, what=""):
+    """float64: 1e-10 relative; float32: 1e-4 relative (of the float64 reference)."""
+    rtol = 1e-10 if np.dtype(dtype) == np.float64 else 1e-4
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-30)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+def cast_floats(dtype, *arrays, options=None):
+    """The same inputs with every float array in ``dtype`` (labels untouched)."""
+    def cast(v):
+        return v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+    out = [cast(a) for a in arrays]
+    if options is not None:
+        out.append({k: cast(v) for k, v in options.items()})
+    return out

@@ -1,0 +1,30 @@
+import os
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import fastbp
+
+# Deterministic under CI (CI=true): derandomized examples, no deadline (a shared machine is noisy).
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=40,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None, max_examples=40)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+
+
+@pytest.fixture(params=fastbp.available_backends())
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    return np.dtype(request.param)
+
+
+@pytest.fixture
+def rng(request):
+    # one seed per test, derived from its name: order-independent and reproducible
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
