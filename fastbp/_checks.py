@@ -102,9 +102,7 @@ def out_array(name, out, shape, dtype, inputs=(), may_be=None):
     if not out.flags.writeable:
         raise ValueError(f"{name} must be writeable")
     for in_name, arr in inputs:
-        if arr is None or arr is out:
-            continue
-        if may_be is not None and arr is may_be and _same_buffer(out, arr):
+        if arr is None or (arr is may_be and _same_buffer(out, arr)):
             continue
         if np.may_share_memory(out, arr):
             raise ValueError(f"{name} overlaps {in_name}; pass a separate buffer")
