@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, settings
 import fastbp
 
 # Deterministic under CI (CI=true): derandomized examples, no deadline (a shared machine is noisy).
-settings.register_profile("ci", derandomize=True, deadline=None, max_examples=40,
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=100,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", deadline=None, max_examples=40)
+settings.register_profile("dev", deadline=None, max_examples=100)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
 
 

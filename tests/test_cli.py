@@ -1,0 +1,52 @@
+"""The command line (api.md s. 7): compare's table and JSON are real measurements; errors are
+one line with exit code 2."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastbp import cli, compare
+
+
+@pytest.fixture
+def tiny_preset(monkeypatch):
+    monkeypatch.setitem(compare.PRESETS, "quick", ((4, 8), 1))
+
+
+def test_compare_prints_a_table_and_writes_json(tiny_preset, tmp_path, capsys):
+    path = tmp_path / "c.json"
+    assert cli.main(["compare", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "naive time" in out and "1.34 TB" in out
+    data = json.loads(path.read_text())
+    assert len(data["rows"]) == 2 * len(compare.cases(1, "float64", np.random.default_rng(0)))
+    for row in data["rows"]:
+        assert row["naive_s"] > 0 and row["naive_peak_bytes"] > 0
+        # the naive path really holds its predicted Jacobians (test_naive checks the 10%)
+        assert row["naive_predicted_bytes"] <= row["naive_peak_bytes"]
+        for fused in row["fused"].values():
+            assert fused["s"] > 0 and fused["peak_bytes"] < row["naive_peak_bytes"]
+
+
+def test_compare_shows_predicted_bytes_where_naive_refuses(monkeypatch):
+    monkeypatch.setattr(compare.naive, "default_max_bytes", lambda: 1 << 16)
+    monkeypatch.setitem(compare.PRESETS, "quick", ((64,), 1))
+    rows = compare.run("quick")
+    assert all(r["naive_s"] is None for r in rows)
+    assert "> " not in compare.table(rows) and ">" in compare.table(rows)
+
+
+def test_demo_runs(tiny_preset, capsys):
+    assert cli.main(["demo"]) == 0
+    assert "fused time" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["nope"], ["compare", "--preset", "huge"],
+                                  ["compare", "--dtype", "float16"]])
+def test_bad_command_lines_exit_2_with_one_line(argv):
+    run = subprocess.run([sys.executable, "-m", "fastbp.cli", *argv], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr

@@ -1,0 +1,90 @@
+"""Backends, threads and info (api.md s. 6)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+
+
+def test_numpy_reference_is_always_available():
+    names = fastbp.available_backends()
+    assert "numpy" in names and names[-1] == "numpy"   # fastest first, the reference last
+
+
+def test_set_and_use_backend():
+    before = fastbp.get_backend()
+    try:
+        fastbp.set_backend("numpy")
+        assert fastbp.get_backend() == "numpy"
+        for name in fastbp.available_backends():
+            with fastbp.use_backend(name):
+                assert fastbp.get_backend() == name
+            assert fastbp.get_backend() == "numpy"
+        fastbp.set_backend("auto")
+        assert fastbp.get_backend() == fastbp.available_backends()[0]
+    finally:
+        fastbp.set_backend(before)
+
+
+def test_unknown_backend_names_are_rejected():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fastbp.set_backend("gpu")
+    with pytest.raises(ValueError):
+        with fastbp.use_backend("gpu"):
+            pass
+    with pytest.raises(TypeError):
+        fastbp.set_backend(3)
+
+
+def test_unavailable_backend_raises_backend_unavailable(monkeypatch):
+    from fastbp import _dispatch
+    monkeypatch.setitem(_dispatch._REGISTRY, "broken", "fastbp.backends.does_not_exist")
+    monkeypatch.setattr(_dispatch, "_PREFERENCE", ("broken",) + _dispatch._PREFERENCE)
+    assert "broken" not in fastbp.available_backends()
+    with pytest.raises(fastbp.BackendUnavailable, match="'broken' is unavailable"):
+        fastbp.set_backend("broken")
+    _dispatch._why_not.pop("broken", None)
+
+
+def _run(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+
+
+def test_env_var_sets_the_initial_default():
+    run = _run("import fastbp; print(fastbp.get_backend())", FASTBP_BACKEND="numpy")
+    assert run.stdout.strip() == "numpy"
+    run = _run("import fastbp; fastbp.get_backend()", FASTBP_BACKEND="nope")
+    assert run.returncode != 0 and "FASTBP_BACKEND must be one of" in run.stderr
+
+
+def test_import_loads_no_compiled_backend():
+    """Only the plain-NumPy reference (the naive path uses it) is imported with fastbp."""
+    run = _run("import sys, fastbp; print(sorted(m for m in sys.modules "
+               "if m.startswith(('numba', 'cffi', 'fastbp.backends.'))))")
+    assert run.stdout.strip() == "['fastbp.backends.reference']"
+
+
+def test_threads_knob():
+    before = fastbp.get_num_threads()
+    try:
+        fastbp.set_num_threads(1)
+        assert fastbp.get_num_threads() == 1
+        assert all(lib["num_threads"] == 1 for lib in fastbp.info()["blas"])
+    finally:
+        fastbp.set_num_threads(before)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="n must be a positive int"):
+            fastbp.set_num_threads(bad)
+
+
+def test_info_reports_the_machine():
+    info = fastbp.info()
+    assert info["backends"] == list(fastbp.available_backends())
+    assert info["versions"]["numpy"] == np.__version__
+    assert info["threads"] == fastbp.get_num_threads()
+    for key in ("python", "blas", "cpu", "default_backend", "unavailable"):
+        assert key in info
