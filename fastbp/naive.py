@@ -132,7 +132,7 @@ def _head_backward(head, S, target, opts, reduction, tape):
             pw = 1 if opts["pos_weight"] is None else opts["pos_weight"]
             dP = -pw * target / P + (1 - target) / (1 - P)
         dP = w[:, None] * dP
-        J = _diag(P * (1 - P))
+        J = _diag(reference.sigmoid_prime(S))
     tape.append(J)
     return loss, J.T @ (dP.ravel() * scale)
 

@@ -11,7 +11,9 @@ import fastbp
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=100,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None, max_examples=100)
-settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+settings.register_profile("thorough", deadline=None, max_examples=3000)   # by hand, to hunt
+settings.load_profile(os.environ.get("FASTBP_HYPOTHESIS")
+                      or ("ci" if os.environ.get("CI") == "true" else "dev"))
 
 
 @pytest.fixture(params=fastbp.available_backends())

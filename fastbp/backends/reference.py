@@ -31,6 +31,12 @@ def sigmoid(x):
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
 
 
+def sigmoid_prime(x):
+    """sigma'(x) = sigma(x) sigma(-x): no cancellation in 1 - sigma(x) when sigma(x) is near 1
+    (in float32 that loses every digit of sigma' for x > ~9)."""
+    return sigmoid(x) * sigmoid(-x)
+
+
 def softplus(x):
     """log(1 + e^x) = max(x, 0) + log1p(e^-|x|), finite for any finite x."""
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
@@ -77,12 +83,26 @@ def softmax_targets(n, target, sample_weight, weight, ignore_index, label_smooth
 
 
 def _softmax_nll_rows(S, target, sample_weight, weight, ignore_index, label_smoothing):
+    """loss_i = sum_j C_ij (lse_i - s_ij), g_i = (sum_j C_ij) p_i - C_i, in a form that keeps
+    float32 accurate for confident rows: with m = argmax_j s_j, M = s_m, e_j = exp(s_j - M) and
+    r = sum_{j != m} e_j, lse - s_j = (M - s_j) + log1p(r), p_j = e_j / (1 + r), and
+    g_m = (sum_{j != m} C_j - C_m r) / (1 + r) (no 1 - p_m cancellation)."""
     C, omega = softmax_targets(S.shape[1], target, sample_weight, weight, ignore_index,
                                label_smoothing, S.dtype)
-    logp = log_softmax(S)
-    # sum_j C_ij * (-logp_ij), with 0 where C_ij = 0 even if logp_ij = -inf
-    wl = -np.where(C != 0, C * logp, 0).sum(axis=1)
-    wG = C.sum(axis=1, keepdims=True) * np.exp(logp) - C
+    rows = np.arange(len(S))
+    m = S.argmax(axis=1)                    # first maximum; a NaN score wins (and propagates)
+    M = S[rows, m][:, None]
+    E = np.exp(S - M)
+    E[rows, m] = 0
+    r = E.sum(axis=1, keepdims=True)
+    # C_ij * (lse - s_ij), with 0 where C_ij = 0 even if s_ij = -inf
+    wl = np.where(C != 0, C * ((M - S) + np.log1p(r)), 0).sum(axis=1)
+    C_m = C[rows, m].copy()
+    C[rows, m] = 0
+    rest = C.sum(axis=1)                    # sum_{j != m} C_ij
+    C[rows, m] = C_m
+    wG = (rest + C_m)[:, None] * (E / (1 + r)) - C
+    wG[rows, m] = (rest - C_m * r[:, 0]) / (1 + r[:, 0])
     return wl, wG, omega
 
 
@@ -125,7 +145,8 @@ def _sigmoid_bce_rows(S, Z, sample_weight, pos_weight):
 def _sigmoid_l2_rows(S, Z, sample_weight):
     P = sigmoid(S)
     omega = _row_weights(len(Z), S.dtype, sample_weight)
-    return omega * ((Z - P) ** 2).sum(axis=1), _scaled(omega, -2 * (Z - P) * P * (1 - P)), omega
+    G = -2 * (Z - P) * sigmoid_prime(S)
+    return omega * ((Z - P) ** 2).sum(axis=1), _scaled(omega, G), omega
 
 
 def _l2_rows(S, Z, sample_weight):
