@@ -72,7 +72,14 @@ def float_array(name, a, dtype=None, ndim=None, what=None):
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must be a {ndim}-D array{' ' + what if what else ''}, "
                          f"got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    return _kernel_ready(arr)
+
+
+def _kernel_ready(arr):
+    """C-contiguous and writeable-typed: compiled kernels specialise on both, so a read-only or
+    strided input is copied (it is never written: the copy only keeps one kernel per dtype)."""
+    arr = np.ascontiguousarray(arr)
+    return arr if arr.flags.writeable else arr.copy()
 
 
 def expect_shape(name, arr, shape, why=""):
@@ -160,7 +167,7 @@ def labels(name, y, B, n, ctx, ignore_index=None):
         if bad.any():
             v = arr[np.argmax(bad)]
             raise ValueError(f"{name} has label {v}, outside [0, {n}) for {ctx}")
-    return np.ascontiguousarray(arr, dtype=np.intp)
+    return _kernel_ready(arr.astype(np.intp, copy=False))
 
 
 def pm1_labels(name, y, B):
@@ -172,7 +179,7 @@ def pm1_labels(name, y, B):
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"{name} must hold labels in {{-1, +1}}, got {arr[i]} at index {i}")
-    return np.ascontiguousarray(arr, dtype=np.intp)
+    return _kernel_ready(arr.astype(np.intp, copy=False))
 
 
 def head_target(head, target, B, n, dtype, options, ctx):

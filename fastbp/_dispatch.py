@@ -14,6 +14,7 @@ from .errors import BackendUnavailable
 # name -> module; order of preference for "auto" (fastest first). New backends add a line here.
 _REGISTRY = {
     "numpy": "fastbp.backends.reference",
+    "numba": "fastbp.backends.numba_kernels",
 }
 _PREFERENCE = ("c", "numba", "numpy")
 

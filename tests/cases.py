@@ -4,6 +4,7 @@
 ``make_head_inputs`` turns one into concrete arrays. Tests and benchmarks iterate over these, so
 no test file lists heads or options again.
 """
+import contextlib
 import itertools
 
 import numpy as np
@@ -105,3 +106,33 @@ def cast_floats(dtype, *arrays, options=None):
     if options is not None:
         out.append({k: cast(v) for k, v in options.items()})
     return out
+
+
+# ---------------------------------------------------------------- backend variants
+# The Numba backend's linear_head has several code paths chosen by shape; the tests force each
+# one on small problems by moving the crossover thresholds.
+_PATH_SETTINGS = {
+    "chunked": {"FUSED_MAX_N": 0},
+    "parallel": {"PARALLEL_MIN_WORK": 0},
+}
+VARIANTS = [b for b in fastbp.available_backends()]
+if "numba" in VARIANTS:
+    VARIANTS += ["numba:chunked", "numba:parallel"]
+
+
+@contextlib.contextmanager
+def variant(name):
+    """``with variant("numba:chunked") as backend:`` -- the backend name, with that path forced."""
+    backend, _, path = name.partition(":")
+    if not path:
+        yield backend
+        return
+    from fastbp.backends import numba_kernels as nk
+    saved = {k: getattr(nk, k) for k in _PATH_SETTINGS[path]}
+    for k, v in _PATH_SETTINGS[path].items():
+        setattr(nk, k, v)
+    try:
+        yield backend
+    finally:
+        for k, v in saved.items():
+            setattr(nk, k, v)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import fastbp
+from cases import VARIANTS, variant
 
 # Deterministic under CI (CI=true): derandomized examples, no deadline (a shared machine is noisy).
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=100,
@@ -19,6 +20,13 @@ settings.load_profile(os.environ.get("FASTBP_HYPOTHESIS")
 @pytest.fixture(params=fastbp.available_backends())
 def backend(request):
     return request.param
+
+
+@pytest.fixture(params=VARIANTS)
+def linear_backend(request):
+    """A backend with one of its linear_head code paths forced (see cases.VARIANTS)."""
+    with variant(request.param) as name:
+        yield name
 
 
 @pytest.fixture(params=["float32", "float64"])

@@ -65,7 +65,7 @@ def test_maxout_picks_the_first_max_piece_and_routes_the_gradient():
 
 @pytest.mark.parametrize("activation", ACTS)
 @pytest.mark.parametrize("depth", [1, 2, 3])
-def test_mlp_loss_grad_matches_finite_differences(activation, depth, backend, rng):
+def test_mlp_loss_grad_matches_finite_differences(activation, depth, linear_backend, rng):
     alpha = alpha_for(activation)
     sizes = [4, 5, 3, 3][:depth] + [3]
     params = make_net(sizes, activation, np.float64, rng, k=alpha or 2)
@@ -76,14 +76,14 @@ def test_mlp_loss_grad_matches_finite_differences(activation, depth, backend, rn
     def f(*flat):
         ps = list(zip(flat[::2], flat[1::2]))
         loss, grads = fastbp.mlp_loss_grad(X, ps, y, activation=activation, alpha=alpha,
-                                           backend=backend)
+                                           backend=linear_backend)
         return (loss, *[g for pair in grads for g in pair])
 
     assert fastbp.gradcheck(f, *flat) <= 1e-5
 
 
 @pytest.mark.parametrize("activation", ACTS)
-def test_mlp_layers_compose(activation, backend, dtype, rng):
+def test_mlp_layers_compose(activation, linear_backend, dtype, rng):
     """mlp_loss_grad = linear_act_* per hidden layer + linear_head on the last: same numbers."""
     alpha = alpha_for(activation)
     params = make_net([6, 5, 4, 3], activation, dtype, rng, k=alpha or 2)
@@ -93,7 +93,7 @@ def test_mlp_layers_compose(activation, backend, dtype, rng):
     for W, b in params[:-1]:
         h, cache = fastbp.linear_act_forward(h, W, b, activation, alpha=alpha, backend="numpy")
         caches.append(cache)
-    S = fastbp.mlp_forward(X, params, activation=activation, alpha=alpha, backend=backend)
+    S = fastbp.mlp_forward(X, params, activation=activation, alpha=alpha, backend=linear_backend)
     assert_close(S, h @ params[-1][0].T + params[-1][1], dtype)
     g = fastbp.linear_head(h, *params[-1], y, backend="numpy")
     want, dh = [(g.dW, g.db)], g.dX
@@ -101,7 +101,7 @@ def test_mlp_layers_compose(activation, backend, dtype, rng):
         dh, dW, db = fastbp.linear_act_backward(dh, cache, backend="numpy")
         want.insert(0, (dW, db))
     loss, grads = fastbp.mlp_loss_grad(X, params, y, activation=activation, alpha=alpha,
-                                       backend=backend)
+                                       backend=linear_backend)
     assert_close(loss, g.loss, dtype)
     for (dW, db), (eW, eb) in zip(grads, want):
         assert_close(dW, eW, dtype)
@@ -109,7 +109,7 @@ def test_mlp_layers_compose(activation, backend, dtype, rng):
 
 
 @pytest.mark.parametrize("activation", ACTS)
-def test_backends_match_reference(activation, backend, dtype, rng):
+def test_backends_match_reference(activation, linear_backend, dtype, rng):
     alpha = alpha_for(activation)
     params = make_net([5, 6, 4, 3], activation, np.float64, rng, k=alpha or 2)
     X = rng.standard_normal((9, 5))
@@ -119,7 +119,7 @@ def test_backends_match_reference(activation, backend, dtype, rng):
     X_d, Z_d = cast_floats(dtype, X, Z)
     p_d = [tuple(cast_floats(dtype, W, b)) for W, b in params]
     got = fastbp.mlp_loss_grad(X_d, p_d, Z_d, activation=activation, alpha=alpha,
-                               head="sigmoid_bce", backend=backend)
+                               head="sigmoid_bce", backend=linear_backend)
     assert_close(got[0], want[0], dtype)
     for (dW, db), (eW, eb) in zip(got[1], want[1]):
         assert_close(dW, eW, dtype)
@@ -143,13 +143,13 @@ def test_naive_mlp_equals_fused(activation, head, rng):
         assert_close(db, eb, np.float64)
 
 
-def test_mlp_out_buffers_and_no_bias(backend, rng):
+def test_mlp_out_buffers_and_no_bias(linear_backend, rng):
     params = make_net([4, 5, 3], "tanh", np.float64, rng, bias=False)
     X, y = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
     out = [(np.empty_like(W), None) for W, _ in params]
-    loss, grads = fastbp.mlp_loss_grad(X, params, y, activation="tanh", out=out, backend=backend)
+    loss, grads = fastbp.mlp_loss_grad(X, params, y, activation="tanh", out=out, backend=linear_backend)
     assert all(g[0] is o[0] and g[1] is None for g, o in zip(grads, out))
-    loss2, grads2 = fastbp.mlp_loss_grad(X, params, y, activation="tanh", backend=backend)
+    loss2, grads2 = fastbp.mlp_loss_grad(X, params, y, activation="tanh", backend=linear_backend)
     assert loss == loss2
     np.testing.assert_array_equal(grads[0][0], grads2[0][0])
 
@@ -159,20 +159,20 @@ def sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
-def test_notes_one_layer_sigmoid_l2(backend, rng):
+def test_notes_one_layer_sigmoid_l2(linear_backend, rng):
     """dL/ds = -2 (z - p) sigma'(s); dL/dW = dL/ds x^T; dL/db = dL/ds; dL/dx = W^T dL/ds."""
     x, z = rng.standard_normal(4), rng.random(3)
     W, b = rng.standard_normal((3, 4)), rng.standard_normal(3)
     p = sigmoid(W @ x + b)
     ds = -2 * (z - p) * p * (1 - p)
-    g = fastbp.linear_head(x[None], W, b, z[None], "sigmoid_l2", backend=backend)
+    g = fastbp.linear_head(x[None], W, b, z[None], "sigmoid_l2", backend=linear_backend)
     assert g.loss == pytest.approx(((z - p) ** 2).sum(), rel=1e-13)
     np.testing.assert_allclose(g.dW, np.outer(ds, x), rtol=1e-12)
     np.testing.assert_allclose(g.db, ds, rtol=1e-12)
     np.testing.assert_allclose(g.dX[0], W.T @ ds, rtol=1e-12)
 
 
-def test_notes_two_layer_sigmoid_l2(backend, rng):
+def test_notes_two_layer_sigmoid_l2(linear_backend, rng):
     x, z = rng.standard_normal(4), rng.random(3)
     W1, b1 = rng.standard_normal((5, 4)), rng.standard_normal(5)
     W2, b2 = rng.standard_normal((3, 5)), rng.standard_normal(3)
@@ -181,14 +181,14 @@ def test_notes_two_layer_sigmoid_l2(backend, rng):
     ds2 = -2 * (z - p2) * p2 * (1 - p2)
     ds1 = (W2.T @ ds2) * p1 * (1 - p1)
     loss, grads = fastbp.mlp_loss_grad(x[None], [(W1, b1), (W2, b2)], z[None],
-                                       activation="sigmoid", head="sigmoid_l2", backend=backend)
+                                       activation="sigmoid", head="sigmoid_l2", backend=linear_backend)
     assert loss == pytest.approx(((z - p2) ** 2).sum(), rel=1e-13)
     for got, want in zip([g for pair in grads for g in pair],
                          [np.outer(ds1, x), ds1, np.outer(ds2, p1), ds2]):
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
-def test_notes_softmax_classifiers(backend, rng):
+def test_notes_softmax_classifiers(linear_backend, rng):
     """1-layer: dL/ds = p - e_y; 2-layer sigmoid hidden: dL/ds1 = (W2^T (p - e_y)) sigma'(s1)."""
     x, y = rng.standard_normal(4), 2
     W1, b1 = rng.standard_normal((5, 4)), rng.standard_normal(5)
@@ -197,29 +197,29 @@ def test_notes_softmax_classifiers(backend, rng):
         e = np.exp(s - s.max())
         return e / e.sum()
     p = softmax(W1[:3] @ x + b1[:3])
-    g = fastbp.linear_head(x[None], W1[:3], b1[:3], [y], backend=backend)
+    g = fastbp.linear_head(x[None], W1[:3], b1[:3], [y], backend=linear_backend)
     np.testing.assert_allclose(g.dW, np.outer(p - np.eye(3)[y], x), rtol=1e-12)
     h = sigmoid(W1 @ x + b1)
     p = softmax(W2 @ h + b2)
     ds2 = p - np.eye(3)[y]
     ds1 = (W2.T @ ds2) * h * (1 - h)
     loss, grads = fastbp.mlp_loss_grad(x[None], [(W1, b1), (W2, b2)], [y], activation="sigmoid",
-                                       backend=backend)
+                                       backend=linear_backend)
     assert loss == pytest.approx(-np.log(p[y]), rel=1e-13)
     np.testing.assert_allclose(grads[0][0], np.outer(ds1, x), rtol=1e-12)
     np.testing.assert_allclose(grads[1][0], np.outer(ds2, h), rtol=1e-12)
 
 
-def test_notes_norm_of_Wx(backend, rng):
+def test_notes_norm_of_Wx(linear_backend, rng):
     """f(x, W) = ||W x||^2: df/dx = 2 W^T W x, df/dW = 2 W x x^T -- batched, the l2 head with
     zero targets on S = X W^T (sum reduction): df/dX = 2 X W^T W, df/dW = 2 W X^T X."""
     X, W = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
-    g = fastbp.linear_head(X, W, None, np.zeros((3, 5)), "l2", reduction="sum", backend=backend)
+    g = fastbp.linear_head(X, W, None, np.zeros((3, 5)), "l2", reduction="sum", backend=linear_backend)
     assert g.loss == pytest.approx(np.sum((X @ W.T) ** 2), rel=1e-13)
     np.testing.assert_allclose(g.dX, 2 * X @ W.T @ W, rtol=1e-12)
     np.testing.assert_allclose(g.dW, 2 * W @ X.T @ X, rtol=1e-12)
     x = X[0]
     g1 = fastbp.linear_head(x[None], W, None, np.zeros((1, 5)), "l2", reduction="sum",
-                            backend=backend)
+                            backend=linear_backend)
     np.testing.assert_allclose(g1.dX[0], 2 * W.T @ W @ x, rtol=1e-12)
     np.testing.assert_allclose(g1.dW, 2 * W @ np.outer(x, x), rtol=1e-12)

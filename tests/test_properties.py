@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastbp
-from cases import assert_close, cast_floats, head_cases, make_head_inputs
+from cases import VARIANTS, assert_close, cast_floats, head_cases, make_head_inputs, variant
 from test_layers import alpha_for, make_net
 from test_linear_head import make_linear
 
@@ -47,9 +47,10 @@ def test_linear_head_any_chunking_matches_the_head_on_full_scores(case, B, d, n,
     loss, dS = getattr(fastbp, head)(X @ W.T + b, target, reduction="sum", backend="numpy",
                                      **opts)
     args = cast_floats(dtype, X, W, b, target, options=opts)
-    for backend in fastbp.available_backends():
-        g = fastbp.linear_head(*args[:4], head, chunk_rows=chunk, reduction="sum",
-                               backend=backend, **args[4])
+    for name in VARIANTS:
+        with variant(name) as backend:
+            g = fastbp.linear_head(*args[:4], head, chunk_rows=chunk, reduction="sum",
+                                   backend=backend, **args[4])
         assert_close(g.loss, loss, dtype)
         assert_close(g.dW, dS.T @ X, dtype)
         assert_close(g.db, dS.sum(0), dtype)
@@ -68,9 +69,10 @@ def test_mlp_every_backend_matches_reference(activation, B, widths, dtype, seed)
                                 backend="numpy")
     X_d = cast_floats(dtype, X)[0]
     p_d = [tuple(cast_floats(dtype, W, b_)) for W, b_ in params]
-    for backend in fastbp.available_backends():
-        loss, grads = fastbp.mlp_loss_grad(X_d, p_d, y, activation=activation, alpha=alpha,
-                                           backend=backend)
+    for name in VARIANTS:
+        with variant(name) as backend:
+            loss, grads = fastbp.mlp_loss_grad(X_d, p_d, y, activation=activation,
+                                               alpha=alpha, backend=backend)
         assert_close(loss, want[0], dtype)
         for got, exp in zip(grads, want[1]):
             assert_close(got[0], exp[0], dtype)

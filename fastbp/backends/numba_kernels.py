@@ -1,0 +1,405 @@
+"""The Numba backend: fused @njit kernels, same kernel set and signatures as ``reference.py``.
+
+Who owns the cores (design.md, "Oversubscription"): a kernel either runs on Numba's threads with
+no BLAS call inside, or calls BLAS (SciPy's OpenBLAS, multi-threaded) with a serial epilogue --
+never both at once.
+
+- Heads: one serial pass per row (``_nb_math.head_row``), written once, in place when out is S.
+- ``linear_head`` has two paths, chosen per shape by ``_fused_is_faster`` (measured, see there):
+  *fused rows* -- for each row: scores, head, ``dW += g x^T``, ``db += g``, ``dX = g W``, all in
+  one compiled call with plain loops (one row of scores per thread; rows split over
+  ``get_num_threads()`` fixed blocks with float64 partials, combined in block order, so results
+  are bit-identical run to run); and *chunked BLAS* -- per block of ``chunk_rows`` rows: GEMM,
+  head epilogue in place, ``dW += dS^T X`` (BLAS with beta = 1), ``dX = dS W``: peak extra
+  memory is one score block, whatever ``B``.
+- Layers and MLPs: BLAS GEMMs with fused epilogues (bias + activation; ``dh * f'(a)`` + ``db``).
+
+Mean reductions: the total weight ``sum(omega)`` is computed first (O(B)), so every gradient row
+is written already scaled. Compilation is lazy (first call) and cached on disk (``cache=True``).
+"""
+import numba as nb
+import numpy as np
+from scipy.linalg import blas as _blas
+
+from . import _nb_math as m
+from .reference import default_chunk_rows
+from .._checks import LayerCache
+from .._checks import ACTIVATIONS as _ACTS
+
+jit = m.jit
+pjit = nb.njit(cache=True, fastmath=set(m.config.FASTMATH), error_model="numpy", nogil=True,
+               parallel=True)
+
+# "threadsafe": OpenMP (or TBB), so calls from several Python threads at once are safe (the
+# default workqueue layer aborts on concurrent use). Takes effect at the first parallel call.
+nb.config.THREADING_LAYER = "threadsafe"
+
+_NEVER = np.iinfo(np.int64).min          # an ignore_index no validated label can equal
+_NO_LABELS = np.empty(0, np.intp)
+_EMPTY = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+_NO_Z = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
+_ACT_CODE = {name: code for code, name in enumerate(_ACTS)}
+
+
+def set_num_threads(n):
+    nb.set_num_threads(min(n, nb.config.NUMBA_NUM_THREADS))
+
+
+# ---------------------------------------------------------------------------- BLAS
+def _gemm(C, A, B, trans_a=False, trans_b=False, beta=0.0):
+    """C = op(A) op(B) + beta C on C-ordered arrays, in place, no copies: BLAS is column-major,
+    so it computes C^T = op(B)^T op(A)^T on the transposed (Fortran-ordered) views."""
+    gemm = _blas.sgemm if C.dtype == np.float32 else _blas.dgemm
+    if C.size:
+        gemm(1.0, B.T, A.T, beta, C.T, trans_a=trans_b, trans_b=trans_a, overwrite_c=1)
+    elif beta == 0.0:
+        C[...] = 0
+
+
+# ---------------------------------------------------------------------------- heads
+@jit
+def omega_total(y, sw, w, ignore, B):
+    """sum_i omega_i, the "mean" denominator."""
+    if not y.size and not sw.size:
+        return float(B)
+    total = 0.0
+    for i in range(B):
+        total += m.row_weight(i, y, sw, w, ignore)
+    return total
+
+
+@jit
+def head_rows(head, S, y, Z, sw, w, pw, ignore, eps, margin, p, scale, b, db, dS, loss_rows):
+    """Every row of S (plus bias b if given, in place): dS[i] = scale sw_i g_i; returns
+    (sum_i sw_i l_i, sum_i omega_i); db (float64, if given) += sum_i dS[i]."""
+    total = 0.0
+    osum = 0.0
+    dummy = Z[0] if Z.shape[0] else np.empty(0, S.dtype)
+    for i in range(S.shape[0]):
+        s = S[i]
+        if b.size:
+            for j in range(s.size):
+                s[j] += b[j]
+        swi = sw[i] if sw.size else 1.0
+        loss = m.head_row(head, s, y[i] if y.size else 0, Z[i] if Z.shape[0] else dummy, w, pw,
+                          ignore, eps, margin, p, swi * scale, dS[i])
+        total += swi * loss
+        osum += m.row_weight(i, y, sw, w, ignore)
+        if loss_rows.size:
+            loss_rows[i] = swi * loss
+        if db.size:
+            g = dS[i]
+            for j in range(g.size):
+                db[j] += g[j]
+    return total, osum
+
+
+def _head_args(name, S, target, options):
+    """The uniform argument pack every compiled head takes (absent arrays are empty)."""
+    dt = S.dtype
+    code = m.HEAD_CODES[name]
+    if target.dtype.kind == "f":
+        y, Z = _NO_LABELS, target
+        code = m.SOFTMAX_PROBS if code == m.SOFTMAX else code
+    else:
+        y, Z = target, _NO_Z[dt]
+    opt = options.get
+    vec = [_EMPTY[dt] if opt(k) is None else opt(k) for k in ("sample_weight", "weight",
+                                                               "pos_weight")]
+    return (code, y, Z, *vec, opt("ignore_index", _NEVER), opt("label_smoothing", 0.0),
+            opt("margin", 1.0), opt("p", 1))
+
+
+def _mean_scale(code, args, B):
+    """(sum omega, 1 / sum omega or 0) for the argument pack after the head code."""
+    y, _, sw, w, _, ignore = args[:6]
+    total = omega_total(y, sw, w, ignore, B)
+    return total, (1.0 / total if total else 0.0)
+
+
+_F64 = np.dtype(np.float64)
+
+
+def _head_kernel(name):
+    def kernel(S, target, out, reduction, **options):
+        B, dt = S.shape[0], S.dtype
+        code, *args = _head_args(name, S, target, options)
+        scale = _mean_scale(code, args, B)[1] if reduction == "mean" else 1.0
+        rows = np.empty(B, np.float64) if reduction == "none" else _EMPTY[_F64]
+        total, osum = head_rows(code, S, *args, scale, _EMPTY[dt], _EMPTY[_F64], out, rows)
+        if reduction == "none":
+            return rows.astype(dt)
+        return _reduced(total, osum, reduction)
+
+    kernel.__name__ = name
+    kernel.__doc__ = f"{name}: one compiled pass over the rows of S."
+    return kernel
+
+
+softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nll = (
+    _head_kernel(name) for name in m.HEAD_CODES)
+
+
+# ---------------------------------------------------------------------------- linear + head
+@jit
+def linear_rows(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale, lo, hi,
+                dW, db, dX, s, xrow):
+    """Rows lo..hi of the fused path: s = W x_i + b, the head in place on s, then
+    dW += s x_i^T, db += s (float64 partials) and dX[i] = W^T s. Returns (loss, omega) sums."""
+    n, d = W.shape
+    total = 0.0
+    osum = 0.0
+    dummy = Z[0] if Z.shape[0] else np.empty(0, X.dtype)
+    for i in range(lo, hi):
+        x = X[i]
+        for j in range(n):
+            acc = b[j] if b.size else 0.0
+            wj = W[j]
+            for k in range(d):
+                acc += wj[k] * x[k]
+            s[j] = acc
+        swi = sw[i] if sw.size else 1.0
+        total += swi * m.head_row(head, s, y[i] if y.size else 0, Z[i] if Z.shape[0] else dummy,
+                                  w, pw, ignore, eps, margin, p, swi * scale, s)
+        osum += m.row_weight(i, y, sw, w, ignore)
+        if dX.size:
+            xrow[:] = 0.0
+        for j in range(n):
+            g = s[j]
+            db[j] += g
+            dWj = dW[j]
+            wj = W[j]
+            for k in range(d):
+                dWj[k] += g * x[k]
+            if dX.size:
+                for k in range(d):
+                    xrow[k] += g * wj[k]
+        if dX.size:
+            for k in range(d):
+                dX[i, k] = xrow[k]
+    return total, osum
+
+
+@pjit
+def linear_fused(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale, nblocks,
+                 dW, db, dX):
+    """The fused path over nblocks fixed row blocks (one per thread), partials combined in
+    block order: the same bits for the same nblocks, however the threads are scheduled."""
+    B, d = X.shape
+    n = W.shape[0]
+    pdW = np.zeros((nblocks, n, d))
+    pdb = np.zeros((nblocks, n))
+    parts = np.zeros((nblocks, 2))
+    for t in nb.prange(nblocks):
+        s = np.empty(n, X.dtype)
+        xrow = np.empty(d)
+        parts[t, 0], parts[t, 1] = linear_rows(
+            head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale,
+            t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX, s, xrow)
+    for t in range(1, nblocks):
+        pdW[0] += pdW[t]
+        pdb[0] += pdb[t]
+        parts[0] += parts[t]
+    for j in range(n):
+        for k in range(d):
+            dW[j, k] = pdW[0, j, k]
+        if db.size:
+            db[j] = pdb[0, j]
+    return parts[0, 0], parts[0, 1]
+
+
+@jit
+def linear_fused_serial(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale,
+                        dW, db, dX):
+    """linear_fused on one thread without a parallel region (tiny problems)."""
+    n, d = W.shape
+    pdW = np.zeros((n, d))
+    pdb = np.zeros(n)
+    total, osum = linear_rows(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale,
+                              0, X.shape[0], pdW, pdb, dX, np.empty(n, X.dtype), np.empty(d))
+    for j in range(n):
+        for k in range(d):
+            dW[j, k] = pdW[j, k]
+        if db.size:
+            db[j] = pdb[j]
+    return total, osum
+
+
+# Crossover, measured with `python -m benchmarks.crossover` (2 cores, AVX-512): the fused rows
+# win while the work per row is small and W (n x d) stays cache-resident; the BLAS path wins
+# once the three GEMMs are compute-bound.
+FUSED_MAX_N = 64
+FUSED_MAX_WEIGHTS = 1 << 17          # n * d
+PARALLEL_MIN_WORK = 1 << 16          # B * n * d below which one thread is faster
+
+
+def _fused_is_faster(B, d, n):
+    return n <= FUSED_MAX_N and n * d <= FUSED_MAX_WEIGHTS
+
+
+def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX):
+    (B, d), n, dt = X.shape, W.shape[0], X.dtype
+    code, *args = _head_args(head, X, target, options)
+    osum_all, scale = _mean_scale(code, args, B) if reduction == "mean" else (None, 1.0)
+    b_ = _EMPTY[dt] if b is None else b
+    db_ = _EMPTY[dt] if db is None else db
+    dX_ = _EMPTY[dt].reshape(0, 0) if dX is None else dX
+    if _fused_is_faster(B, d, n):
+        threads = nb.get_num_threads()
+        if threads == 1 or B * n * d < PARALLEL_MIN_WORK or B < 2 * threads:
+            total, osum = linear_fused_serial(code, X, W, b_, *args, scale, dW, db_, dX_)
+        else:
+            total, osum = linear_fused(code, X, W, b_, *args, scale, threads, dW, db_, dX_)
+    else:
+        total, osum = _linear_chunked(code, X, W, b_, args, scale, chunk_rows, dW, db, dX)
+    return _reduced(total, osum, reduction)
+
+
+def _reduced(total, osum, reduction):
+    """The Python float of a "sum" or "mean" loss (nan when every weight is 0, as torch)."""
+    if reduction == "sum":
+        return float(total)
+    return float(total) / float(osum) if osum else float("nan")
+
+
+def _linear_chunked(code, X, W, b, args, scale, chunk_rows, dW, db, dX):
+    """Per row block: S = X_c W^T (BLAS), bias + head in place (one compiled pass, db in
+    float64), dW += S^T X_c, dX_c = S W (BLAS). Only one block of scores is ever held."""
+    (B, d), n, dt = X.shape, W.shape[0], X.dtype
+    y, Z, sw, w, pw, ignore, eps, margin, p = args
+    chunk = min(chunk_rows or default_chunk_rows(n, dt.itemsize), max(B, 1))
+    block = np.empty((chunk, n), dt)
+    db64 = np.zeros(n) if db is not None else _EMPTY[_F64]
+    total = osum = 0.0
+    dW[...] = 0
+    for lo in range(0, B, chunk):
+        hi = min(lo + chunk, B)
+        S, Xc = block[:hi - lo], X[lo:hi]
+        _gemm(S, Xc, W, trans_b=True)
+        t, o = head_rows(code, S, y[lo:hi] if y.size else y, Z[lo:hi] if Z.size else Z,
+                         sw[lo:hi] if sw.size else sw, w, pw, ignore, eps, margin, p, scale, b,
+                         db64, S, _EMPTY[_F64])
+        total += t
+        osum += o
+        _gemm(dW, S, Xc, trans_a=True, beta=1.0)
+        if dX is not None:
+            _gemm(dX[lo:hi], S, W)
+    if db is not None:
+        db[...] = db64
+    return total, osum
+
+
+# ---------------------------------------------------------------------------- layers
+@jit
+def bias_activate(S, b, code, alpha):
+    """A = f(S + b), in place on S (one pass after the GEMM)."""
+    for i in range(S.shape[0]):
+        s = S[i]
+        for j in range(s.size):
+            s[j] = m.activate(code, s[j] + b[j] if b.size else s[j], alpha)
+
+
+@jit
+def bias_maxout(S, b, k, A, argmax):
+    """A[i, u] = max_p S[i, p*n + u] + b[p*n + u] (first maximum; a NaN piece wins)."""
+    n = A.shape[1]
+    for i in range(S.shape[0]):
+        for u in range(n):
+            best = 0
+            M = S[i, u] + (b[u] if b.size else 0.0)
+            for q in range(1, k):
+                v = S[i, q * n + u] + (b[q * n + u] if b.size else 0.0)
+                if v > M or (v != v and M == M):
+                    best, M = q, v
+            A[i, u] = M
+            argmax[i, u] = best
+
+
+@jit
+def activation_backward(dA, A, code, alpha, dS, db):
+    """dS = dA * f'(a) and db (float64, if given) += sum_i dS[i], in one pass."""
+    for i in range(dA.shape[0]):
+        for j in range(dA.shape[1]):
+            g = dA[i, j] * m.activation_grad(code, A[i, j], alpha)
+            dS[i, j] = g
+            if db.size:
+                db[j] += g
+
+
+@jit
+def maxout_backward(dA, argmax, k, dS, db):
+    """dS: dA routed to the winning piece, zero elsewhere; db += sum_i dS[i]."""
+    n = dA.shape[1]
+    dS[:] = 0
+    for i in range(dA.shape[0]):
+        for u in range(n):
+            col = argmax[i, u] * n + u
+            dS[i, col] = dA[i, u]
+            if db.size:
+                db[col] += dA[i, u]
+
+
+def linear_act_forward(X, W, b, activation, alpha):
+    dt = X.dtype
+    S = np.empty((X.shape[0], W.shape[0]), dt)
+    _gemm(S, X, W, trans_b=True)
+    b_ = _EMPTY[dt] if b is None else b
+    if activation == "maxout":
+        A = np.empty((X.shape[0], W.shape[0] // alpha), dt)
+        argmax = np.empty(A.shape, np.intp)
+        bias_maxout(S, b_, alpha, A, argmax)
+        return A, argmax
+    bias_activate(S, b_, _ACT_CODE[activation], 0.0 if alpha is None else alpha)
+    return S, None
+
+
+def _backward_dS(dA, cache, db):
+    """dS of a linear+activation layer, and db (if wanted) in the same pass."""
+    db64 = np.zeros(cache.W.shape[0]) if db is not None else _EMPTY[_F64]
+    dS = np.empty((dA.shape[0], cache.W.shape[0]), dA.dtype)
+    if cache.activation == "maxout":
+        maxout_backward(dA, cache.argmax, cache.alpha, dS, db64)
+    else:
+        activation_backward(dA, cache.A, _ACT_CODE[cache.activation],
+                            0.0 if cache.alpha is None else cache.alpha, dS, db64)
+    if db is not None:
+        db[...] = db64
+    return dS
+
+
+def linear_act_backward(dA, cache, dX, dW, db):
+    dS = _backward_dS(dA, cache, db)
+    _gemm(dW, dS, cache.X, trans_a=True)
+    if dX is not None:
+        _gemm(dX, dS, cache.W)
+
+
+def mlp_forward(X, params, activation, alpha):
+    h = X
+    for W, b in params[:-1]:
+        h, _ = linear_act_forward(h, W, b, activation, alpha)
+    W, b = params[-1]
+    S = np.empty((X.shape[0], W.shape[0]), X.dtype)
+    _gemm(S, h, W, trans_b=True)
+    if b is not None:
+        S += b
+    return S
+
+
+def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads):
+    """Forward keeping each hidden layer's output (and maxout's winners), the last layer fused
+    with the head (this backend's linear_head), then per hidden layer one pass for
+    dS = dh * f'(a) and db, and two GEMMs."""
+    caches, h = [], X
+    for W, b in params[:-1]:
+        A, argmax = linear_act_forward(h, W, b, activation, alpha)
+        caches.append(LayerCache(h, W, b, activation, alpha, A, argmax))
+        h = A
+    (W, b), (dW, db) = params[-1], grads[-1]
+    dh = np.empty_like(h) if caches else None
+    loss = linear_head(h, W, b, target, head, options, reduction, None, dW, db, dh)
+    for l in range(len(caches) - 1, -1, -1):
+        dX = np.empty_like(caches[l].X) if l else None
+        linear_act_backward(dh, caches[l], dX, *grads[l])
+        dh = dX
+    return loss
