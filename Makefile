@@ -20,6 +20,8 @@ demo: $(VENV)/.installed-plot
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests benchmarks --benchmark-disable
+	@echo "The Numba backend's tests again, interpreted (NUMBA_DISABLE_JIT=1):"
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests -k numba
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks fastbp-demo

@@ -6,6 +6,7 @@ float64); labels are ``intp`` and inside ``[0, n)`` (or equal ``ignore_index``);
 options have their documented types and ranges; ``out`` arrays are writeable, C-contiguous, of the
 exact shape and dtype, and overlap no input (except a head's ``out`` that *is* its scores).
 """
+import math
 import numbers
 from typing import NamedTuple, Optional
 
@@ -83,7 +84,10 @@ def _kernel_ready(arr):
 
 
 def expect_shape(name, arr, shape, why=""):
+    """``why``: a string, or a function making it (only called on error: the fast path of a
+    tiny call must not spend microseconds formatting messages nobody reads)."""
     if arr.shape != shape:
+        why = why() if callable(why) else why
         raise ValueError(f"{name} must have shape {shape}{why}, got {arr.shape}")
 
 
@@ -130,6 +134,8 @@ def choice(name, value, choices):
 
 
 def real(name, value, lo=-np.inf, hi=np.inf):
+    if type(value) is float and lo <= value <= hi:      # the common case, fast
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -139,6 +145,8 @@ def real(name, value, lo=-np.inf, hi=np.inf):
 
 
 def integer(name, value, lo=None):
+    if type(value) is int and (lo is None or value >= lo):     # the common case, fast
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     value = int(value)
@@ -154,19 +162,29 @@ def flag(name, value):
 
 
 # ---------------------------------------------------------------------------- targets
+def _where(ctx):
+    """ctx = (array name, n, "columns" / "rows" / ...) -> "S with 10 columns"."""
+    return "{} with {} {}".format(*ctx)
+
+
 def labels(name, y, B, n, ctx, ignore_index=None):
     """Integer labels (B,) inside [0, n) (or equal to ``ignore_index``), as ``intp``."""
     arr = as_array(name, y)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
-    expect_shape(name, arr, (B,), f" (one label per row of {ctx})")
-    if B and (arr.min() < 0 or arr.max() >= n):   # fast path: all in range
+    expect_shape(name, arr, (B,), lambda: f" (one label per row of {_where(ctx)})")
+    if 0 < B <= 64:       # NumPy's min/max cost ~1 us each; a short list is faster in Python
+        vals = arr.tolist()
+        lo, hi = min(vals), max(vals)
+    else:
+        lo, hi = (arr.min(), arr.max()) if B else (0, 0)
+    if lo < 0 or hi >= n:
         bad = (arr < 0) | (arr >= n)
         if ignore_index is not None:
             bad &= arr != ignore_index
         if bad.any():
             v = arr[np.argmax(bad)]
-            raise ValueError(f"{name} has label {v}, outside [0, {n}) for {ctx}")
+            raise ValueError(f"{name} has label {v}, outside [0, {n}) for {_where(ctx)}")
     return _kernel_ready(arr.astype(np.intp, copy=False))
 
 
@@ -188,16 +206,17 @@ def head_target(head, target, B, n, dtype, options, ctx):
     Returns ``(target, options)`` with every option present (defaults filled in).
     """
     allowed = HEAD_OPTIONS[head]
-    unknown = set(options) - set(allowed)
+    unknown = set(options).difference(allowed)
     if unknown:
         raise TypeError(f"head {head!r} got unexpected option(s) {sorted(unknown)}; "
                         f"it takes {sorted(allowed)} and reduction")
     opts = {**allowed, **options}
     name = TARGET_NAME.get(head, "Z")
     kind = TARGET_KIND.get(head, "float")
-    if kind == "labels|probs" and as_array(name, target).dtype.kind in "fc":
+    target = as_array(name, target)
+    if kind == "labels|probs" and target.dtype.kind in "fc":
         target = float_array(name, target, dtype)
-        expect_shape(name, target, (B, n), f" (class probabilities for {ctx})")
+        expect_shape(name, target, (B, n), lambda: f" (class probabilities for {_where(ctx)})")
     elif kind.startswith("labels"):
         ignore = None
         if "ignore_index" in opts:
@@ -207,20 +226,24 @@ def head_target(head, target, B, n, dtype, options, ctx):
         target = pm1_labels(name, target, B)
     else:
         target = float_array(name, target, dtype)
-        expect_shape(name, target, (B, n), f" (one target per score of {ctx})")
+        expect_shape(name, target, (B, n), lambda: f" (one target per score of {_where(ctx)})")
 
-    per_row = f" (one weight per row of {ctx})"
-    per_class = f" (one weight per class of {ctx})"
-    opts["sample_weight"] = optional_vector("sample_weight", opts["sample_weight"], B, dtype,
-                                            per_row)
+    def per_row():
+        return f" (one weight per row of {_where(ctx)})"
+
+    def per_class():
+        return f" (one weight per class of {_where(ctx)})"
+    if opts["sample_weight"] is not None:
+        opts["sample_weight"] = optional_vector("sample_weight", opts["sample_weight"], B,
+                                                dtype, per_row)
     for key in ("weight", "pos_weight"):
-        if key in opts:
+        if opts.get(key) is not None:
             opts[key] = optional_vector(key, opts[key], n, dtype, per_class)
     if "label_smoothing" in opts:
         opts["label_smoothing"] = real("label_smoothing", opts["label_smoothing"], 0.0, 1.0)
     if "margin" in opts:
         opts["margin"] = real("margin", opts["margin"])
-        if not np.isfinite(opts["margin"]):
+        if not math.isfinite(opts["margin"]):
             raise ValueError(f"margin must be finite, got {opts['margin']}")
     if "p" in opts:
         if isinstance(opts["p"], bool) or opts["p"] not in (1, 2):
@@ -244,7 +267,7 @@ def check_head(head, S, target, options, reduction, out):
     if n < 1:
         raise ValueError(f"S must have at least one column, got shape {S.shape}")
     reduction = choice("reduction", reduction, REDUCTIONS)
-    target, opts = head_target(head, target, B, n, S.dtype, options, f"S with {n} columns")
+    target, opts = head_target(head, target, B, n, S.dtype, options, ("S", n, "columns"))
     if out is not None:
         inputs = [("S", S), (TARGET_NAME.get(head, "Z"), target)]
         inputs += [(k, v) for k, v in opts.items() if isinstance(v, np.ndarray)]
@@ -265,7 +288,7 @@ def linear_operands(X, W, b, w_rows_per_output=1):
     if W.shape[0] % w_rows_per_output:
         raise ValueError(f"W must have a multiple of {w_rows_per_output} rows for maxout with "
                          f"{w_rows_per_output} pieces, got shape {W.shape}")
-    b = optional_vector("b", b, W.shape[0], X.dtype, f" (one bias per row of W {W.shape})")
+    b = optional_vector("b", b, W.shape[0], X.dtype, lambda: f" (one bias per row of W {W.shape})")
     return X, W, b
 
 
@@ -284,7 +307,7 @@ def check_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
         raise ValueError(f"W must have shape (1, d) for head 'binary_hinge', got {W.shape}")
     need_dX = flag("need_dX", need_dX)
     reduction, options = head_reduction(options)
-    target, opts = head_target(head, target, B, n, X.dtype, options, f"W with {n} rows")
+    target, opts = head_target(head, target, B, n, X.dtype, options, ("W", n, "rows"))
     if chunk_rows is not None:
         chunk_rows = integer("chunk_rows", chunk_rows, lo=1)
     shapes = {"dW": W.shape, "db": None if b is None else b.shape,
@@ -360,7 +383,8 @@ def check_params(X, params, activation, alpha):
         if W.shape[0] < 1 or W.shape[0] % k:
             raise ValueError(f"W{l} must have a positive multiple of {k} rows (maxout pieces), "
                              f"got shape {W.shape}")
-        b = optional_vector(f"b{l}", layer[1], W.shape[0], X.dtype, f" (one bias per row of W{l})")
+        b = optional_vector(f"b{l}", layer[1], W.shape[0], X.dtype,
+                            lambda: f" (one bias per row of W{l})")
         checked.append((W, b))
         width = W.shape[0] // k
     return X, checked, activation, alpha
@@ -376,7 +400,7 @@ def check_mlp_loss_grad(X, params, target, activation, alpha, head, options, out
                          f"got W{len(params)} of shape {W_last.shape}")
     reduction, options = head_reduction(options)
     target, opts = head_target(head, target, X.shape[0], n, X.dtype, options,
-                               f"the last layer with {n} outputs")
+                               ("the last layer", n, "outputs"))
     bufs = []
     if out is not None:
         if not hasattr(out, "__len__") or len(out) != len(params):

@@ -33,7 +33,9 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
     (X, W, b, target, head, opts, reduction, need_dX, chunk_rows,
      bufs) = _checks.check_linear_head(X, W, b, target, head, head_options, need_dX, chunk_rows,
                                        out)
-    dW, db, dX = _buffer(bufs["dW"], W), _buffer(bufs["db"], b), _buffer(bufs["dX"], X, need_dX)
+    dW = np.empty_like(W) if bufs["dW"] is None else bufs["dW"]
+    db = None if b is None else (np.empty_like(b) if bufs["db"] is None else bufs["db"])
+    dX = None if not need_dX else (np.empty_like(X) if bufs["dX"] is None else bufs["dX"])
     loss = backend_module(backend).linear_head(X, W, b, target, head, opts, reduction,
                                                chunk_rows, dW, db, dX)
     return Grads(loss, dW, db, dX)

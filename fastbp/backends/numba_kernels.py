@@ -41,8 +41,12 @@ _NO_Z = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
 _ACT_CODE = {name: code for code, name in enumerate(_ACTS)}
 
 
+_threads = [nb.config.NUMBA_NUM_THREADS]     # the row blocks of the fused path (one per thread)
+
+
 def set_num_threads(n):
-    nb.set_num_threads(min(n, nb.config.NUMBA_NUM_THREADS))
+    _threads[0] = min(n, nb.config.NUMBA_NUM_THREADS)
+    nb.set_num_threads(_threads[0])
 
 
 # ---------------------------------------------------------------------------- BLAS
@@ -69,9 +73,20 @@ def omega_total(y, sw, w, ignore, B):
 
 
 @jit
-def head_rows(head, S, y, Z, sw, w, pw, ignore, eps, margin, p, scale, b, db, dS, loss_rows):
-    """Every row of S (plus bias b if given, in place): dS[i] = scale sw_i g_i; returns
-    (sum_i sw_i l_i, sum_i omega_i); db (float64, if given) += sum_i dS[i]."""
+def mean_scale(y, sw, w, ignore, B):
+    """1 / sum(omega), or 0 when every weight is 0 (the loss is then nan, the gradient 0)."""
+    total = omega_total(y, sw, w, ignore, B)
+    return 1.0 / total if total != 0 else 0.0
+
+
+@jit
+def head_rows(head, S, y, Z, sw, w, pw, ignore, eps, margin, p, mean, scale, b, db, dS,
+              loss_rows):
+    """Every row of S (plus bias b if given, in place): dS[i] = scale' sw_i g_i with
+    scale' = scale / sum(omega) under mean, else scale; returns (sum_i sw_i l_i,
+    sum_i omega_i); db (float64, if given) += sum_i dS[i]."""
+    if mean:
+        scale *= mean_scale(y, sw, w, ignore, S.shape[0])
     total = 0.0
     osum = 0.0
     dummy = Z[0] if Z.shape[0] else np.empty(0, S.dtype)
@@ -110,13 +125,6 @@ def _head_args(name, S, target, options):
             opt("margin", 1.0), opt("p", 1))
 
 
-def _mean_scale(code, args, B):
-    """(sum omega, 1 / sum omega or 0) for the argument pack after the head code."""
-    y, _, sw, w, _, ignore = args[:6]
-    total = omega_total(y, sw, w, ignore, B)
-    return total, (1.0 / total if total else 0.0)
-
-
 _F64 = np.dtype(np.float64)
 
 
@@ -124,9 +132,9 @@ def _head_kernel(name):
     def kernel(S, target, out, reduction, **options):
         B, dt = S.shape[0], S.dtype
         code, *args = _head_args(name, S, target, options)
-        scale = _mean_scale(code, args, B)[1] if reduction == "mean" else 1.0
         rows = np.empty(B, np.float64) if reduction == "none" else _EMPTY[_F64]
-        total, osum = head_rows(code, S, *args, scale, _EMPTY[dt], _EMPTY[_F64], out, rows)
+        total, osum = head_rows(code, S, *args, reduction == "mean", 1.0, _EMPTY[dt],
+                                _EMPTY[_F64], out, rows)
         if reduction == "none":
             return rows.astype(dt)
         return _reduced(total, osum, reduction)
@@ -181,11 +189,12 @@ def linear_rows(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale, l
 
 
 @pjit
-def linear_fused(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale, nblocks,
+def linear_fused(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, mean, nblocks,
                  dW, db, dX):
     """The fused path over nblocks fixed row blocks (one per thread), partials combined in
     block order: the same bits for the same nblocks, however the threads are scheduled."""
     B, d = X.shape
+    scale = mean_scale(y, sw, w, ignore, B) if mean else 1.0
     n = W.shape[0]
     pdW = np.zeros((nblocks, n, d))
     pdb = np.zeros((nblocks, n))
@@ -209,10 +218,11 @@ def linear_fused(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale, 
 
 
 @jit
-def linear_fused_serial(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale,
+def linear_fused_serial(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, mean,
                         dW, db, dX):
     """linear_fused on one thread without a parallel region (tiny problems)."""
     n, d = W.shape
+    scale = mean_scale(y, sw, w, ignore, X.shape[0]) if mean else 1.0
     pdW = np.zeros((n, d))
     pdb = np.zeros(n)
     total, osum = linear_rows(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale,
@@ -240,18 +250,18 @@ def _fused_is_faster(B, d, n):
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX):
     (B, d), n, dt = X.shape, W.shape[0], X.dtype
     code, *args = _head_args(head, X, target, options)
-    osum_all, scale = _mean_scale(code, args, B) if reduction == "mean" else (None, 1.0)
+    mean = reduction == "mean"
     b_ = _EMPTY[dt] if b is None else b
     db_ = _EMPTY[dt] if db is None else db
-    dX_ = _EMPTY[dt].reshape(0, 0) if dX is None else dX
+    dX_ = _NO_Z[dt] if dX is None else dX
     if _fused_is_faster(B, d, n):
-        threads = nb.get_num_threads()
+        threads = _threads[0]
         if threads == 1 or B * n * d < PARALLEL_MIN_WORK or B < 2 * threads:
-            total, osum = linear_fused_serial(code, X, W, b_, *args, scale, dW, db_, dX_)
+            total, osum = linear_fused_serial(code, X, W, b_, *args, mean, dW, db_, dX_)
         else:
-            total, osum = linear_fused(code, X, W, b_, *args, scale, threads, dW, db_, dX_)
+            total, osum = linear_fused(code, X, W, b_, *args, mean, threads, dW, db_, dX_)
     else:
-        total, osum = _linear_chunked(code, X, W, b_, args, scale, chunk_rows, dW, db, dX)
+        total, osum = _linear_chunked(code, X, W, b_, args, mean, chunk_rows, dW, db, dX)
     return _reduced(total, osum, reduction)
 
 
@@ -262,11 +272,12 @@ def _reduced(total, osum, reduction):
     return float(total) / float(osum) if osum else float("nan")
 
 
-def _linear_chunked(code, X, W, b, args, scale, chunk_rows, dW, db, dX):
+def _linear_chunked(code, X, W, b, args, mean, chunk_rows, dW, db, dX):
     """Per row block: S = X_c W^T (BLAS), bias + head in place (one compiled pass, db in
     float64), dW += S^T X_c, dX_c = S W (BLAS). Only one block of scores is ever held."""
     (B, d), n, dt = X.shape, W.shape[0], X.dtype
     y, Z, sw, w, pw, ignore, eps, margin, p = args
+    scale = mean_scale(y, sw, w, ignore, B) if mean else 1.0
     chunk = min(chunk_rows or default_chunk_rows(n, dt.itemsize), max(B, 1))
     block = np.empty((chunk, n), dt)
     db64 = np.zeros(n) if db is not None else _EMPTY[_F64]
@@ -276,9 +287,10 @@ def _linear_chunked(code, X, W, b, args, scale, chunk_rows, dW, db, dX):
         hi = min(lo + chunk, B)
         S, Xc = block[:hi - lo], X[lo:hi]
         _gemm(S, Xc, W, trans_b=True)
-        t, o = head_rows(code, S, y[lo:hi] if y.size else y, Z[lo:hi] if Z.size else Z,
-                         sw[lo:hi] if sw.size else sw, w, pw, ignore, eps, margin, p, scale, b,
-                         db64, S, _EMPTY[_F64])
+        rows = slice(lo, hi)
+        t, o = head_rows(code, S, y[rows] if y.size else y, Z[rows] if Z.size else Z,
+                         sw[rows] if sw.size else sw, w, pw, ignore, eps, margin, p, False,
+                         scale, b, db64, S, _EMPTY[_F64])
         total += t
         osum += o
         _gemm(dW, S, Xc, trans_a=True, beta=1.0)
