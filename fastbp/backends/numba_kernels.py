@@ -151,40 +151,63 @@ softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nl
 # ---------------------------------------------------------------------------- linear + head
 @jit
 def linear_rows(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale, lo, hi,
-                dW, db, dX, s, xrow):
-    """Rows lo..hi of the fused path: s = W x_i + b, the head in place on s, then
-    dW += s x_i^T, db += s (float64 partials) and dX[i] = W^T s. Returns (loss, omega) sums."""
+                dW, db, dX):
+    """Rows lo..hi of the fused path, four rows at a time (each pass over W or dW serves four
+    rows): s_r = W x_r + b, the head in place on s_r, then dW += sum_r s_r x_r^T and
+    db += sum_r s_r (float64 partials), dX[r] = W^T s_r. Returns the (loss, omega) sums."""
     n, d = W.shape
+    dummy = Z[0] if Z.shape[0] else np.empty(0, X.dtype)
+    S4 = np.empty((4, n), X.dtype)
+    acc0 = np.empty(d)
+    zero = np.zeros(d, X.dtype)        # the x of a missing row in the last block of four
     total = 0.0
     osum = 0.0
-    dummy = Z[0] if Z.shape[0] else np.empty(0, X.dtype)
-    for i in range(lo, hi):
-        x = X[i]
+    for i0 in range(lo, hi, 4):
+        cnt = min(4, hi - i0)
+        x0 = X[i0]
+        x1 = X[i0 + 1] if cnt > 1 else zero
+        x2 = X[i0 + 2] if cnt > 2 else zero
+        x3 = X[i0 + 3] if cnt > 3 else zero
         for j in range(n):
-            acc = b[j] if b.size else 0.0
             wj = W[j]
+            a0 = a1 = a2 = a3 = 0.0
             for k in range(d):
-                acc += wj[k] * x[k]
-            s[j] = acc
-        swi = sw[i] if sw.size else 1.0
-        total += swi * m.head_row(head, s, y[i] if y.size else 0, Z[i] if Z.shape[0] else dummy,
-                                  w, pw, ignore, eps, margin, p, swi * scale, s)
-        osum += m.row_weight(i, y, sw, w, ignore)
-        if dX.size:
-            xrow[:] = 0.0
+                wk = wj[k]
+                a0 += wk * x0[k]
+                a1 += wk * x1[k]
+                a2 += wk * x2[k]
+                a3 += wk * x3[k]
+            bj = b[j] if b.size else 0.0
+            S4[0, j] = a0 + bj
+            S4[1, j] = a1 + bj
+            S4[2, j] = a2 + bj
+            S4[3, j] = a3 + bj
+        for r in range(4):
+            if r < cnt:
+                i = i0 + r
+                swi = sw[i] if sw.size else 1.0
+                total += swi * m.head_row(head, S4[r], y[i] if y.size else 0,
+                                          Z[i] if Z.shape[0] else dummy, w, pw, ignore, eps,
+                                          margin, p, swi * scale, S4[r])
+                osum += m.row_weight(i, y, sw, w, ignore)
+            else:
+                S4[r, :] = 0.0
         for j in range(n):
-            g = s[j]
-            db[j] += g
+            g0, g1, g2, g3 = S4[0, j], S4[1, j], S4[2, j], S4[3, j]
+            db[j] += (g0 + g1) + (g2 + g3)
             dWj = dW[j]
-            wj = W[j]
             for k in range(d):
-                dWj[k] += g * x[k]
-            if dX.size:
+                dWj[k] += (g0 * x0[k] + g1 * x1[k]) + (g2 * x2[k] + g3 * x3[k])
+        if dX.size:             # row by row: one accumulator row stays in L1 over the n passes
+            for r in range(cnt):
+                acc0[:] = 0.0
+                for j in range(n):
+                    g = S4[r, j]
+                    wj = W[j]
+                    for k in range(d):
+                        acc0[k] += g * wj[k]
                 for k in range(d):
-                    xrow[k] += g * wj[k]
-        if dX.size:
-            for k in range(d):
-                dX[i, k] = xrow[k]
+                    dX[i0 + r, k] = acc0[k]
     return total, osum
 
 
@@ -200,11 +223,9 @@ def linear_fused(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, mean, n
     pdb = np.zeros((nblocks, n))
     parts = np.zeros((nblocks, 2))
     for t in nb.prange(nblocks):
-        s = np.empty(n, X.dtype)
-        xrow = np.empty(d)
         parts[t, 0], parts[t, 1] = linear_rows(
             head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale,
-            t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX, s, xrow)
+            t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
     for t in range(1, nblocks):
         pdW[0] += pdW[t]
         pdb[0] += pdb[t]
@@ -226,7 +247,7 @@ def linear_fused_serial(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, 
     pdW = np.zeros((n, d))
     pdb = np.zeros(n)
     total, osum = linear_rows(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale,
-                              0, X.shape[0], pdW, pdb, dX, np.empty(n, X.dtype), np.empty(d))
+                              0, X.shape[0], pdW, pdb, dX)
     for j in range(n):
         for k in range(d):
             dW[j, k] = pdW[j, k]
