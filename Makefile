@@ -23,5 +23,16 @@ test: $(VENV)/.installed-test
 	@echo "The Numba backend's tests again, interpreted (NUMBA_DISABLE_JIT=1):"
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests -k numba
 
+# Timed suites -> benchmarks/RESULTS.md. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for this
+# command only: the workplace sets them for old OpenBLAS builds, and they slow a current one.
+BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
+bench: $(VENV)/.installed-test
+	$(BENCH_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider benchmarks \
+		--benchmark-json=benchmarks/last-run.json --benchmark-columns=median,iqr,rounds
+	$(BENCH_ENV) $(BIN)/python benchmarks/compile_times.py --json benchmarks/last-compile.json
+	$(BIN)/python benchmarks/report.py benchmarks/last-run.json benchmarks/last-compile.json \
+		> benchmarks/RESULTS.md
+	@echo "wrote benchmarks/RESULTS.md"
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks fastbp-demo

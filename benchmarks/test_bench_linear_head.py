@@ -1,42 +1,51 @@
-"""linear_head forward+backward per backend, at the issue's shape presets, beside bare BLAS.
+"""linear_head forward+backward through the public API, per backend, beside bare BLAS.
 
-``make bench`` runs this with timing; ``make test`` runs it once with --benchmark-disable so it
-keeps working. Compare within a group: the rows are measured side by side in one run.
+Groups: one per (head, shape preset); every row of a group is measured in the same run.
+``make bench`` times them; ``make test`` runs each once with --benchmark-disable.
 """
 import numpy as np
 import pytest
+from conftest import SHAPES, linear_data, peak_extra_bytes
 
 import fastbp
 
-SHAPES = {"T": (5, 4, 3), "D": (64, 64, 10), "C": (256, 3072, 10)}
+HEADS = ("softmax_nll", "multiclass_hinge", "sigmoid_l2")
+CASES = [(h, s) for s in ("T", "D", "C") for h in HEADS] + [("softmax_nll", "V")]
 
 
-def data(shape, dtype=np.float64):
-    B, d, n = SHAPES[shape]
-    rng = np.random.default_rng(0)
-    return (rng.standard_normal((B, d)).astype(dtype),
-            (rng.standard_normal((n, d)) / np.sqrt(d)).astype(dtype),
-            np.zeros(n, dtype), rng.integers(0, n, B))
+def _group(head, shape):
+    B, d, n, dtype = SHAPES[shape]
+    return f"linear_head {head} {shape} (B={B}, d={d}, n={n}, {dtype})"
 
 
-@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("backend", fastbp.available_backends())
-def test_linear_head_softmax_nll(benchmark, backend, shape):
-    X, W, b, y = data(shape)
-    benchmark.group = f"linear_head softmax_nll {shape}={SHAPES[shape]}"
-    fastbp.linear_head(X, W, b, y, backend=backend)       # warm-up / compile
-    g = benchmark(fastbp.linear_head, X, W, b, y, backend=backend)
+@pytest.mark.parametrize("head,shape", CASES)
+def test_linear_head(benchmark, backend, head, shape):
+    X, W, b, target = linear_data(shape, head)
+    benchmark.group = _group(head, shape)
+    out = fastbp.Grads(None, np.empty_like(W), np.empty_like(b), np.empty_like(X))
+
+    def call():
+        return fastbp.linear_head(X, W, b, target, head, out=out, backend=backend)
+
+    g = call()                       # warm-up (compiles once)
+    benchmark.extra_info["peak_extra_bytes"] = peak_extra_bytes(call)
+    benchmark.extra_info["score_bytes"] = X.shape[0] * W.shape[0] * X.dtype.itemsize
+    benchmark(call)
     assert np.isfinite(g.loss)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", ["T", "D", "C", "V"])
 def test_bare_blas(benchmark, shape):
-    """The physical floor: the three matrix products X W^T, dS^T X, dS W."""
-    X, W, _, _ = data(shape)
-    dS = np.ones((X.shape[0], W.shape[0]))
-    benchmark.group = f"linear_head softmax_nll {shape}={SHAPES[shape]}"
+    """The floor: the three matrix products X W^T, dS^T X, dS W (NumPy, outputs preallocated)."""
+    X, W, _, _ = linear_data(shape)
+    dS = np.full((X.shape[0], W.shape[0]), 0.5, X.dtype)
+    S, dW, dX = np.empty_like(dS), np.empty_like(W), np.empty_like(X)
+    benchmark.group = _group("softmax_nll", shape)
 
     def three_gemms():
-        return X @ W.T, dS.T @ X, dS @ W
+        np.matmul(X, W.T, out=S)
+        np.matmul(dS.T, X, out=dW)
+        np.matmul(dS, W, out=dX)
 
     benchmark(three_gemms)

@@ -64,7 +64,7 @@ def as_array(name, a):
 
 def float_array(name, a, dtype=None, ndim=None, what=None):
     """A C-contiguous float32/float64 array; ``dtype`` given: it must match (set by the first)."""
-    arr = as_array(name, a)
+    arr = a if a.__class__ is np.ndarray else as_array(name, a)
     if arr.dtype not in _FLOATS:
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
     if dtype is not None and arr.dtype != dtype:
@@ -79,6 +79,9 @@ def float_array(name, a, dtype=None, ndim=None, what=None):
 def _kernel_ready(arr):
     """C-contiguous and writeable-typed: compiled kernels specialise on both, so a read-only or
     strided input is copied (it is never written: the copy only keeps one kernel per dtype)."""
+    flags = arr.flags
+    if flags.c_contiguous and flags.writeable:
+        return arr
     arr = np.ascontiguousarray(arr)
     return arr if arr.flags.writeable else arr.copy()
 
@@ -127,7 +130,7 @@ def _same_buffer(a, b):
 
 # ---------------------------------------------------------------------------- scalars
 def choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
+    if value.__class__ is not str or value not in choices:
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {listed}, got {value!r}")
     return value
@@ -156,7 +159,9 @@ def integer(name, value, lo=None):
 
 
 def flag(name, value):
-    if not isinstance(value, (bool, np.bool_)):
+    if value is True or value is False:
+        return value
+    if not isinstance(value, np.bool_):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 
@@ -294,6 +299,8 @@ def linear_operands(X, W, b, w_rows_per_output=1):
 
 def head_reduction(options):
     """``reduction`` inside the ``**head_options`` of linear_head / mlp_loss_grad."""
+    if not options:
+        return "mean", options
     options = dict(options)
     reduction = choice("reduction", options.pop("reduction", "mean"), ("mean", "sum"))
     return reduction, options
@@ -310,17 +317,21 @@ def check_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
     target, opts = head_target(head, target, B, n, X.dtype, options, ("W", n, "rows"))
     if chunk_rows is not None:
         chunk_rows = integer("chunk_rows", chunk_rows, lo=1)
-    shapes = {"dW": W.shape, "db": None if b is None else b.shape,
-              "dX": X.shape if need_dX else None}
-    bufs = grads_out(out, shapes, X.dtype, [("X", X), ("W", W), ("b", b), ("target", target)])
+    bufs = _NO_BUFFERS if out is None else grads_out(
+        out, {"dW": W.shape, "db": None if b is None else b.shape,
+              "dX": X.shape if need_dX else None},
+        X.dtype, [("X", X), ("W", W), ("b", b), ("target", target)])
     return X, W, b, target, head, opts, reduction, need_dX, chunk_rows, bufs
+
+
+_NO_BUFFERS = {"dW": None, "db": None, "dX": None}   # read-only by convention
 
 
 def grads_out(out, shapes, dtype, inputs):
     """``out=Grads(None, dW, db, dX)`` -> {name: validated buffer or None}; None entries (or no
     ``out``) are allocated by the caller. A gradient that is not computed must be None."""
     if out is None:
-        return dict.fromkeys(shapes)
+        return _NO_BUFFERS
     if not isinstance(out, tuple) or len(out) != 4:
         raise TypeError(f"out must be a Grads(loss, dW, db, dX) tuple, got {type(out).__name__}")
     bufs = {}

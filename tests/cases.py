@@ -112,8 +112,9 @@ def cast_floats(dtype, *arrays, options=None):
 # The Numba backend's linear_head has several code paths chosen by shape; the tests force each
 # one on small problems by moving the crossover thresholds.
 _PATH_SETTINGS = {
-    "chunked": {"FUSED_MAX_N": 0},
-    "parallel": {"PARALLEL_MIN_WORK": 0},
+    "chunked": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0},
+    "parallel": {"PARALLEL_MIN_WORK": 0, "FUSED_ANY_N_WEIGHTS": 1 << 60},
+    "serial": {"PARALLEL_MIN_WORK": 1 << 60, "FUSED_ANY_N_WEIGHTS": 1 << 60},
 }
 VARIANTS = [b for b in fastbp.available_backends()]
 if "numba" in VARIANTS:

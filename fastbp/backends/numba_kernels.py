@@ -5,7 +5,7 @@ no BLAS call inside, or calls BLAS (SciPy's OpenBLAS, multi-threaded) with a ser
 never both at once.
 
 - Heads: one serial pass per row (``head_row``), written once, in place when out is S.
-- ``linear_head`` has two paths, chosen per shape by ``_fused_is_faster`` (measured, see there):
+- ``linear_head`` has two paths, chosen per shape (measured: see FUSED_MAX_N):
   *fused rows* -- for each row: scores, head, ``dW += g x^T``, ``db += g``, ``dX = g W``, all in
   one compiled call with plain loops (one row of scores per thread; rows split over
   ``get_num_threads()`` fixed blocks with float64 partials, combined in block order, so results
@@ -383,18 +383,19 @@ def head_rows(head, S, y, Z, sw, w, pw, ignore, eps, margin, p, mean, scale, b, 
 
 def _head_args(name, S, target, options):
     """The uniform argument pack every compiled head takes (absent arrays are empty)."""
-    dt = S.dtype
+    empty = _EMPTY[S.dtype]
     code = HEAD_CODES[name]
-    if target.dtype.kind == "f":
+    if target.ndim == 2:
         y, Z = _NO_LABELS, target
         code = SOFTMAX_PROBS if code == SOFTMAX else code
     else:
-        y, Z = target, _NO_Z[dt]
-    opt = options.get
-    vec = [_EMPTY[dt] if opt(k) is None else opt(k) for k in ("sample_weight", "weight",
-                                                               "pos_weight")]
-    return (code, y, Z, *vec, opt("ignore_index", _NEVER), opt("label_smoothing", 0.0),
-            opt("margin", 1.0), opt("p", 1))
+        y, Z = target, _NO_Z[S.dtype]
+    sw, w, pw = (options.get("sample_weight"), options.get("weight"),
+                 options.get("pos_weight"))
+    return (code, y, Z, empty if sw is None else sw, empty if w is None else w,
+            empty if pw is None else pw, options.get("ignore_index", _NEVER),
+            options.get("label_smoothing", 0.0), options.get("margin", 1.0),
+            options.get("p", 1))
 
 
 _F64 = np.dtype(np.float64)
@@ -529,27 +530,29 @@ def linear_fused_serial(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, 
     return total, osum
 
 
-# Crossover, measured with `python -m benchmarks.crossover` (2 cores, AVX-512): the fused rows
-# win while the work per row is small and W (n x d) stays cache-resident; the BLAS path wins
-# once the three GEMMs are compute-bound.
-FUSED_MAX_N = 64
-FUSED_MAX_WEIGHTS = 1 << 17          # n * d
-PARALLEL_MIN_WORK = 1 << 16          # B * n * d below which one thread is faster
+# Crossover, measured with `python benchmarks/crossover.py` (2 cores, AVX-512, SciPy's
+# OpenBLAS): the fused rows win while W (n x d) is small -- n*d <= 8192, or n <= 16 with
+# n*d <= 32768 (e.g. 10 classes of 3072 features: 0.75 ms fused vs 0.82 ms chunked at B = 256);
+# beyond, the chunked path's GEMMs win (32 x 512: 0.41 vs 0.33 ms). Two threads beat one from
+# about B*n*d = 2^15 (64 x 64 x 10: 27 vs 29 us).
+FUSED_MAX_N = 16
+FUSED_MAX_WEIGHTS = 1 << 15          # n * d, when n <= FUSED_MAX_N
+FUSED_ANY_N_WEIGHTS = 1 << 13        # n * d, for any n
+PARALLEL_MIN_WORK = 1 << 15          # B * n * d
 
 
-def _fused_is_faster(B, d, n):
-    return n <= FUSED_MAX_N and n * d <= FUSED_MAX_WEIGHTS
-
-
-def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX):
+def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
+                threads=None):
+    """``threads``: row blocks of the fused path (default: get_num_threads(); 1 inside a
+    BLAS-driven network, so Numba's threads never wait on BLAS's spinning ones)."""
     (B, d), n, dt = X.shape, W.shape[0], X.dtype
     code, *args = _head_args(head, X, target, options)
     mean = reduction == "mean"
     b_ = _EMPTY[dt] if b is None else b
-    db_ = _EMPTY[dt] if db is None else db
-    dX_ = _NO_Z[dt] if dX is None else dX
-    if _fused_is_faster(B, d, n):
-        threads = _threads[0]
+    if n * d <= FUSED_ANY_N_WEIGHTS or (n <= FUSED_MAX_N and n * d <= FUSED_MAX_WEIGHTS):
+        db_ = _EMPTY[dt] if db is None else db
+        dX_ = _NO_Z[dt] if dX is None else dX
+        threads = _threads[0] if threads is None else threads
         if threads == 1 or B * n * d < PARALLEL_MIN_WORK or B < 2 * threads:
             total, osum = linear_fused_serial(code, X, W, b_, *args, mean, dW, db_, dX_)
         else:
@@ -703,7 +706,8 @@ def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction
         h = A
     (W, b), (dW, db) = params[-1], grads[-1]
     dh = np.empty_like(h) if caches else None
-    loss = linear_head(h, W, b, target, head, options, reduction, None, dW, db, dh)
+    loss = linear_head(h, W, b, target, head, options, reduction, None, dW, db, dh,
+                       threads=1 if caches else None)
     for l in range(len(caches) - 1, -1, -1):
         dX = np.empty_like(caches[l].X) if l else None
         linear_act_backward(dh, caches[l], dX, *grads[l])

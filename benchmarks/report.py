@@ -1,0 +1,149 @@
+"""Turn a pytest-benchmark JSON (and compile_times.py's JSON) into benchmarks/RESULTS.md.
+
+    python benchmarks/report.py RUN.json COMPILE.json > benchmarks/RESULTS.md
+
+`make bench` runs the suites and this script. Every figure comes from those two files: medians
+per row, ratios within a group (rows of a group were measured in the same run).
+"""
+import json
+import platform
+import sys
+
+
+def _us(seconds):
+    return f"{seconds * 1e6:,.1f}"
+
+
+def _row_name(bench):
+    params = bench.get("params") or {}
+    return params.get("backend") or ("bare BLAS" if "bare_blas" in bench["name"] else
+                                     bench["name"])
+
+
+def groups(run):
+    out = {}
+    for bench in run["benchmarks"]:
+        out.setdefault(bench["group"], {})[_row_name(bench)] = bench
+    return out
+
+
+def table(group, rows):
+    ref = rows.get("numpy")
+    bare = rows.get("bare BLAS")
+    has_mem = any("peak_extra_bytes" in r.get("extra_info", {}) for r in rows.values())
+    head = ["row", "median (us)", "IQR (us)", "vs numpy reference"]
+    if bare:
+        head.append("vs bare BLAS")
+    if has_mem:
+        head.append("peak extra memory (of B x n scores)")
+    lines = [f"### {group}", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for name, r in sorted(rows.items(), key=lambda kv: kv[1]["stats"]["median"]):
+        st = r["stats"]
+        cells = [name, _us(st["median"]), _us(st["iqr"])]
+        cells.append(f"{ref['stats']['median'] / st['median']:.2f}x faster" if ref else "")
+        if bare:
+            cells.append(f"{st['median'] / bare['stats']['median']:.2f}x the time")
+        if has_mem:
+            extra = r.get("extra_info", {})
+            if "peak_extra_bytes" in extra:
+                cells.append(f"{extra['peak_extra_bytes'] / 1e6:.2f} MB "
+                             f"({extra['peak_extra_bytes'] / extra['score_bytes']:.3f})")
+            else:
+                cells.append("")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _median(gs, prefix, row):
+    for name, rows in gs.items():
+        if name.startswith(prefix) and row in rows:
+            return rows[row]["stats"]["median"], rows[row]
+    return None, None
+
+
+def targets(gs, compile_times):
+    """The Numba backend issue's figures, checked against this run."""
+    out = []
+
+    def check(label, ok, detail):
+        out.append(f"| {label} | {detail} | {'met' if ok else '**not met**'} |")
+
+    for backend in ("numba", "c"):
+        ref_t, _ = _median(gs, "linear_head softmax_nll T", "numpy")
+        t, _ = _median(gs, "linear_head softmax_nll T", backend)
+        if t is None:
+            continue
+        check(f"{backend}: T softmax_nll >= 10x numpy, call <= 5 us", ref_t / t >= 10 and t <= 5e-6,
+              f"{ref_t / t:.2f}x, {t * 1e6:.2f} us")
+        for shape in ("D", "C"):
+            for head in ("softmax_nll", "multiclass_hinge", "sigmoid_l2"):
+                ref, _ = _median(gs, f"linear_head {head} {shape}", "numpy")
+                mine, _ = _median(gs, f"linear_head {head} {shape}", backend)
+                check(f"{backend}: {shape} {head} >= 2x numpy", ref / mine >= 2,
+                      f"{ref / mine:.2f}x")
+        bare, _ = _median(gs, "linear_head softmax_nll V", "bare BLAS")
+        mine, row = _median(gs, "linear_head softmax_nll V", backend)
+        check(f"{backend}: V time <= 1.10x bare BLAS", mine / bare <= 1.10, f"{mine / bare:.2f}x")
+        extra = row["extra_info"]
+        frac = extra["peak_extra_bytes"] / extra["score_bytes"]
+        check(f"{backend}: V peak extra memory <= 1/8 of scores", frac <= 0.125,
+              f"{extra['peak_extra_bytes'] / 1e6:.1f} MB = {frac:.3f} of "
+              f"{extra['score_bytes'] / 1e6:.0f} MB")
+        ref, _ = _median(gs, "mlp_loss_grad", "numpy")
+        mine, _ = _median(gs, "mlp_loss_grad", backend)
+        check(f"{backend}: 2-layer 3072-100-10 mlp_loss_grad >= 1.5x numpy", ref / mine >= 1.5,
+              f"{ref / mine:.2f}x")
+    if compile_times:
+        worst = max(r["warm_s"] for r in compile_times.values())
+        check("numba: first call per kernel family from a warm cache <= 1 s", worst <= 1.0,
+              f"worst {worst:.3f} s")
+    return ["| target | measured | |", "|---|---|---|"] + out
+
+
+def main():
+    run = json.load(open(sys.argv[1]))
+    compile_times = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else None
+    info = run["machine_info"]
+    gs = groups(run)
+    lines = [
+        "# Benchmark results",
+        "",
+        "Produced by `make bench` (pytest-benchmark suites in `benchmarks/`, then "
+        "`benchmarks/compile_times.py` and `benchmarks/report.py`). Medians; every ratio "
+        "compares rows of one group, measured side by side in the same run, through the "
+        "public API, after a warm-up call (compile time excluded, reported below). "
+        "`make bench` unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for its own command "
+        "(this workplace sets them for old OpenBLAS builds; they slow a current one).",
+        "",
+        f"- machine: {info.get('cpu', {}).get('brand_raw', platform.processor())}, "
+        f"{info.get('cpu', {}).get('count', '?')} logical cores, {info['system']} "
+        f"{info['release']}",
+        f"- python {info['python_version']}; " + ", ".join(
+            f"{k} {v}" for k, v in run["fastbp"]["versions"].items()),
+        f"- threads: {run['fastbp']['threads']}; BLAS: " + "; ".join(
+            f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['num_threads']} "
+            f"threads)" for b in run["fastbp"]["blas"]),
+        f"- run at {run['datetime']}",
+        "",
+        "## Targets of the Numba backend issue",
+        "",
+        *targets(gs, compile_times),
+        "",
+        "## Compile time (first call of each kernel family, float64)",
+        "",
+    ]
+    if compile_times:
+        lines += ["| family | cold cache | warm cache |", "|---|---|---|"]
+        lines += [f"| {k} | {v['cold_s']:.2f} s | {v['warm_s']:.3f} s |"
+                  for k, v in compile_times.items()]
+        lines.append("")
+        lines.append("A family's cold time includes whatever it is the first to compile.")
+    lines += ["", "## All groups", ""]
+    for group in sorted(gs):
+        lines += [table(group, gs[group]), ""]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
