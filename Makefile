@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench crossover clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/report.py benchmarks/last-run.json benchmarks/last-compile.json \
 		> benchmarks/RESULTS.md
 	@echo "wrote benchmarks/RESULTS.md"
+
+# The table behind the Numba backend's fused-vs-BLAS thresholds (FUSED_MAX_N and friends).
+crossover: $(VENV)/.installed-test
+	$(BENCH_ENV) $(BIN)/python benchmarks/crossover.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks fastbp-demo

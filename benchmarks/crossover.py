@@ -1,6 +1,6 @@
 """Where the Numba backend's fused-rows path stops beating its chunked-BLAS path.
 
-    python benchmarks/crossover.py        # prints median times of both paths over a grid
+    make crossover      # prints median times of the three paths over a grid
 
 The thresholds in ``fastbp/backends/numba_kernels.py`` (FUSED_MAX_N, FUSED_MAX_WEIGHTS,
 PARALLEL_MIN_WORK) were chosen from this table; rerun it on a new machine.

@@ -115,10 +115,12 @@ def out_array(name, out, shape, dtype, inputs=(), may_be=None):
         raise ValueError(f"{name} must be C-contiguous")
     if not out.flags.writeable:
         raise ValueError(f"{name} must be writeable")
+    owns = out.flags.owndata
     for in_name, arr in inputs:
         if arr is None or (arr is may_be and _same_buffer(out, arr)):
             continue
-        if np.may_share_memory(out, arr):
+        # two different arrays that each own their memory cannot overlap (the cheap test)
+        if (arr is out or not (owns and arr.flags.owndata)) and np.may_share_memory(out, arr):
             raise ValueError(f"{name} overlaps {in_name}; pass a separate buffer")
     return out
 

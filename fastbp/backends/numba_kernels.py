@@ -6,10 +6,11 @@ never both at once.
 
 - Heads: one serial pass per row (``head_row``), written once, in place when out is S.
 - ``linear_head`` has two paths, chosen per shape (measured: see FUSED_MAX_N):
-  *fused rows* -- for each row: scores, head, ``dW += g x^T``, ``db += g``, ``dX = g W``, all in
-  one compiled call with plain loops (one row of scores per thread; rows split over
-  ``get_num_threads()`` fixed blocks with float64 partials, combined in block order, so results
-  are bit-identical run to run); and *chunked BLAS* -- per block of ``chunk_rows`` rows: GEMM,
+  *fused rows* -- for four rows at a time: scores, head, ``dW += g x^T``, ``db += g``,
+  ``dX = g W``, all in one compiled call with plain loops (four rows of scores per thread; rows
+  split over ``get_num_threads()`` fixed blocks with float64 partials, combined in block order,
+  so results are bit-identical run to run); and *chunked BLAS* -- per block of ``chunk_rows``
+  rows: GEMM,
   head epilogue in place, ``dW += dS^T X`` (BLAS with beta = 1), ``dX = dS W``: peak extra
   memory is one score block, whatever ``B``.
 - Layers and MLPs: BLAS GEMMs with fused epilogues (bias + activation; ``dh * f'(a)`` + ``db``).
@@ -369,7 +370,7 @@ def head_rows(head, S, y, Z, sw, w, pw, ignore, eps, margin, p, mean, scale, b, 
                 s[j] += b[j]
         swi = sw[i] if sw.size else 1.0
         loss = head_row(head, s, y[i] if y.size else 0, Z[i] if Z.shape[0] else dummy, w, pw,
-                          ignore, eps, margin, p, swi * scale, dS[i], bits)
+                        ignore, eps, margin, p, swi * scale, dS[i], bits)
         total += swi * loss
         osum += row_weight(i, y, sw, w, ignore)
         if loss_rows.size:
@@ -530,13 +531,14 @@ def linear_fused_serial(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, 
     return total, osum
 
 
-# Crossover, measured with `python benchmarks/crossover.py` (2 cores, AVX-512, SciPy's
-# OpenBLAS): the fused rows win while W (n x d) is small -- n*d <= 8192, or n <= 16 with
-# n*d <= 32768 (e.g. 10 classes of 3072 features: 0.75 ms fused vs 0.82 ms chunked at B = 256);
-# beyond, the chunked path's GEMMs win (32 x 512: 0.41 vs 0.33 ms). Two threads beat one from
-# about B*n*d = 2^15 (64 x 64 x 10: 27 vs 29 us).
+# Crossover, measured with `make crossover` (benchmarks/crossover.py: 2 cores, AVX-512, SciPy's
+# OpenBLAS with its SkylakeX kernels, median us): the fused rows win while W (n x d) is small --
+# n*d <= 8192, or n <= 16 with n*d <= 16384 (B=256, d=512, n=10: fused 201 vs chunked 211;
+# d=64, n=32: 91 vs 103); beyond, the chunked path's GEMMs win (d=3072, n=10: 851 vs 721;
+# d=512, n=32: 371 vs 250). Two threads beat one from about B*n*d = 2^15 (64 x 64 x 10: 27 vs
+# 29 us; 256 x 512 x 10: 201 vs 343).
 FUSED_MAX_N = 16
-FUSED_MAX_WEIGHTS = 1 << 15          # n * d, when n <= FUSED_MAX_N
+FUSED_MAX_WEIGHTS = 1 << 14          # n * d, when n <= FUSED_MAX_N
 FUSED_ANY_N_WEIGHTS = 1 << 13        # n * d, for any n
 PARALLEL_MIN_WORK = 1 << 15          # B * n * d
 
