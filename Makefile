@@ -10,12 +10,14 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# One stamp per set of extras: reinstall when pyproject.toml changes.
+# What each entry point installs; one stamp each, redone when pyproject.toml changes.
+EXTRAS_demo := plot,sklearn
+EXTRAS_test := test,plot,sklearn
 $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
-	$(PIP) -e ".[$*]"
+	$(PIP) -e ".[$(EXTRAS_$*)]"
 	touch $@
 
-demo: $(VENV)/.installed-plot
+demo: $(VENV)/.installed-demo
 	$(BIN)/fastbp demo
 
 test: $(VENV)/.installed-test

@@ -13,6 +13,7 @@ from .heads import (binary_hinge, l1, l2, multiclass_hinge, nll, sigmoid_bce, si
 from .info import info
 from .layers import (Grads, linear_act_backward, linear_act_forward, linear_head, mlp_forward,
                      mlp_loss_grad)
+from .model import MLP, SGD, Adam
 
 __version__ = "0.1.0"
 
@@ -22,5 +23,5 @@ __all__ = [
     "linear_act_backward", "mlp_forward", "mlp_loss_grad", "gradcheck", "GradcheckError",
     "JacobianTooLarge", "BackendUnavailable", "available_backends", "set_backend",
     "use_backend", "get_backend", "set_num_threads", "get_num_threads", "info", "naive",
-    "config",
+    "config", "MLP", "SGD", "Adam",
 ]

@@ -1,9 +1,12 @@
 """The ``fastbp`` command line (api.md section 7). Errors: one line on stderr, exit code 2."""
 import argparse
 import json
+import os
 import sys
 
+from . import _dispatch
 from . import compare as _compare
+from .errors import human_bytes
 
 
 class _Parser(argparse.ArgumentParser):
@@ -11,35 +14,92 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"fastbp: error: {message}\n")
 
 
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
 def _info(args):
     print(json.dumps(__import__("fastbp").info(), indent=2))
 
 
-def _run_compare(args):
+def _bar(**kw):
     from tqdm import tqdm
+    return tqdm(file=sys.stderr, leave=False, dynamic_ncols=True, **kw)
+
+
+def _run_compare(args):
     sizes, _ = _compare.PRESETS[args.preset]
     n_cases = len(_compare.cases(1, "float64", __import__("numpy").random.default_rng(0)))
-    with tqdm(total=len(sizes) * n_cases, desc="measuring", file=sys.stderr, leave=False) as bar:
+    with _bar(total=len(sizes) * n_cases, desc="measuring") as bar:
         rows = _compare.run(args.preset, args.dtype, progress=bar.update)
     print(_compare.table(rows))
     notes = _compare.notes_case(args.dtype)
-    from .errors import human_bytes
     print(f"\nThe notes' case, 100 vectors x 4096 features through one elementwise layer: the "
           f"naive Jacobian alone is {human_bytes(notes)} ({args.dtype}); fused, it is one "
           f"elementwise product.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "notes_case_naive_bytes": notes}, f, indent=2)
+    if args.plot:
+        _compare.plot(rows, args.plot)
+        print(f"plot: {args.plot}")
     return rows
 
 
+def _run_train(args):
+    from .train import plot_history, train
+
+    def progress(epoch, batches):
+        return _bar(iterable=batches, desc=f"epoch {epoch}/{args.epochs}", unit="batch")
+
+    def on_epoch(epoch, loss, acc):
+        print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  "
+              f"test accuracy {100 * acc:.2f}%", flush=True)
+
+    _, hist = train(dataset=args.dataset, hidden=args.hidden, activation=args.activation,
+                    head=args.head, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    optimizer=args.optimizer, backend=args.backend, seed=args.seed,
+                    progress=progress, on_epoch=on_epoch)
+    print(f"final test accuracy {100 * hist.test_accuracy:.2f}% on {hist.n_test} digits; wall "
+          f"time {hist.seconds:.2f} s ({1e3 * hist.seconds_per_epoch:.1f} ms per epoch, "
+          f"backend {_dispatch.get_backend() if args.backend is None else args.backend})")
+    if args.plot:
+        plot_history(hist, args.plot)
+        print(f"plot: {args.plot}")
+    return hist
+
+
 def _demo(args):
-    args.preset, args.dtype, args.json = "quick", "float64", None
-    print("fastbp demo: naive explicit-Jacobian backprop vs fused kernels\n")
-    _run_compare(args)
+    os.makedirs(args.out, exist_ok=True)
+    print("fastbp demo 1/2: naive explicit-Jacobian backprop vs fused kernels\n")
+    cargs = argparse.Namespace(preset="quick", dtype="float64", json=None,
+                               plot=os.path.join(args.out, "compare.png"))
+    rows = _run_compare(cargs)
+    print("\nfastbp demo 2/2: a 2-layer net on the digits data set\n")
+    targs = build_parser().parse_args(["train", "--plot", os.path.join(args.out, "train.png")])
+    hist = _run_train(targs)
+    print("\nsummary")
+    for case in dict.fromkeys(r["case"] for r in rows):
+        r = [r for r in rows if r["case"] == case and r["naive_s"] is not None][-1]
+        be, f = min(r["fused"].items(), key=lambda kv: kv[1]["s"])
+        print(f"  {case}, B={r['B']}: fused ({be}) {r['naive_s'] / f['s']:.0f}x faster, "
+              f"{r['naive_peak_bytes'] / max(f['peak_bytes'], 1):.0f}x less memory than naive")
+    print(f"  digits: test accuracy {100 * hist.test_accuracy:.2f}%, "
+          f"{1e3 * hist.seconds_per_epoch:.1f} ms per epoch")
+    print(f"  plots: {cargs.plot}, {targs.plot}")
 
 
 def build_parser():
+    from .train import DATASETS, OPTIMIZERS, TRAIN_HEADS
+    from ._checks import ACTIVATIONS
     parser = _Parser(prog="fastbp", description="Fused loss gradients without Jacobians.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("info", help="versions, backends, threads, BLAS").set_defaults(fn=_info)
@@ -47,8 +107,25 @@ def build_parser():
     p.add_argument("--preset", choices=sorted(_compare.PRESETS), default="quick")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     p.add_argument("--json", metavar="PATH", help="write the measurements as JSON")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG: time and memory vs size")
     p.set_defaults(fn=_run_compare)
-    sub.add_parser("demo", help="what `make demo` runs").set_defaults(fn=_demo)
+    p = sub.add_parser("train", help="train a 2-layer net on real data")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--hidden", type=_positive(int), default=64)
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    p.add_argument("--head", choices=tuple(TRAIN_HEADS), default="softmax_nll")
+    p.add_argument("--epochs", type=_positive(int), default=30)
+    p.add_argument("--batch-size", type=_positive(int), default=64)
+    p.add_argument("--lr", type=_positive(float), default=0.05)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                   help="sgd: momentum 0.9; adam: torch's defaults")
+    p.add_argument("--backend", choices=("auto",) + tuple(_dispatch._REGISTRY), default=None)
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of loss and accuracy")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_run_train)
+    p = sub.add_parser("demo", help="what `make demo` runs: compare, then train")
+    p.add_argument("--out", default="fastbp-demo", help="folder for the plots")
+    p.set_defaults(fn=_demo)
     return parser
 
 
@@ -56,9 +133,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (ValueError, TypeError, OSError) as exc:
+    except Exception as exc:   # noqa: BLE001 -- the CLI's promise: one line, no traceback
+        from .train import TrainingDiverged
         print(f"fastbp {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, TrainingDiverged) else 2
     return 0
 
 

@@ -131,3 +131,48 @@ def table(rows):
                      for i, (c, w) in enumerate(zip(line, widths))) for line in lines]
     out.insert(1, "-" * len(out[0]))
     return "\n".join(out)
+
+
+def plot(rows, path):
+    """Two log-log panels, time and peak memory against batch size: per case (colour) the
+    naive path measured (solid), its predicted bytes (dashed) and each fused backend (dotted)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    cases_ = list(dict.fromkeys(r["case"] for r in rows))
+    backends = list(dict.fromkeys(be for r in rows for be in r["fused"]))
+    markers = dict(zip(backends, "s^Dvp"))
+    colors = dict(zip(cases_, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(13, 5))
+    for case in cases_:
+        rs = [r for r in rows if r["case"] == case]
+        c = colors[case]
+        measured = [r for r in rs if r["naive_s"] is not None]
+        ax_t.plot([r["B"] for r in measured], [r["naive_s"] for r in measured], "o-", color=c)
+        ax_m.plot([r["B"] for r in measured], [r["naive_peak_bytes"] for r in measured], "o-",
+                  color=c)
+        ax_m.plot([r["B"] for r in rs], [r["naive_predicted_bytes"] for r in rs], "--",
+                  color=c)
+        for be in backends:
+            pts = [(r["B"], r["fused"][be]) for r in rs if be in r["fused"]]
+            ax_t.plot([b for b, _ in pts], [f["s"] for _, f in pts], ":", marker=markers[be],
+                      color=c)
+            ax_m.plot([b for b, _ in pts], [f["peak_bytes"] for _, f in pts], ":",
+                      marker=markers[be], color=c)
+    ax_t.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="time per call (s)",
+             title="time: naive Jacobians vs fused")
+    ax_m.set(xscale="log", yscale="log", xlabel="batch size B",
+             ylabel="peak memory (bytes, tracemalloc)", title="peak memory")
+    for ax in (ax_t, ax_m):
+        ax.grid(True, which="both", alpha=0.25)
+    style = [Line2D([], [], color="k", marker="o", label="naive, measured"),
+             Line2D([], [], color="k", ls="--", label="naive, predicted bytes")]
+    style += [Line2D([], [], color="k", ls=":", marker=markers[be], label=f"fused ({be})")
+              for be in backends]
+    ax_t.legend(handles=style, loc="upper left", fontsize=8)
+    ax_m.legend(handles=[Line2D([], [], color=colors[c], lw=3, label=c) for c in cases_],
+                loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
