@@ -32,7 +32,7 @@ def _info(args):
 
 def _bar(**kw):
     from tqdm import tqdm
-    return tqdm(file=sys.stderr, leave=False, dynamic_ncols=True, **kw)
+    return tqdm(file=sys.stderr, leave=False, dynamic_ncols=True, disable=None, **kw)  # no TTY: off
 
 
 def _run_compare(args):
@@ -114,9 +114,9 @@ def build_parser():
     p.add_argument("--hidden", type=_positive(int), default=64)
     p.add_argument("--activation", choices=ACTIVATIONS, default="relu")
     p.add_argument("--head", choices=tuple(TRAIN_HEADS), default="softmax_nll")
-    p.add_argument("--epochs", type=_positive(int), default=30)
+    p.add_argument("--epochs", type=_positive(int), default=50)
     p.add_argument("--batch-size", type=_positive(int), default=64)
-    p.add_argument("--lr", type=_positive(float), default=0.05)
+    p.add_argument("--lr", type=_positive(float), default=0.1)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="sgd: momentum 0.9; adam: torch's defaults")
     p.add_argument("--backend", choices=("auto",) + tuple(_dispatch._REGISTRY), default=None)
