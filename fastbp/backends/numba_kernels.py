@@ -151,7 +151,7 @@ def vexp(x, bits):
     n = x.size
     for j in range(n):
         v = float(x[j])
-        c = min(max(v, -708.0), 709.0)
+        c = min(max(v, -708.0), 709.0) if v == v else 0.0     # NaN: any k; restored below
         k = math.floor(c * _LOG2E + 0.5)
         y = (c - k * _LN2_HI) - k * _LN2_LO
         p = 1.0 + y * (1.0 + y * (1 / 2 + y * (1 / 6 + y * (1 / 24 + y * (1 / 120 + y * (
