@@ -430,3 +430,23 @@ def check_mlp_loss_grad(X, params, target, activation, alpha, head, options, out
     else:
         bufs = [(None, None)] * len(params)
     return X, params, target, activation, alpha, head, opts, reduction, bufs
+
+
+def check_batch(X, target, head, params, shapes, dtype, options):
+    """One training batch for a model: X (B, d) in the model's dtype and the head's target.
+    The parameters are the model's own: each must still have the shape and dtype it was built
+    with (a cheap check, so a compiled step never reads past a replaced array)."""
+    for l, ((W, b), (w_shape, b_shape)) in enumerate(zip(params, shapes), start=1):
+        for name, arr, shape in ((f"W{l}", W, w_shape), (f"b{l}", b, b_shape)):
+            if (arr.__class__ is not np.ndarray or arr.shape != shape or arr.dtype != dtype
+                    or not arr.flags.c_contiguous or not arr.flags.writeable):
+                raise ValueError(f"model parameter {name} must stay a writeable C-contiguous "
+                                 f"{dtype} array of shape {shape}")
+    X = float_array("X", X, dtype, ndim=2, what="(B, d)")
+    d, n = shapes[0][0][1], shapes[-1][0][0]
+    if X.shape[1] != d:
+        raise ValueError(f"X must have {d} columns (the model's inputs), got shape {X.shape}")
+    reduction, options = head_reduction(options)
+    target, opts = head_target(head, target, X.shape[0], n, dtype, options,
+                               ("the last layer", n, "outputs"))
+    return X, target, opts, reduction

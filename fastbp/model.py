@@ -8,6 +8,7 @@ import numpy as np
 from scipy.linalg import blas
 
 from . import _checks
+from ._dispatch import backend_module
 from .layers import mlp_forward, mlp_loss_grad
 
 # Initialisation: He for the relu-like activations (their gain is sqrt(2)), Xavier/Glorot for
@@ -51,6 +52,7 @@ class MLP:
             W = (std * rng.standard_normal((rows, fan_in))).astype(self.dtype)
             self.params.append((W, np.zeros(rows, self.dtype)))
         self.grads = [(np.empty_like(W), np.empty_like(b)) for W, b in self.params]
+        self._shapes = [(W.shape, b.shape) for W, b in self.params]
 
     def forward(self, X):
         """Scores (B, outputs)."""
@@ -74,26 +76,43 @@ class MLP:
                              backend=self.backend, **head_options)
 
     def step(self, X, target, *, optimizer, **head_options):
-        """Forward, fused backward and an in-place update by ``optimizer``; returns the loss."""
-        loss, grads = self.loss_grad(X, target, **head_options)
-        optimizer.update(self.params, grads)
-        return loss
+        """Forward, fused backward and an in-place update by ``optimizer``; returns the loss.
+
+        The parameters are the model's own (their shapes were fixed at construction and are
+        re-checked cheaply); X and target are validated as in ``mlp_loss_grad``. A backend may
+        run the whole step in one compiled call (the Numba backend does, for SGD and Adam).
+        """
+        X, target, opts, reduction = _checks.check_batch(
+            X, target, self.head, self.params, self._shapes, self.dtype, head_options)
+        return backend_module(self.backend).mlp_step(
+            X, self.params, target, self.activation, self.alpha, self.head, opts, reduction,
+            self.grads, optimizer)
 
 
 class _Optimizer:
+    """Shared bookkeeping: ``t`` counts updates; ``state`` holds per-parameter buffers (one
+    entry per array of ``params``, flattened in order), allocated on the first update."""
+    kind = None
+
     def __init__(self, lr, weight_decay):
         self.lr = _checks.real("lr", lr, 0.0, np.inf)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         self.weight_decay = _checks.real("weight_decay", weight_decay, 0.0, np.inf)
-        self.state = None      # per-parameter buffers, allocated on the first update
+        self.state = None
+        self.t = 0
+
+    def begin(self, arrays):
+        """Count one more update of ``arrays`` (allocating the state the first time)."""
+        if self.state is None:
+            self.state = [self._new_state(p) for p in arrays]
+        self.t += 1
 
     def update(self, params, grads):
         """Update every array of ``params`` in place from ``grads`` (same structure)."""
         flat = [(p, g) for pair, gpair in zip(params, grads)
                 for p, g in zip(pair, gpair) if p is not None]
-        if self.state is None:
-            self.state = [self._new_state(p) for p, _ in flat]
+        self.begin([p for p, _ in flat])
         for (p, g), state in zip(flat, self.state):
             if self.weight_decay:
                 _axpy(p, g, self.weight_decay)       # L2: g += wd * p (g is a scratch buffer)
@@ -103,6 +122,7 @@ class _Optimizer:
 class SGD(_Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, as torch.optim.SGD:
     v = momentum v + g (v = g on the first step); p -= lr (g + momentum v if nesterov else v)."""
+    kind = "sgd"
 
     def __init__(self, lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(lr, weight_decay)
@@ -110,20 +130,15 @@ class SGD(_Optimizer):
         self.nesterov = _checks.flag("nesterov", nesterov)
         if self.nesterov and not self.momentum:
             raise ValueError("nesterov=True needs momentum > 0")
-        self.steps = 0
 
     def _new_state(self, p):
         return np.zeros_like(p) if self.momentum else None
-
-    def update(self, params, grads):
-        super().update(params, grads)
-        self.steps += 1
 
     def _update(self, p, g, v):
         if not self.momentum:
             _axpy(g, p, -self.lr)
             return
-        if self.steps == 0:
+        if self.t == 1:
             v[...] = g
         else:
             v *= self.momentum
@@ -137,7 +152,8 @@ class SGD(_Optimizer):
 
 class Adam(_Optimizer):
     """Adam, as torch.optim.Adam (L2 weight decay added to the gradient):
-    m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, p -= lr/(1-b1^t) m / (sqrt(v/(1-b2^t)) + eps)."""
+    m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps)."""
+    kind = "adam"
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -147,14 +163,9 @@ class Adam(_Optimizer):
         if max(self.betas) >= 1:
             raise ValueError(f"betas must be in [0, 1), got {betas!r}")
         self.eps = _checks.real("eps", eps, 0.0, np.inf)
-        self.t = 0
 
     def _new_state(self, p):
         return np.zeros_like(p), np.zeros_like(p), np.empty_like(p)   # m, v, scratch
-
-    def update(self, params, grads):
-        self.t += 1
-        super().update(params, grads)
 
     def _update(self, p, g, state):
         m, v, tmp = state

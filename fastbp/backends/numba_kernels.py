@@ -718,3 +718,101 @@ def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction
         dh = dX
     return loss
 
+
+
+# ---------------------------------------------------------------------------- training step
+_SGD, _ADAM = 0, 1
+
+
+@jit
+def optimizer_update(p, g, s1, s2, kind, lr, momentum, nesterov, wd, b1, b2, eps, t):
+    """One parameter array, in place: torch's SGD (s1 = momentum buffer) or Adam (s1 = m,
+    s2 = v), the formulas of fastbp.model term for term (weight decay: g + wd p)."""
+    p, g, s1, s2 = p.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1)
+    inv_bc2 = 1.0 / math.sqrt(1.0 - b2 ** t) if kind == _ADAM else 1.0
+    step1 = lr / (1.0 - b1 ** t) if kind == _ADAM else lr
+    for i in range(p.size):
+        gi = g[i] + wd * p[i] if wd != 0 else g[i]
+        if kind == _ADAM:
+            m_ = b1 * s1[i] + (1.0 - b1) * gi
+            v_ = b2 * s2[i] + (1.0 - b2) * (gi * gi)
+            s1[i] = m_
+            s2[i] = v_
+            p[i] -= step1 * (m_ / (math.sqrt(v_) * inv_bc2 + eps))
+        elif momentum != 0:
+            v_ = gi if t == 1 else momentum * s1[i] + gi
+            s1[i] = v_
+            p[i] -= lr * (gi + momentum * v_ if nesterov else v_)
+        else:
+            p[i] -= lr * gi
+
+
+@jit
+def mlp_step_kernel(X, Ws, bs, dWs, dbs, act, alpha, head, y, Z, sw, w, pw, ignore, eps,
+                    margin, p, mean, s1W, s1b, s2W, s2b, kind, lr, momentum, nesterov, wd, b1,
+                    b2, adam_eps, t):
+    """A whole training step in one call: forward (BLAS products, bias + activation fused),
+    the head in place on the last scores, backward (dh * f'(a) fused with the next layer's
+    gradient), then the optimizer on every W and b. Returns the loss sums (total, omega)."""
+    L = len(Ws)
+    B = X.shape[0]
+    hs = [X]
+    for l in range(L - 1):
+        W, b = Ws[l], bs[l]
+        S = np.empty((B, W.shape[0]), X.dtype)
+        np.dot(hs[l], W.T, S)
+        for i in range(B):
+            for j in range(S.shape[1]):
+                S[i, j] = activate(act, S[i, j] + b[j], alpha)
+        hs.append(S)
+    W, b = Ws[L - 1], bs[L - 1]
+    G = np.empty((B, W.shape[0]), X.dtype)
+    np.dot(hs[L - 1], W.T, G)
+    total, osum = head_rows(head, G, y, Z, sw, w, pw, ignore, eps, margin, p, mean, 1.0, b,
+                            np.empty(0), G, np.empty(0))
+    for l in range(L - 1, -1, -1):
+        np.dot(G.T, hs[l], dWs[l])
+        db = dbs[l]
+        db[:] = 0.0
+        for i in range(B):
+            for j in range(G.shape[1]):
+                db[j] += G[i, j]
+        if l > 0:
+            A = hs[l]
+            dh = np.empty_like(A)
+            np.dot(G, Ws[l], dh)
+            for i in range(B):
+                for j in range(A.shape[1]):
+                    dh[i, j] *= activation_grad(act, A[i, j], alpha)
+            G = dh
+    for l in range(L):
+        optimizer_update(Ws[l], dWs[l], s1W[l], s2W[l], kind, lr, momentum, nesterov, wd, b1,
+                         b2, adam_eps, t)
+        optimizer_update(bs[l], dbs[l], s1b[l], s2b[l], kind, lr, momentum, nesterov, wd, b1,
+                         b2, adam_eps, t)
+    return total, osum
+
+
+def mlp_step(X, params, target, activation, alpha, head, options, reduction, grads, optimizer):
+    """One compiled call for SGD / Adam on elementwise activations; otherwise mlp_loss_grad
+    and the optimizer's own update."""
+    kind = {"sgd": _SGD, "adam": _ADAM}.get(getattr(optimizer, "kind", None))
+    if kind is None or activation == "maxout" or X.shape[0] == 0:
+        loss = mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction,
+                             grads)
+        optimizer.update(params, grads)
+        return loss
+    flat = [a for pair in params for a in pair]
+    optimizer.begin(flat)
+    state = [s if kind == _ADAM else (s if s is not None else p, p)
+             for s, p in zip(optimizer.state, flat)]        # SGD without momentum: unused
+    s1, s2 = [s[0] for s in state], [s[1] for s in state]
+    code, *args = _head_args(head, X, target, options)
+    total, osum = mlp_step_kernel(
+        X, tuple(flat[0::2]), tuple(flat[1::2]), tuple(g for g, _ in grads),
+        tuple(g for _, g in grads), _ACT_CODE[activation], 0.0 if alpha is None else alpha,
+        code, *args, reduction == "mean", tuple(s1[0::2]), tuple(s1[1::2]), tuple(s2[0::2]),
+        tuple(s2[1::2]), kind, optimizer.lr, getattr(optimizer, "momentum", 0.0),
+        getattr(optimizer, "nesterov", False), optimizer.weight_decay,
+        *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0), optimizer.t)
+    return _reduced(total, osum, reduction)

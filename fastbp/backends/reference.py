@@ -10,6 +10,8 @@ outputs are preallocated by the public layer:
     linear_act_backward(dA, cache, dX, dW, db)                   dX None: not wanted
     mlp_forward(X, params, activation, alpha) -> S
     mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads) -> loss
+    mlp_step(X, params, target, activation, alpha, head, options, reduction, grads,
+             optimizer) -> loss                                  loss_grad, then the update
 
 Every head is written as a *rows* function returning ``(wl, wG, omega)``: the weighted per-row
 loss ``omega_i * l_i``, the weighted per-row gradient ``omega_i * g_i`` and the per-row weights
@@ -333,4 +335,11 @@ def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction
         dX = np.empty_like(caches[l].X) if l else None
         linear_act_backward(dh, caches[l], dX, *grads[l])
         dh = dX
+    return loss
+
+
+def mlp_step(X, params, target, activation, alpha, head, options, reduction, grads, optimizer):
+    """One training step: mlp_loss_grad into grads, then optimizer.update in place."""
+    loss = mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads)
+    optimizer.update(params, grads)
     return loss
