@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from cases import assert_close
 
 
 def test_initialisation_is_he_or_xavier_and_seeded():
@@ -56,25 +57,52 @@ def test_adam_is_torch_adam():
     np.testing.assert_allclose(params[0][0], p, rtol=1e-12)
 
 
-def test_step_reuses_its_buffers_and_equals_loss_grad_plus_update(backend):
+def test_step_reuses_its_buffers_and_state(backend):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((16, 6)).astype(np.float32), rng.integers(0, 3, 16)
-    a = fastbp.MLP([6, 5, 3], backend=backend, seed=3)
-    b = fastbp.MLP([6, 5, 3], backend=backend, seed=3)
-    opt_a, opt_b = fastbp.SGD(lr=0.1, momentum=0.9), fastbp.SGD(lr=0.1, momentum=0.9)
-    grads_before = [g for pair in a.grads for g in pair]
+    model = fastbp.MLP([6, 5, 3], backend=backend, seed=3)
+    opt = fastbp.SGD(lr=0.1, momentum=0.9)
+    buffers = [id(g) for pair in model.grads for g in pair] + [id(p) for pair in model.params
+                                                                 for p in pair]
+    model.step(X, y, optimizer=opt)
+    state = [id(s) for s in opt.state]
     for _ in range(3):
-        loss_a = a.step(X, y, optimizer=opt_a)
-        loss_b, grads = b.loss_grad(X, y)
-        opt_b.update(b.params, grads)
-        assert loss_a == loss_b
-    assert all(x is y for x, y in zip(grads_before, [g for pair in a.grads for g in pair]))
-    for (Wa, ba), (Wb, bb) in zip(a.params, b.params):
-        np.testing.assert_array_equal(Wa, Wb)
-        np.testing.assert_array_equal(ba, bb)
-    state = [id(s) for s in opt_a.state]
-    a.step(X, y, optimizer=opt_a)
-    assert [id(s) for s in opt_a.state] == state           # optimizer state allocated once
+        model.step(X, y, optimizer=opt)
+    assert [id(s) for s in opt.state] == state and opt.t == 4     # allocated once
+    assert [id(g) for pair in model.grads for g in pair] + [
+        id(p) for pair in model.params for p in pair] == buffers  # updated in place
+
+
+OPTIMIZERS = {
+    "sgd": lambda: fastbp.SGD(lr=0.1),
+    "momentum": lambda: fastbp.SGD(lr=0.1, momentum=0.9, weight_decay=0.01),
+    "nesterov": lambda: fastbp.SGD(lr=0.05, momentum=0.8, nesterov=True),
+    "adam": lambda: fastbp.Adam(lr=0.01, weight_decay=0.01),
+}
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("activation", fastbp.ACTIVATIONS)
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_step_equals_loss_grad_then_update_on_every_backend(optimizer, activation, depth,
+                                                            backend, dtype):
+    """A backend's one-call step (Numba) against mlp_loss_grad + optimizer.update (NumPy)."""
+    rng = np.random.default_rng(depth)
+    X, y = rng.standard_normal((12, 5)).astype(dtype), rng.integers(0, 4, 12)
+    alpha = {"maxout": 3, "leaky_relu": 0.1}.get(activation)
+    sizes = [5, 6, 7, 4][:depth] + [4]
+    fast = fastbp.MLP(sizes, activation=activation, alpha=alpha, dtype=dtype, backend=backend)
+    ref = fastbp.MLP(sizes, activation=activation, alpha=alpha, dtype=dtype, backend="numpy")
+    o_fast, o_ref = OPTIMIZERS[optimizer](), OPTIMIZERS[optimizer]()
+    for _ in range(4):
+        l_fast = fast.step(X, y, optimizer=o_fast, label_smoothing=0.1)
+        loss, grads = fastbp.mlp_loss_grad(X, ref.params, y, activation=activation, alpha=alpha,
+                                           label_smoothing=0.1, backend="numpy")
+        o_ref.update(ref.params, grads)
+        assert_close(l_fast, loss, dtype)
+    for (Wf, bf), (Wr, br) in zip(fast.params, ref.params):
+        assert_close(Wf, Wr, dtype)
+        assert_close(bf, br, dtype)
 
 
 def test_predict_by_head():
