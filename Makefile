@@ -13,6 +13,7 @@ $(BIN)/python:
 # What each entry point installs; one stamp each, redone when pyproject.toml changes.
 EXTRAS_demo := plot,sklearn
 EXTRAS_test := test,plot,sklearn
+EXTRAS_bench := test,plot,sklearn,peers
 $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(PIP) -e ".[$(EXTRAS_$*)]"
 	touch $@
@@ -28,7 +29,7 @@ test: $(VENV)/.installed-test
 # Timed suites -> benchmarks/RESULTS.md. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for this
 # command only: the workplace sets them for old OpenBLAS builds, and they slow a current one.
 BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-bench
 	$(BENCH_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider benchmarks \
 		--benchmark-json=benchmarks/last-run.json --benchmark-columns=median,iqr,rounds
 	$(BENCH_ENV) $(BIN)/python benchmarks/compile_times.py --json benchmarks/last-compile.json

@@ -31,11 +31,14 @@ def table(group, rows):
     ref = rows.get("numpy")
     bare = rows.get("bare BLAS")
     has_mem = any("peak_extra_bytes" in r.get("extra_info", {}) for r in rows.values())
+    has_acc = any("test_accuracy" in r.get("extra_info", {}) for r in rows.values())
     head = ["row", "median (us)", "IQR (us)", "vs numpy reference"]
     if bare:
         head.append("vs bare BLAS")
     if has_mem:
         head.append("peak extra memory (of B x n scores)")
+    if has_acc:
+        head.append("test accuracy")
     lines = [f"### {group}", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for name, r in sorted(rows.items(), key=lambda kv: kv[1]["stats"]["median"]):
@@ -51,6 +54,8 @@ def table(group, rows):
                              f"({extra['peak_extra_bytes'] / extra['score_bytes']:.3f})")
             else:
                 cells.append("")
+        if has_acc:
+            cells.append(f"{100 * r['extra_info']['test_accuracy']:.2f}%")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -94,6 +99,18 @@ def targets(gs, compile_times):
         mine, _ = _median(gs, "mlp_loss_grad", backend)
         check(f"{backend}: 2-layer 3072-100-10 mlp_loss_grad >= 1.5x numpy", ref / mine >= 1.5,
               f"{ref / mine:.2f}x")
+    for prefix in ("train digits",):
+        rows = next((r for g, r in gs.items() if g.startswith(prefix)), None)
+        if rows and "numba" in rows:
+            mine = rows["numba"]["stats"]["median"]
+            for peer in ("test_train_sklearn", "test_train_torch_eager"):
+                if peer in rows:
+                    ratio = rows[peer]["stats"]["median"] / mine
+                    check(f"numba: digits training >= 5x faster than {peer[11:]}", ratio >= 5,
+                          f"{ratio:.2f}x")
+            acc = rows["numba"]["extra_info"]["test_accuracy"]
+            check("numba: digits test accuracy >= 97% (defaults, 50 epochs)", acc >= 0.97,
+                  f"{100 * acc:.2f}%")
     if compile_times:
         worst = max(r["warm_s"] for r in compile_times.values())
         check("numba: first call per kernel family from a warm cache <= 1 s", worst <= 1.0,
@@ -126,7 +143,7 @@ def main():
             f"threads)" for b in run["fastbp"]["blas"]),
         f"- run at {run['datetime']}",
         "",
-        "## Targets of the Numba backend issue",
+        "## Targets of the Numba backend and training issues",
         "",
         *targets(gs, compile_times),
         "",

@@ -245,7 +245,7 @@ def mhinge_row(s, yi, w, margin, p, f, g):
     return wy * loss
 
 
-@jit
+@nb.njit(inline="always", **_OPTS)
 def head_row(head, s, yi, z, w, pw, ignore, eps, margin, p, f, g, bits):
     """One row of any head: returns the class-weighted loss, writes f * gradient into g
     (bits: int64 scratch of at least s.size, for the vectorized exp)."""
