@@ -29,7 +29,7 @@ fams = {
         X[:, :5], fastbp.linear_act_forward(X, W, b, "tanh", backend="numba")[1], backend="numba"),
     "mlp_loss_grad (2 layers)": lambda: fastbp.mlp_loss_grad(
         X, [(W, b), (W[:, :5], b)], y, activation="relu", backend="numba"),
-    "MLP.step (one-call SGD step)": lambda: fastbp.MLP([8, 6, 5], backend="numba").step(
+    "MLP.step (one-call SGD step)": lambda: fastbp.MLP([8, 6, 5], dtype="float64", backend="numba").step(
         X, y, optimizer=fastbp.SGD(momentum=0.9)),
 }
 out = {}

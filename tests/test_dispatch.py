@@ -62,10 +62,11 @@ def test_env_var_sets_the_initial_default():
 
 
 def test_import_loads_no_compiled_backend():
-    """Only the plain-NumPy reference (the naive path uses it) is imported with fastbp."""
+    """Only the plain-NumPy reference (the naive path uses it) and its pure-Python helper are
+    imported with fastbp: no Numba, no cffi."""
     run = _run("import sys, fastbp; print(sorted(m for m in sys.modules "
                "if m.startswith(('numba', 'cffi', 'fastbp.backends.'))))")
-    assert run.stdout.strip() == "['fastbp.backends.reference']"
+    assert run.stdout.strip() == "['fastbp.backends._compose', 'fastbp.backends.reference']"
 
 
 def test_threads_knob():

@@ -25,6 +25,7 @@ Mean reductions: the total weight ``sum(omega)`` is computed first (O(B)), so ev
 is written already scaled. Compilation is lazy (first call) and cached on disk (``cache=True``).
 """
 import math
+import sys
 
 import numba as nb
 import numpy as np
@@ -32,7 +33,7 @@ from scipy.linalg import blas as _blas
 
 from .. import config
 from .._checks import ACTIVATIONS as _ACTS
-from .._checks import LayerCache
+from . import _compose
 from .reference import default_chunk_rows
 
 # One file on purpose: Numba's on-disk cache keys a function on its own source file only, so a
@@ -700,23 +701,11 @@ def mlp_forward(X, params, activation, alpha):
 
 
 def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads):
-    """Forward keeping each hidden layer's output (and maxout's winners), the last layer fused
-    with the head (this backend's linear_head), then per hidden layer one pass for
-    dS = dh * f'(a) and db, and two GEMMs."""
-    caches, h = [], X
-    for W, b in params[:-1]:
-        A, argmax = linear_act_forward(h, W, b, activation, alpha)
-        caches.append(LayerCache(h, W, b, activation, alpha, A, argmax))
-        h = A
-    (W, b), (dW, db) = params[-1], grads[-1]
-    dh = np.empty_like(h) if caches else None
-    loss = linear_head(h, W, b, target, head, options, reduction, None, dW, db, dh,
-                       threads=1 if caches else None)
-    for l in range(len(caches) - 1, -1, -1):
-        dX = np.empty_like(caches[l].X) if l else None
-        linear_act_backward(dh, caches[l], dX, *grads[l])
-        dh = dX
-    return loss
+    """The last layer's fused kernel runs on one thread when hidden layers exist: their GEMMs
+    are BLAS's, and Numba's threads must not wait on BLAS's spinning ones."""
+    return _compose.mlp_loss_grad(sys.modules[__name__], X, params, target, activation, alpha,
+                                  head, options, reduction, grads,
+                                  threads=1 if len(params) > 1 else None)
 
 
 
@@ -798,10 +787,8 @@ def mlp_step(X, params, target, activation, alpha, head, options, reduction, gra
     and the optimizer's own update."""
     kind = {"sgd": _SGD, "adam": _ADAM}.get(getattr(optimizer, "kind", None))
     if kind is None or activation == "maxout" or X.shape[0] == 0:
-        loss = mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction,
-                             grads)
-        optimizer.update(params, grads)
-        return loss
+        return _compose.mlp_step(sys.modules[__name__], X, params, target, activation, alpha,
+                                 head, options, reduction, grads, optimizer)
     flat = [a for pair in params for a in pair]
     optimizer.begin(flat)
     state = [s if kind == _ADAM else (s if s is not None else p, p)

@@ -19,11 +19,16 @@ whose sum divides under ``"mean"``. The reductions are then the same for every h
 ``linear_head`` sums chunks and divides the gradients by ``sum(omega)`` at the end (they are
 linear in dS), so no chunk needs the whole batch.
 
-This backend favours clarity: it allocates B x n temporaries even when given ``out``.
+The network kernels (mlp_loss_grad, mlp_step) are composed from the layer kernels once for every
+backend, in ``_compose.py``. This backend favours clarity: it allocates B x n temporaries even
+when given ``out``.
 """
+import sys
+
 import numpy as np
 
 from .. import config
+from . import _compose
 
 
 # ---------------------------------------------------------------------------- stable pieces
@@ -320,26 +325,10 @@ def mlp_forward(X, params, activation, alpha):
 
 
 def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads):
-    """Forward keeping each layer's cache, the last layer fused with the head (linear_head),
-    then linear_act_backward down to layer 1 (whose dX is not needed)."""
-    from .._checks import LayerCache
-    caches, h = [], X
-    for W, b in params[:-1]:
-        A, argmax = linear_act_forward(h, W, b, activation, alpha)
-        caches.append(LayerCache(h, W, b, activation, alpha, A, argmax))
-        h = A
-    (W, b), (dW, db) = params[-1], grads[-1]
-    dh = np.empty_like(h) if caches else None
-    loss = linear_head(h, W, b, target, head, options, reduction, None, dW, db, dh)
-    for l in range(len(caches) - 1, -1, -1):
-        dX = np.empty_like(caches[l].X) if l else None
-        linear_act_backward(dh, caches[l], dX, *grads[l])
-        dh = dX
-    return loss
+    return _compose.mlp_loss_grad(sys.modules[__name__], X, params, target, activation, alpha,
+                                  head, options, reduction, grads)
 
 
 def mlp_step(X, params, target, activation, alpha, head, options, reduction, grads, optimizer):
-    """One training step: mlp_loss_grad into grads, then optimizer.update in place."""
-    loss = mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads)
-    optimizer.update(params, grads)
-    return loss
+    return _compose.mlp_step(sys.modules[__name__], X, params, target, activation, alpha, head,
+                             options, reduction, grads, optimizer)
