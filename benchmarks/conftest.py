@@ -3,31 +3,10 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-# name: (B, d, n, dtype)
-SHAPES = {
-    "T": (5, 4, 3, "float64"),
-    "D": (64, 64, 10, "float64"),
-    "C": (256, 3072, 10, "float64"),
-    "V": (1024, 512, 32000, "float32"),
-}
-
-
-def linear_data(shape, head="softmax_nll"):
-    """X, W, b, target for a linear layer of the preset ``shape`` (fixed seed)."""
-    B, d, n, dtype = SHAPES[shape]
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((B, d)).astype(dtype)
-    W = (rng.standard_normal((n, d)) / np.sqrt(d)).astype(dtype)
-    b = np.zeros(n, dtype)
-    if head in ("softmax_nll", "multiclass_hinge"):
-        target = rng.integers(0, n, B)
-    else:
-        target = rng.random((B, n)).astype(dtype)
-    return X, W, b, target
+from fastbp.presets import SHAPES, linear_data  # noqa: E402,F401  (the suites' shapes)
 
 
 def peak_extra_bytes(fn):

@@ -54,6 +54,17 @@ def _run_compare(args):
     return rows
 
 
+def _run_bench(args):
+    from . import bench
+    n = sum(len(bench.HEADS) if s != "V" else 1 for s in bench.GRIDS[args.preset])
+    with _bar(total=n, desc="timing") as bar:
+        rows = bench.run(args.preset, args.peers, progress=bar.update)
+    print(bench.table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
 def _run_train(args):
     from .train import plot_history, train
 
@@ -109,6 +120,12 @@ def build_parser():
     p.add_argument("--json", metavar="PATH", help="write the measurements as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG: time and memory vs size")
     p.set_defaults(fn=_run_compare)
+    p = sub.add_parser("bench", help="linear_head: backends vs NumPy, bare BLAS and peers")
+    p.add_argument("--preset", choices=("quick", "full"), default="quick",
+                   help="quick: shapes T, D, C; full: and V (1024 x 512 x 32000)")
+    p.add_argument("--peers", action="store_true", help="also time PyTorch when installed")
+    p.add_argument("--json", metavar="PATH", help="write the medians as JSON")
+    p.set_defaults(fn=_run_bench)
     p = sub.add_parser("train", help="train a 2-layer net on real data")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--hidden", type=_positive(int), default=64)

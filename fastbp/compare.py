@@ -22,20 +22,26 @@ PRESETS = {
 }
 
 
-def _measure(fn, repeats):
-    fn()                                             # warm-up (and compilation)
+def median_time(fn, repeats):
+    """Median seconds of ``repeats`` calls, after one warm-up call (compilation excluded)."""
+    fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _measure(fn, repeats):
+    seconds = median_time(fn, repeats)
     tracemalloc.start()
     try:
         fn()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    return statistics.median(times), peak
+    return seconds, peak
 
 
 def cases(B, dtype, rng):
@@ -102,7 +108,7 @@ def notes_case(dtype="float64"):
     return naive.jacobian_bytes("elementwise", B=100, n=4096, dtype=dtype)
 
 
-def _fmt_s(t):
+def fmt_s(t):
     if t is None:
         return "-"
     for unit, f in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
@@ -124,7 +130,7 @@ def table(rows):
             naive_mem = human_bytes(r["naive_peak_bytes"])
             speed = f"{r['naive_s'] / f['s']:.3g}"
             mem = f"{r['naive_peak_bytes'] / max(f['peak_bytes'], 1):.3g}"
-        lines.append((r["case"], str(r["B"]), _fmt_s(r["naive_s"]), naive_mem, _fmt_s(f["s"]),
+        lines.append((r["case"], str(r["B"]), fmt_s(r["naive_s"]), naive_mem, fmt_s(f["s"]),
                       human_bytes(f["peak_bytes"]), be, speed, mem))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)

@@ -50,3 +50,26 @@ def test_bad_command_lines_exit_2_with_one_line(argv):
                          text=True, timeout=60)
     assert run.returncode == 2
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+def test_bench_prints_every_backend_and_the_blas_floor(monkeypatch, tmp_path, capsys):
+    from fastbp import bench
+    monkeypatch.setitem(bench.GRIDS, "quick", ("T",))
+    path = tmp_path / "b.json"
+    assert cli.main(["bench", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    import fastbp
+    for name in fastbp.available_backends() + ("bare BLAS",):
+        assert name in out
+    rows = json.loads(path.read_text())
+    assert len(rows) == len(bench.HEADS) and all(t > 0 for r in rows
+                                                 for t in r["seconds"].values())
+
+
+@pytest.mark.parametrize("B", [48])
+def test_predicted_naive_bytes_match_the_measured_peak_within_10_percent(B):
+    """Every case of fastbp compare, at a size where its Jacobians dominate the memory."""
+    for name, (naive_fn, _, predicted) in compare.cases(B, np.dtype("float64"),
+                                                        np.random.default_rng(0)).items():
+        _, peak = compare._measure(naive_fn, 1)
+        assert abs(peak - predicted) <= 0.10 * predicted, (name, peak, predicted)

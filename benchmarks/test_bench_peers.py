@@ -1,0 +1,28 @@
+"""linear_head's peers in the same groups as fastbp's rows (see test_bench_linear_head.py):
+PyTorch eager and torch.compile, when installed. Each checks it computes fastbp's numbers
+before it is timed."""
+import numpy as np
+import pytest
+from conftest import linear_data
+from test_bench_linear_head import CASES, _group
+
+import fastbp
+from fastbp import peers
+
+
+# torch.compile only for softmax_nll: its compilation takes tens of seconds per shape
+COMBOS = [("torch eager", h, s) for h, s in CASES] + [
+    ("torch.compile", h, s) for h, s in CASES if h == "softmax_nll"]
+
+
+@pytest.mark.parametrize("peer,head,shape", COMBOS)
+def test_peer_linear_head(benchmark, peer, head, shape):
+    pytest.importorskip("torch")         # the `peers` extra: make bench installs it
+    X, W, b, target = linear_data(shape, head)
+    run = peers.linear_head(peer, head, X, W, b, target)
+    want = fastbp.linear_head(X, W, b, target, head, backend="numpy")
+    rtol = 1e-9 if X.dtype == np.float64 else 2e-3
+    for got, exp in zip(run.result(), want):
+        np.testing.assert_allclose(got, exp, rtol=rtol, atol=rtol * np.abs(exp).max())
+    benchmark.group = _group(head, shape)
+    benchmark(run)
