@@ -1,12 +1,9 @@
-"""Shared shapes and data for the benchmark suites (issue presets), and the test data helpers."""
+"""The benchmark suites share tests/cases.py (put on the path here) and peak_extra_bytes."""
 import sys
 import tracemalloc
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from fastbp.presets import SHAPES, linear_data  # noqa: E402,F401  (the suites' shapes)
 
 
 def peak_extra_bytes(fn):

@@ -5,9 +5,10 @@ Groups: one per (head, shape preset); every row of a group is measured in the sa
 """
 import numpy as np
 import pytest
-from conftest import SHAPES, linear_data, peak_extra_bytes
+from conftest import peak_extra_bytes
 
 import fastbp
+from fastbp.presets import SHAPES, linear_data
 
 HEADS = ("softmax_nll", "multiclass_hinge", "sigmoid_l2")
 CASES = [(h, s) for s in ("T", "D", "C") for h in HEADS] + [("softmax_nll", "V")]

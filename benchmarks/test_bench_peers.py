@@ -3,11 +3,11 @@ PyTorch eager and torch.compile, when installed. Each checks it computes fastbp'
 before it is timed."""
 import numpy as np
 import pytest
-from conftest import linear_data
 from test_bench_linear_head import CASES, _group
 
 import fastbp
 from fastbp import peers
+from fastbp.presets import linear_data
 
 
 # torch.compile only for softmax_nll: its compilation takes tens of seconds per shape

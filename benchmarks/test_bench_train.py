@@ -1,7 +1,6 @@
 """Training the default digits net (64 relu, softmax, SGD momentum 0.9, lr 0.1, batch 64,
 50 epochs, same stratified split) with fastbp, scikit-learn's MLPClassifier and PyTorch eager,
 in one group; each row records its test accuracy in extra_info."""
-import time
 import warnings
 
 import numpy as np

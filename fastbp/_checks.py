@@ -311,7 +311,7 @@ def head_reduction(options):
 def check_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
     head = choice("head", head, HEADS)
     X, W, b = linear_operands(X, W, b)
-    (B, d), n = X.shape, W.shape[0]
+    B, n = X.shape[0], W.shape[0]
     if head == "binary_hinge" and n != 1:
         raise ValueError(f"W must have shape (1, d) for head 'binary_hinge', got {W.shape}")
     need_dX = flag("need_dX", need_dX)

@@ -575,7 +575,7 @@ def _reduced(total, osum, reduction):
 def _linear_chunked(code, X, W, b, args, mean, chunk_rows, dW, db, dX):
     """Per row block: S = X_c W^T (BLAS), bias + head in place (one compiled pass, db in
     float64), dW += S^T X_c, dX_c = S W (BLAS). Only one block of scores is ever held."""
-    (B, d), n, dt = X.shape, W.shape[0], X.dtype
+    B, n, dt = X.shape[0], W.shape[0], X.dtype
     y, Z, sw, w, pw, ignore, eps, margin, p = args
     scale = mean_scale(y, sw, w, ignore, B) if mean else 1.0
     chunk = min(chunk_rows or default_chunk_rows(n, dt.itemsize), max(B, 1))
