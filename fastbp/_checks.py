@@ -308,7 +308,66 @@ def head_reduction(options):
     return reduction, options
 
 
+_F32, _F64 = _FLOATS
+_INTP = np.dtype(np.intp)
+
+
+def _fast_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
+    """The common call -- default options, no out, contiguous arrays of one float dtype, intp
+    labels or a float target of the right shape -- checked with as few Python operations as
+    possible (a tiny call must cost microseconds). Anything else returns None and takes the
+    general path below, which also words every error."""
+    if options or chunk_rows is not None or head not in HEAD_OPTIONS:
+        return None
+    nd = np.ndarray
+    if not (X.__class__ is nd and W.__class__ is nd and target.__class__ is nd
+            and (b is None or b.__class__ is nd) and (need_dX is True or need_dX is False)):
+        return None
+    dt = X.dtype
+    if ((dt is not _F64 and dt is not _F32) or W.dtype is not dt or X.ndim != 2
+            or W.ndim != 2 or not (X.flags.carray and W.flags.carray and target.flags.carray)):
+        return None
+    (B, d), n = X.shape, W.shape[0]
+    if W.shape[1] != d or n < 1 or (head == "binary_hinge" and n != 1):
+        return None
+    if b is not None and (b.dtype is not dt or b.shape != (n,) or not b.flags.carray):
+        return None
+    kind = TARGET_KIND.get(head, "float")
+    if kind == "labels" or (kind == "labels|probs" and target.ndim == 1):
+        if target.dtype is not _INTP or target.shape != (B,):
+            return None
+        if B:
+            vals = target.tolist() if B <= 64 else target
+            if min(vals) < 0 or max(vals) >= n:
+                return None         # (ignore_index's -100 too: the general path handles it)
+    elif kind in ("float", "labels|probs"):
+        if target.dtype is not dt or target.shape != (B, n):
+            return None
+    else:
+        return None
+    bufs = _NO_BUFFERS
+    if out is not None:
+        if out.__class__.__name__ != "Grads":
+            return None
+        bufs = {"dW": out[1], "db": out[2], "dX": out[3]}
+        # distinct arrays that each own their memory cannot overlap; anything else goes to
+        # the general path's overlap checks
+        arrays = [X, W, target] + [a for a in (b, *out[1:]) if a is not None]
+        if len(set(map(id, arrays))) != len(arrays) or not all(a.flags.owndata
+                                                               for a in arrays):
+            return None
+        for arr, like in ((out[1], W), (out[2], b), (out[3], X if need_dX else None)):
+            if arr is not None and (like is None or arr.__class__ is not nd
+                                    or arr.dtype is not dt or arr.shape != like.shape
+                                    or not arr.flags.carray):
+                return None
+    return X, W, b, target, head, dict(HEAD_OPTIONS[head]), "mean", need_dX, None, bufs
+
+
 def check_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
+    fast = _fast_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out)
+    if fast is not None:
+        return fast
     head = choice("head", head, HEADS)
     X, W, b = linear_operands(X, W, b)
     B, n = X.shape[0], W.shape[0]
@@ -336,6 +395,10 @@ def grads_out(out, shapes, dtype, inputs):
         return _NO_BUFFERS
     if not isinstance(out, tuple) or len(out) != 4:
         raise TypeError(f"out must be a Grads(loss, dW, db, dX) tuple, got {type(out).__name__}")
+    given = [a for a in out[1:] if a is not None]
+    for i, a in enumerate(given):
+        if any(np.may_share_memory(a, other) for other in given[i + 1:]):
+            raise ValueError("out's gradient arrays overlap each other; pass separate buffers")
     bufs = {}
     for name, arr in zip(("dW", "db", "dX"), out[1:]):
         if arr is not None:

@@ -10,6 +10,7 @@ y = np.array([0, 1, 2, 1])
 Z = np.zeros((4, 3))
 X, W, b = np.ones((4, 5)), np.ones((3, 5)), np.zeros(3)
 P = np.full((4, 3), 1 / 3)
+G35 = np.empty((3, 5))
 H = fastbp.softmax_nll
 
 BAD = [
@@ -96,6 +97,9 @@ BAD = [
     ("grads-out-shape", lambda be: fastbp.linear_head(
         X, W, b, y, out=fastbp.Grads(None, np.empty((3, 4)), None, None), backend=be),
      ValueError, r"out.dW must have shape \(3, 5\)"),
+    ("grads-out-same-array", lambda be: fastbp.linear_head(
+        np.ones((3, 5)), W, b, [0, 1, 2], out=fastbp.Grads(None, G35, None, G35), backend=be),
+     ValueError, r"out's gradient arrays overlap each other"),
     ("grads-out-overlap", lambda be: fastbp.linear_head(
         X, W, b, y, out=fastbp.Grads(None, W, None, None), backend=be),
      ValueError, r"out.dW overlaps W"),

@@ -165,7 +165,7 @@ def vexp(x, bits):
         x[j] = x[j] * scale[j]
 
 
-@jit
+@nb.njit(inline="always", **_OPTS)
 def softmax_row(s, yi, z, w, eps, f, g, bits):
     """C_j = w_j ((1 - eps) t_j + eps/n), t = e_y (labels) or z (probability rows);
     loss = sum_j C_j (lse - s_j), g_j = (sum C) p_j - C_j, in the reference's float32-accurate
@@ -176,14 +176,20 @@ def softmax_row(s, yi, z, w, eps, f, g, bits):
     m = argmax(s)
     M = s[m]
     if not z.size and not w.size and eps == 0:    # plain labels: C = e_y, the common case
-        for j in range(n):
-            g[j] = s[j] - M
-        lin = -g[yi]
-        vexp(g, bits)
-        g[m] = 0.0
+        lin = M - s[yi]
         r = 0.0
-        for j in range(n):
-            r += g[j]
+        if n < 32:          # short rows: the scalar exp beats vexp's fixed cost
+            for j in range(n):
+                e = math.exp(s[j] - M) if j != m else 0.0
+                g[j] = e
+                r += e
+        else:
+            for j in range(n):
+                g[j] = s[j] - M
+            vexp(g, bits)
+            g[m] = 0.0
+            for j in range(n):
+                r += g[j]
         inv = 1.0 / (1.0 + r)
         for j in range(n):
             g[j] = (f * inv) * g[j]
