@@ -81,19 +81,6 @@ def sigmoid(x):
 
 
 @jit
-def sigmoid_prime(x):
-    """sigma(x) sigma(-x), with no cancellation in 1 - sigma(x)."""
-    e = math.exp(-abs(x))
-    return (1.0 / (1.0 + e)) * (e / (1.0 + e))
-
-
-@jit
-def softplus(x):
-    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|)."""
-    return relu(x) + math.log1p(math.exp(-abs(x)))
-
-
-@jit
 def activate(code, x, alpha):
     if code == SIGMOID:
         return sigmoid(x)
@@ -279,15 +266,20 @@ def head_row(head, s, yi, z, w, pw, ignore, eps, margin, p, f, g, bits):
     for j in range(n):
         x = s[j]
         zj = z[j]
-        if head == BCE:     # (1-z) s + lw softplus(-s), lw = 1 + (pw-1) z; g = lw sigma(s) - pw z
-            lw = 1.0 + (pw[j] - 1.0) * zj if pw.size else 1.0
-            pz = pw[j] * zj if pw.size else zj
-            loss += (1.0 - zj) * x + lw * softplus(-x)
-            g[j] = f * (lw * sigmoid(x) - pz)
-        elif head == SIGMOID_L2:
-            d = zj - sigmoid(x)
-            loss += d * d
-            g[j] = f * (-2.0 * d * sigmoid_prime(x))
+        if head == BCE or head == SIGMOID_L2:
+            # one exp for both sigma(x) and the rest: e = exp(-|x|), sigma(|x|) = 1/(1+e)
+            e = math.exp(-abs(x))
+            big = 1.0 / (1.0 + e)
+            sig = big if x >= 0 else e * big
+            if head == BCE:  # (1-z) s + lw softplus(-s), lw = 1 + (pw-1) z; g = lw sigma - pw z
+                lw = 1.0 + (pw[j] - 1.0) * zj if pw.size else 1.0
+                pz = pw[j] * zj if pw.size else zj
+                loss += (1.0 - zj) * x + lw * (relu(-x) + math.log1p(e))
+                g[j] = f * (lw * sig - pz)
+            else:
+                d = zj - sig
+                loss += d * d
+                g[j] = f * (-2.0 * d * (big * (e * big)))      # sigma(x) sigma(-x)
         elif head == L2:
             loss += (zj - x) * (zj - x)
             g[j] = f * (2.0 * (x - zj))
@@ -542,12 +534,13 @@ def linear_fused_serial(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, 
 # OpenBLAS with its SkylakeX kernels, median us): the fused rows win while W (n x d) is small --
 # n*d <= 8192, or n <= 16 with n*d <= 16384 (B=256, d=512, n=10: fused 201 vs chunked 211;
 # d=64, n=32: 91 vs 103); beyond, the chunked path's GEMMs win (d=3072, n=10: 851 vs 721;
-# d=512, n=32: 371 vs 250). Two threads beat one from about B*n*d = 2^15 (64 x 64 x 10: 27 vs
-# 29 us; 256 x 512 x 10: 201 vs 343).
+# d=512, n=32: 371 vs 250). Two threads beat one from about B*n*d = 2^16: below, the fork/join
+# costs as much as it saves and a busy second core makes it lose (64 x 64 x 10: 27 vs 29 us in
+# the crossover run, 36 vs 24 us on a noisier one; 256 x 512 x 10: 201 vs 343).
 FUSED_MAX_N = 16
 FUSED_MAX_WEIGHTS = 1 << 14          # n * d, when n <= FUSED_MAX_N
 FUSED_ANY_N_WEIGHTS = 1 << 13        # n * d, for any n
-PARALLEL_MIN_WORK = 1 << 15          # B * n * d
+PARALLEL_MIN_WORK = 1 << 16          # B * n * d
 
 
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
