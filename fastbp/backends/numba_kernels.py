@@ -612,8 +612,9 @@ def bias_activate(S, b, code, alpha):
 
 
 @jit
-def bias_maxout(S, b, k, A, argmax):
-    """A[i, u] = max_p S[i, p*n + u] + b[p*n + u] (first maximum; a NaN piece wins)."""
+def bias_maxout(S, b, k, A, winners):
+    """A[i, u] = max_p S[i, p*n + u] + b[p*n + u] (first maximum; a NaN piece wins); winners
+    gets the winning p."""
     n = A.shape[1]
     for i in range(S.shape[0]):
         for u in range(n):
@@ -624,7 +625,7 @@ def bias_maxout(S, b, k, A, argmax):
                 if v > M or (v != v and M == M):
                     best, M = q, v
             A[i, u] = M
-            argmax[i, u] = best
+            winners[i, u] = best
 
 
 @jit
@@ -658,9 +659,9 @@ def linear_act_forward(X, W, b, activation, alpha):
     b_ = _EMPTY[dt] if b is None else b
     if activation == "maxout":
         A = np.empty((X.shape[0], W.shape[0] // alpha), dt)
-        argmax = np.empty(A.shape, np.intp)
-        bias_maxout(S, b_, alpha, A, argmax)
-        return A, argmax
+        winners = np.empty(A.shape, np.intp)
+        bias_maxout(S, b_, alpha, A, winners)
+        return A, winners
     bias_activate(S, b_, _ACT_CODE[activation], 0.0 if alpha is None else alpha)
     return S, None
 
