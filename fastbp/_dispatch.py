@@ -1,8 +1,9 @@
 """Backend registry, the default backend, and the one thread knob.
 
 A backend is a module under ``fastbp.backends`` exposing the same kernel functions (see
-``backends/reference.py`` for the set and their signatures). Modules are imported on first use,
-never at ``import fastbp``, so a slow or broken backend costs nothing until it is asked for.
+``backends/reference.py`` for the set and their signatures). The compiled backends are imported
+on first use, never at ``import fastbp`` (only the plain-NumPy reference is, for the naive path),
+so a slow or broken backend costs nothing until it is asked for.
 """
 import contextlib
 import contextvars

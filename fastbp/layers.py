@@ -33,6 +33,7 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
     (X, W, b, target, head, opts, reduction, need_dX, chunk_rows,
      bufs) = _checks.check_linear_head(X, W, b, target, head, head_options, need_dX, chunk_rows,
                                        out)
+    # _buffer inlined: this is the hot path of every tiny call
     dW = np.empty_like(W) if bufs["dW"] is None else bufs["dW"]
     db = None if b is None else (np.empty_like(b) if bufs["db"] is None else bufs["db"])
     dX = None if not need_dX else (np.empty_like(X) if bufs["dX"] is None else bufs["dX"])
