@@ -1,5 +1,5 @@
 """linear_head's peers in the same groups as fastbp's rows (see test_bench_linear_head.py):
-PyTorch eager and torch.compile, when installed. Each checks it computes fastbp's numbers
+PyTorch eager, torch.compile and JAX jit, when installed. Each checks it computes fastbp's numbers
 before it is timed."""
 import numpy as np
 import pytest
@@ -11,13 +11,13 @@ from fastbp.presets import linear_data
 
 
 # torch.compile only for softmax_nll: its compilation takes tens of seconds per shape
-COMBOS = [("torch eager", h, s) for h, s in CASES] + [
+COMBOS = [(p, h, s) for p in ("torch eager", "jax jit") for h, s in CASES] + [
     ("torch.compile", h, s) for h, s in CASES if h == "softmax_nll"]
 
 
 @pytest.mark.parametrize("peer,head,shape", COMBOS)
 def test_peer_linear_head(benchmark, peer, head, shape):
-    pytest.importorskip("torch")         # the `peers` extra: make bench installs it
+    pytest.importorskip(peers.module(peer))     # the `peers` extra: make bench installs it
     X, W, b, target = linear_data(shape, head)
     run = peers.linear_head(peer, head, X, W, b, target)
     want = fastbp.linear_head(X, W, b, target, head, backend="numpy")

@@ -6,15 +6,23 @@ on tensors prepared once (what is timed) and returns ``(loss, dW, db, dX)`` as N
 """
 import importlib.util
 
-PEERS = ("torch eager", "torch.compile")
+import numpy as np
+
+PEERS = ("torch eager", "torch.compile", "jax jit")
 HEADS = ("softmax_nll", "multiclass_hinge", "sigmoid_l2")
 
 
+def module(peer):
+    return "jax" if peer.startswith("jax") else "torch"
+
+
 def available(peer):
-    return importlib.util.find_spec("torch") is not None and peer in PEERS
+    return peer in PEERS and importlib.util.find_spec(module(peer)) is not None
 
 
 def linear_head(peer, head, X, W, b, target):
+    if module(peer) == "jax":
+        return _jax_linear_head(head, X, W, b, target)
     import torch
     import torch.nn.functional as F
 
@@ -46,6 +54,40 @@ def linear_head(peer, head, X, W, b, target):
     def result():
         loss = run()
         return (float(loss), Wt.grad.numpy(), bt.grad.numpy(), Xt.grad.numpy())
+
+    run()                         # warm-up (and compilation, not timed)
+    run.result = result
+    return run
+
+
+def _jax_linear_head(head, X, W, b, target):
+    """jit(value_and_grad(...)) of the same loss, waited on with block_until_ready."""
+    import jax
+    import jax.numpy as jnp
+    if X.dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+    rows, n = np.arange(len(X)), W.shape[0]
+
+    def loss_fn(W, b, X, t):
+        S = X @ W.T + b
+        if head == "softmax_nll":
+            return -jnp.mean(jax.nn.log_softmax(S)[rows, t])
+        if head == "multiclass_hinge":
+            M = jnp.maximum(0.0, S - S[rows, t][:, None] + 1.0).at[rows, t].set(0.0)
+            return M.sum(axis=1).mean()
+        if head == "sigmoid_l2":
+            return ((t - jax.nn.sigmoid(S)) ** 2).sum(axis=1).mean()
+        raise ValueError(f"no jax counterpart for head {head!r}")
+
+    f = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1, 2)))
+    args = tuple(jnp.asarray(a) for a in (W, b, X, target))
+
+    def run():
+        return jax.block_until_ready(f(*args))
+
+    def result():
+        loss, (dW, db, dX) = run()
+        return float(loss), np.asarray(dW), np.asarray(db), np.asarray(dX)
 
     run()                         # warm-up (and compilation, not timed)
     run.result = result
