@@ -66,7 +66,7 @@ def _jax_linear_head(head, X, W, b, target):
     import jax.numpy as jnp
     if X.dtype == np.float64:
         jax.config.update("jax_enable_x64", True)
-    rows, n = np.arange(len(X)), W.shape[0]
+    rows = np.arange(len(X))
 
     def loss_fn(W, b, X, t):
         S = X @ W.T + b
