@@ -38,7 +38,7 @@ def _bar(**kw):
 def _run_compare(args):
     sizes, _ = _compare.PRESETS[args.preset]
     n_cases = len(_compare.cases(1, "float64", __import__("numpy").random.default_rng(0)))
-    with _bar(total=len(sizes) * n_cases, desc="measuring") as bar:
+    with _bar(total=len(sizes) * n_cases + 1, desc="measuring") as bar:
         rows = _compare.run(args.preset, args.dtype, progress=bar.update)
     print(_compare.table(rows))
     notes = _compare.notes_case(args.dtype)
@@ -100,10 +100,16 @@ def _demo(args):
     hist = _run_train(targs)
     print("\nsummary")
     for case in dict.fromkeys(r["case"] for r in rows):
-        r = [r for r in rows if r["case"] == case and r["naive_s"] is not None][-1]
+        measured = [r for r in rows if r["case"] == case and r["naive_s"] is not None]
+        r = measured[-1] if measured else [r for r in rows if r["case"] == case][-1]
         be, f = min(r["fused"].items(), key=lambda kv: kv[1]["s"])
-        print(f"  {case}, B={r['B']}: fused ({be}) {r['naive_s'] / f['s']:.0f}x faster, "
-              f"{r['naive_peak_bytes'] / max(f['peak_bytes'], 1):.0f}x less memory than naive")
+        if measured:
+            print(f"  {case}, B={r['B']}: fused ({be}) {r['naive_s'] / f['s']:.0f}x faster, "
+                  f"{r['naive_peak_bytes'] / max(f['peak_bytes'], 1):.0f}x less memory than naive")
+        else:
+            print(f"  {case}, B={r['B']}: naive refused ({human_bytes(r['naive_predicted_bytes'])}"
+                  f" of Jacobians); fused ({be}) {_compare.fmt_s(f['s'])}, "
+                  f"{human_bytes(f['peak_bytes'])}")
     print(f"  digits: test accuracy {100 * hist.test_accuracy:.2f}%, median "
           f"{1e3 * hist.seconds_per_epoch:.2f} ms per epoch")
     print(f"  plots: {cargs.plot}, {targs.plot}")

@@ -21,8 +21,12 @@ def test_compare_prints_a_table_and_writes_json(tiny_preset, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "naive time" in out and "1.34 TB" in out
     data = json.loads(path.read_text())
-    assert len(data["rows"]) == 2 * len(compare.cases(1, "float64", np.random.default_rng(0)))
-    for row in data["rows"]:
+    assert len(data["rows"]) == 2 * len(compare.cases(1, "float64", np.random.default_rng(0))) + 1
+    notes = data["rows"][-1]        # the notes' 100 x 4096 case: refused naive, measured fused
+    assert notes["B"] == 100 and "4096" in notes["case"] and notes["naive_s"] is None
+    assert notes["naive_predicted_bytes"] == 409600 ** 2 * 8
+    assert all(f["s"] > 0 for f in notes["fused"].values())
+    for row in data["rows"][:-1]:
         assert row["naive_s"] > 0 and row["naive_peak_bytes"] > 0
         # the naive path really holds its predicted Jacobians (test_naive checks the 10%)
         assert row["naive_predicted_bytes"] <= row["naive_peak_bytes"]
