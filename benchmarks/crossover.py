@@ -5,9 +5,7 @@
 The thresholds in ``fastbp/backends/numba_kernels.py`` (FUSED_MAX_N, FUSED_MAX_WEIGHTS,
 PARALLEL_MIN_WORK) were chosen from this table; rerun it on a new machine.
 """
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -15,16 +13,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.par
 from cases import variant  # noqa: E402
 
 import fastbp  # noqa: E402
-
-
-def median_time(fn, repeats=7):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from fastbp.compare import median_time  # noqa: E402
 
 
 def main():
@@ -41,7 +30,7 @@ def main():
                                    ("chunked", "numba:chunked")):
                     with variant(path) as be:
                         row[name] = 1e6 * median_time(
-                            lambda: fastbp.linear_head(X, W, b, y, backend=be))
+                            lambda: fastbp.linear_head(X, W, b, y, backend=be), 7)
                 best = min(row, key=row.get)
                 print(f"{B:>5} {d:>5} {n:>5} {row['fused']:>10.1f} {row['parallel']:>12.1f} "
                       f"{row['chunked']:>11.1f}  {best}")
