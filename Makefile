@@ -10,11 +10,13 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# What each entry point installs; one stamp each, redone when pyproject.toml changes.
+# What each entry point installs; one stamp each, redone when pyproject.toml or the C sources
+# change (pip install compiles the C backend's extension, fastbp/backends/_fastbp_c*.so).
 EXTRAS_demo := plot,sklearn
 EXTRAS_test := test,plot,sklearn
 EXTRAS_bench := test,plot,sklearn,peers
-$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+C_SOURCES := setup.py fastbp/backends/_cbuild.py $(wildcard csrc/*.c csrc/*.h)
+$(VENV)/.installed-%: pyproject.toml $(C_SOURCES) | $(BIN)/python
 	$(PIP) -e ".[$(EXTRAS_$*)]"
 	touch $@
 

@@ -435,9 +435,34 @@ def check_linear_act_backward(dA, cache, need_dX):
     if not isinstance(cache, LayerCache):
         raise TypeError(f"cache must be the cache returned by linear_act_forward, "
                         f"got {type(cache).__name__}")
+    cache = _check_cache(cache)
     dA = float_array("dA", dA, cache.A.dtype)
     expect_shape("dA", dA, cache.A.shape, " (the shape of the forward output A)")
     return dA, cache, flag("need_dX", need_dX)
+
+
+def _check_cache(cache):
+    """The cache's arrays agree with each other (compiled kernels index them blindly): a cache
+    built or altered by hand gets a clear error, never an out-of-bounds read."""
+    activation, alpha = activation_alpha(cache.activation, cache.alpha)
+    X = float_array("cache.X", cache.X, ndim=2, what="(B, d)")
+    W = float_array("cache.W", cache.W, X.dtype, ndim=2, what="(m, d)")
+    k = alpha if activation == "maxout" else 1
+    if W.shape[1] != X.shape[1] or W.shape[0] < 1 or W.shape[0] % k:
+        raise ValueError(f"cache.W must have shape (m, {X.shape[1]}) with m a positive multiple "
+                         f"of {k} (maxout pieces), got {W.shape}")
+    b = optional_vector("cache.b", cache.b, W.shape[0], X.dtype, "")
+    width = W.shape[0] // k
+    A = float_array("cache.A", cache.A, X.dtype)
+    expect_shape("cache.A", A, (X.shape[0], width))
+    argmax = None
+    if activation == "maxout":
+        argmax = as_array("cache.argmax", cache.argmax)
+        if argmax.dtype != np.intp:
+            raise TypeError(f"cache.argmax must be an intp array, got dtype {argmax.dtype}")
+        expect_shape("cache.argmax", argmax, A.shape)
+        argmax = _kernel_ready(argmax)
+    return LayerCache(X, W, b, activation, alpha, _kernel_ready(A), argmax)
 
 
 def check_params(X, params, activation, alpha):

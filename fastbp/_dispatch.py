@@ -16,6 +16,7 @@ from .errors import BackendUnavailable
 _REGISTRY = {
     "numpy": "fastbp.backends.reference",
     "numba": "fastbp.backends.numba_kernels",
+    "c": "fastbp.backends.c_kernels",
 }
 _PREFERENCE = ("c", "numba", "numpy")
 

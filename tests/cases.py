@@ -6,6 +6,7 @@ no test file lists heads or options again.
 """
 import contextlib
 import itertools
+import os
 
 import numpy as np
 
@@ -109,26 +110,29 @@ def cast_floats(dtype, *arrays, options=None):
 
 
 # ---------------------------------------------------------------- backend variants
-# The Numba backend's linear_head has several code paths chosen by shape; the tests force each
-# one on small problems by moving the crossover thresholds.
+# The compiled backends' linear_head has several code paths chosen by shape (the same threshold
+# names in numba_kernels.py and c_kernels.py); the tests force each one on small problems by
+# moving the crossover thresholds. FASTBP_TEST_BACKENDS=c,... keeps only those backends
+# (besides the reference): `make test-asan` runs the C backend's tests alone.
 _PATH_SETTINGS = {
     "chunked": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0},
     "parallel": {"PARALLEL_MIN_WORK": 0, "FUSED_ANY_N_WEIGHTS": 1 << 60},
     "serial": {"PARALLEL_MIN_WORK": 1 << 60, "FUSED_ANY_N_WEIGHTS": 1 << 60},
 }
-VARIANTS = [b for b in fastbp.available_backends()]
-if "numba" in VARIANTS:
-    VARIANTS += ["numba:chunked", "numba:parallel"]
+_ONLY = [b for b in os.environ.get("FASTBP_TEST_BACKENDS", "").split(",") if b]
+BACKENDS = [b for b in fastbp.available_backends() if not _ONLY or b in _ONLY]
+VARIANTS = BACKENDS + [f"{b}:{path}" for b in BACKENDS if b in ("numba", "c")
+                       for path in ("chunked", "parallel")]
 
 
 @contextlib.contextmanager
 def variant(name):
-    """``with variant("numba:chunked") as backend:`` -- the backend name, with that path forced."""
+    """``with variant("c:chunked") as backend:`` -- the backend name, with that path forced."""
     backend, _, path = name.partition(":")
     if not path:
         yield backend
         return
-    from fastbp.backends import numba_kernels as nk
+    nk = fastbp._dispatch.backend_module(backend)
     saved = {k: getattr(nk, k) for k in _PATH_SETTINGS[path]}
     for k, v in _PATH_SETTINGS[path].items():
         setattr(nk, k, v)

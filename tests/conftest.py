@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import fastbp
-from cases import VARIANTS, variant
+from cases import BACKENDS, VARIANTS, variant
 
 # Deterministic under CI (CI=true): derandomized examples, no deadline (a shared machine is noisy).
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=100,
@@ -17,7 +17,7 @@ settings.load_profile(os.environ.get("FASTBP_HYPOTHESIS")
                       or ("ci" if os.environ.get("CI") == "true" else "dev"))
 
 
-@pytest.fixture(params=fastbp.available_backends())
+@pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
 

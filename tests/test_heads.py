@@ -202,7 +202,8 @@ def test_all_rows_ignored_gives_nan_mean_and_zero_gradient(backend):
 def test_nan_in_nan_out(case, backend, rng):
     head, spec = case
     S, target, opts = make_head_inputs(head, spec, 4, 3, np.float64, rng)
-    S.flat[0] = np.nan
+    # nll reads only p_y: the NaN goes there (every other head reads the whole row)
+    S.reshape(4, -1)[0, target[0] if head == "nll" else 0] = np.nan
     loss, dS = call(head, S, target, reduction="none", backend=backend, **opts)
     row_ignored = spec["target"] == "labels" and target[0] == opts.get("ignore_index")
     if not row_ignored:

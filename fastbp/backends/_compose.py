@@ -5,6 +5,15 @@ import numpy as np
 from .._checks import LayerCache
 
 
+def mlp_forward(kernels, X, params, activation, alpha):
+    """Hidden layers by ``kernels.linear_act_forward``; the last one linear (identity)."""
+    h = X
+    for W, b in params[:-1]:
+        h, _ = kernels.linear_act_forward(h, W, b, activation, alpha)
+    W, b = params[-1]
+    return kernels.linear_act_forward(h, W, b, "identity", None)[0]
+
+
 def mlp_loss_grad(kernels, X, params, target, activation, alpha, head, options, reduction,
                   grads, **last_layer):
     """Forward keeping each hidden layer's cache (its output, and maxout's winners), the last

@@ -32,8 +32,9 @@ import numpy as np
 from scipy.linalg import blas as _blas
 
 from .. import config
-from .._checks import ACTIVATIONS as _ACTS
 from . import _compose
+from ._args import (ACT_CODES, BCE, BHINGE, ELU, L2, LEAKY, MHINGE, NLL, RELU, SIGMOID,
+                    SIGMOID_L2, SOFTMAX, SOFTMAX_PROBS, TANH, head_args, reduced_loss)
 from .reference import default_chunk_rows
 
 # One file on purpose: Numba's on-disk cache keys a function on its own source file only, so a
@@ -41,14 +42,6 @@ from .reference import default_chunk_rows
 _OPTS = dict(cache=True, fastmath=set(config.FASTMATH), error_model="numpy", nogil=True)
 jit = nb.njit(**_OPTS)
 pjit = nb.njit(parallel=True, **_OPTS)
-
-
-# Head codes (softmax_nll has two: label targets and probability rows).
-SOFTMAX, SOFTMAX_PROBS, MHINGE, BHINGE, BCE, SIGMOID_L2, L2, L1, NLL = range(9)
-HEAD_CODES = {"softmax_nll": SOFTMAX, "multiclass_hinge": MHINGE, "binary_hinge": BHINGE,
-              "sigmoid_bce": BCE, "sigmoid_l2": SIGMOID_L2, "l2": L2, "l1": L1, "nll": NLL}
-# Activation codes, in fastbp.ACTIVATIONS order (maxout is handled by its own kernels).
-SIGMOID, TANH, RELU, LEAKY, ELU, MAXOUT, IDENTITY = range(7)
 
 
 # ---------------------------------------------------------------------------- scalars
@@ -305,11 +298,9 @@ def row_weight(i, y, sw, w, ignore):
 # default workqueue layer aborts on concurrent use). Takes effect at the first parallel call.
 nb.config.THREADING_LAYER = "threadsafe"
 
-_NEVER = np.iinfo(np.int64).min          # an ignore_index no validated label can equal
 _NO_LABELS = np.empty(0, np.intp)
 _EMPTY = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 _NO_Z = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
-_ACT_CODE = {name: code for code, name in enumerate(_ACTS)}
 
 
 _threads = [nb.config.NUMBA_NUM_THREADS]     # the row blocks of the fused path (one per thread)
@@ -384,18 +375,9 @@ def head_rows(head, S, y, Z, sw, w, pw, ignore, eps, margin, p, mean, scale, b, 
 def _head_args(name, S, target, options):
     """The uniform argument pack every compiled head takes (absent arrays are empty)."""
     empty = _EMPTY[S.dtype]
-    code = HEAD_CODES[name]
-    if target.ndim == 2:
-        y, Z = _NO_LABELS, target
-        code = SOFTMAX_PROBS if code == SOFTMAX else code
-    else:
-        y, Z = target, _NO_Z[S.dtype]
-    sw, w, pw = (options.get("sample_weight"), options.get("weight"),
-                 options.get("pos_weight"))
-    return (code, y, Z, empty if sw is None else sw, empty if w is None else w,
-            empty if pw is None else pw, options.get("ignore_index", _NEVER),
-            options.get("label_smoothing", 0.0), options.get("margin", 1.0),
-            options.get("p", 1))
+    code, y, Z, sw, w, pw, *scalars = head_args(name, target, options)
+    return (code, _NO_LABELS if y is None else y, _NO_Z[S.dtype] if Z is None else Z,
+            *(empty if a is None else a for a in (sw, w, pw)), *scalars)
 
 
 _F64 = np.dtype(np.float64)
@@ -410,7 +392,7 @@ def _head_kernel(name):
                                 _EMPTY[_F64], out, rows)
         if reduction == "none":
             return rows.astype(dt)
-        return _reduced(total, osum, reduction)
+        return reduced_loss(total, osum, reduction)
 
     kernel.__name__ = name
     kernel.__doc__ = f"{name}: one compiled pass over the rows of S."
@@ -418,7 +400,8 @@ def _head_kernel(name):
 
 
 softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nll = (
-    _head_kernel(name) for name in HEAD_CODES)
+    _head_kernel(name) for name in ("softmax_nll", "multiclass_hinge", "binary_hinge",
+                                    "sigmoid_bce", "sigmoid_l2", "l2", "l1", "nll"))
 
 
 # ---------------------------------------------------------------------------- linear + head
@@ -561,14 +544,7 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
             total, osum = linear_fused(code, X, W, b_, *args, mean, threads, dW, db_, dX_)
     else:
         total, osum = _linear_chunked(code, X, W, b_, args, mean, chunk_rows, dW, db, dX)
-    return _reduced(total, osum, reduction)
-
-
-def _reduced(total, osum, reduction):
-    """The Python float of a "sum" or "mean" loss (nan when every weight is 0, as torch)."""
-    if reduction == "sum":
-        return float(total)
-    return float(total) / float(osum) if osum else float("nan")
+    return reduced_loss(total, osum, reduction)
 
 
 def _linear_chunked(code, X, W, b, args, mean, chunk_rows, dW, db, dX):
@@ -662,7 +638,7 @@ def linear_act_forward(X, W, b, activation, alpha):
         winners = np.empty(A.shape, np.intp)
         bias_maxout(S, b_, alpha, A, winners)
         return A, winners
-    bias_activate(S, b_, _ACT_CODE[activation], 0.0 if alpha is None else alpha)
+    bias_activate(S, b_, ACT_CODES[activation], 0.0 if alpha is None else alpha)
     return S, None
 
 
@@ -673,7 +649,7 @@ def _backward_dS(dA, cache, db):
     if cache.activation == "maxout":
         maxout_backward(dA, cache.argmax, cache.alpha, dS, db64)
     else:
-        activation_backward(dA, cache.A, _ACT_CODE[cache.activation],
+        activation_backward(dA, cache.A, ACT_CODES[cache.activation],
                             0.0 if cache.alpha is None else cache.alpha, dS, db64)
     if db is not None:
         with np.errstate(over="ignore"):
@@ -689,15 +665,7 @@ def linear_act_backward(dA, cache, dX, dW, db):
 
 
 def mlp_forward(X, params, activation, alpha):
-    h = X
-    for W, b in params[:-1]:
-        h, _ = linear_act_forward(h, W, b, activation, alpha)
-    W, b = params[-1]
-    S = np.empty((X.shape[0], W.shape[0]), X.dtype)
-    _gemm(S, h, W, trans_b=True)
-    if b is not None:
-        S += b
-    return S
+    return _compose.mlp_forward(sys.modules[__name__], X, params, activation, alpha)
 
 
 def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads):
@@ -797,9 +765,9 @@ def mlp_step(X, params, target, activation, alpha, head, options, reduction, gra
     code, *args = _head_args(head, X, target, options)
     total, osum = mlp_step_kernel(
         X, tuple(flat[0::2]), tuple(flat[1::2]), tuple(g for g, _ in grads),
-        tuple(g for _, g in grads), _ACT_CODE[activation], 0.0 if alpha is None else alpha,
+        tuple(g for _, g in grads), ACT_CODES[activation], 0.0 if alpha is None else alpha,
         code, *args, reduction == "mean", tuple(s1[0::2]), tuple(s1[1::2]), tuple(s2[0::2]),
         tuple(s2[1::2]), kind, optimizer.lr, getattr(optimizer, "momentum", 0.0),
         getattr(optimizer, "nesterov", False), optimizer.weight_decay,
         *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0), optimizer.t)
-    return _reduced(total, osum, reduction)
+    return reduced_loss(total, osum, reduction)

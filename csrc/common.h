@@ -1,0 +1,103 @@
+/* Internal pieces shared by every family file (not part of the cffi interface). */
+#ifndef FBP_COMMON_H
+#define FBP_COMMON_H
+
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastbp.h"
+
+/* Hot loops are compiled for AVX-512, AVX2+FMA and the baseline, the best picked at load time
+ * (GCC function multi-versioning): the build never uses -march=native, so a wheel runs on any
+ * x86-64. FBP_HOT is empty where multi-versioning is not available. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(FBP_NO_CLONES)
+#define FBP_HOT __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define FBP_HOT
+#endif
+
+#define FBP_MAX_BLOCKS 64          /* cap on the fixed row blocks of a parallel kernel */
+
+/* ---- runtime (runtime.c) */
+typedef void (*fbp_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *,
+                            double *, int *, double *, double *, int *);
+typedef void (*fbp_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *,
+                            float *, int *, float *, float *, int *);
+extern fbp_sgemm_t fbp_sgemm;
+extern fbp_dgemm_t fbp_dgemm;
+int fbp_threads(void);             /* the set_num_threads value (>= 1) */
+
+static inline int fbp_fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+static inline int64_t fbp_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t fbp_max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* ---- scalars, NaN-faithful as the NumPy reference */
+static inline double fbp_relu(double x) { return (x > 0 || x != x) ? x : 0.0; }
+/* 1[x > 0], NaN for NaN and +-Inf (the reference's (x > 0) + 0 * x) */
+static inline double fbp_step(double x) { return (x > 0 ? 1.0 : 0.0) + 0.0 * x; }
+static inline double fbp_sign(double x) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : x); }
+/* sigma(x) without overflow: 1/(1+e^-x) for x >= 0, e^x/(1+e^x) below */
+static inline double fbp_sigmoid(double x)
+{
+    double e = exp(-fabs(x));
+    return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
+
+static inline double fbp_activate(int act, double x, double alpha)
+{
+    switch (act) {
+    case FBP_SIGMOID: return fbp_sigmoid(x);
+    case FBP_TANH: return tanh(x);
+    case FBP_RELU: return fbp_relu(x);
+    case FBP_LEAKY: return x > 0 ? x : alpha * x;
+    case FBP_ELU: return x > 0 ? x : alpha * expm1(x < 0 ? x : 0.0);
+    default: return x;
+    }
+}
+
+/* f'(s) read off a = f(s) (alpha >= 0 keeps the sign of s) */
+static inline double fbp_activation_grad(int act, double a, double alpha)
+{
+    switch (act) {
+    case FBP_SIGMOID: return a * (1.0 - a);
+    case FBP_TANH: return 1.0 - a * a;
+    case FBP_RELU: return a > 0 ? 1.0 : 0.0;
+    case FBP_LEAKY: return a > 0 ? 1.0 : alpha;
+    case FBP_ELU: return a > 0 ? 1.0 : a + alpha;
+    default: return 1.0;
+    }
+}
+
+/* x[j] = exp(x[j]) in place, vectorizable (libm's exp is a scalar call): exp(x) = 2^k e^r,
+ * k = round(x / ln 2) by the 1.5 * 2^52 trick (whose low bits are then k itself),
+ * r = x - k ln 2 (Cody-Waite: ln 2 in two parts), |r| <= ln(2)/2, e^r by its Taylor polynomial
+ * of degree 11 (truncation < 7e-15 relative), 2^k from its IEEE bits. x is clamped to
+ * [-708, 709] (exp(-708) ~ 3e-308 is below every result's ulp); NaN stays NaN. */
+static inline void fbp_vexp(double *x, int64_t n)
+{
+    const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01,
+                 ln2_lo = 1.90821492927058770002e-10, shifter = 6755399441055744.0;
+    for (int64_t j = 0; j < n; j++) {
+        double v = x[j];
+        double c = v == v ? (v < -708.0 ? -708.0 : (v > 709.0 ? 709.0 : v)) : 0.0;
+        double kd = c * log2e + shifter;
+        int64_t kbits;
+        memcpy(&kbits, &kd, sizeof kbits);
+        kd -= shifter;
+        double r = (c - kd * ln2_hi) - kd * ln2_lo;
+        double p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (
+            1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (
+            1.0 / 362880 + r * (1.0 / 3628800 + r * (1.0 / 39916800)))))))))));
+        /* k = kbits - bits(shifter) = low bits of kbits; 2^k = (k + 1023) << 52 */
+        int64_t sbits = (int64_t)(((uint64_t)(kbits - 0x4338000000000000LL) + 1023) << 52);
+        double scale;
+        memcpy(&scale, &sbits, sizeof scale);
+        x[j] = v == v ? p * scale : v;
+    }
+}
+
+#endif

@@ -1,0 +1,84 @@
+/* fastbp's C kernels (the "c" backend), bound with cffi in API mode (fastbp/backends/_cbuild.py
+ * reads this file as its cdef: prototypes, enums and plain integer #defines only).
+ *
+ * Conventions (llm.c style): outputs first, gradients prefixed d, dimensions last; every array
+ * is C-contiguous and already validated by fastbp/_checks.py (shapes, dtypes, labels in range);
+ * NULL means "absent" (no bias, no sample_weight, dX not wanted, ...). Every kernel returns a
+ * status, FBP_OK = 0; the kernels re-check their cheap preconditions (n >= 1, B >= 0) and never
+ * print or exit. Each kernel exists as _f64 (double) and _f32 (float), compiled from one source
+ * (csrc/template.h). Sums: sums[0] = sum_i sw_i l_i (the "sum" loss), sums[1] = sum_i omega_i
+ * (the "mean" denominator); with mean != 0 every gradient row is already divided by sums[1].
+ */
+#define FBP_OK 0
+#define FBP_EBADARG 1      /* a precondition failed: B < 0, n < 1, bad code */
+#define FBP_ENOMEM 2       /* scratch allocation failed */
+#define FBP_ETOOBIG 3      /* a dimension does not fit BLAS's 32-bit int */
+#define FBP_ENOBLAS 4      /* fbp_set_blas was not called */
+
+/* heads (fastbp.HEADS; softmax_nll has two codes: labels and probability rows) */
+enum { FBP_SOFTMAX, FBP_SOFTMAX_PROBS, FBP_MHINGE, FBP_BHINGE, FBP_BCE, FBP_SIGMOID_L2,
+       FBP_L2, FBP_L1, FBP_NLL };
+/* activations, in fastbp.ACTIVATIONS order */
+enum { FBP_SIGMOID, FBP_TANH, FBP_RELU, FBP_LEAKY, FBP_ELU, FBP_MAXOUT, FBP_IDENTITY };
+
+/* runtime: SciPy's ?gemm (Fortran interface) from scipy.linalg.cython_blas; OpenMP threads */
+void fbp_set_blas(void *sgemm, void *dgemm);
+void fbp_set_num_threads(int n);
+
+/* A head on scores S (B, n): dS (B, n, may be S) = gradient; loss_rows (B,) or NULL = weighted
+ * per-row losses; y (B,) labels or NULL; Z (B, n) targets or NULL; sw (B,), w (n,), pw (n,)
+ * sample / class / positive weights or NULL. */
+int heads_f64(double *dS, double *loss_rows, double *sums, const double *S, int head,
+              const int64_t *y, const double *Z, const double *sw, const double *w,
+              const double *pw, int64_t ignore, double eps, double margin, int p, int mean,
+              int64_t B, int64_t n);
+int heads_f32(float *dS, double *loss_rows, double *sums, const float *S, int head,
+              const int64_t *y, const float *Z, const float *sw, const float *w,
+              const float *pw, int64_t ignore, double eps, double margin, int p, int mean,
+              int64_t B, int64_t n);
+
+/* linear_head, fused rows (no BLAS; small W): dW (n, d), db (n,) or NULL, dX (B, d) or NULL;
+ * X (B, d), W (n, d), b (n,) or NULL; head arguments as heads_*; nblocks fixed row blocks run
+ * on OpenMP threads, their float64 partials combined in block order. */
+int linear_fused_f64(double *dW, double *db, double *dX, double *sums, const double *X,
+                     const double *W, const double *b, int head, const int64_t *y,
+                     const double *Z, const double *sw, const double *w, const double *pw,
+                     int64_t ignore, double eps, double margin, int p, int mean, int nblocks,
+                     int64_t B, int64_t d, int64_t n);
+int linear_fused_f32(float *dW, float *db, float *dX, double *sums, const float *X,
+                     const float *W, const float *b, int head, const int64_t *y,
+                     const float *Z, const float *sw, const float *w, const float *pw,
+                     int64_t ignore, double eps, double margin, int p, int mean, int nblocks,
+                     int64_t B, int64_t d, int64_t n);
+
+/* linear_head, chunked BLAS: per block of chunk rows S = X_c W^T, bias + head in place,
+ * dW += S^T X_c, dX_c = S W; only one (chunk, n) score block is ever held. */
+int linear_chunked_f64(double *dW, double *db, double *dX, double *sums, const double *X,
+                       const double *W, const double *b, int head, const int64_t *y,
+                       const double *Z, const double *sw, const double *w, const double *pw,
+                       int64_t ignore, double eps, double margin, int p, int mean,
+                       int64_t chunk, int64_t B, int64_t d, int64_t n);
+int linear_chunked_f32(float *dW, float *db, float *dX, double *sums, const float *X,
+                       const float *W, const float *b, int head, const int64_t *y,
+                       const float *Z, const float *sw, const float *w, const float *pw,
+                       int64_t ignore, double eps, double margin, int p, int mean,
+                       int64_t chunk, int64_t B, int64_t d, int64_t n);
+
+/* A = f(X W^T + b): X (B, d), W (m, d), b (m,) or NULL; A (B, m), or (B, m / k) for maxout
+ * with winners (B, m / k) the winning piece (W piece-major: row = piece * (m / k) + unit). */
+int linear_act_forward_f64(double *A, int64_t *winners, const double *X, const double *W,
+                           const double *b, int act, double alpha, int k, int64_t B,
+                           int64_t d, int64_t m);
+int linear_act_forward_f32(float *A, int64_t *winners, const float *X, const float *W,
+                           const float *b, int act, double alpha, int k, int64_t B,
+                           int64_t d, int64_t m);
+
+/* dS = dA * f'(a) (or dA routed to the winners), dW (m, d) = dS^T X, db (m,) = sum_i dS_i or
+ * NULL, dX (B, d) = dS W or NULL; dA and A (B, m_out), winners (B, m / k) or NULL. */
+int linear_act_backward_f64(double *dX, double *dW, double *db, const double *dA,
+                            const double *A, const int64_t *winners, const double *X,
+                            const double *W, int act, double alpha, int k, int64_t B,
+                            int64_t d, int64_t m);
+int linear_act_backward_f32(float *dX, float *dW, float *db, const float *dA, const float *A,
+                            const int64_t *winners, const float *X, const float *W, int act,
+                            double alpha, int k, int64_t B, int64_t d, int64_t m);

@@ -1,0 +1,42 @@
+/* Heads on scores: one pass per row (rows.h), rows split over fixed blocks. */
+#ifndef REAL
+#include "common.h"
+#define TEMPLATE_FILE "heads.c"
+#include "template.h"
+#else
+#include "rows.h"
+
+/* Below this many scores one thread is faster than a fork/join (and leaves no OpenMP threads
+ * spinning beside the caller's next BLAS call). */
+#define FBP_HEADS_PARALLEL_MIN (1 << 16)
+
+/* Every row of S: dS_i = f_i g_i with f_i = sw_i (/ sum(omega) under mean). The rows are cut
+ * into nb fixed blocks (one per thread when large), whose sums are combined in block order:
+ * the same bits at the same thread count, however the threads are scheduled. */
+int F(heads)(REAL *dS, double *loss_rows, double *sums, const REAL *S, int head,
+             const int64_t *y, const REAL *Z, const REAL *sw, const REAL *w, const REAL *pw,
+             int64_t ignore, double eps, double margin, int p, int mean, int64_t B, int64_t n)
+{
+    if (B < 0 || n < 1 || head < FBP_SOFTMAX || head > FBP_NLL)
+        return FBP_EBADARG;
+    F(head_t) h = {head, y, Z, sw, w, pw, ignore, n, eps, margin, p};
+    double scale = mean ? F(mean_scale)(&h, B) : 1.0;
+    int nb = B * n >= FBP_HEADS_PARALLEL_MIN ? (int)fbp_min(fbp_threads(), B) : 1;
+    nb = (int)fbp_min(nb, FBP_MAX_BLOCKS);
+    double part[2 * FBP_MAX_BLOCKS];
+    double *tmp = malloc((size_t)nb * n * sizeof(double));
+    if (!tmp)
+        return FBP_ENOMEM;
+    #pragma omp parallel for num_threads(nb) schedule(static, 1) if (nb > 1)
+    for (int t = 0; t < nb; t++)
+        F(head_block)(&h, S, NULL, dS, loss_rows, NULL, scale, t * B / nb, (t + 1) * B / nb,
+                      0, tmp + (int64_t)t * n, part + 2 * t);
+    sums[0] = sums[1] = 0.0;
+    for (int t = 0; t < nb; t++) {
+        sums[0] += part[2 * t];
+        sums[1] += part[2 * t + 1];
+    }
+    free(tmp);
+    return FBP_OK;
+}
+#endif

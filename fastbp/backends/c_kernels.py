@@ -1,0 +1,193 @@
+"""The C backend: the kernels of csrc/ (declared in csrc/fastbp.h) through cffi, same kernel set
+and signatures as ``reference.py``.
+
+The extension ``fastbp.backends._fastbp_c`` is compiled by ``pip install`` (setup.py's
+``cffi_modules``, build script ``_cbuild.py``) and is optional: if it is missing, importing this
+module raises ImportError and ``"c"`` is only absent from ``fastbp.available_backends()``.
+
+Arrays cross without copies (``ffi.from_buffer`` on arrays ``fastbp._checks`` validated: C
+order, one float dtype, intp labels in range); cffi releases the GIL during each call. The C
+kernels call SciPy's BLAS through the ``?gemm`` pointers of ``scipy.linalg.cython_blas``
+(the OpenBLAS NumPy and Numba use: ``set_num_threads`` limits it through threadpoolctl) and run
+their own loops on OpenMP threads (``set_num_threads`` below). Who owns the cores is the Numba
+backend's rule: a kernel with a BLAS call inside runs its own loops on one thread.
+"""
+import ctypes
+import sys
+
+import numpy as np
+from scipy.linalg import cython_blas
+
+from . import _compose
+from ._args import ACT_CODES, MAXOUT, head_args, reduced_loss
+from .reference import default_chunk_rows
+
+try:
+    from ._fastbp_c import ffi, lib
+except ImportError as exc:          # built without a C compiler: only this backend is absent
+    raise ImportError(
+        "the C extension fastbp.backends._fastbp_c was not built (installing fastbp needs a C "
+        "compiler for it; install one and reinstall fastbp)") from exc
+
+
+def _capsule_address(name):
+    """The C function pointer inside scipy.linalg.cython_blas's capsule ``name``."""
+    capsule = cython_blas.__pyx_capi__[name]
+    api = ctypes.pythonapi
+    api.PyCapsule_GetName.restype = ctypes.c_char_p
+    api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    return api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+
+
+lib.fbp_set_blas(ffi.cast("void *", _capsule_address("sgemm")),
+                 ffi.cast("void *", _capsule_address("dgemm")))
+
+_threads = [None]
+
+
+def set_num_threads(n):
+    _threads[0] = n
+    lib.fbp_set_num_threads(n)
+
+
+def _num_threads():
+    if _threads[0] is None:
+        import os
+        _threads[0] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return _threads[0]
+
+
+_STATUS = {lib.FBP_EBADARG: (ValueError, "a precondition failed (shape, size or code)"),
+           lib.FBP_ENOMEM: (MemoryError, "scratch memory could not be allocated"),
+           lib.FBP_ETOOBIG: (ValueError, "a dimension exceeds BLAS's 32-bit int"),
+           lib.FBP_ENOBLAS: (RuntimeError, "no BLAS was registered")}
+
+
+def _check(status, kernel):
+    if status:
+        cls, why = _STATUS.get(status, (RuntimeError, f"status {status}"))
+        raise cls(f"C kernel {kernel}: {why}")
+
+
+class _Typed:
+    """The kernels and pointer maker of one dtype; ``p(None)`` is NULL."""
+
+    def __init__(self, ctype, suffix):
+        self.ctype = ffi.typeof(ctype + "[]")
+        for kernel in ("heads", "linear_fused", "linear_chunked", "linear_act_forward",
+                       "linear_act_backward"):
+            setattr(self, kernel, getattr(lib, f"{kernel}_{suffix}"))
+
+    def p(self, a, _fb=ffi.from_buffer, _null=ffi.NULL):
+        return _null if a is None else _fb(self.ctype, a)
+
+
+_T = {np.dtype(np.float64): _Typed("double", "f64"), np.dtype(np.float32): _Typed("float", "f32")}
+_I64 = ffi.typeof("int64_t[]")
+_F64 = np.dtype(np.float64)
+
+
+def _labels(a, _fb=ffi.from_buffer, _null=ffi.NULL):
+    return _null if a is None else _fb(_I64, a)
+
+
+def _head_ptrs(t, name, target, options):
+    code, y, Z, sw, w, pw, *scalars = head_args(name, target, options)
+    return (code, _labels(y), t.p(Z), t.p(sw), t.p(w), t.p(pw), *scalars)
+
+
+# ---------------------------------------------------------------------------- heads
+def _head_kernel(name):
+    def kernel(S, target, out, reduction, **options):
+        t, (B, n) = _T[S.dtype], S.shape
+        rows = np.empty(B) if reduction == "none" else None
+        sums = ffi.new("double[2]")
+        _check(t.heads(t.p(out), _T[_F64].p(rows), sums, t.p(S), *_head_ptrs(t, name, target, options),
+                       reduction == "mean", B, n), name)
+        if reduction == "none":
+            return rows.astype(S.dtype)
+        return reduced_loss(sums[0], sums[1], reduction)
+
+    kernel.__name__ = name
+    kernel.__doc__ = f"{name}: heads_f32/f64 of csrc/heads.c, one pass over the rows of S."
+    return kernel
+
+
+softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nll = (
+    _head_kernel(name) for name in ("softmax_nll", "multiclass_hinge", "binary_hinge",
+                                    "sigmoid_bce", "sigmoid_l2", "l2", "l1", "nll"))
+
+
+# ---------------------------------------------------------------------------- linear + head
+# Crossover between the fused rows and the chunked BLAS path, and the size from which the fused
+# rows run on more than one thread: see the comment of the same names in numba_kernels.py;
+# `make crossover` measures both backends.
+FUSED_MAX_N = 16
+FUSED_MAX_WEIGHTS = 1 << 14          # n * d, when n <= FUSED_MAX_N
+FUSED_ANY_N_WEIGHTS = 1 << 13        # n * d, for any n
+PARALLEL_MIN_WORK = 1 << 16          # B * n * d
+
+
+def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
+                threads=None):
+    """``threads``: row blocks of the fused path (default: the set_num_threads value; 1 inside
+    a BLAS-driven network)."""
+    (B, d), n = X.shape, W.shape[0]
+    t = _T[X.dtype]
+    p = t.p
+    sums = ffi.new("double[2]")
+    args = (sums, p(X), p(W), p(b), *_head_ptrs(t, head, target, options), reduction == "mean")
+    if n * d <= FUSED_ANY_N_WEIGHTS or (n <= FUSED_MAX_N and n * d <= FUSED_MAX_WEIGHTS):
+        threads = _num_threads() if threads is None else threads
+        blocks = 1 if B * n * d < PARALLEL_MIN_WORK or B < 2 * threads else threads
+        _check(t.linear_fused(p(dW), p(db), p(dX), *args, blocks, B, d, n), "linear_fused")
+    else:
+        chunk = chunk_rows or default_chunk_rows(n, X.dtype.itemsize)
+        _check(t.linear_chunked(p(dW), p(db), p(dX), *args, chunk, B, d, n), "linear_chunked")
+    return reduced_loss(sums[0], sums[1], reduction)
+
+
+# ---------------------------------------------------------------------------- layers
+def _act(activation, alpha):
+    """(code, alpha as a float, maxout pieces)."""
+    if activation == "maxout":
+        return MAXOUT, 0.0, alpha
+    return ACT_CODES[activation], 0.0 if alpha is None else float(alpha), 1
+
+
+def linear_act_forward(X, W, b, activation, alpha):
+    (B, d), m, t = X.shape, W.shape[0], _T[X.dtype]
+    code, a, k = _act(activation, alpha)
+    A = np.empty((B, m // k), X.dtype)
+    winners = np.empty(A.shape, np.intp) if code == MAXOUT else None
+    _check(t.linear_act_forward(t.p(A), _labels(winners), t.p(X), t.p(W), t.p(b), code, a, k,
+                                B, d, m), "linear_act_forward")
+    return A, winners
+
+
+def linear_act_backward(dA, cache, dX, dW, db):
+    X, W, t = cache.X, cache.W, _T[dA.dtype]
+    code, a, k = _act(cache.activation, cache.alpha)
+    _check(t.linear_act_backward(t.p(dX), t.p(dW), t.p(db), t.p(dA), t.p(cache.A),
+                                 _labels(cache.argmax), t.p(X), t.p(W), code, a, k, X.shape[0],
+                                 X.shape[1], W.shape[0]), "linear_act_backward")
+
+
+# ---------------------------------------------------------------------------- networks
+def mlp_forward(X, params, activation, alpha):
+    return _compose.mlp_forward(sys.modules[__name__], X, params, activation, alpha)
+
+
+def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads):
+    """The last layer's fused kernel runs on one thread when hidden layers exist (their GEMMs
+    are BLAS's, and OpenMP's threads must not wait on BLAS's spinning ones)."""
+    return _compose.mlp_loss_grad(sys.modules[__name__], X, params, target, activation, alpha,
+                                  head, options, reduction, grads,
+                                  threads=1 if len(params) > 1 else None)
+
+
+def mlp_step(X, params, target, activation, alpha, head, options, reduction, grads, optimizer):
+    return _compose.mlp_step(sys.modules[__name__], X, params, target, activation, alpha, head,
+                             options, reduction, grads, optimizer)
