@@ -1,9 +1,11 @@
-"""Where the Numba backend's fused-rows path stops beating its chunked-BLAS path.
+"""Where a compiled backend's fused-rows path stops beating its chunked-BLAS path.
 
-    make crossover      # prints median times of the three paths over a grid
+    make crossover                                  # both compiled backends
+    python benchmarks/crossover.py c                # one of them
 
-The thresholds in ``fastbp/backends/numba_kernels.py`` (FUSED_MAX_N, FUSED_MAX_WEIGHTS,
-PARALLEL_MIN_WORK) were chosen from this table; rerun it on a new machine.
+Prints median times of the three linear_head paths over a grid of shapes. The thresholds of
+``fastbp/backends/numba_kernels.py`` and ``c_kernels.py`` (FUSED_MAX_N, FUSED_MAX_WEIGHTS,
+FUSED_ANY_N_WEIGHTS, PARALLEL_MIN_WORK) were chosen from this table; rerun it on a new machine.
 """
 import sys
 
@@ -16,8 +18,9 @@ import fastbp  # noqa: E402
 from fastbp.compare import median_time  # noqa: E402
 
 
-def main():
+def main(backend):
     rng = np.random.default_rng(0)
+    print(f"backend {backend!r}")
     print(f"{'B':>5} {'d':>5} {'n':>5} {'fused us':>10} {'parallel us':>12} {'chunked us':>11}  best")
     for B in (8, 64, 256, 1024):
         for d in (16, 64, 512, 3072):
@@ -26,9 +29,9 @@ def main():
                 W = rng.standard_normal((n, d)) / np.sqrt(d)
                 b, y = np.zeros(n), rng.integers(0, n, B)
                 row = {}
-                for name, path in (("fused", "numba:serial"), ("parallel", "numba:parallel"),
-                                   ("chunked", "numba:chunked")):
-                    with variant(path) as be:
+                for name, path in (("fused", "serial"), ("parallel", "parallel"),
+                                   ("chunked", "chunked")):
+                    with variant(f"{backend}:{path}") as be:
                         row[name] = 1e6 * median_time(
                             lambda: fastbp.linear_head(X, W, b, y, backend=be), 7)
                 best = min(row, key=row.get)
@@ -37,4 +40,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    for name in sys.argv[1:] or [b for b in ("numba", "c") if b in fastbp.available_backends()]:
+        main(name)

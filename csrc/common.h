@@ -10,12 +10,12 @@
 
 #include "fastbp.h"
 
-/* Hot loops are compiled for AVX-512, AVX2+FMA and the baseline, the best picked at load time
+/* Hot loops are compiled for AVX-512F, AVX2 and the baseline, the best picked at load time
  * (GCC function multi-versioning): the build never uses -march=native, so a wheel runs on any
  * x86-64. FBP_HOT is empty where multi-versioning is not available. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && !defined(FBP_NO_CLONES)
-#define FBP_HOT __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#define FBP_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define FBP_HOT
 #endif

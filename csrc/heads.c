@@ -24,19 +24,25 @@ int F(heads)(REAL *dS, double *loss_rows, double *sums, const REAL *S, int head,
     int nb = B * n >= FBP_HEADS_PARALLEL_MIN ? (int)fbp_min(fbp_threads(), B) : 1;
     nb = (int)fbp_min(nb, FBP_MAX_BLOCKS);
     double part[2 * FBP_MAX_BLOCKS];
-    double *tmp = malloc((size_t)nb * n * sizeof(double));
+    double small[256];          /* short rows: no malloc (a tiny call costs microseconds) */
+    double *tmp = nb * n <= 256 ? small : malloc((size_t)nb * n * sizeof(double));
     if (!tmp)
         return FBP_ENOMEM;
-    #pragma omp parallel for num_threads(nb) schedule(static, 1) if (nb > 1)
-    for (int t = 0; t < nb; t++)
-        F(head_block)(&h, S, NULL, dS, loss_rows, NULL, scale, t * B / nb, (t + 1) * B / nb,
-                      0, tmp + (int64_t)t * n, part + 2 * t);
+    if (nb == 1)
+        F(head_block)(&h, S, NULL, dS, loss_rows, NULL, scale, 0, B, 0, tmp, part);
+    else {
+        #pragma omp parallel for num_threads(nb) schedule(static, 1)
+        for (int t = 0; t < nb; t++)
+            F(head_block)(&h, S, NULL, dS, loss_rows, NULL, scale, t * B / nb,
+                          (t + 1) * B / nb, 0, tmp + (int64_t)t * n, part + 2 * t);
+    }
     sums[0] = sums[1] = 0.0;
     for (int t = 0; t < nb; t++) {
         sums[0] += part[2 * t];
         sums[1] += part[2 * t + 1];
     }
-    free(tmp);
+    if (tmp != small)
+        free(tmp);
     return FBP_OK;
 }
 #endif

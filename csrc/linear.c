@@ -111,22 +111,35 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     F(head_t) h = {head, y, Z, sw, w, pw, ignore, n, eps, margin, p};
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
     int nb = (int)fbp_min(fbp_min(nblocks, FBP_MAX_BLOCKS), fbp_max(B, 1));
-    /* per block: partials dW (n, d) and db (n,), acc (d,), tmp (n,); S4 (4, n), zero (d,) */
+    /* per block: partials dW (n, d) and db (n,), acc (d,), tmp (n,); S4 (4, n), zero (d,).
+     * Tiny problems use the stack: a malloc and a parallel region would cost more than the
+     * arithmetic (the call's whole budget is a few microseconds). */
     int64_t nd = n * d, per64 = nd + n + d + n, perR = 4 * n + d;
-    double *buf64 = calloc((size_t)(nb * per64), sizeof(double));
-    REAL *bufR = calloc((size_t)(nb * perR), sizeof(REAL));
-    double part[2 * FBP_MAX_BLOCKS];
+    double small64[512], part[2 * FBP_MAX_BLOCKS];
+    REAL smallR[256];
+    int on_stack = nb == 1 && per64 <= 512 && perR <= 256;
+    double *buf64 = on_stack ? small64 : malloc((size_t)(nb * per64) * sizeof(double));
+    REAL *bufR = on_stack ? smallR : malloc((size_t)(nb * perR) * sizeof(REAL));
     if (!buf64 || !bufR) {
-        free(buf64);
-        free(bufR);
+        if (!on_stack) {
+            free(buf64);
+            free(bufR);
+        }
         return FBP_ENOMEM;
     }
-    #pragma omp parallel for num_threads(nb) schedule(static, 1) if (nb > 1)
-    for (int t = 0; t < nb; t++) {
-        double *b64 = buf64 + t * per64;
-        REAL *bR = bufR + t * perR;
-        F(linear_rows)(&h, X, W, b, scale, t * B / nb, (t + 1) * B / nb, d, b64, b64 + nd, dX,
-                       bR, bR + 4 * n, b64 + nd + n, b64 + nd + n + d, part + 2 * t);
+    memset(buf64, 0, (size_t)(nb * per64) * sizeof(double));
+    memset(bufR, 0, (size_t)(nb * perR) * sizeof(REAL));
+    if (nb == 1)
+        F(linear_rows)(&h, X, W, b, scale, 0, B, d, buf64, buf64 + nd, dX, bufR, bufR + 4 * n,
+                       buf64 + nd + n, buf64 + nd + n + d, part);
+    else {
+        #pragma omp parallel for num_threads(nb) schedule(static, 1)
+        for (int t = 0; t < nb; t++) {
+            double *b64 = buf64 + t * per64;
+            REAL *bR = bufR + t * perR;
+            F(linear_rows)(&h, X, W, b, scale, t * B / nb, (t + 1) * B / nb, d, b64, b64 + nd,
+                           dX, bR, bR + 4 * n, b64 + nd + n, b64 + nd + n + d, part + 2 * t);
+        }
     }
     sums[0] = sums[1] = 0.0;
     for (int t = 0; t < nb; t++) {          /* block order: deterministic */
@@ -141,8 +154,10 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     if (db)
         for (int64_t j = 0; j < n; j++)
             db[j] = (REAL)buf64[nd + j];
-    free(buf64);
-    free(bufR);
+    if (!on_stack) {
+        free(buf64);
+        free(bufR);
+    }
     return FBP_OK;
 }
 

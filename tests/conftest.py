@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-import fastbp
 from cases import BACKENDS, VARIANTS, variant
 
 # Deterministic under CI (CI=true): derandomized examples, no deadline (a shared machine is noisy).

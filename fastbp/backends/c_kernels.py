@@ -13,6 +13,8 @@ their own loops on OpenMP threads (``set_num_threads`` below). Who owns the core
 backend's rule: a kernel with a BLAS call inside runs its own loops on one thread.
 """
 import ctypes
+import functools
+import os
 import sys
 
 import numpy as np
@@ -44,19 +46,16 @@ def _capsule_address(name):
 lib.fbp_set_blas(ffi.cast("void *", _capsule_address("sgemm")),
                  ffi.cast("void *", _capsule_address("dgemm")))
 
-_threads = [None]
+def _cpu_count():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+_threads = [_cpu_count() or 1]        # the fused path's row blocks (one per thread)
 
 
 def set_num_threads(n):
     _threads[0] = n
     lib.fbp_set_num_threads(n)
-
-
-def _num_threads():
-    if _threads[0] is None:
-        import os
-        _threads[0] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    return _threads[0]
 
 
 _STATUS = {lib.FBP_EBADARG: (ValueError, "a precondition failed (shape, size or code)"),
@@ -72,30 +71,40 @@ def _check(status, kernel):
 
 
 class _Typed:
-    """The kernels and pointer maker of one dtype; ``p(None)`` is NULL."""
+    """The kernels of one dtype and ``fb(array)``, its typed pointer (no copy)."""
 
     def __init__(self, ctype, suffix):
-        self.ctype = ffi.typeof(ctype + "[]")
+        self.fb = functools.partial(ffi.from_buffer, ffi.typeof(ctype + "[]"))
         for kernel in ("heads", "linear_fused", "linear_chunked", "linear_act_forward",
                        "linear_act_backward"):
             setattr(self, kernel, getattr(lib, f"{kernel}_{suffix}"))
 
-    def p(self, a, _fb=ffi.from_buffer, _null=ffi.NULL):
-        return _null if a is None else _fb(self.ctype, a)
+    def p(self, a):
+        """``fb(a)``, or NULL for None."""
+        return _NULL if a is None else self.fb(a)
 
 
+_NULL = ffi.NULL
 _T = {np.dtype(np.float64): _Typed("double", "f64"), np.dtype(np.float32): _Typed("float", "f32")}
-_I64 = ffi.typeof("int64_t[]")
-_F64 = np.dtype(np.float64)
+_F64 = _T[np.dtype(np.float64)]
+_fb_i64 = functools.partial(ffi.from_buffer, ffi.typeof("int64_t[]"))
 
 
-def _labels(a, _fb=ffi.from_buffer, _null=ffi.NULL):
-    return _null if a is None else _fb(_I64, a)
+def _labels(a):
+    """intp labels or maxout winners: a pointer, or NULL for None."""
+    return _NULL if a is None else _fb_i64(a)
+
+
+_sums = functools.partial(ffi.new, "double[2]")
 
 
 def _head_ptrs(t, name, target, options):
+    """The head arguments of every C kernel (written out: this runs on every tiny call)."""
     code, y, Z, sw, w, pw, *scalars = head_args(name, target, options)
-    return (code, _labels(y), t.p(Z), t.p(sw), t.p(w), t.p(pw), *scalars)
+    fb = t.fb
+    return (code, _NULL if y is None else _labels(y), _NULL if Z is None else fb(Z),
+            _NULL if sw is None else fb(sw), _NULL if w is None else fb(w),
+            _NULL if pw is None else fb(pw), *scalars)
 
 
 # ---------------------------------------------------------------------------- heads
@@ -103,9 +112,9 @@ def _head_kernel(name):
     def kernel(S, target, out, reduction, **options):
         t, (B, n) = _T[S.dtype], S.shape
         rows = np.empty(B) if reduction == "none" else None
-        sums = ffi.new("double[2]")
-        _check(t.heads(t.p(out), _T[_F64].p(rows), sums, t.p(S), *_head_ptrs(t, name, target, options),
-                       reduction == "mean", B, n), name)
+        sums = _sums()
+        _check(t.heads(t.fb(out), _F64.p(rows), sums, t.fb(S),
+                       *_head_ptrs(t, name, target, options), reduction == "mean", B, n), name)
         if reduction == "none":
             return rows.astype(S.dtype)
         return reduced_loss(sums[0], sums[1], reduction)
@@ -121,12 +130,16 @@ softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nl
 
 
 # ---------------------------------------------------------------------------- linear + head
-# Crossover between the fused rows and the chunked BLAS path, and the size from which the fused
-# rows run on more than one thread: see the comment of the same names in numba_kernels.py;
-# `make crossover` measures both backends.
-FUSED_MAX_N = 16
-FUSED_MAX_WEIGHTS = 1 << 14          # n * d, when n <= FUSED_MAX_N
-FUSED_ANY_N_WEIGHTS = 1 << 13        # n * d, for any n
+# Crossover between the fused rows and the chunked BLAS path, measured with
+# `python benchmarks/crossover.py c` and on the raw kernels (2 cores, AVX-512, SciPy's OpenBLAS,
+# median us, softmax_nll float64). Unlike Numba's, this chunked path calls BLAS from C with no
+# Python between the products, so it wins from small sizes on: B=64, d=64, n=10 (shape D):
+# chunked 7.7 vs fused 16.1 (2 blocks: 11.7); 64 x 16 x 10: 6.3 vs 8.6. The fused rows win only
+# while W is tiny -- 5 x 4 x 3 (shape T): 0.58 vs 0.73; 1024 x 16 x 10 on two blocks: 81 vs 108.
+# Two blocks beat one from about B*n*d = 2^16 (as for Numba).
+FUSED_MAX_N = 0                      # (the Numba backend's n-specific rule: off here)
+FUSED_MAX_WEIGHTS = 0
+FUSED_ANY_N_WEIGHTS = 256            # n * d
 PARALLEL_MIN_WORK = 1 << 16          # B * n * d
 
 
@@ -136,16 +149,20 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     a BLAS-driven network)."""
     (B, d), n = X.shape, W.shape[0]
     t = _T[X.dtype]
-    p = t.p
-    sums = ffi.new("double[2]")
-    args = (sums, p(X), p(W), p(b), *_head_ptrs(t, head, target, options), reduction == "mean")
+    fb = t.fb
+    sums = _sums()
+    grads = (fb(dW), _NULL if db is None else fb(db), _NULL if dX is None else fb(dX))
+    args = (sums, fb(X), fb(W), _NULL if b is None else fb(b),
+            *_head_ptrs(t, head, target, options), reduction == "mean")
     if n * d <= FUSED_ANY_N_WEIGHTS or (n <= FUSED_MAX_N and n * d <= FUSED_MAX_WEIGHTS):
-        threads = _num_threads() if threads is None else threads
+        threads = _threads[0] if threads is None else threads
         blocks = 1 if B * n * d < PARALLEL_MIN_WORK or B < 2 * threads else threads
-        _check(t.linear_fused(p(dW), p(db), p(dX), *args, blocks, B, d, n), "linear_fused")
+        status = t.linear_fused(*grads, *args, blocks, B, d, n)
     else:
         chunk = chunk_rows or default_chunk_rows(n, X.dtype.itemsize)
-        _check(t.linear_chunked(p(dW), p(db), p(dX), *args, chunk, B, d, n), "linear_chunked")
+        status = t.linear_chunked(*grads, *args, chunk, B, d, n)
+    if status:
+        _check(status, "linear_head")
     return reduced_loss(sums[0], sums[1], reduction)
 
 
@@ -162,7 +179,7 @@ def linear_act_forward(X, W, b, activation, alpha):
     code, a, k = _act(activation, alpha)
     A = np.empty((B, m // k), X.dtype)
     winners = np.empty(A.shape, np.intp) if code == MAXOUT else None
-    _check(t.linear_act_forward(t.p(A), _labels(winners), t.p(X), t.p(W), t.p(b), code, a, k,
+    _check(t.linear_act_forward(t.fb(A), _labels(winners), t.fb(X), t.fb(W), t.p(b), code, a, k,
                                 B, d, m), "linear_act_forward")
     return A, winners
 
@@ -170,8 +187,8 @@ def linear_act_forward(X, W, b, activation, alpha):
 def linear_act_backward(dA, cache, dX, dW, db):
     X, W, t = cache.X, cache.W, _T[dA.dtype]
     code, a, k = _act(cache.activation, cache.alpha)
-    _check(t.linear_act_backward(t.p(dX), t.p(dW), t.p(db), t.p(dA), t.p(cache.A),
-                                 _labels(cache.argmax), t.p(X), t.p(W), code, a, k, X.shape[0],
+    _check(t.linear_act_backward(t.p(dX), t.fb(dW), t.p(db), t.fb(dA), t.fb(cache.A),
+                                 _labels(cache.argmax), t.fb(X), t.fb(W), code, a, k, X.shape[0],
                                  X.shape[1], W.shape[0]), "linear_act_backward")
 
 

@@ -1,0 +1,57 @@
+"""The C backend's build: optional at install, and present wherever a compiler was.
+
+``make test`` sets FASTBP_REQUIRE_BACKENDS=numba,c, so a C extension that silently failed to
+build turns the run red instead of quietly dropping the backend's tests.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fastbp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_required_backends_are_available():
+    from fastbp import _dispatch
+    required = [b for b in os.environ.get("FASTBP_REQUIRE_BACKENDS", "").split(",") if b]
+    missing = {b: _dispatch.unavailable_backends().get(b) for b in required
+               if b not in fastbp.available_backends()}
+    assert not missing
+
+
+def test_install_without_a_compiler_drops_only_the_c_backend(tmp_path):
+    """pip install with CC=false succeeds (the extension is optional=True); that install has
+    no "c" backend, and asking for it raises BackendUnavailable saying why."""
+    pytest.importorskip("setuptools")
+    src, site = tmp_path / "src", tmp_path / "site"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("*.so", "__pycache__", "*.nbi", "*.nbc")
+    for tree in ("fastbp", "csrc"):
+        shutil.copytree(ROOT / tree, src / tree, ignore=ignore)
+    env = dict(os.environ, CC="false", CXX="false", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
+         "--no-index", "--target", str(site), str(src)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    assert not list((site / "fastbp").rglob("_fastbp_c*"))
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import fastbp\n"
+         "assert fastbp.__file__.startswith(%r), fastbp.__file__\n"
+         "assert 'c' not in fastbp.available_backends(), fastbp.available_backends()\n"
+         "try:\n"
+         "    fastbp.set_backend('c')\n"
+         "except fastbp.BackendUnavailable as exc:\n"
+         "    print(exc)\n" % str(site)],
+        env=dict(os.environ, PYTHONPATH=str(site)), cwd=tmp_path, capture_output=True,
+        text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr
+    assert "'c' is unavailable" in probe.stdout and "was not built" in probe.stdout
