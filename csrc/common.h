@@ -20,6 +20,14 @@
 #define FBP_HOT
 #endif
 
+/* Helpers of the hot loops are force-inlined, so each clone gets its own vector code (a helper
+ * left out of line would be compiled for the baseline only). */
+#if defined(__GNUC__)
+#define FBP_INLINE static inline __attribute__((always_inline))
+#else
+#define FBP_INLINE static inline
+#endif
+
 #define FBP_MAX_BLOCKS 64          /* cap on the fixed row blocks of a parallel kernel */
 
 /* ---- runtime (runtime.c) */
@@ -76,14 +84,16 @@ static inline double fbp_activation_grad(int act, double a, double alpha)
  * k = round(x / ln 2) by the 1.5 * 2^52 trick (whose low bits are then k itself),
  * r = x - k ln 2 (Cody-Waite: ln 2 in two parts), |r| <= ln(2)/2, e^r by its Taylor polynomial
  * of degree 11 (truncation < 7e-15 relative), 2^k from its IEEE bits. x is clamped to
- * [-708, 709] (exp(-708) ~ 3e-308 is below every result's ulp); NaN stays NaN. */
-static inline void fbp_vexp(double *x, int64_t n)
+ * [-708, 709] (exp(-708) ~ 3e-308 is below every result's ulp); NaN stays NaN (the
+ * comparisons of the clamp are false for it, and NaN flows through the polynomial). */
+FBP_INLINE void fbp_vexp(double *x, int64_t n)
 {
     const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01,
                  ln2_lo = 1.90821492927058770002e-10, shifter = 6755399441055744.0;
     for (int64_t j = 0; j < n; j++) {
-        double v = x[j];
-        double c = v == v ? (v < -708.0 ? -708.0 : (v > 709.0 ? 709.0 : v)) : 0.0;
+        double c = x[j];                 /* selects, not branches: the loop vectorizes */
+        c = c < -708.0 ? -708.0 : c;
+        c = c > 709.0 ? 709.0 : c;
         double kd = c * log2e + shifter;
         int64_t kbits;
         memcpy(&kbits, &kd, sizeof kbits);
@@ -96,7 +106,7 @@ static inline void fbp_vexp(double *x, int64_t n)
         int64_t sbits = (int64_t)(((uint64_t)(kbits - 0x4338000000000000LL) + 1023) << 52);
         double scale;
         memcpy(&scale, &sbits, sizeof scale);
-        x[j] = v == v ? p * scale : v;
+        x[j] = p * scale;                /* a NaN x made p NaN */
     }
 }
 

@@ -2,7 +2,8 @@
  * head_row returns the class-weighted loss of row i and writes f times its class-weighted
  * gradient into g, which may be s itself (s is read in full before g is written); f carries the
  * sample weight and the "mean" scale, so a row is written once. The formulas are math.md's and
- * the reference backend's, term for term; tmp is n doubles of scratch. */
+ * the reference backend's, term for term; tmp is n doubles of scratch. Sums over a row use
+ * `omp simd` reductions (a fixed, vectorized order: the same bits every run). */
 
 typedef struct {
     int code;
@@ -14,7 +15,7 @@ typedef struct {
 } F(head_t);
 
 /* index of the first maximum of s, or of its first NaN (as numpy.argmax) */
-static inline int64_t F(argmax)(const REAL *s, int64_t n)
+FBP_INLINE int64_t F(argmax)(const REAL *s, int64_t n)
 {
     int64_t m = 0;
     double M = s[0];
@@ -27,7 +28,7 @@ static inline int64_t F(argmax)(const REAL *s, int64_t n)
 }
 
 /* omega_i: sample weight x class weight of the label (0 for ignore_index) */
-static inline double F(row_weight)(const F(head_t) *h, int64_t i)
+FBP_INLINE double F(row_weight)(const F(head_t) *h, int64_t i)
 {
     double om = h->sw ? h->sw[i] : 1.0;
     if (h->y) {
@@ -40,7 +41,7 @@ static inline double F(row_weight)(const F(head_t) *h, int64_t i)
 }
 
 /* 1 / sum_i omega_i, or 0 when every weight is 0 (the loss is then nan, the gradient 0) */
-static inline double F(mean_scale)(const F(head_t) *h, int64_t B)
+FBP_INLINE double F(mean_scale)(const F(head_t) *h, int64_t B)
 {
     double total = 0.0;
     if (!h->y && !h->sw)
@@ -55,7 +56,7 @@ static inline double F(mean_scale)(const F(head_t) *h, int64_t B)
  * loss = sum_j C_j (lse - s_j), g_j = (sum C) p_j - C_j, in the float32-accurate form:
  * m = argmax s, r = sum_{j != m} exp(s_j - s_m), lse - s_j = (s_m - s_j) + log1p(r),
  * p_j = e_j / (1 + r), g_m = (sum_{j != m} C_j - C_m r) / (1 + r). */
-static inline double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
+FBP_INLINE double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
                                     double f, double *x)
 {
     int64_t n = h->n, m = F(argmax)(s, n), yi = h->y ? h->y[i] : 0;
@@ -71,6 +72,7 @@ static inline double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s
         else
             fbp_vexp(x, n);
         x[m] = 0.0;
+        #pragma omp simd reduction(+ : r)
         for (int64_t j = 0; j < n; j++)
             r += x[j];
         double inv = 1.0 / (1.0 + r), fi = f * inv;
@@ -97,6 +99,7 @@ static inline double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s
     double total = rest + c_m;
     fbp_vexp(x, n);
     x[m] = 0.0;
+    #pragma omp simd reduction(+ : r)
     for (int64_t j = 0; j < n; j++)
         r += x[j];
     double inv = 1.0 / (1.0 + r), ft = f * total * inv;
@@ -108,7 +111,7 @@ static inline double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s
 }
 
 /* sum_{j != y} max(0, s_j - s_y + margin)^p (p = 1, 2), times w_y; g_y = -sum of the others */
-static inline double F(mhinge_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
+FBP_INLINE double F(mhinge_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
                                    double f)
 {
     int64_t n = h->n, yi = h->y[i];
@@ -131,7 +134,7 @@ static inline double F(mhinge_row)(const F(head_t) *h, int64_t i, const REAL *s,
     return wy * loss;
 }
 
-static inline double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
+FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
                                  double f, double *tmp)
 {
     int64_t n = h->n;
@@ -181,6 +184,7 @@ static inline double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, R
         }
         return loss;
     case FBP_L2:
+        #pragma omp simd reduction(+ : loss)
         for (int64_t j = 0; j < n; j++) {
             double dz = (double)z[j] - s[j];
             loss += dz * dz;
@@ -188,6 +192,7 @@ static inline double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, R
         }
         return loss;
     default:                    /* FBP_L1: |z - s|, g = sign(s - z) */
+        #pragma omp simd reduction(+ : loss)
         for (int64_t j = 0; j < n; j++) {
             double dz = (double)z[j] - s[j];
             loss += fabs(dz);
