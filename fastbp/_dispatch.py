@@ -19,6 +19,10 @@ _REGISTRY = {
     "c": "fastbp.backends.c_kernels",
 }
 _PREFERENCE = ("c", "numba", "numpy")
+# Kernels whose fastest backend differs from _PREFERENCE (measured: benchmarks/RESULTS.md,
+# "Which backend "auto" picks"): the training step, where the Numba backend runs a whole
+# SGD/Adam step in one compiled call (digits, 50 epochs: numba 48 ms, c 76 ms).
+_AUTO_BY_KERNEL = {"mlp_step": ("numba", "c", "numpy")}
 
 _modules = {}       # name -> loaded module
 _why_not = {}       # name -> reason it could not load
@@ -42,8 +46,14 @@ def _load(name):
     raise BackendUnavailable(f"backend {name!r} is unavailable on this machine: {_why_not[name]}")
 
 
+_available = [None, ()]   # (registry size, preference order) it was computed for, the names
+
+
 def available_backends():
     """Names of the backends that load here, fastest first (``"numpy"`` is always present)."""
+    key = (len(_REGISTRY), _PREFERENCE)     # every registered backend has been tried by then
+    if _available[0] == key:
+        return _available[1]
     names = []
     for name in sorted(_REGISTRY, key=_PREFERENCE.index):
         try:
@@ -51,7 +61,8 @@ def available_backends():
         except BackendUnavailable:
             continue
         names.append(name)
-    return tuple(names)
+    _available[:] = key, tuple(names)
+    return _available[1]
 
 
 def unavailable_backends():
@@ -72,12 +83,25 @@ def _resolve(name, source="backend"):
     return name
 
 
-def get_backend():
-    """The backend a call with ``backend=None`` uses, resolved (``"auto"`` -> the fastest)."""
+def _requested():
+    """(name, where it came from) of the default backend, before "auto" is resolved."""
     override = _override.get()
     if override is not None:
-        return override
-    return _resolve(_default["name"], _default["source"])
+        return override, "backend"
+    return _default["name"], _default["source"]
+
+
+def _auto(kernel):
+    """The fastest available backend for ``kernel``."""
+    available = available_backends()
+    return next(b for b in _AUTO_BY_KERNEL.get(kernel, available) if b in available)
+
+
+def get_backend(kernel=None):
+    """The backend a call with ``backend=None`` uses, resolved: ``"auto"`` -> the fastest
+    available (for ``kernel``, if its fastest differs from the general order)."""
+    name, source = _requested()
+    return _auto(kernel) if name == "auto" else _resolve(name, source)
 
 
 def set_backend(name):
@@ -89,16 +113,19 @@ def set_backend(name):
 @contextlib.contextmanager
 def use_backend(name):
     """``with fastbp.use_backend("numpy"): ...`` -- the default inside the block (this context only)."""
-    token = _override.set(_resolve(name))
+    _resolve(name)
+    token = _override.set(name)
     try:
         yield
     finally:
         _override.reset(token)
 
 
-def backend_module(name=None):
-    """The module that runs a call: ``name`` (validated) or the current default."""
-    return _modules[get_backend() if name is None else _resolve(name)]
+def backend_module(name=None, kernel=None):
+    """The module that runs a call of ``kernel``: ``name`` (validated) or the current default."""
+    if name is None:
+        return _modules[get_backend(kernel)]
+    return _modules[_auto(kernel) if name == "auto" else _resolve(name)]
 
 
 # ---------------------------------------------------------------------------- threads

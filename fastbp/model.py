@@ -84,7 +84,7 @@ class MLP:
         """
         X, target, opts, reduction = _checks.check_batch(
             X, target, self.head, self.params, self._shapes, self.dtype, head_options)
-        return backend_module(self.backend).mlp_step(
+        return backend_module(self.backend, "mlp_step").mlp_step(
             X, self.params, target, self.activation, self.alpha, self.head, opts, reduction,
             self.grads, optimizer)
 
