@@ -14,14 +14,14 @@ backend's rule: a kernel with a BLAS call inside runs its own loops on one threa
 """
 import ctypes
 import functools
-import os
 import sys
 
 import numpy as np
 from scipy.linalg import cython_blas
 
+from .._dispatch import get_num_threads
 from . import _compose
-from ._args import ACT_CODES, MAXOUT, head_args, reduced_loss
+from ._args import ACT_CODES, HEAD_CODES, MAXOUT, head_args, reduced_loss
 from .reference import default_chunk_rows
 
 try:
@@ -45,12 +45,7 @@ def _capsule_address(name):
 
 lib.fbp_set_blas(ffi.cast("void *", _capsule_address("sgemm")),
                  ffi.cast("void *", _capsule_address("dgemm")))
-
-def _cpu_count():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-_threads = [_cpu_count() or 1]        # the fused path's row blocks (one per thread)
+_threads = [get_num_threads()]        # the fused path's row blocks (one per thread)
 
 
 def set_num_threads(n):
@@ -102,7 +97,7 @@ def _head_ptrs(t, name, target, options):
     """The head arguments of every C kernel (written out: this runs on every tiny call)."""
     code, y, Z, sw, w, pw, *scalars = head_args(name, target, options)
     fb = t.fb
-    return (code, _NULL if y is None else _labels(y), _NULL if Z is None else fb(Z),
+    return (code, _labels(y), _NULL if Z is None else fb(Z),
             _NULL if sw is None else fb(sw), _NULL if w is None else fb(w),
             _NULL if pw is None else fb(pw), *scalars)
 
@@ -125,8 +120,7 @@ def _head_kernel(name):
 
 
 softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nll = (
-    _head_kernel(name) for name in ("softmax_nll", "multiclass_hinge", "binary_hinge",
-                                    "sigmoid_bce", "sigmoid_l2", "l2", "l1", "nll"))
+    _head_kernel(name) for name in HEAD_CODES)
 
 
 # ---------------------------------------------------------------------------- linear + head

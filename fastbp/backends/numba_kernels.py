@@ -33,8 +33,8 @@ from scipy.linalg import blas as _blas
 
 from .. import config
 from . import _compose
-from ._args import (ACT_CODES, BCE, BHINGE, ELU, L2, LEAKY, MHINGE, NLL, RELU, SIGMOID,
-                    SIGMOID_L2, SOFTMAX, SOFTMAX_PROBS, TANH, head_args, reduced_loss)
+from ._args import (ACT_CODES, BCE, BHINGE, ELU, HEAD_CODES, L2, LEAKY, MHINGE, NLL, RELU,
+                    SIGMOID, SIGMOID_L2, SOFTMAX, SOFTMAX_PROBS, TANH, head_args, reduced_loss)
 from .reference import default_chunk_rows
 
 # One file on purpose: Numba's on-disk cache keys a function on its own source file only, so a
@@ -400,8 +400,7 @@ def _head_kernel(name):
 
 
 softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nll = (
-    _head_kernel(name) for name in ("softmax_nll", "multiclass_hinge", "binary_hinge",
-                                    "sigmoid_bce", "sigmoid_l2", "l2", "l1", "nll"))
+    _head_kernel(name) for name in HEAD_CODES)
 
 
 # ---------------------------------------------------------------------------- linear + head
