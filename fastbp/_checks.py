@@ -8,6 +8,7 @@ exact shape and dtype, and overlap no input (except a head's ``out`` that *is* i
 """
 import math
 import numbers
+from types import MappingProxyType
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -28,6 +29,9 @@ HEAD_OPTIONS = {
     "l1": dict(sample_weight=None),
     "nll": dict(sample_weight=None),
 }
+# The options a call with none given runs with: one shared read-only mapping per head (the fast
+# path of linear_head passes it, so a backend may recognise it with `is` and skip unpacking).
+DEFAULT_OPTIONS = {head: MappingProxyType(opts) for head, opts in HEAD_OPTIONS.items()}
 # What each head's target is: class labels, labels or probability rows, +-1 labels, float rows.
 TARGET_KIND = {"softmax_nll": "labels|probs", "multiclass_hinge": "labels",
                "binary_hinge": "pm1", "nll": "labels"}
@@ -349,19 +353,27 @@ def _fast_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
     if out is not None:
         if out.__class__.__name__ != "Grads":
             return None
-        bufs = {"dW": out[1], "db": out[2], "dX": out[3]}
-        # distinct arrays that each own their memory cannot overlap; anything else goes to
-        # the general path's overlap checks
-        arrays = [X, W, target] + [a for a in (b, *out[1:]) if a is not None]
-        if len(set(map(id, arrays))) != len(arrays) or not all(a.flags.owndata
-                                                               for a in arrays):
+        _, dW, db, dX = out
+        # Buffers that own their memory and are distinct cannot overlap each other, nor an
+        # input whose memory belongs to another ndarray (itself, or its base that owns it);
+        # anything else goes to the general path's overlap checks.
+        if not (_own_buffer(dW, W, dt) and (db is None or _own_buffer(db, b, dt))
+                and (dX is None or (need_dX and _own_buffer(dX, X, dt)))
+                and dW is not db and (dX is None or (dX is not dW and dX is not db))):
             return None
-        for arr, like in ((out[1], W), (out[2], b), (out[3], X if need_dX else None)):
-            if arr is not None and (like is None or arr.__class__ is not nd
-                                    or arr.dtype is not dt or arr.shape != like.shape
-                                    or not arr.flags.carray):
+        for a in (X, W, target, b):
+            owner = a if a is None or a.base is None else a.base
+            if owner is not None and (owner is dW or owner is db or owner is dX
+                                      or owner.__class__ is not nd or owner.base is not None):
                 return None
-    return X, W, b, target, head, dict(HEAD_OPTIONS[head]), "mean", need_dX, None, bufs
+        bufs = {"dW": dW, "db": db, "dX": dX}
+    return X, W, b, target, head, DEFAULT_OPTIONS[head], "mean", need_dX, None, bufs
+
+
+def _own_buffer(arr, like, dt):
+    """arr owns its memory and is a C-ordered array like ``like`` (None: not expected)."""
+    return (like is not None and arr.__class__ is np.ndarray and arr.base is None
+            and arr.dtype is dt and arr.shape == like.shape and arr.flags.c_contiguous)
 
 
 def check_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):

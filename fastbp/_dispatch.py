@@ -94,7 +94,9 @@ def _requested():
 def _auto(kernel):
     """The fastest available backend for ``kernel``."""
     available = available_backends()
-    return next(b for b in _AUTO_BY_KERNEL.get(kernel, available) if b in available)
+    if kernel not in _AUTO_BY_KERNEL:
+        return available[0]
+    return next(b for b in _AUTO_BY_KERNEL[kernel] if b in available)
 
 
 def get_backend(kernel=None):

@@ -19,6 +19,7 @@ import sys
 import numpy as np
 from scipy.linalg import cython_blas
 
+from .._checks import DEFAULT_OPTIONS
 from .._dispatch import get_num_threads
 from . import _compose
 from ._args import ACT_CODES, HEAD_CODES, MAXOUT, head_args, reduced_loss
@@ -93,8 +94,20 @@ def _labels(a):
 _sums = functools.partial(ffi.new, "double[2]")
 
 
+# (code, ignore_index, label_smoothing, margin, p) of a call with every option at its default,
+# per head and target ndim: built once (the fast path of a tiny call).
+_DEFAULT_ARGS = {(name, ndim): (args[0], *args[6:])
+                 for name, opts in DEFAULT_OPTIONS.items() for ndim in (1, 2)
+                 for args in [head_args(name, np.empty((0,) * ndim), opts)]}
+
+
 def _head_ptrs(t, name, target, options):
     """The head arguments of every C kernel (written out: this runs on every tiny call)."""
+    if options is DEFAULT_OPTIONS[name]:
+        code, *scalars = _DEFAULT_ARGS[name, target.ndim]
+        if target.ndim == 1:
+            return (code, _fb_i64(target), _NULL, _NULL, _NULL, _NULL, *scalars)
+        return (code, _NULL, t.fb(target), _NULL, _NULL, _NULL, *scalars)
     code, y, Z, sw, w, pw, *scalars = head_args(name, target, options)
     fb = t.fb
     return (code, _labels(y), _NULL if Z is None else fb(Z),
