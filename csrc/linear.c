@@ -164,7 +164,8 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
 /* ------------------------------------------------------------------ linear + head, chunked */
 
 /* Per block of chunk rows: S = X_c W^T (BLAS), bias + head in place (serial: BLAS owns the
- * cores, design.md "Oversubscription"), dW += S^T X_c (beta = 1), dX_c = S W. Peak scratch:
+ * cores, design.md "Oversubscription"; measured at V: a 2-thread OpenMP epilogue between the
+ * GEMMs made the call 472 ms instead of 367), dW += S^T X_c (beta = 1), dX_c = S W. Scratch:
  * one (chunk, n) score block and two n-vectors, whatever B. */
 int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
                       const REAL *W, const REAL *b, int head, const int64_t *y, const REAL *Z,
