@@ -44,18 +44,18 @@ static inline int64_t fbp_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t fbp_max(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* ---- scalars, NaN-faithful as the NumPy reference */
-static inline double fbp_relu(double x) { return (x > 0 || x != x) ? x : 0.0; }
+FBP_INLINE double fbp_relu(double x) { return (x > 0 || x != x) ? x : 0.0; }
 /* 1[x > 0], NaN for NaN and +-Inf (the reference's (x > 0) + 0 * x) */
-static inline double fbp_step(double x) { return (x > 0 ? 1.0 : 0.0) + 0.0 * x; }
-static inline double fbp_sign(double x) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : x); }
+FBP_INLINE double fbp_step(double x) { return (x > 0 ? 1.0 : 0.0) + 0.0 * x; }
+FBP_INLINE double fbp_sign(double x) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : x); }
 /* sigma(x) without overflow: 1/(1+e^-x) for x >= 0, e^x/(1+e^x) below */
-static inline double fbp_sigmoid(double x)
+FBP_INLINE double fbp_sigmoid(double x)
 {
     double e = exp(-fabs(x));
     return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
 
-static inline double fbp_activate(int act, double x, double alpha)
+FBP_INLINE double fbp_activate(int act, double x, double alpha)
 {
     switch (act) {
     case FBP_SIGMOID: return fbp_sigmoid(x);
@@ -68,7 +68,7 @@ static inline double fbp_activate(int act, double x, double alpha)
 }
 
 /* f'(s) read off a = f(s) (alpha >= 0 keeps the sign of s) */
-static inline double fbp_activation_grad(int act, double a, double alpha)
+FBP_INLINE double fbp_activation_grad(int act, double a, double alpha)
 {
     switch (act) {
     case FBP_SIGMOID: return a * (1.0 - a);

@@ -20,6 +20,8 @@ enum { FBP_SOFTMAX, FBP_SOFTMAX_PROBS, FBP_MHINGE, FBP_BHINGE, FBP_BCE, FBP_SIGM
        FBP_L2, FBP_L1, FBP_NLL };
 /* activations, in fastbp.ACTIVATIONS order */
 enum { FBP_SIGMOID, FBP_TANH, FBP_RELU, FBP_LEAKY, FBP_ELU, FBP_MAXOUT, FBP_IDENTITY };
+/* optimizers (fastbp.SGD, fastbp.Adam) */
+enum { FBP_SGD, FBP_ADAM };
 
 /* runtime: SciPy's ?gemm (Fortran interface) from scipy.linalg.cython_blas; OpenMP threads */
 void fbp_set_blas(void *sgemm, void *dgemm);
@@ -82,3 +84,19 @@ int linear_act_backward_f64(double *dX, double *dW, double *db, const double *dA
 int linear_act_backward_f32(float *dX, float *dW, float *db, const float *dA, const float *A,
                             const int64_t *winners, const float *X, const float *W, int act,
                             double alpha, int k, int64_t B, int64_t d, int64_t m);
+
+/* One training step of an MLP with an elementwise activation (csrc/mlp.c): forward, head,
+ * backward into the dW / db buffers, then SGD (kind FBP_SGD) or Adam on every parameter.
+ * ptrs (8 L,): W, b, dW, db, s1W, s1b, s2W, s2b per layer; widths (L + 1,); X (B, widths[0]). */
+int mlp_step_f64(double *sums, double *const *ptrs, const int64_t *widths, int L,
+                 const double *X, int act, double alpha, int head, const int64_t *y,
+                 const double *Z, const double *sw, const double *w, const double *pw,
+                 int64_t ignore, double eps, double margin, int p, int mean, int kind, double lr,
+                 double momentum, int nesterov, double wd, double b1, double b2,
+                 double adam_eps, int64_t t, int64_t B);
+int mlp_step_f32(double *sums, float *const *ptrs, const int64_t *widths, int L,
+                 const float *X, int act, double alpha, int head, const int64_t *y,
+                 const float *Z, const float *sw, const float *w, const float *pw,
+                 int64_t ignore, double eps, double margin, int p, int mean, int kind, double lr,
+                 double momentum, int nesterov, double wd, double b1, double b2,
+                 double adam_eps, int64_t t, int64_t B);

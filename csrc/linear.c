@@ -6,32 +6,7 @@
 #include "template.h"
 #else
 #include "rows.h"
-
-#if FBP_DOUBLE
-#define FBP_GEMM fbp_dgemm
-#else
-#define FBP_GEMM fbp_sgemm
-#endif
-
-/* C (M, N) = op(A) op(B) + beta C on row-major arrays with row lengths lda, ldb (ta, tb: use
- * the transpose). BLAS is column-major, so it computes C^T = op(B)^T op(A)^T. The callers have
- * checked that every dimension fits an int. */
-static void F(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, const REAL *A,
-                    int64_t lda, const REAL *B, int64_t ldb, REAL beta, REAL *C)
-{
-    if (M == 0 || N == 0)
-        return;
-    if (K == 0) {           /* op(A) op(B) = 0 */
-        for (int64_t i = 0; i < M * N; i++)
-            C[i] = beta == 0 ? (REAL)0 : beta * C[i];
-        return;
-    }
-    char TA = ta ? 'T' : 'N', TB = tb ? 'T' : 'N';
-    int m = (int)N, n = (int)M, k = (int)K, la = (int)fbp_max(1, lda),
-        lb = (int)fbp_max(1, ldb), lc = (int)N;
-    REAL one = 1;
-    FBP_GEMM(&TB, &TA, &m, &n, &k, &one, (REAL *)B, &lb, (REAL *)A, &la, &beta, C, &lc);
-}
+#include "layer_ops.h"
 
 /* ------------------------------------------------------------------ linear + head, fused */
 
@@ -225,17 +200,6 @@ static int F(check_layer)(int act, int k, int64_t B, int64_t d, int64_t m)
     return FBP_GEMM ? FBP_OK : FBP_ENOBLAS;
 }
 
-/* A = f(S + b) in place (one pass after the GEMM) */
-FBP_HOT static void F(bias_activate)(REAL *S, const REAL *b, int act, double alpha, int64_t B,
-                                     int64_t m)
-{
-    for (int64_t i = 0; i < B; i++) {
-        REAL *s = S + i * m;
-        for (int64_t j = 0; j < m; j++)
-            s[j] = (REAL)fbp_activate(act, b ? (double)(s[j] + b[j]) : (double)s[j], alpha);
-    }
-}
-
 /* A[i, u] = max_q S[i, q u_n + u] + b[q u_n + u] (first maximum; a NaN piece wins), winners
  * the winning q */
 static void F(bias_maxout)(REAL *A, int64_t *winners, const REAL *S, const REAL *b, int k,
@@ -277,20 +241,6 @@ int F(linear_act_forward)(REAL *A, int64_t *winners, const REAL *X, const REAL *
     F(bias_maxout)(A, winners, S, b, k, B, m);
     free(S);
     return FBP_OK;
-}
-
-/* dS = dA * f'(a), db64 += sum_i dS_i, in one pass */
-FBP_HOT static void F(activation_backward)(REAL *dS, double *db64, const REAL *dA,
-                                           const REAL *A, int act, double alpha, int64_t B,
-                                           int64_t m)
-{
-    for (int64_t i = 0; i < B; i++)
-        for (int64_t j = 0; j < m; j++) {
-            double g = dA[i * m + j] * fbp_activation_grad(act, A[i * m + j], alpha);
-            dS[i * m + j] = (REAL)g;
-            if (db64)
-                db64[j] += g;
-        }
 }
 
 int F(linear_act_backward)(REAL *dX, REAL *dW, REAL *db, const REAL *dA, const REAL *A,
@@ -335,5 +285,4 @@ int F(linear_act_backward)(REAL *dX, REAL *dW, REAL *db, const REAL *dA, const R
     return status;
 }
 
-#undef FBP_GEMM
 #endif

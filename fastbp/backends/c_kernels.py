@@ -14,7 +14,9 @@ backend's rule: a kernel with a BLAS call inside runs its own loops on one threa
 """
 import ctypes
 import functools
+import operator
 import sys
+import weakref
 
 import numpy as np
 from scipy.linalg import cython_blas
@@ -71,8 +73,9 @@ class _Typed:
 
     def __init__(self, ctype, suffix):
         self.fb = functools.partial(ffi.from_buffer, ffi.typeof(ctype + "[]"))
+        self.ptrs = ffi.typeof(ctype + " *[]")
         for kernel in ("heads", "linear_fused", "linear_chunked", "linear_act_forward",
-                       "linear_act_backward"):
+                       "linear_act_backward", "mlp_step"):
             setattr(self, kernel, getattr(lib, f"{kernel}_{suffix}"))
 
     def p(self, a):
@@ -212,6 +215,50 @@ def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction
                                   threads=1 if len(params) > 1 else None)
 
 
+_OPTIMIZERS = {"sgd": lib.FBP_SGD, "adam": lib.FBP_ADAM}
+_packs = weakref.WeakKeyDictionary()      # optimizer -> its _StepPack
+
+
+class _StepPack:
+    """The pointer table of mlp_step_*: W, b, dW, db and the optimizer's buffers of every layer,
+    built once per optimizer (a training loop passes the same arrays every step; the pack keeps
+    them alive, so comparing their identities tells whether it still applies)."""
+
+    def __init__(self, t, arrays, widths):
+        self.arrays = arrays
+        self.ptrs = ffi.new(t.ptrs, [t.fb(a) for a in arrays])
+        self.widths = ffi.new("int64_t[]", widths)
+
+    def fits(self, arrays):
+        return len(arrays) == len(self.arrays) and all(map(operator.is_, arrays, self.arrays))
+
+
 def mlp_step(X, params, target, activation, alpha, head, options, reduction, grads, optimizer):
-    return _compose.mlp_step(sys.modules[__name__], X, params, target, activation, alpha, head,
-                             options, reduction, grads, optimizer)
+    """One C call (csrc/mlp.c) for SGD / Adam on elementwise activations with biases; otherwise
+    mlp_loss_grad and the optimizer's own update."""
+    kind = _OPTIMIZERS.get(getattr(optimizer, "kind", None))
+    if (kind is None or activation == "maxout" or X.shape[0] == 0
+            or any(b is None for _, b in params)):
+        return _compose.mlp_step(sys.modules[__name__], X, params, target, activation, alpha,
+                                 head, options, reduction, grads, optimizer)
+    L, t = len(params), _T[X.dtype]
+    flat = [a for pair in params for a in pair]
+    optimizer.begin(flat)
+    # SGD keeps no state without momentum and one buffer with it: unused slots get p itself
+    state = [s if kind == lib.FBP_ADAM else (p if s is None else s, p)
+             for s, p in zip(optimizer.state, flat)]
+    arrays = (flat[0::2] + flat[1::2] + [g for g, _ in grads] + [g for _, g in grads]
+              + [s[0] for s in state[0::2]] + [s[0] for s in state[1::2]]
+              + [s[1] for s in state[0::2]] + [s[1] for s in state[1::2]])
+    pack = _packs.get(optimizer)
+    if pack is None or not pack.fits(arrays):
+        pack = _packs[optimizer] = _StepPack(t, arrays, [X.shape[1]] + [W.shape[0] for W, _ in params])
+    code, a, _ = _act(activation, alpha)
+    sums = _sums()
+    _check(t.mlp_step(sums, pack.ptrs, pack.widths, L, t.fb(X), code, a,
+                      *_head_ptrs(t, head, target, options), reduction == "mean", kind,
+                      optimizer.lr, getattr(optimizer, "momentum", 0.0),
+                      getattr(optimizer, "nesterov", False), optimizer.weight_decay,
+                      *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0),
+                      optimizer.t, X.shape[0]), "mlp_step")
+    return reduced_loss(sums[0], sums[1], reduction)

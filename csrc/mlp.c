@@ -1,0 +1,126 @@
+/* A whole training step of an MLP (elementwise activation, any depth) in one call: forward
+ * (GEMM + bias + activation), the head in place on the last scores, backward (GEMMs, db, and
+ * dh * f'(a) in one pass), then SGD or Adam on every W and b. */
+#ifndef REAL
+#include "common.h"
+#define TEMPLATE_FILE "mlp.c"
+#include "template.h"
+#else
+#include "rows.h"
+#include "layer_ops.h"
+
+/* One parameter array in place, fastbp/model.py's formulas term for term (torch's), with
+ * g' = g + wd p:
+ *   SGD:  v = momentum v + g' (v = g' at t = 1); p -= lr (g' + momentum v if nesterov else v)
+ *         (no momentum: p -= lr g')
+ *   Adam: m = b1 m + (1 - b1) g', v = b2 v + (1 - b2) g'^2,
+ *         p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ * s1 = v or m, s2 = Adam's v (unused otherwise). */
+FBP_HOT static void F(optimizer_update)(REAL *p, const REAL *g, REAL *s1, REAL *s2,
+                                        int64_t size, int kind, double lr, double momentum,
+                                        int nesterov, double wd, double b1, double b2,
+                                        double eps, int64_t t)
+{
+    double inv_bc2 = kind == FBP_ADAM ? 1.0 / sqrt(1.0 - pow(b2, (double)t)) : 1.0;
+    double step1 = kind == FBP_ADAM ? lr / (1.0 - pow(b1, (double)t)) : lr;
+    for (int64_t i = 0; i < size; i++) {
+        double gi = wd != 0 ? g[i] + wd * p[i] : g[i];
+        if (kind == FBP_ADAM) {
+            double m = b1 * s1[i] + (1.0 - b1) * gi, v = b2 * s2[i] + (1.0 - b2) * (gi * gi);
+            s1[i] = (REAL)m;
+            s2[i] = (REAL)v;
+            p[i] -= (REAL)(step1 * (m / (sqrt(v) * inv_bc2 + eps)));
+        } else if (momentum != 0) {
+            double v = t == 1 ? gi : momentum * s1[i] + gi;
+            s1[i] = (REAL)v;
+            p[i] -= (REAL)(lr * (nesterov ? gi + momentum * v : v));
+        } else
+            p[i] -= (REAL)(lr * gi);
+    }
+}
+
+/* ptrs: 8 L pointers, in blocks of L: W, b, dW, db, s1 of W, s1 of b, s2 of W, s2 of b (layer
+ * l: W (widths[l+1], widths[l]), b (widths[l+1],)); widths (L + 1,): d, hidden widths, n.
+ * dW and db receive the gradients (as mlp_loss_grad's). Scratch, allocated once per call: the
+ * hidden outputs (kept for backward), two (B, max width) gradient blocks, float64 vectors. */
+int F(mlp_step)(double *sums, REAL *const *ptrs, const int64_t *widths, int L, const REAL *X,
+                int act, double alpha, int head, const int64_t *y, const REAL *Z,
+                const REAL *sw, const REAL *w, const REAL *pw, int64_t ignore, double eps,
+                double margin, int p, int mean, int kind, double lr, double momentum,
+                int nesterov, double wd, double b1, double b2, double adam_eps, int64_t t,
+                int64_t B)
+{
+    if (B < 1 || L < 1 || head < FBP_SOFTMAX || head > FBP_NLL || act < FBP_SIGMOID
+            || act > FBP_IDENTITY || act == FBP_MAXOUT || (kind != FBP_SGD && kind != FBP_ADAM))
+        return FBP_EBADARG;
+    if (!fbp_fits_int(B))
+        return FBP_ETOOBIG;
+    int64_t hid = 0, wmax = 1;
+    for (int l = 0; l <= L; l++) {
+        if (widths[l] < 1)
+            return FBP_EBADARG;
+        if (!fbp_fits_int(widths[l]))
+            return FBP_ETOOBIG;
+        if (l >= 1)
+            wmax = fbp_max(wmax, widths[l]);
+        if (l >= 1 && l < L)
+            hid += B * widths[l];
+    }
+    if (!FBP_GEMM)
+        return FBP_ENOBLAS;
+    REAL *const *Ws = ptrs, *const *bs = ptrs + L, *const *dWs = ptrs + 2 * L,
+         *const *dbs = ptrs + 3 * L;
+    REAL *buf = malloc((size_t)(hid + 2 * B * wmax) * sizeof(REAL));
+    double *db64 = malloc((size_t)(2 * wmax) * sizeof(double)), *tmp = db64 + wmax;
+    if (!buf || !db64) {
+        free(buf);
+        free(db64);
+        return FBP_ENOMEM;
+    }
+    REAL *G = buf + hid, *dh = G + B * wmax;
+    const REAL *h = X;
+    REAL *A = buf;
+    for (int l = 0; l < L - 1; l++) {
+        F(gemm)(0, 1, B, widths[l + 1], widths[l], h, widths[l], Ws[l], widths[l], 0, A);
+        F(bias_activate)(A, bs[l], act, alpha, B, widths[l + 1]);
+        h = A;
+        A += B * widths[l + 1];
+    }
+    int64_t n = widths[L];
+    F(gemm)(0, 1, B, n, widths[L - 1], h, widths[L - 1], Ws[L - 1], widths[L - 1], 0, G);
+    F(head_t) hd = {head, y, Z, sw, w, pw, ignore, n, eps, margin, p};
+    F(head_block)(&hd, G, bs[L - 1], G, NULL, NULL, mean ? F(mean_scale)(&hd, B) : 1.0, 0, B,
+                  0, tmp, sums);
+    int64_t in_off = hid;
+    for (int l = L - 1; l >= 0; l--) {
+        int64_t m = widths[l + 1], k = widths[l];
+        if (l)
+            in_off -= B * k;
+        const REAL *in = l ? buf + in_off : X;
+        F(gemm)(1, 0, m, k, B, G, m, in, k, 0, dWs[l]);
+        memset(db64, 0, (size_t)m * sizeof(double));
+        for (int64_t i = 0; i < B; i++)
+            for (int64_t j = 0; j < m; j++)
+                db64[j] += G[i * m + j];
+        for (int64_t j = 0; j < m; j++)
+            dbs[l][j] = (REAL)db64[j];
+        if (l) {           /* dh = (G W_l) * f'(a) for the layer below */
+            F(gemm)(0, 0, B, k, m, G, m, Ws[l], k, 0, dh);
+            F(activation_backward)(dh, NULL, dh, in, act, alpha, B, k);
+            REAL *swap = G;
+            G = dh;
+            dh = swap;
+        }
+    }
+    for (int l = 0; l < L; l++) {
+        int64_t m = widths[l + 1], k = widths[l];
+        F(optimizer_update)(Ws[l], dWs[l], ptrs[4 * L + l], ptrs[6 * L + l], m * k, kind, lr,
+                            momentum, nesterov, wd, b1, b2, adam_eps, t);
+        F(optimizer_update)(bs[l], dbs[l], ptrs[5 * L + l], ptrs[7 * L + l], m, kind, lr,
+                            momentum, nesterov, wd, b1, b2, adam_eps, t);
+    }
+    free(buf);
+    free(db64);
+    return FBP_OK;
+}
+#endif
