@@ -124,3 +124,21 @@ def test_predict_by_head():
 def test_bad_settings(make, pattern):
     with pytest.raises((ValueError, TypeError), match=pattern):
         make()
+
+
+def test_c_step_rebuilds_its_pointer_table_when_arrays_change():
+    """The C backend caches the pointers of a model's arrays per optimizer; replacing a
+    parameter array must not leave it writing into the old one."""
+    if "c" not in fastbp.available_backends():
+        pytest.skip("the C backend is not built here")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
+    model = fastbp.MLP([4, 5, 3], dtype="float64", backend="c", seed=0)
+    opt = fastbp.SGD(lr=0.1, momentum=0.9)
+    model.step(X, y, optimizer=opt)
+    W_old = model.params[0][0]
+    model.params[0] = (W_old.copy(), model.params[0][1])
+    frozen = W_old.copy()
+    model.step(X, y, optimizer=opt)
+    np.testing.assert_array_equal(W_old, frozen)             # the old array is left alone
+    assert not np.array_equal(model.params[0][0], frozen)     # the new one is updated

@@ -225,12 +225,15 @@ class _StepPack:
     them alive, so comparing their identities tells whether it still applies)."""
 
     def __init__(self, t, arrays, widths):
-        self.arrays = arrays
+        self.arrays, self.shape = arrays, widths
         self.ptrs = ffi.new(t.ptrs, [t.fb(a) for a in arrays])
         self.widths = ffi.new("int64_t[]", widths)
 
-    def fits(self, arrays):
-        return len(arrays) == len(self.arrays) and all(map(operator.is_, arrays, self.arrays))
+    def fits(self, arrays, widths):
+        """The same arrays (by identity) and layer widths (an array's shape can be reassigned
+        in place) as when the pack was built."""
+        return (widths == self.shape and len(arrays) == len(self.arrays)
+                and all(map(operator.is_, arrays, self.arrays)))
 
 
 def mlp_step(X, params, target, activation, alpha, head, options, reduction, grads, optimizer):
@@ -250,9 +253,10 @@ def mlp_step(X, params, target, activation, alpha, head, options, reduction, gra
     arrays = (flat[0::2] + flat[1::2] + [g for g, _ in grads] + [g for _, g in grads]
               + [s[0] for s in state[0::2]] + [s[0] for s in state[1::2]]
               + [s[1] for s in state[0::2]] + [s[1] for s in state[1::2]])
+    widths = [X.shape[1]] + [W.shape[0] for W, _ in params]
     pack = _packs.get(optimizer)
-    if pack is None or not pack.fits(arrays):
-        pack = _packs[optimizer] = _StepPack(t, arrays, [X.shape[1]] + [W.shape[0] for W, _ in params])
+    if pack is None or not pack.fits(arrays, widths):
+        pack = _packs[optimizer] = _StepPack(t, arrays, widths)
     code, a, _ = _act(activation, alpha)
     sums = _sums()
     _check(t.mlp_step(sums, pack.ptrs, pack.widths, L, t.fb(X), code, a,
