@@ -87,7 +87,8 @@ int linear_act_backward_f32(float *dX, float *dW, float *db, const float *dA, co
 
 /* One training step of an MLP with an elementwise activation (csrc/mlp.c): forward, head,
  * backward into the dW / db buffers, then SGD (kind FBP_SGD) or Adam on every parameter.
- * ptrs (8 L,): W, b, dW, db, s1W, s1b, s2W, s2b per layer; widths (L + 1,); X (B, widths[0]). */
+ * ptrs (8 L,): W_0, b_0, W_1, ..., then their gradients, then the optimizer's two buffers
+ * of each; widths (L + 1,); X (B, widths[0]). */
 int mlp_step_f64(double *sums, double *const *ptrs, const int64_t *widths, int L,
                  const double *X, int act, double alpha, int head, const int64_t *y,
                  const double *Z, const double *sw, const double *w, const double *pw,

@@ -21,26 +21,32 @@ FBP_HOT static void F(optimizer_update)(REAL *p, const REAL *g, REAL *s1, REAL *
                                         int nesterov, double wd, double b1, double b2,
                                         double eps, int64_t t)
 {
-    double inv_bc2 = kind == FBP_ADAM ? 1.0 / sqrt(1.0 - pow(b2, (double)t)) : 1.0;
-    double step1 = kind == FBP_ADAM ? lr / (1.0 - pow(b1, (double)t)) : lr;
-    for (int64_t i = 0; i < size; i++) {
-        double gi = wd != 0 ? g[i] + wd * p[i] : g[i];
-        if (kind == FBP_ADAM) {
+    /* one loop per optimizer (branches hoisted, so each loop vectorizes) */
+    if (kind == FBP_ADAM) {
+        double inv_bc2 = 1.0 / sqrt(1.0 - pow(b2, (double)t));
+        double step1 = lr / (1.0 - pow(b1, (double)t));
+        for (int64_t i = 0; i < size; i++) {
+            double gi = wd != 0 ? g[i] + wd * p[i] : g[i];
             double m = b1 * s1[i] + (1.0 - b1) * gi, v = b2 * s2[i] + (1.0 - b2) * (gi * gi);
             s1[i] = (REAL)m;
             s2[i] = (REAL)v;
             p[i] -= (REAL)(step1 * (m / (sqrt(v) * inv_bc2 + eps)));
-        } else if (momentum != 0) {
+        }
+    } else if (momentum != 0) {
+        for (int64_t i = 0; i < size; i++) {
+            double gi = wd != 0 ? g[i] + wd * p[i] : g[i];
             double v = t == 1 ? gi : momentum * s1[i] + gi;
             s1[i] = (REAL)v;
             p[i] -= (REAL)(lr * (nesterov ? gi + momentum * v : v));
-        } else
-            p[i] -= (REAL)(lr * gi);
-    }
+        }
+    } else
+        for (int64_t i = 0; i < size; i++)
+            p[i] -= (REAL)(lr * (wd != 0 ? g[i] + wd * p[i] : g[i]));
 }
 
-/* ptrs: 8 L pointers, in blocks of L: W, b, dW, db, s1 of W, s1 of b, s2 of W, s2 of b (layer
- * l: W (widths[l+1], widths[l]), b (widths[l+1],)); widths (L + 1,): d, hidden widths, n.
+/* ptrs: 8 L pointers, four blocks of 2 L: the parameters W_0, b_0, W_1, b_1, ... (W_l
+ * (widths[l+1], widths[l]), b_l (widths[l+1],)), their gradients, then the optimizer's first
+ * and second buffer of each; widths (L + 1,): d, hidden widths, n.
  * dW and db receive the gradients (as mlp_loss_grad's). Scratch, allocated once per call: the
  * hidden outputs (kept for backward), two (B, max width) gradient blocks, float64 vectors. */
 int F(mlp_step)(double *sums, REAL *const *ptrs, const int64_t *widths, int L, const REAL *X,
@@ -68,8 +74,10 @@ int F(mlp_step)(double *sums, REAL *const *ptrs, const int64_t *widths, int L, c
     }
     if (!FBP_GEMM)
         return FBP_ENOBLAS;
-    REAL *const *Ws = ptrs, *const *bs = ptrs + L, *const *dWs = ptrs + 2 * L,
-         *const *dbs = ptrs + 3 * L;
+#define W_(l) ptrs[2 * (l)]
+#define B_(l) ptrs[2 * (l) + 1]
+#define DW_(l) ptrs[2 * L + 2 * (l)]
+#define DB_(l) ptrs[2 * L + 2 * (l) + 1]
     REAL *buf = malloc((size_t)(hid + 2 * B * wmax) * sizeof(REAL));
     double *db64 = malloc((size_t)(2 * wmax) * sizeof(double)), *tmp = db64 + wmax;
     if (!buf || !db64) {
@@ -81,15 +89,15 @@ int F(mlp_step)(double *sums, REAL *const *ptrs, const int64_t *widths, int L, c
     const REAL *h = X;
     REAL *A = buf;
     for (int l = 0; l < L - 1; l++) {
-        F(gemm)(0, 1, B, widths[l + 1], widths[l], h, widths[l], Ws[l], widths[l], 0, A);
-        F(bias_activate)(A, bs[l], act, alpha, B, widths[l + 1]);
+        F(gemm)(0, 1, B, widths[l + 1], widths[l], h, widths[l], W_(l), widths[l], 0, A);
+        F(bias_activate)(A, B_(l), act, alpha, B, widths[l + 1]);
         h = A;
         A += B * widths[l + 1];
     }
     int64_t n = widths[L];
-    F(gemm)(0, 1, B, n, widths[L - 1], h, widths[L - 1], Ws[L - 1], widths[L - 1], 0, G);
+    F(gemm)(0, 1, B, n, widths[L - 1], h, widths[L - 1], W_(L - 1), widths[L - 1], 0, G);
     F(head_t) hd = {head, y, Z, sw, w, pw, ignore, n, eps, margin, p};
-    F(head_block)(&hd, G, bs[L - 1], G, NULL, NULL, mean ? F(mean_scale)(&hd, B) : 1.0, 0, B,
+    F(head_block)(&hd, G, B_(L - 1), G, NULL, NULL, mean ? F(mean_scale)(&hd, B) : 1.0, 0, B,
                   0, tmp, sums);
     int64_t in_off = hid;
     for (int l = L - 1; l >= 0; l--) {
@@ -97,28 +105,29 @@ int F(mlp_step)(double *sums, REAL *const *ptrs, const int64_t *widths, int L, c
         if (l)
             in_off -= B * k;
         const REAL *in = l ? buf + in_off : X;
-        F(gemm)(1, 0, m, k, B, G, m, in, k, 0, dWs[l]);
+        F(gemm)(1, 0, m, k, B, G, m, in, k, 0, DW_(l));
         memset(db64, 0, (size_t)m * sizeof(double));
         for (int64_t i = 0; i < B; i++)
             for (int64_t j = 0; j < m; j++)
                 db64[j] += G[i * m + j];
         for (int64_t j = 0; j < m; j++)
-            dbs[l][j] = (REAL)db64[j];
+            DB_(l)[j] = (REAL)db64[j];
         if (l) {           /* dh = (G W_l) * f'(a) for the layer below */
-            F(gemm)(0, 0, B, k, m, G, m, Ws[l], k, 0, dh);
+            F(gemm)(0, 0, B, k, m, G, m, W_(l), k, 0, dh);
             F(activation_backward)(dh, NULL, dh, in, act, alpha, B, k);
             REAL *swap = G;
             G = dh;
             dh = swap;
         }
     }
-    for (int l = 0; l < L; l++) {
-        int64_t m = widths[l + 1], k = widths[l];
-        F(optimizer_update)(Ws[l], dWs[l], ptrs[4 * L + l], ptrs[6 * L + l], m * k, kind, lr,
+    for (int q = 0; q < 2 * L; q++)          /* W_0, b_0, W_1, ...: params, grads, s1, s2 */
+        F(optimizer_update)(ptrs[q], ptrs[2 * L + q], ptrs[4 * L + q], ptrs[6 * L + q],
+                            widths[q / 2 + 1] * (q % 2 ? 1 : widths[q / 2]), kind, lr,
                             momentum, nesterov, wd, b1, b2, adam_eps, t);
-        F(optimizer_update)(bs[l], dbs[l], ptrs[5 * L + l], ptrs[7 * L + l], m, kind, lr,
-                            momentum, nesterov, wd, b1, b2, adam_eps, t);
-    }
+#undef W_
+#undef B_
+#undef DW_
+#undef DB_
     free(buf);
     free(db64);
     return FBP_OK;

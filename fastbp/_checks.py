@@ -260,7 +260,8 @@ def head_target(head, target, B, n, dtype, options, ctx):
         if isinstance(opts["p"], bool) or opts["p"] not in (1, 2):
             raise ValueError(f"p must be 1 or 2, got {opts['p']!r}")
         opts["p"] = int(opts["p"])
-    return target, opts
+    # no option given: the shared read-only defaults, which compiled backends recognise
+    return target, (opts if options else DEFAULT_OPTIONS[head])
 
 
 # ---------------------------------------------------------------------------- heads

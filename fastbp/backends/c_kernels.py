@@ -220,8 +220,8 @@ _packs = weakref.WeakKeyDictionary()      # optimizer -> its _StepPack
 
 
 class _StepPack:
-    """The pointer table of mlp_step_*: W, b, dW, db and the optimizer's buffers of every layer,
-    built once per optimizer (a training loop passes the same arrays every step; the pack keeps
+    """The pointer table of mlp_step_*: every W, b (layer order), dW, db, then the optimizer's
+    first and second buffer of each of them -- built once per optimizer (a training loop passes the same arrays every step; the pack keeps
     them alive, so comparing their identities tells whether it still applies)."""
 
     def __init__(self, t, arrays, widths):
@@ -247,12 +247,12 @@ def mlp_step(X, params, target, activation, alpha, head, options, reduction, gra
     L, t = len(params), _T[X.dtype]
     flat = [a for pair in params for a in pair]
     optimizer.begin(flat)
-    # SGD keeps no state without momentum and one buffer with it: unused slots get p itself
-    state = [s if kind == lib.FBP_ADAM else (p if s is None else s, p)
-             for s, p in zip(optimizer.state, flat)]
-    arrays = (flat[0::2] + flat[1::2] + [g for g, _ in grads] + [g for _, g in grads]
-              + [s[0] for s in state[0::2]] + [s[0] for s in state[1::2]]
-              + [s[1] for s in state[0::2]] + [s[1] for s in state[1::2]])
+    state = optimizer.state
+    if kind == lib.FBP_ADAM:
+        s1, s2 = [s[0] for s in state], [s[1] for s in state]
+    else:      # SGD keeps no state without momentum, one buffer with it: unused slots get p
+        s1, s2 = [p if s is None else s for s, p in zip(state, flat)], flat
+    arrays = flat + [g for pair in grads for g in pair] + s1 + s2
     widths = [X.shape[1]] + [W.shape[0] for W, _ in params]
     pack = _packs.get(optimizer)
     if pack is None or not pack.fits(arrays, widths):
