@@ -141,17 +141,15 @@ def targets(gs, compile_times):
 
 def auto_choices(gs):
     """Per group with both compiled backends: the measured faster one and what "auto" runs
-    (fastbp._dispatch: _PREFERENCE, except the kernels of _AUTO_BY_KERNEL)."""
+    (the first of fastbp._dispatch._PREFERENCE that is available)."""
     from fastbp import _dispatch
+    auto = next(b for b in _dispatch._PREFERENCE if b in ("c", "numba"))
     lines = ["| group | c (us) | numba (us) | measured faster | \"auto\" runs |",
              "|---|---|---|---|---|"]
     for group, rows in sorted(gs.items()):
         if "c" not in rows or "numba" not in rows:
             continue
         c, nb = rows["c"]["stats"]["median"], rows["numba"]["stats"]["median"]
-        kernel = "mlp_step" if group.startswith("train") else None
-        order = _dispatch._AUTO_BY_KERNEL.get(kernel, _dispatch._PREFERENCE)
-        auto = next(b for b in order if b in ("c", "numba"))
         faster = "c" if c < nb else "numba"
         lines.append(f"| {group} | {_us(c)} | {_us(nb)} | {faster} ({max(c, nb) / min(c, nb):.2f}x) "
                      f"| {auto}{'' if auto == faster else ' (**not the faster**)'} |")
@@ -189,9 +187,8 @@ def main():
         "",
         "## Which backend \"auto\" picks",
         "",
-        "\"auto\" runs the C backend for every kernel except the training step (`MLP.step`), "
-        "which goes to the Numba backend's one-call SGD/Adam step (`fastbp/_dispatch.py`). "
-        "Per group, from this run:",
+        "\"auto\" runs the first available backend of `fastbp/_dispatch.py`'s `_PREFERENCE` "
+        "(c, numba, numpy). Per group, from this run:",
         "",
         *auto_choices(gs),
         "",

@@ -18,11 +18,9 @@ _REGISTRY = {
     "numba": "fastbp.backends.numba_kernels",
     "c": "fastbp.backends.c_kernels",
 }
+# "c" first: measured the faster compiled backend at every benchmarked shape but ties
+# (benchmarks/RESULTS.md, "Which backend auto picks")
 _PREFERENCE = ("c", "numba", "numpy")
-# Kernels whose fastest backend differs from _PREFERENCE (measured: benchmarks/RESULTS.md,
-# "Which backend "auto" picks"): the training step, where the Numba backend runs a whole
-# SGD/Adam step in one compiled call (digits, 50 epochs: numba 48 ms, c 76 ms).
-_AUTO_BY_KERNEL = {"mlp_step": ("numba", "c", "numpy")}
 
 _modules = {}       # name -> loaded module
 _why_not = {}       # name -> reason it could not load
@@ -91,19 +89,9 @@ def _requested():
     return _default["name"], _default["source"]
 
 
-def _auto(kernel):
-    """The fastest available backend for ``kernel``."""
-    available = available_backends()
-    if kernel not in _AUTO_BY_KERNEL:
-        return available[0]
-    return next(b for b in _AUTO_BY_KERNEL[kernel] if b in available)
-
-
-def get_backend(kernel=None):
-    """The backend a call with ``backend=None`` uses, resolved: ``"auto"`` -> the fastest
-    available (for ``kernel``, if its fastest differs from the general order)."""
-    name, source = _requested()
-    return _auto(kernel) if name == "auto" else _resolve(name, source)
+def get_backend():
+    """The backend a call with ``backend=None`` uses, resolved (``"auto"`` -> the fastest)."""
+    return _resolve(*_requested())
 
 
 def set_backend(name):
@@ -123,11 +111,9 @@ def use_backend(name):
         _override.reset(token)
 
 
-def backend_module(name=None, kernel=None):
-    """The module that runs a call of ``kernel``: ``name`` (validated) or the current default."""
-    if name is None:
-        return _modules[get_backend(kernel)]
-    return _modules[_auto(kernel) if name == "auto" else _resolve(name)]
+def backend_module(name=None):
+    """The module that runs a call: ``name`` (validated) or the current default."""
+    return _modules[get_backend() if name is None else _resolve(name)]
 
 
 # ---------------------------------------------------------------------------- threads

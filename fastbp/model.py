@@ -80,11 +80,11 @@ class MLP:
 
         The parameters are the model's own (their shapes were fixed at construction and are
         re-checked cheaply); X and target are validated as in ``mlp_loss_grad``. A backend may
-        run the whole step in one compiled call (the Numba backend does, for SGD and Adam).
+        run the whole step in one compiled call (the Numba and C backends do, for SGD and Adam).
         """
         X, target, opts, reduction = _checks.check_batch(
             X, target, self.head, self.params, self._shapes, self.dtype, head_options)
-        return backend_module(self.backend, "mlp_step").mlp_step(
+        return backend_module(self.backend).mlp_step(
             X, self.params, target, self.activation, self.alpha, self.head, opts, reduction,
             self.grads, optimizer)
 

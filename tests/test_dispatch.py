@@ -90,17 +90,3 @@ def test_info_reports_the_machine():
     for key in ("python", "blas", "cpu", "default_backend", "unavailable"):
         assert key in info
 
-
-def test_auto_picks_per_kernel_where_the_fastest_differs(monkeypatch):
-    """"auto" follows the general order except for kernels listed in _AUTO_BY_KERNEL (the
-    training step, measured faster on numba); a named default overrides it everywhere."""
-    from fastbp import _dispatch
-    monkeypatch.setitem(_dispatch._default, "name", "auto")
-    names = fastbp.available_backends()
-    assert fastbp.get_backend() == names[0]
-    want = next(b for b in _dispatch._AUTO_BY_KERNEL["mlp_step"] if b in names)
-    assert fastbp.get_backend("mlp_step") == want
-    assert _dispatch.backend_module(None, "mlp_step") is _dispatch.backend_module(want)
-    assert _dispatch.backend_module("auto", "mlp_step") is _dispatch.backend_module(want)
-    with fastbp.use_backend("numpy"):
-        assert fastbp.get_backend("mlp_step") == "numpy"
