@@ -97,9 +97,10 @@ def _labels(a):
 _sums = functools.partial(ffi.new, "double[2]")
 
 
-# (code, ignore_index, label_smoothing, margin, p) of a call with every option at its default,
-# per head and target ndim: built once (the fast path of a tiny call).
-_DEFAULT_ARGS = {(name, ndim): (args[0], *args[6:])
+# The head arguments after the target pointers of a call with every option at its default
+# (sw, w, pw NULL; ignore_index, label_smoothing, margin, p), and its code, per head and target
+# ndim: built once (the path of every tiny call).
+_DEFAULT_ARGS = {(name, ndim): (args[0], (_NULL, _NULL, _NULL, *args[6:]))
                  for name, opts in DEFAULT_OPTIONS.items() for ndim in (1, 2)
                  for args in [head_args(name, np.empty((0,) * ndim), opts)]}
 
@@ -107,10 +108,11 @@ _DEFAULT_ARGS = {(name, ndim): (args[0], *args[6:])
 def _head_ptrs(t, name, target, options):
     """The head arguments of every C kernel (written out: this runs on every tiny call)."""
     if options is DEFAULT_OPTIONS[name]:
-        code, *scalars = _DEFAULT_ARGS[name, target.ndim]
         if target.ndim == 1:
-            return (code, _fb_i64(target), _NULL, _NULL, _NULL, _NULL, *scalars)
-        return (code, _NULL, t.fb(target), _NULL, _NULL, _NULL, *scalars)
+            code, tail = _DEFAULT_ARGS[name, 1]
+            return (code, _fb_i64(target), _NULL) + tail
+        code, tail = _DEFAULT_ARGS[name, 2]
+        return (code, _NULL, t.fb(target)) + tail
     code, y, Z, sw, w, pw, *scalars = head_args(name, target, options)
     fb = t.fb
     return (code, _labels(y), _NULL if Z is None else fb(Z),
@@ -161,16 +163,16 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     t = _T[X.dtype]
     fb = t.fb
     sums = _sums()
-    grads = (fb(dW), _NULL if db is None else fb(db), _NULL if dX is None else fb(dX))
-    args = (sums, fb(X), fb(W), _NULL if b is None else fb(b),
-            *_head_ptrs(t, head, target, options), reduction == "mean")
+    args = ((fb(dW), _NULL if db is None else fb(db), _NULL if dX is None else fb(dX), sums,
+             fb(X), fb(W), _NULL if b is None else fb(b))
+            + _head_ptrs(t, head, target, options) + (reduction == "mean",))
     if n * d <= FUSED_ANY_N_WEIGHTS or (n <= FUSED_MAX_N and n * d <= FUSED_MAX_WEIGHTS):
         threads = _threads[0] if threads is None else threads
         blocks = 1 if B * n * d < PARALLEL_MIN_WORK or B < 2 * threads else threads
-        status = t.linear_fused(*grads, *args, blocks, B, d, n)
+        status = t.linear_fused(*args, blocks, B, d, n)
     else:
         chunk = chunk_rows or default_chunk_rows(n, X.dtype.itemsize)
-        status = t.linear_chunked(*grads, *args, chunk, B, d, n)
+        status = t.linear_chunked(*args, chunk, B, d, n)
     if status:
         _check(status, "linear_head")
     return reduced_loss(sums[0], sums[1], reduction)
