@@ -16,14 +16,14 @@ PROBE = r"""
 import json, time, numpy as np, fastbp
 rng = np.random.default_rng(0)
 X, W, b, y = rng.standard_normal((64, 8)), rng.standard_normal((5, 8)), np.zeros(5), rng.integers(0, 5, 64)
-Xbig, Wbig = rng.standard_normal((64, 200)), rng.standard_normal((300, 200))    # n*d: BLAS path
+Xbig, Wbig = rng.standard_normal((64, 200)), rng.standard_normal((300, 200))    # n*d: BLAS
 Xpar = rng.standard_normal((4096, 8))                                        # B*n*d: 2 threads
 fams = {
     "heads (softmax_nll on scores)": lambda: fastbp.softmax_nll(X @ W.T, y, backend="numba"),
     "linear_head fused, 1 thread": lambda: fastbp.linear_head(X, W, b, y, backend="numba"),
     "linear_head fused, threads": lambda: fastbp.linear_head(
         Xpar, W, b, rng.integers(0, 5, 4096), backend="numba"),
-    "linear_head chunked BLAS": lambda: fastbp.linear_head(
+    "linear_head BLAS, one block": lambda: fastbp.linear_head(
         Xbig, Wbig, None, rng.integers(0, 300, 64), backend="numba"),
     "linear_act forward+backward": lambda: fastbp.linear_act_backward(
         X[:, :5], fastbp.linear_act_forward(X, W, b, "tanh", backend="numba")[1], backend="numba"),

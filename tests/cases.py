@@ -115,7 +115,7 @@ def cast_floats(dtype, *arrays, options=None):
 # moving the crossover thresholds. FASTBP_TEST_BACKENDS=c,... keeps only those backends
 # (besides the reference): `make test-asan` runs the C backend's tests alone.
 _PATH_SETTINGS = {
-    "chunked": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0},
+    "chunked": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0},      # one block too, if B fits
     "parallel": {"PARALLEL_MIN_WORK": 0, "FUSED_ANY_N_WEIGHTS": 1 << 60},
     "serial": {"PARALLEL_MIN_WORK": 1 << 60, "FUSED_ANY_N_WEIGHTS": 1 << 60},
 }

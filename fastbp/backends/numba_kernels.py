@@ -5,14 +5,14 @@ no BLAS call inside, or calls BLAS (SciPy's OpenBLAS, multi-threaded) with a ser
 never both at once.
 
 - Heads: one serial pass per row (``head_row``), written once, in place when out is S.
-- ``linear_head`` has two paths, chosen per shape (measured: see FUSED_MAX_N):
+- ``linear_head`` has three paths, chosen per shape (measured: see FUSED_MAX_N):
   *fused rows* -- for four rows at a time: scores, head, ``dW += g x^T``, ``db += g``,
   ``dX = g W``, all in one compiled call with plain loops (four rows of scores per thread; rows
   split over ``get_num_threads()`` fixed blocks with float64 partials, combined in block order,
-  so results are bit-identical run to run); and *chunked BLAS* -- per block of ``chunk_rows``
-  rows: GEMM,
-  head epilogue in place, ``dW += dS^T X`` (BLAS with beta = 1), ``dX = dS W``: peak extra
-  memory is one score block, whatever ``B``.
+  so results are bit-identical run to run); *chunked BLAS* -- per block of ``chunk_rows``
+  rows: GEMM, head epilogue in place, ``dW += dS^T X`` (BLAS with beta = 1), ``dX = dS W``:
+  peak extra memory is one score block, whatever ``B``; and, when the whole batch is one
+  block, the same in a single compiled call (*one block*).
 - Layers and MLPs: BLAS GEMMs with fused epilogues (bias + activation; ``dh * f'(a)`` + ``db``).
 
 Rows and elements: every head is one ``head_row`` call per row -- scores ``s`` in, the
@@ -512,17 +512,19 @@ def linear_fused_serial(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, 
     return total, osum
 
 
-# Crossover, measured with `make crossover` (benchmarks/crossover.py: 2 cores, AVX-512, SciPy's
-# OpenBLAS with its SkylakeX kernels, median us): the fused rows win while W (n x d) is small --
-# n*d <= 8192, or n <= 16 with n*d <= 16384 (B=256, d=512, n=10: fused 201 vs chunked 211;
-# d=64, n=32: 91 vs 103); beyond, the chunked path's GEMMs win (d=3072, n=10: 851 vs 721;
-# d=512, n=32: 371 vs 250). Two threads beat one from about B*n*d = 2^16: below, the fork/join
-# costs as much as it saves and a busy second core makes it lose (64 x 64 x 10: 27 vs 29 us in
-# the crossover run, 36 vs 24 us on a noisier one; 256 x 512 x 10: 201 vs 343).
-FUSED_MAX_N = 16
-FUSED_MAX_WEIGHTS = 1 << 14          # n * d, when n <= FUSED_MAX_N
-FUSED_ANY_N_WEIGHTS = 1 << 13        # n * d, for any n
-PARALLEL_MIN_WORK = 1 << 16          # B * n * d
+# Crossover, measured through the public call (2 cores, AVX-512, SciPy's OpenBLAS SkylakeX
+# kernels, median us, softmax_nll float64; `make crossover` prints the full grid). Once the
+# batch fits one score block, the BLAS path runs as one compiled call (linear_one_block), and it
+# beats the fused rows unless W is tiny or many rows share the two cores: 5 x 4 x 3: fused 5.7
+# vs one block 6.1; 64 x 16 x 10: 19.0 vs 17.4; 64 x 64 x 10: 25.7 vs 18.7; 64 x 64 x 32:
+# 34.4 (two threads) vs 26.7; but 256 x 64 x 10 on two threads: 62.5 vs 73.2; 1024 x 16 x 10:
+# 150 vs 229; 256 x 16 x 32: 67 vs 73. Larger W goes to BLAS (256 x 3072 x 10: 910 vs 660).
+# Two threads beat one from about B*n*d = 2^16 rows x weights.
+FUSED_ANY_N_WEIGHTS = 64             # n * d: tiny W, always fused (one thread)
+FUSED_MAX_N = 32                     # fused on all threads: n <= this, n * d <= the next,
+FUSED_MAX_WEIGHTS = 1 << 13          #   and at least FUSED_MIN_ROWS rows and
+FUSED_MIN_ROWS = 128                 #   PARALLEL_MIN_WORK = B * n * d
+PARALLEL_MIN_WORK = 1 << 16
 
 
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
@@ -533,17 +535,41 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     code, *args = _head_args(head, X, target, options)
     mean = reduction == "mean"
     b_ = _EMPTY[dt] if b is None else b
-    if n * d <= FUSED_ANY_N_WEIGHTS or (n <= FUSED_MAX_N and n * d <= FUSED_MAX_WEIGHTS):
+    threads = _threads[0] if threads is None else threads
+    if n * d <= FUSED_ANY_N_WEIGHTS or (
+            threads > 1 and n <= FUSED_MAX_N and n * d <= FUSED_MAX_WEIGHTS
+            and B >= FUSED_MIN_ROWS and B * n * d >= PARALLEL_MIN_WORK):
         db_ = _EMPTY[dt] if db is None else db
         dX_ = _NO_Z[dt] if dX is None else dX
-        threads = _threads[0] if threads is None else threads
         if threads == 1 or B * n * d < PARALLEL_MIN_WORK or B < 2 * threads:
             total, osum = linear_fused_serial(code, X, W, b_, *args, mean, dW, db_, dX_)
         else:
             total, osum = linear_fused(code, X, W, b_, *args, mean, threads, dW, db_, dX_)
+    elif B and (chunk_rows or B) >= B and B * n * dt.itemsize <= config.score_block_bytes:
+        db_ = _EMPTY[dt] if db is None else db
+        dX_ = _NO_Z[dt] if dX is None else dX
+        total, osum = linear_one_block(code, X, W, b_, *args, mean, dW, db_, dX_)
     else:
         total, osum = _linear_chunked(code, X, W, b_, args, mean, chunk_rows, dW, db, dX)
     return reduced_loss(total, osum, reduction)
+
+
+@jit
+def linear_one_block(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, mean, dW, db, dX):
+    """The chunked path when the whole batch is one block of scores, in one compiled call (no
+    Python between the products: at B=64, d=64, n=10 the chunked path's glue cost more than
+    its arithmetic): S = X W^T, bias + head in place, dW = S^T X, db, dX = S W."""
+    S = np.empty((X.shape[0], W.shape[0]), X.dtype)
+    np.dot(X, W.T, S)
+    db64 = np.zeros(W.shape[0]) if db.size else np.empty(0)
+    total, osum = head_rows(head, S, y, Z, sw, w, pw, ignore, eps, margin, p, mean, 1.0, b,
+                            db64, S, np.empty(0))
+    np.dot(S.T, X, dW)
+    for j in range(db.size):
+        db[j] = db64[j]
+    if dX.size:
+        np.dot(S, W, dX)
+    return total, osum
 
 
 def _linear_chunked(code, X, W, b, args, mean, chunk_rows, dW, db, dX):
