@@ -41,6 +41,7 @@ TARGET_NAME = {"softmax_nll": "target", "multiclass_hinge": "y", "binary_hinge":
 ACTIVATION_ALPHA = {"leaky_relu": ("slope", 0.01), "elu": ("alpha", 1.0), "maxout": ("pieces", 2)}
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_INTP = np.dtype(np.intp)
 
 
 class LayerCache(NamedTuple):
@@ -196,7 +197,7 @@ def labels(name, y, B, n, ctx, ignore_index=None):
         if bad.any():
             v = arr[np.argmax(bad)]
             raise ValueError(f"{name} has label {v}, outside [0, {n}) for {_where(ctx)}")
-    return _kernel_ready(arr.astype(np.intp, copy=False))
+    return _kernel_ready(arr if arr.dtype is _INTP else arr.astype(np.intp))
 
 
 def pm1_labels(name, y, B):
@@ -314,7 +315,6 @@ def head_reduction(options):
 
 
 _F32, _F64 = _FLOATS
-_INTP = np.dtype(np.intp)
 
 
 def _fast_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
