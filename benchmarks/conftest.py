@@ -18,16 +18,14 @@ def peak_extra_bytes(fn):
 
 _RSS_PROBE = r"""
 import sys, numpy as np, fastbp
+from fastbp.compare import rss_peak
 from fastbp.presets import linear_data
-
-def hwm():      # the process's peak resident set (kB), since the last reset
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+from fastbp.backends.reference import default_chunk_rows
 
 X, W, b, target = linear_data(sys.argv[1], sys.argv[2])
 out = fastbp.Grads(None, np.zeros_like(W), np.zeros_like(b), np.zeros_like(X))
 for a in out[1:]:
     a.fill(1)                  # touched: their pages are resident before the call
-from fastbp.backends.reference import default_chunk_rows
 Xc = X[:default_chunk_rows(W.shape[0], X.itemsize)]
 dS = np.full((Xc.shape[0], W.shape[0]), 0.5, X.dtype)
 # BLAS's own buffers for the block products, in NumPy's OpenBLAS and in SciPy's (the one the
@@ -38,18 +36,16 @@ gemm = blas.sgemm if X.dtype == np.float32 else blas.dgemm
 gemm(1.0, Xc, W, trans_b=True), gemm(1.0, dS, Xc, trans_a=True), gemm(1.0, dS, W)
 del dS, gemm
 fastbp.available_backends()
-open("/proc/self/clear_refs", "w").write("5")       # peak := current (Linux >= 4.0)
-before = hwm()
-fastbp.linear_head(X, W, b, target, sys.argv[2], out=out, backend=sys.argv[3])
-print(1024 * (hwm() - before))
+print(rss_peak(lambda: fastbp.linear_head(X, W, b, target, sys.argv[2], out=out,
+                                          backend=sys.argv[3])))
 """
 
 
 def peak_extra_rss(shape, head, backend):
     """Peak extra memory of one linear_head call as the process sees it (C mallocs included,
-    which tracemalloc misses; design.md "Peak memory"): in a fresh interpreter, the peak
-    resident set during the call minus the resident set just before it (inputs, outputs,
-    imports and BLAS's own buffers for the same block products already there). Linux only."""
+    which tracemalloc misses; design.md "Peak memory"): fastbp.compare.rss_peak in a fresh
+    interpreter, with inputs, outputs, imports and BLAS's own buffers for the same block
+    products already resident. Linux only."""
     import os
     import subprocess
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}

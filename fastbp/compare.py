@@ -2,10 +2,16 @@
 
 Every figure is measured in this run: time is the median of a few calls (``time.perf_counter``),
 peak memory is ``tracemalloc``'s peak during one more call (it sees NumPy's and Numba's array
-allocations). Where the naive path refuses a size (``JacobianTooLarge``), the table shows its
-predicted bytes (``naive.jacobian_bytes``) instead, marked ``>``.
+allocations) -- except for the C backend, whose ``malloc`` tracemalloc does not see: its rows
+carry the growth of the peak resident set during the call, measured in one fresh subprocess
+(``rss_peak``; Linux). Where the naive path refuses a size (``JacobianTooLarge``), the table
+shows its predicted bytes (``naive.jacobian_bytes``) instead, marked ``>``.
 """
+import ctypes
+import json
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -42,6 +48,28 @@ def _measure(fn, repeats):
     finally:
         tracemalloc.stop()
     return seconds, peak
+
+
+def _hwm_kib():
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+
+
+def rss_peak(fn):
+    """Bytes the process's peak resident set grows by during ``fn()`` (C allocations included):
+    freed heap memory is first returned to the system (malloc_trim) and the peak reset to the
+    current size (/proc/self/clear_refs, Linux >= 4.0). None where that is not available."""
+    try:
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _hwm_kib()
+    except OSError:
+        return None
+    fn()
+    return 1024 * (_hwm_kib() - before)
 
 
 def cases(B, dtype, rng, feats=64):
@@ -95,21 +123,48 @@ def _row(name, B, dtype, naive_fn, fused, predicted, repeats):
     return row
 
 
+def _all_cases(sizes, dtype):
+    """(name, B, (naive fn, {backend: fused fn}, predicted bytes)) in run()'s order: every case
+    at every size, then the notes' own elementwise case (100 vectors of 4096 features)."""
+    rng = np.random.default_rng(0)
+    for B in sizes:
+        for name, args in cases(B, np.dtype(dtype), rng).items():
+            yield name, B, args
+    name, args = next(iter(cases(100, np.dtype(dtype), rng, feats=4096).items()))
+    yield name, 100, args
+
+
+def process_peaks(sizes, dtype, backend):
+    """rss_peak of ``backend``'s fused call in every row (None where it has none), after one
+    warm-up call (as the tracemalloc rows: code pages and BLAS buffers are not the call's);
+    meant to run in a fresh interpreter (run() starts one)."""
+    def peak(fn):
+        fn()
+        return rss_peak(fn)
+    return [peak(args[1][backend]) if backend in args[1] else None
+            for _, _, args in _all_cases(sizes, dtype)]
+
+
+_PEAKS_CHILD = ("import json, sys\nfrom fastbp import compare\n"
+                "print(json.dumps(compare.process_peaks(json.loads(sys.argv[1]), sys.argv[2], "
+                "sys.argv[3])))")
+
+
 def run(preset="quick", dtype="float64", progress=None):
     """Measure every case at every size, then the notes' own elementwise case (100 vectors of
     4096 features: the naive path refuses it, the fused path is measured); a list of rows."""
     sizes, repeats = PRESETS[preset]
-    rng = np.random.default_rng(0)
     rows = []
-    for B in sizes:
-        for name, args in cases(B, np.dtype(dtype), rng).items():
-            rows.append(_row(name, B, dtype, *args, repeats))
-            if progress is not None:
-                progress()
-    name, args = next(iter(cases(100, np.dtype(dtype), rng, feats=4096).items()))
-    rows.append(_row(name, 100, dtype, *args, repeats))
-    if progress is not None:
-        progress()
+    for name, B, args in _all_cases(sizes, dtype):
+        rows.append(_row(name, B, dtype, *args, repeats))
+        if progress is not None:
+            progress()
+    if any("c" in r["fused"] for r in rows):
+        child = subprocess.run([sys.executable, "-c", _PEAKS_CHILD, json.dumps(list(sizes)),
+                                dtype, "c"], capture_output=True, text=True, check=True)
+        for row, peak in zip(rows, json.loads(child.stdout)):
+            if peak is not None:
+                row["fused"]["c"].update(peak_bytes=peak, peak_method="process RSS")
     return rows
 
 
@@ -146,6 +201,9 @@ def table(rows):
     out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                      for i, (c, w) in enumerate(zip(line, widths))) for line in lines]
     out.insert(1, "-" * len(out[0]))
+    out.append("peak memory: tracemalloc's peak during one call; for the c backend, the growth "
+               "of the process's peak resident set (a fresh subprocess: C's malloc is invisible "
+               "to tracemalloc)")
     return "\n".join(out)
 
 
@@ -179,7 +237,7 @@ def plot(rows, path):
     ax_t.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="time per call (s)",
              title="time: naive Jacobians vs fused")
     ax_m.set(xscale="log", yscale="log", xlabel="batch size B",
-             ylabel="peak memory (bytes, tracemalloc)", title="peak memory")
+             ylabel="peak memory (bytes; tracemalloc, c: process RSS)", title="peak memory")
     for ax in (ax_t, ax_m):
         ax.grid(True, which="both", alpha=0.25)
     style = [Line2D([], [], color="k", marker="o", label="naive, measured"),

@@ -32,6 +32,8 @@ def test_compare_prints_a_table_and_writes_json(tiny_preset, tmp_path, capsys):
         assert row["naive_predicted_bytes"] <= row["naive_peak_bytes"]
         for fused in row["fused"].values():
             assert fused["s"] > 0 and fused["peak_bytes"] < row["naive_peak_bytes"]
+        if "c" in row["fused"] and sys.platform == "linux":   # C's malloc: process RSS
+            assert row["fused"]["c"]["peak_method"] == "process RSS"
 
 
 def test_compare_shows_predicted_bytes_where_naive_refuses(monkeypatch):
