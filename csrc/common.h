@@ -62,7 +62,7 @@ FBP_INLINE double fbp_activate(int act, double x, double alpha)
     case FBP_TANH: return tanh(x);
     case FBP_RELU: return fbp_relu(x);
     case FBP_LEAKY: return x > 0 ? x : alpha * x;
-    case FBP_ELU: return x > 0 ? x : alpha * expm1(x < 0 ? x : 0.0);
+    case FBP_ELU: return x > 0 ? x : alpha * expm1(x > 0 ? 0.0 : x);      /* NaN stays NaN */
     default: return x;
     }
 }

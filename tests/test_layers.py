@@ -223,3 +223,24 @@ def test_notes_norm_of_Wx(linear_backend, rng):
                             backend=linear_backend)
     np.testing.assert_allclose(g1.dX[0], 2 * W.T @ W @ x, rtol=1e-12)
     np.testing.assert_allclose(g1.dW, 2 * W @ np.outer(x, x), rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("activation", [a for a in ACTS if a != "maxout"])
+def test_extreme_preactivations_match_the_reference(activation, backend, dtype):
+    """Saturated, underflowing, infinite and NaN pre-activations (and rows longer than the
+    compiled kernels' vector blocks) give the reference's outputs and gradients."""
+    s = np.array([-800.0, -720.0, -100.0, -1.0, 0.0, 1e-300, 1.0, 40.0, 720.0, np.inf, -np.inf,
+                  np.nan])
+    X = np.tile(s, 30)[:, None].astype(dtype)             # 360 rows of one feature
+    W, b = np.ones((300, 1), dtype), np.linspace(-1, 1, 300).astype(dtype)
+    alpha = alpha_for(activation)
+    want, cache_ref = fastbp.linear_act_forward(X, W, b, activation, alpha=alpha, backend="numpy")
+    got, cache = fastbp.linear_act_forward(X, W, b, activation, alpha=alpha, backend=backend)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert_close(np.nan_to_num(got), np.nan_to_num(want), dtype)
+    dA = np.ones_like(got)
+    g_want = fastbp.linear_act_backward(dA, cache_ref, backend="numpy")[1:]
+    g_got = fastbp.linear_act_backward(dA, cache, backend=backend)[1:]
+    for a, w in zip(g_got, g_want):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(w))
