@@ -66,11 +66,7 @@ FBP_INLINE double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, R
         x[j] = (double)s[j] - M;
     if (!z && !h->w && h->eps == 0) {        /* plain labels: C = e_y, the common case */
         double lin = M - s[yi];
-        if (n < 32)          /* short rows: libm's scalar exp beats the vector form's setup */
-            for (int64_t j = 0; j < n; j++)
-                x[j] = exp(x[j]);
-        else
-            fbp_vexp(x, n);
+        fbp_vexp(x, n);
         x[m] = 0.0;
         #pragma omp simd reduction(+ : r)
         for (int64_t j = 0; j < n; j++)

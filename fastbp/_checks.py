@@ -547,6 +547,13 @@ def check_batch(X, target, head, params, shapes, dtype, options):
     d, n = shapes[0][0][1], shapes[-1][0][0]
     if X.shape[1] != d:
         raise ValueError(f"X must have {d} columns (the model's inputs), got shape {X.shape}")
+    if (not options and target.__class__ is np.ndarray and target.dtype is _INTP
+            and target.shape == X.shape[:1] and target.flags.carray
+            and TARGET_KIND.get(head, "float").startswith("labels")):
+        # the common step: default options, intp labels -- only their range is left to check
+        vals = target.tolist() if len(target) <= 64 else target
+        if len(target) and 0 <= min(vals) and max(vals) < n:
+            return X, target, DEFAULT_OPTIONS[head], "mean"
     reduction, options = head_reduction(options)
     target, opts = head_target(head, target, X.shape[0], n, dtype, options,
                                ("the last layer", n, "outputs"))

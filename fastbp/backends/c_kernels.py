@@ -222,46 +222,45 @@ _packs = weakref.WeakKeyDictionary()      # optimizer -> its _StepPack
 
 
 class _StepPack:
-    """The pointer table of mlp_step_*: every W, b (layer order), dW, db, then the optimizer's
-    first and second buffer of each of them -- built once per optimizer (a training loop passes the same arrays every step; the pack keeps
-    them alive, so comparing their identities tells whether it still applies)."""
+    """The pointer table of mlp_step_*: every W, b (layer order), their gradients, then the
+    optimizer's first and second buffer of each -- built once per optimizer. A training loop
+    passes the same arrays every step; the pack keeps them (and the optimizer's state entries)
+    alive, so their identities tell whether it still applies. Their shapes cannot have changed:
+    MLP.step's check_batch holds every parameter to the shape it was built with."""
 
-    def __init__(self, t, arrays, widths):
-        self.arrays, self.shape = arrays, widths
-        self.ptrs = ffi.new(t.ptrs, [t.fb(a) for a in arrays])
-        self.widths = ffi.new("int64_t[]", widths)
+    def __init__(self, t, key, flat, grads, state, kind):
+        self.key = key
+        if kind == lib.FBP_ADAM:
+            s1, s2 = [s[0] for s in state], [s[1] for s in state]
+        else:      # SGD keeps no state without momentum, one buffer with it: unused slots: p
+            s1, s2 = [p if s is None else s for s, p in zip(state, flat)], flat
+        self.arrays = flat + grads + s1 + s2
+        self.ptrs = ffi.new(t.ptrs, [t.fb(a) for a in self.arrays])
+        self.widths = ffi.new("int64_t[]", [flat[0].shape[1]] + [W.shape[0] for W in flat[::2]])
 
-    def fits(self, arrays, widths):
-        """The same arrays (by identity) and layer widths (an array's shape can be reassigned
-        in place) as when the pack was built."""
-        return (widths == self.shape and len(arrays) == len(self.arrays)
-                and all(map(operator.is_, arrays, self.arrays)))
+    def fits(self, key):
+        return len(key) == len(self.key) and all(map(operator.is_, key, self.key))
 
 
 def mlp_step(X, params, target, activation, alpha, head, options, reduction, grads, optimizer):
     """One C call (csrc/mlp.c) for SGD / Adam on elementwise activations with biases; otherwise
     mlp_loss_grad and the optimizer's own update."""
     kind = _OPTIMIZERS.get(getattr(optimizer, "kind", None))
+    flat = [a for pair in params for a in pair]
     if (kind is None or activation == "maxout" or X.shape[0] == 0
             or any(b is None for _, b in params)):
         return _compose.mlp_step(sys.modules[__name__], X, params, target, activation, alpha,
                                  head, options, reduction, grads, optimizer)
-    L, t = len(params), _T[X.dtype]
-    flat = [a for pair in params for a in pair]
+    t = _T[X.dtype]
     optimizer.begin(flat)
-    state = optimizer.state
-    if kind == lib.FBP_ADAM:
-        s1, s2 = [s[0] for s in state], [s[1] for s in state]
-    else:      # SGD keeps no state without momentum, one buffer with it: unused slots get p
-        s1, s2 = [p if s is None else s for s, p in zip(state, flat)], flat
-    arrays = flat + [g for pair in grads for g in pair] + s1 + s2
-    widths = [X.shape[1]] + [W.shape[0] for W, _ in params]
+    gflat = [g for pair in grads for g in pair]
+    key = flat + gflat + optimizer.state
     pack = _packs.get(optimizer)
-    if pack is None or not pack.fits(arrays, widths):
-        pack = _packs[optimizer] = _StepPack(t, arrays, widths)
+    if pack is None or not pack.fits(key):
+        pack = _packs[optimizer] = _StepPack(t, key, flat, gflat, optimizer.state, kind)
     code, a, _ = _act(activation, alpha)
     sums = _sums()
-    _check(t.mlp_step(sums, pack.ptrs, pack.widths, L, t.fb(X), code, a,
+    _check(t.mlp_step(sums, pack.ptrs, pack.widths, len(params), t.fb(X), code, a,
                       *_head_ptrs(t, head, target, options), reduction == "mean", kind,
                       optimizer.lr, getattr(optimizer, "momentum", 0.0),
                       getattr(optimizer, "nesterov", False), optimizer.weight_decay,
