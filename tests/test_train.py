@@ -7,7 +7,7 @@ import pytest
 
 import fastbp
 from fastbp import cli, compare
-from fastbp.train import TRAIN_HEADS, TrainingDiverged, train
+from fastbp.train import TRAIN_HEADS, TrainingDiverged, load_dataset, train
 
 
 def test_defaults_reach_97_percent(backend):
@@ -22,7 +22,8 @@ def test_mean_accuracy_over_splits_is_above_97_percent():
 
 
 def test_same_seed_same_run():
-    a, b = train(epochs=3)[1], train(epochs=3)[1]
+    """Same seed, same run -- also when the split is passed in preloaded (data=)."""
+    a, b = train(epochs=3)[1], train(epochs=3, data=load_dataset("digits", seed=0))[1]
     assert a.losses == b.losses and a.accuracies == b.accuracies
 
 
