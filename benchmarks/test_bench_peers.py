@@ -1,5 +1,5 @@
 """linear_head's peers in the same groups as fastbp's rows (see test_bench_linear_head.py):
-PyTorch eager, torch.compile and JAX jit, when installed. Each checks it computes fastbp's numbers
+PyTorch eager, torch.compile, PyTorch's linear_cross_entropy and JAX jit, when installed. Each checks it computes fastbp's numbers
 before it is timed."""
 import numpy as np
 import pytest
@@ -10,9 +10,11 @@ from fastbp import peers
 from fastbp.presets import linear_data
 
 
-# torch.compile only for softmax_nll: its compilation takes tens of seconds per shape
+# torch.compile only for softmax_nll: its compilation takes tens of seconds per shape;
+# PyTorch's linear_cross_entropy (reference and chunked paths) is softmax_nll's counterpart
 COMBOS = [(p, h, s) for p in ("torch eager", "jax jit") for h, s in CASES] + [
-    ("torch.compile", h, s) for h, s in CASES if h == "softmax_nll"]
+    (p, h, s) for p in ("torch.compile",) + peers.SOFTMAX_ONLY for h, s in CASES
+    if h == "softmax_nll"]
 
 
 @pytest.mark.parametrize("peer,head,shape", COMBOS)

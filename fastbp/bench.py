@@ -22,7 +22,8 @@ def run(preset="quick", with_peers=False, progress=None):
             timed["bare BLAS"] = lambda: (X @ W.T, dS.T @ X, dS @ W)
             if with_peers:
                 timed.update({p: peers.linear_head(p, head, X, W, b, target)
-                              for p in peers.PEERS if peers.available(p)})
+                              for p in peers.PEERS
+                              if peers.available(p) and peers.supports(p, head)})
             row = {"shape": shape, "head": head,
                    "seconds": {name: median_time(fn, repeats) for name, fn in timed.items()}}
             rows.append(row)

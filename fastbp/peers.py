@@ -8,8 +8,16 @@ import importlib.util
 
 import numpy as np
 
-PEERS = ("torch eager", "torch.compile", "jax jit")
+PEERS = ("torch eager", "torch.compile", "jax jit", "torch linear_cross_entropy",
+         "torch linear_cross_entropy chunked")
 HEADS = ("softmax_nll", "multiclass_hinge", "sigmoid_l2")
+# PyTorch's fused linear + cross-entropy (the direct counterpart of linear_head's softmax_nll;
+# "chunked": its opt-in path that never holds all logits), for softmax_nll only
+SOFTMAX_ONLY = ("torch linear_cross_entropy", "torch linear_cross_entropy chunked")
+
+
+def supports(peer, head):
+    return head in HEADS and (peer not in SOFTMAX_ONLY or head == "softmax_nll")
 
 
 def module(peer):
@@ -33,8 +41,11 @@ def linear_head(peer, head, X, W, b, target):
     n = W.shape[0]
 
     def loss_fn(X, W, b, t):      # fastbp's definitions, "mean" over the batch (math.md)
+        if peer in SOFTMAX_ONLY and head == "softmax_nll":
+            chunked = torch.nn.LinearCrossEntropyOptions() if peer.endswith("chunked") else None
+            return F.linear_cross_entropy(X, W, t, linear_bias=b, options=chunked)
         S = F.linear(X, W, b)
-        if head == "softmax_nll":
+        if head == "softmax_nll" and peer not in SOFTMAX_ONLY:
             return F.cross_entropy(S, t)
         if head == "multiclass_hinge":
             return n * F.multi_margin_loss(S, t)
@@ -53,7 +64,7 @@ def linear_head(peer, head, X, W, b, target):
 
     def result():
         loss = run()
-        return (float(loss), Wt.grad.numpy(), bt.grad.numpy(), Xt.grad.numpy())
+        return (float(loss.detach()), Wt.grad.numpy(), bt.grad.numpy(), Xt.grad.numpy())
 
     run()                         # warm-up (and compilation, not timed)
     run.result = result
