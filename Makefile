@@ -66,7 +66,7 @@ bench: $(VENV)/.installed-bench
 		> benchmarks/RESULTS.md
 	@echo "wrote benchmarks/RESULTS.md"
 
-# The table behind the Numba backend's fused-vs-BLAS thresholds (FUSED_MAX_N and friends).
+# The tables behind the compiled backends' fused-vs-BLAS thresholds (FUSED_MAX_N and friends).
 crossover: $(VENV)/.installed-test
 	$(BENCH_ENV) $(BIN)/python benchmarks/crossover.py
 
