@@ -201,6 +201,13 @@ def main():
                   for k, v in compile_times.items()]
         lines.append("")
         lines.append("A family's cold time includes whatever it is the first to compile.")
+    compiled = [(group, name, r["extra_info"]["first_call_s"]) for group, rows in sorted(gs.items())
+                for name, r in rows.items()
+                if name in ("torch.compile", "jax jit") and "first_call_s" in r["extra_info"]]
+    if compiled:
+        lines += ["", "## Peers' compile time (first call, excluded from their medians)", "",
+                  "| group | peer | first call |", "|---|---|---|"]
+        lines += [f"| {g} | {name} | {sec:.2f} s |" for g, name, sec in compiled]
     lines += ["", "## All groups", ""]
     for group in sorted(gs):
         lines += [table(group, gs[group]), ""]

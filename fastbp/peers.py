@@ -5,6 +5,7 @@ benchmarks and ``fastbp bench --peers``. Optional: each is skipped when not inst
 on tensors prepared once (what is timed) and returns ``(loss, dW, db, dX)`` as NumPy arrays.
 """
 import importlib.util
+import time
 
 import numpy as np
 
@@ -66,9 +67,17 @@ def linear_head(peer, head, X, W, b, target):
         loss = run()
         return (float(loss.detach()), Wt.grad.numpy(), bt.grad.numpy(), Xt.grad.numpy())
 
-    run()                         # warm-up (and compilation, not timed)
+    _warm_up(run)
     run.result = result
     return run
+
+
+def _warm_up(run):
+    """The first call (tracing and compilation for torch.compile and jax.jit): excluded from
+    the timings, its seconds kept as ``run.first_call_s`` for the report."""
+    t0 = time.perf_counter()
+    run()
+    run.first_call_s = time.perf_counter() - t0
 
 
 def _jax_linear_head(head, X, W, b, target):
@@ -100,6 +109,6 @@ def _jax_linear_head(head, X, W, b, target):
         loss, (dW, db, dX) = run()
         return float(loss), np.asarray(dW), np.asarray(db), np.asarray(dX)
 
-    run()                         # warm-up (and compilation, not timed)
+    _warm_up(run)
     run.result = result
     return run
