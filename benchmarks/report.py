@@ -206,7 +206,9 @@ def main():
                 if name in ("torch.compile", "jax jit") and "first_call_s" in r["extra_info"]]
     if compiled:
         lines += ["", "## Peers' compile time (first call, excluded from their medians)", "",
-                  "| group | peer | first call |", "|---|---|---|"]
+                  "In run order per peer; torch.compile reuses a graph across shapes of one "
+                  "dtype (dynamic shapes), so after its first group it shows only the "
+                  "recompilations.", "", "| group | peer | first call |", "|---|---|---|"]
         lines += [f"| {g} | {name} | {sec:.2f} s |" for g, name, sec in compiled]
     lines += ["", "## All groups", ""]
     for group in sorted(gs):
