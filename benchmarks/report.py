@@ -206,9 +206,10 @@ def main():
                 if name in ("torch.compile", "jax jit") and "first_call_s" in r["extra_info"]]
     if compiled:
         lines += ["", "## Peers' compile time (first call, excluded from their medians)", "",
-                  "In run order per peer; torch.compile reuses a graph across shapes of one "
-                  "dtype (dynamic shapes), so after its first group it shows only the "
-                  "recompilations.", "", "| group | peer | first call |", "|---|---|---|"]
+                  "torch.compile reuses a graph across shapes of one dtype (dynamic shapes): "
+                  "the first group it ran (T, in the suite's order) shows the compilation, the "
+                  "later ones only recompilations.", "", "| group | peer | first call |",
+                  "|---|---|---|"]
         lines += [f"| {g} | {name} | {sec:.2f} s |" for g, name, sec in compiled]
     lines += ["", "## All groups", ""]
     for group in sorted(gs):
