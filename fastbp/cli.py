@@ -68,17 +68,16 @@ def _run_bench(args):
 def _run_train(args):
     from .train import plot_history, train
 
-    def progress(epoch, batches):
-        return _bar(iterable=batches, desc=f"epoch {epoch}/{args.epochs}", unit="batch")
+    with _bar(total=args.epochs, desc="training", unit="epoch") as bar:
+        def on_epoch(epoch, loss, acc):
+            bar.update()
+            bar.write(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  "
+                      f"test accuracy {100 * acc:.2f}%", file=sys.stdout)
 
-    def on_epoch(epoch, loss, acc):
-        print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  "
-              f"test accuracy {100 * acc:.2f}%", flush=True)
-
-    _, hist = train(dataset=args.dataset, hidden=args.hidden, activation=args.activation,
-                    head=args.head, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                    optimizer=args.optimizer, backend=args.backend, seed=args.seed,
-                    progress=progress, on_epoch=on_epoch)
+        _, hist = train(dataset=args.dataset, hidden=args.hidden, activation=args.activation,
+                        head=args.head, epochs=args.epochs, batch_size=args.batch_size,
+                        lr=args.lr, optimizer=args.optimizer, backend=args.backend,
+                        seed=args.seed, on_epoch=on_epoch)
     print(f"final test accuracy {100 * hist.test_accuracy:.2f}% on {hist.n_test} digits; wall "
           f"time {hist.seconds:.2f} s, median {1e3 * hist.seconds_per_epoch:.2f} ms per epoch "
           f"(epoch 1: {1e3 * hist.epoch_seconds[0]:.0f} ms, with any first-call compilation); "

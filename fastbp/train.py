@@ -62,14 +62,15 @@ def make_optimizer(name, lr, momentum=0.9):
 
 def train(*, dataset="digits", hidden=64, activation="relu", head="softmax_nll", epochs=50,
           batch_size=64, lr=0.1, optimizer="sgd", backend=None, seed=0, dtype="float32",
-          progress=None, on_epoch=None, data=None):
+          on_epoch=None, data=None):
     """Train a 2-layer net (inputs -> hidden -> classes); returns (model, History).
 
     Defaults (``fastbp train --seed S`` for S = 0..9: test accuracy 96.9-98.4%, mean 97.6%):
     64 relu units, softmax_nll, SGD with momentum 0.9 and lr 0.1, batches of 64, 50 epochs.
 
-    ``progress(epoch)``: a context manager factory wrapping the batch loop (a progress bar);
-    ``on_epoch(epoch, loss, accuracy)`` is called after each epoch. ``data``: an already
+    Each epoch is one ``MLP.epoch`` over the shuffled training set (one ``step`` per batch,
+    the data validated once); ``on_epoch(epoch, loss, accuracy)`` is called after each epoch
+    (``fastbp train`` advances its progress bar there). ``data``: an already
     loaded ``load_dataset(...)`` split to train on instead of loading ``dataset`` (the
     benchmarks time training alone, as they do for scikit-learn and PyTorch). Raises
     TrainingDiverged when the loss stops being finite.
@@ -95,12 +96,7 @@ def train(*, dataset="digits", hidden=64, activation="relu", head="softmax_nll",
         epoch_start = time.perf_counter()
         order = rng.permutation(len(X_train))
         Xs, Ts = X_train[order], T_train[order]     # contiguous batches: views, not copies
-        total = 0.0
-        batches = range(0, len(Xs), batch_size)
-        for lo in (progress(epoch, batches) if progress else batches):
-            hi = lo + batch_size
-            total += model.step(Xs[lo:hi], Ts[lo:hi], optimizer=opt) * len(Xs[lo:hi])
-        loss = total / len(Xs)
+        loss = model.epoch(Xs, Ts, optimizer=opt, batch_size=batch_size)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training diverged: the loss became {loss} in epoch "
                                    f"{epoch}; try a lower learning rate than --lr {lr}")

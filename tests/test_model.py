@@ -142,3 +142,22 @@ def test_c_step_rebuilds_its_pointer_table_when_arrays_change():
     model.step(X, y, optimizer=opt)
     np.testing.assert_array_equal(W_old, frozen)             # the old array is left alone
     assert not np.array_equal(model.params[0][0], frozen)     # the new one is updated
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_epoch_equals_its_steps_bit_for_bit(optimizer, weighted, backend, dtype):
+    """MLP.epoch validates once and steps through the batches in order: the same updates as
+    step on each batch (the last one partial), including a per-row sample_weight."""
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((50, 6)).astype(dtype), rng.integers(0, 3, 50)
+    opts = {"sample_weight": rng.random(50).astype(dtype)} if weighted else {}
+    a, b = (fastbp.MLP([6, 8, 3], dtype=dtype, backend=backend, seed=1) for _ in range(2))
+    oa, ob = OPTIMIZERS[optimizer](), OPTIMIZERS[optimizer]()
+    losses = [a.step(X[lo:lo + 16], y[lo:lo + 16], optimizer=oa,
+                     **{k: v[lo:lo + 16] for k, v in opts.items()}) for lo in range(0, 50, 16)]
+    want = sum(l * len(X[lo:lo + 16]) for l, lo in zip(losses, range(0, 50, 16))) / 50
+    assert b.epoch(X, y, optimizer=ob, batch_size=16, **opts) == want
+    for (Wa, ba), (Wb, bb) in zip(a.params, b.params):
+        np.testing.assert_array_equal(Wa, Wb)
+        np.testing.assert_array_equal(ba, bb)

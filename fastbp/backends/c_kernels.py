@@ -16,7 +16,6 @@ import ctypes
 import functools
 import operator
 import sys
-import weakref
 
 import numpy as np
 from scipy.linalg import cython_blas
@@ -218,12 +217,12 @@ def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction
 
 
 _OPTIMIZERS = {"sgd": lib.FBP_SGD, "adam": lib.FBP_ADAM}
-_packs = weakref.WeakKeyDictionary()      # optimizer -> its _StepPack
 
 
 class _StepPack:
     """The pointer table of mlp_step_*: every W, b (layer order), their gradients, then the
-    optimizer's first and second buffer of each -- built once per optimizer. A training loop
+    optimizer's first and second buffer of each -- built once per optimizer (kept in its
+    ``backend_cache``). A training loop
     passes the same arrays every step; the pack keeps them (and the optimizer's state entries)
     alive, so their identities tell whether it still applies. Their shapes cannot have changed:
     MLP.step's check_batch holds every parameter to the shape it was built with."""
@@ -255,9 +254,9 @@ def mlp_step(X, params, target, activation, alpha, head, options, reduction, gra
     optimizer.begin(flat)
     gflat = [g for pair in grads for g in pair]
     key = flat + gflat + optimizer.state
-    pack = _packs.get(optimizer)
-    if pack is None or not pack.fits(key):
-        pack = _packs[optimizer] = _StepPack(t, key, flat, gflat, optimizer.state, kind)
+    pack = optimizer.backend_cache
+    if pack.__class__ is not _StepPack or not pack.fits(key):
+        pack = optimizer.backend_cache = _StepPack(t, key, flat, gflat, optimizer.state, kind)
     code, a, _ = _act(activation, alpha)
     sums = _sums()
     _check(t.mlp_step(sums, pack.ptrs, pack.widths, len(params), t.fb(X), code, a,
