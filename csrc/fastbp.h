@@ -85,19 +85,20 @@ int linear_act_backward_f32(float *dX, float *dW, float *db, const float *dA, co
                             const int64_t *winners, const float *X, const float *W, int act,
                             double alpha, int k, int64_t B, int64_t d, int64_t m);
 
-/* One training step of an MLP with an elementwise activation (csrc/mlp.c): forward, head,
- * backward into the dW / db buffers, then SGD (kind FBP_SGD) or Adam on every parameter.
- * ptrs (8 L,): W_0, b_0, W_1, ..., then their gradients, then the optimizer's two buffers
- * of each; widths (L + 1,); X (B, widths[0]). */
-int mlp_step_f64(double *sums, double *const *ptrs, const int64_t *widths, int L,
+/* Training steps of an MLP with an elementwise activation (csrc/mlp.c): per block of `batch`
+ * rows, forward, head, backward into the dW / db buffers, then SGD (kind FBP_SGD) or Adam on
+ * every parameter with step count t, t + 1, ...; losses (one per step). ptrs (8 L,): W_0, b_0,
+ * W_1, ..., then their gradients, then the optimizer's two buffers of each; widths (L + 1,);
+ * X (B, widths[0]). */
+int mlp_step_f64(double *losses, double *const *ptrs, const int64_t *widths, int L,
                  const double *X, int act, double alpha, int head, const int64_t *y,
                  const double *Z, const double *sw, const double *w, const double *pw,
                  int64_t ignore, double eps, double margin, int p, int mean, int kind, double lr,
                  double momentum, int nesterov, double wd, double b1, double b2,
-                 double adam_eps, int64_t t, int64_t B);
-int mlp_step_f32(double *sums, float *const *ptrs, const int64_t *widths, int L,
+                 double adam_eps, int64_t t, int64_t batch, int64_t B);
+int mlp_step_f32(double *losses, float *const *ptrs, const int64_t *widths, int L,
                  const float *X, int act, double alpha, int head, const int64_t *y,
                  const float *Z, const float *sw, const float *w, const float *pw,
                  int64_t ignore, double eps, double margin, int p, int mean, int kind, double lr,
                  double momentum, int nesterov, double wd, double b1, double b2,
-                 double adam_eps, int64_t t, int64_t B);
+                 double adam_eps, int64_t t, int64_t batch, int64_t B);

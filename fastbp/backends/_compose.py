@@ -42,3 +42,17 @@ def mlp_step(kernels, X, params, target, activation, alpha, head, options, reduc
                                  reduction, grads)
     optimizer.update(params, grads)
     return loss
+
+
+def mlp_epoch(kernels, X, params, target, activation, alpha, head, options, reduction, grads,
+              optimizer, batch_size):
+    """``kernels.mlp_step`` on each block of ``batch_size`` consecutive rows (sample_weight,
+    the one per-row option, sliced alike); the list of their losses."""
+    sw = options.get("sample_weight")
+    losses = []
+    for lo in range(0, len(X), batch_size):
+        rows = slice(lo, lo + batch_size)
+        opts = options if sw is None else {**options, "sample_weight": sw[rows]}
+        losses.append(kernels.mlp_step(X[rows], params, target[rows], activation, alpha, head,
+                                       opts, reduction, grads, optimizer))
+    return losses

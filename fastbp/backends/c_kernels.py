@@ -241,28 +241,51 @@ class _StepPack:
         return len(key) == len(self.key) and all(map(operator.is_, key, self.key))
 
 
-def mlp_step(X, params, target, activation, alpha, head, options, reduction, grads, optimizer):
-    """One C call (csrc/mlp.c) for SGD / Adam on elementwise activations with biases; otherwise
-    mlp_loss_grad and the optimizer's own update."""
-    kind = _OPTIMIZERS.get(getattr(optimizer, "kind", None))
+def _runs_in_c(X, params, activation, optimizer):
+    """SGD / Adam on elementwise activations with biases: csrc/mlp.c; anything else is
+    composed (mlp_loss_grad and the optimizer's own update)."""
+    return (getattr(optimizer, "kind", None) in _OPTIMIZERS and activation != "maxout"
+            and X.shape[0] > 0 and all(b is not None for _, b in params))
+
+
+def _c_steps(X, params, target, activation, alpha, head, options, reduction, grads, optimizer,
+             batch_size):
+    """mlp_step_* over the blocks of batch_size rows of X: the list of the steps' losses."""
+    t, B = _T[X.dtype], X.shape[0]
+    steps = -(-B // batch_size)
+    kind = _OPTIMIZERS[optimizer.kind]
     flat = [a for pair in params for a in pair]
-    if (kind is None or activation == "maxout" or X.shape[0] == 0
-            or any(b is None for _, b in params)):
-        return _compose.mlp_step(sys.modules[__name__], X, params, target, activation, alpha,
-                                 head, options, reduction, grads, optimizer)
-    t = _T[X.dtype]
-    optimizer.begin(flat)
+    optimizer.begin(flat, steps)
     gflat = [g for pair in grads for g in pair]
     key = flat + gflat + optimizer.state
     pack = optimizer.backend_cache
     if pack.__class__ is not _StepPack or not pack.fits(key):
         pack = optimizer.backend_cache = _StepPack(t, key, flat, gflat, optimizer.state, kind)
     code, a, _ = _act(activation, alpha)
-    sums = _sums()
-    _check(t.mlp_step(sums, pack.ptrs, pack.widths, len(params), t.fb(X), code, a,
+    losses = ffi.new("double[]", steps)
+    _check(t.mlp_step(losses, pack.ptrs, pack.widths, len(params), t.fb(X), code, a,
                       *_head_ptrs(t, head, target, options), reduction == "mean", kind,
                       optimizer.lr, getattr(optimizer, "momentum", 0.0),
                       getattr(optimizer, "nesterov", False), optimizer.weight_decay,
                       *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0),
-                      optimizer.t, X.shape[0]), "mlp_step")
-    return reduced_loss(sums[0], sums[1], reduction)
+                      optimizer.t - steps + 1, batch_size, B), "mlp_step")
+    return list(losses)
+
+
+def mlp_step(X, params, target, activation, alpha, head, options, reduction, grads, optimizer):
+    """One C call (csrc/mlp.c) where _runs_in_c, else composed."""
+    if not _runs_in_c(X, params, activation, optimizer):
+        return _compose.mlp_step(sys.modules[__name__], X, params, target, activation, alpha,
+                                 head, options, reduction, grads, optimizer)
+    return _c_steps(X, params, target, activation, alpha, head, options, reduction, grads,
+                    optimizer, X.shape[0])[0]
+
+
+def mlp_epoch(X, params, target, activation, alpha, head, options, reduction, grads, optimizer,
+              batch_size):
+    """Every step of the epoch in one C call where _runs_in_c, else mlp_step per batch."""
+    if not _runs_in_c(X, params, activation, optimizer):
+        return _compose.mlp_epoch(sys.modules[__name__], X, params, target, activation, alpha,
+                                  head, options, reduction, grads, optimizer, batch_size)
+    return _c_steps(X, params, target, activation, alpha, head, options, reduction, grads,
+                    optimizer, batch_size)

@@ -796,3 +796,9 @@ def mlp_step(X, params, target, activation, alpha, head, options, reduction, gra
         getattr(optimizer, "nesterov", False), optimizer.weight_decay,
         *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0), optimizer.t)
     return reduced_loss(total, osum, reduction)
+
+
+def mlp_epoch(X, params, target, activation, alpha, head, options, reduction, grads, optimizer,
+              batch_size):
+    return _compose.mlp_epoch(sys.modules[__name__], X, params, target, activation, alpha, head,
+                              options, reduction, grads, optimizer, batch_size)

@@ -12,6 +12,7 @@ outputs are preallocated by the public layer:
     mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads) -> loss
     mlp_step(X, params, target, activation, alpha, head, options, reduction, grads,
              optimizer) -> loss                                  loss_grad, then the update
+    mlp_epoch(..., optimizer, batch_size) -> [loss per step]     mlp_step per block of rows
 
 Every head is written as a *rows* function returning ``(wl, wG, omega)``: the weighted per-row
 loss ``omega_i * l_i``, the weighted per-row gradient ``omega_i * g_i`` and the per-row weights
@@ -19,7 +20,7 @@ whose sum divides under ``"mean"``. The reductions are then the same for every h
 ``linear_head`` sums chunks and divides the gradients by ``sum(omega)`` at the end (they are
 linear in dS), so no chunk needs the whole batch.
 
-The network kernels (mlp_loss_grad, mlp_step) are composed from the layer kernels once for every
+The network kernels (mlp_loss_grad, mlp_step, mlp_epoch) are composed from the layer kernels once for every
 backend, in ``_compose.py``. This backend favours clarity: it allocates B x n temporaries even
 when given ``out``.
 """
@@ -332,3 +333,9 @@ def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction
 def mlp_step(X, params, target, activation, alpha, head, options, reduction, grads, optimizer):
     return _compose.mlp_step(sys.modules[__name__], X, params, target, activation, alpha, head,
                              options, reduction, grads, optimizer)
+
+
+def mlp_epoch(X, params, target, activation, alpha, head, options, reduction, grads, optimizer,
+              batch_size):
+    return _compose.mlp_epoch(sys.modules[__name__], X, params, target, activation, alpha, head,
+                              options, reduction, grads, optimizer, batch_size)
