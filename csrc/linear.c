@@ -10,67 +10,116 @@
 
 /* ------------------------------------------------------------------ linear + head, fused */
 
-/* Rows lo..hi, four at a time (each pass over W or dW serves four rows):
- * s_r = W x_r + b, the head in place on s_r (f = sw_r scale), then dW += sum_r g_r x_r^T and
- * db += sum_r g_r (float64 partials pdW, pdb), dX_r = W^T g_r.
- * Scratch: S4 (4, n), zero (d,) zeros (the x of a missing fourth row), acc (d,), tmp (n,). */
-FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const REAL *W,
-                                   const REAL *b, double scale, int64_t lo, int64_t hi,
-                                   int64_t d, double *pdW, double *pdb, REAL *dX, REAL *S4,
-                                   const REAL *zero, double *acc, double *tmp, double *out)
+#define FUSED_R 8          /* rows per register block */
+#define FUSED_KT 512       /* k tile of the forward: its rows of x and w stay in L1 */
+
+/* dst[0 .. m) = v[0 .. m) as REAL (m <= FBP_VL: the last vector of a row may be partial) */
+FBP_INLINE void F(store_lanes)(REAL *dst, fbp_vd v, int64_t m)
 {
-    int64_t n = h->n;
+    if (m == FBP_VL) {
+        typedef REAL vr __attribute__((vector_size(FBP_VL * sizeof(REAL))));
+        vr c = __builtin_convertvector(v, vr);
+        memcpy(dst, &c, sizeof c);
+    } else
+        for (int64_t l = 0; l < m; l++)
+            dst[l] = (REAL)v[l];
+}
+
+/* Rows lo..hi, FUSED_R at a time, in vectors of FBP_VL doubles (both dtypes run in double):
+ *   s_r = W x_r + b           j in pairs: 16 accumulators, each load feeds 2 or 8 FMAs;
+ *   g_r = head(s_r)           in place on s_r (f = sw_r scale);
+ *   pdW += sum_r g_r x_r^T, pdb += sum_r g_r, dX_r = W^T g_r
+ *                             one pass over k with x_r and dX_r in registers.
+ * The rows are first copied to xs in double with row stride ld (see linear_fused), zero past d
+ * and for missing rows, so every k loop runs whole vectors. Wp: W the same way; pdW: stride ld.
+ * Scratch: xs (FUSED_R + 1, ld), S (FUSED_R, n) REAL, accv (FUSED_R, n) vectors,
+ * g (n, FUSED_R), tmp (n,). */
+FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const double *Wp,
+                                   const REAL *b, double scale, int64_t lo, int64_t hi,
+                                   int64_t d, int64_t ld, double *pdW, double *pdb, REAL *dX,
+                                   double *xs, REAL *S, double *accv, double *g, double *tmp,
+                                   double *out)
+{
+    enum { R = FUSED_R, VL = FBP_VL };
+    int64_t n = h->n, kw = (d + VL - 1) / VL * VL;
     double total = 0.0, osum = 0.0;
-    for (int64_t i0 = lo; i0 < hi; i0 += 4) {
-        int64_t cnt = fbp_min(4, hi - i0);
-        const REAL *x0 = X + i0 * d, *x1 = cnt > 1 ? x0 + d : zero,
-                   *x2 = cnt > 2 ? x0 + 2 * d : zero, *x3 = cnt > 3 ? x0 + 3 * d : zero;
-        for (int64_t j = 0; j < n; j++) {
-            const REAL *wj = W + j * d;
-            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, bj = b ? b[j] : 0.0;
-            #pragma omp simd reduction(+ : a0, a1, a2, a3)
-            for (int64_t k = 0; k < d; k++) {
-                double wk = wj[k];
-                a0 += wk * x0[k];
-                a1 += wk * x1[k];
-                a2 += wk * x2[k];
-                a3 += wk * x3[k];
-            }
-            S4[j] = (REAL)(a0 + bj);
-            S4[n + j] = (REAL)(a1 + bj);
-            S4[2 * n + j] = (REAL)(a2 + bj);
-            S4[3 * n + j] = (REAL)(a3 + bj);
+    REAL *spare = (REAL *)(xs + R * ld);   /* (ld,) REALs past xs: dX of missing rows */
+    for (int64_t i0 = lo; i0 < hi; i0 += R) {
+        int64_t cnt = fbp_min(R, hi - i0);
+        for (int64_t r = 0; r < R; r++) {
+            double *xr = xs + r * ld;
+            const REAL *src = X + (i0 + r) * d;
+            if (r < cnt)
+                for (int64_t k = 0; k < d; k++)
+                    xr[k] = src[k];
+            else
+                memset(xr, 0, (size_t)d * sizeof(double));
         }
-        for (int64_t r = 0; r < 4; r++) {
-            REAL *s = S4 + r * n;
+        memset(accv, 0, (size_t)(R * n * VL) * sizeof(double));
+        for (int64_t k0 = 0; k0 < kw; k0 += FUSED_KT) {
+            int64_t k1 = fbp_min(k0 + FUSED_KT, kw);
+            for (int64_t j = 0; j < n; j += 2) {
+                int64_t j1 = fbp_min(j + 1, n - 1);  /* odd n: the last pair is (j, j) */
+                const double *w0 = Wp + j * ld, *w1 = Wp + j1 * ld;
+                fbp_vd a0[R], a1[R];
+                for (int r = 0; r < R; r++) {
+                    a0[r] = fbp_vload(accv + (r * n + j) * VL);
+                    a1[r] = fbp_vload(accv + (r * n + j1) * VL);
+                }
+                for (int64_t k = k0; k < k1; k += VL) {
+                    fbp_vd u = fbp_vload(w0 + k), v = fbp_vload(w1 + k);
+                    for (int r = 0; r < R; r++) {
+                        fbp_vd xv = fbp_vload(xs + r * ld + k);
+                        a0[r] += xv * u;
+                        a1[r] += xv * v;
+                    }
+                }
+                for (int r = 0; r < R; r++) {
+                    fbp_vstore(accv + (r * n + j) * VL, a0[r]);
+                    fbp_vstore(accv + (r * n + j1) * VL, a1[r]);
+                }
+            }
+        }
+        for (int64_t r = 0; r < R; r++) {
+            REAL *s = S + r * n;
             if (r < cnt) {
                 int64_t i = i0 + r;
+                for (int64_t j = 0; j < n; j++)
+                    s[j] = (REAL)(fbp_vsum(fbp_vload(accv + (r * n + j) * VL))
+                                  + (b ? (double)b[j] : 0.0));
                 double swi = h->sw ? h->sw[i] : 1.0;
                 total += swi * F(head_row)(h, i, s, s, swi * scale, tmp);
                 osum += F(row_weight)(h, i);
-            } else
-                memset(s, 0, (size_t)n * sizeof(REAL));
+            }
+            for (int64_t j = 0; j < n; j++)
+                g[j * R + r] = r < cnt ? (double)s[j] : 0.0;
         }
         for (int64_t j = 0; j < n; j++) {
-            double g0 = S4[j], g1 = S4[n + j], g2 = S4[2 * n + j], g3 = S4[3 * n + j];
-            double *pw = pdW + j * d;
-            pdb[j] += (g0 + g1) + (g2 + g3);
-            for (int64_t k = 0; k < d; k++)
-                pw[k] += (g0 * x0[k] + g1 * x1[k]) + (g2 * x2[k] + g3 * x3[k]);
+            const double *gj = g + j * R;
+            pdb[j] += ((gj[0] + gj[1]) + (gj[2] + gj[3])) + ((gj[4] + gj[5]) + (gj[6] + gj[7]));
         }
-        if (dX)         /* row by row: one accumulator row stays in L1 over the n passes */
-            for (int64_t r = 0; r < cnt; r++) {
-                memset(acc, 0, (size_t)d * sizeof(double));
-                for (int64_t j = 0; j < n; j++) {
-                    double g = S4[r * n + j];
-                    const REAL *wj = W + j * d;
-                    for (int64_t k = 0; k < d; k++)
-                        acc[k] += g * wj[k];
-                }
-                REAL *dx = dX + (i0 + r) * d;
-                for (int64_t k = 0; k < d; k++)
-                    dx[k] = (REAL)acc[k];
+        for (int64_t k = 0; k < kw; k += VL) {
+            fbp_vd xv[R], dx[R];
+            for (int r = 0; r < R; r++) {
+                xv[r] = fbp_vload(xs + r * ld + k);
+                dx[r] = (fbp_vd){0};
             }
+            for (int64_t j = 0; j < n; j++) {
+                const double *gj = g + j * R;
+                fbp_vd w = fbp_vload(Wp + j * ld + k), q[R / 2];
+                for (int r = 0; r < R; r++)
+                    dx[r] += gj[r] * w;
+                for (int r = 0; r < R / 2; r++)   /* a tree, not a chain of 8 dependent FMAs */
+                    q[r] = gj[2 * r] * xv[2 * r] + gj[2 * r + 1] * xv[2 * r + 1];
+                fbp_vstore(pdW + j * ld + k,
+                           fbp_vload(pdW + j * ld + k) + ((q[0] + q[1]) + (q[2] + q[3])));
+            }
+            if (dX) {
+                int64_t m = fbp_min(VL, d - k);
+                for (int r = 0; r < R; r++)     /* missing rows go to the spare row */
+                    F(store_lanes)((r < cnt ? dX + (i0 + r) * d : spare) + k, dx[r], m);
+            }
+        }
     }
     out[0] = total;
     out[1] = osum;
@@ -86,53 +135,52 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     F(head_t) h = {head, y, Z, sw, w, pw, ignore, n, eps, margin, p};
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
     int nb = (int)fbp_min(fbp_min(nblocks, FBP_MAX_BLOCKS), fbp_max(B, 1));
-    /* per block: partials dW (n, d) and db (n,), acc (d,), tmp (n,); S4 (4, n), zero (d,).
-     * Tiny problems use the stack: a malloc and a parallel region would cost more than the
-     * arithmetic (the call's whole budget is a few microseconds). */
-    int64_t nd = n * d, per64 = nd + n + d + n, perR = 4 * n + d;
-    double small64[512], part[2 * FBP_MAX_BLOCKS];
-    REAL smallR[256];
-    int on_stack = nb == 1 && per64 <= 512 && perR <= 256;
-    double *buf64 = on_stack ? small64 : malloc((size_t)(nb * per64) * sizeof(double));
-    REAL *bufR = on_stack ? smallR : malloc((size_t)(nb * perR) * sizeof(REAL));
-    if (!buf64 || !bufR) {
-        if (!on_stack) {
-            free(buf64);
-            free(bufR);
-        }
+    /* Row stride of the double copies: d rounded up to whole vectors, and an odd number of
+     * cache lines, so the FUSED_R rows of xs and the n of Wp and pdW fall in different L1 sets
+     * (at d = 3072, rows 24 KB apart all shared one set: the kernel ran 2.6x slower). */
+    int64_t kw = (d + FBP_VL - 1) / FBP_VL * FBP_VL, ld = kw + ((kw / FBP_VL) % 2 ? 0 : FBP_VL);
+    /* shared: Wp (n, ld); per block: pdW (n, ld), pdb (n,), xs (R + 1, ld), S (R, n) REALs in
+     * doubles, accv (R, n, VL), g (n, R), tmp (n,). Tiny problems use the stack: a malloc and
+     * a parallel region would cost more than the arithmetic (a few microseconds in all). */
+    int64_t nld = n * ld, per = nld + n + (FUSED_R + 1) * ld + FUSED_R * n * (2 + FBP_VL) + n;
+    double small[1024], part[2 * FBP_MAX_BLOCKS];
+    int on_stack = nb == 1 && nld + per <= 1024;
+    double *buf = on_stack ? small : malloc((size_t)(nld + nb * per) * sizeof(double));
+    if (!buf)
         return FBP_ENOMEM;
+    for (int64_t j = 0; j < n; j++) {
+        double *wr = buf + j * ld;
+        for (int64_t k = 0; k < d; k++)
+            wr[k] = W[j * d + k];
+        memset(wr + d, 0, (size_t)(ld - d) * sizeof(double));
     }
-    memset(buf64, 0, (size_t)(nb * per64) * sizeof(double));
-    memset(bufR, 0, (size_t)(nb * perR) * sizeof(REAL));
-    if (nb == 1)
-        F(linear_rows)(&h, X, W, b, scale, 0, B, d, buf64, buf64 + nd, dX, bufR, bufR + 4 * n,
-                       buf64 + nd + n, buf64 + nd + n + d, part);
-    else {
-        #pragma omp parallel for num_threads(nb) schedule(static, 1)
-        for (int t = 0; t < nb; t++) {
-            double *b64 = buf64 + t * per64;
-            REAL *bR = bufR + t * perR;
-            F(linear_rows)(&h, X, W, b, scale, t * B / nb, (t + 1) * B / nb, d, b64, b64 + nd,
-                           dX, bR, bR + 4 * n, b64 + nd + n, b64 + nd + n + d, part + 2 * t);
-        }
+    #pragma omp parallel for num_threads(nb) schedule(static, 1) if (nb > 1)
+    for (int t = 0; t < nb; t++) {
+        double *pb = buf + nld + t * per, *xs = pb + nld + n, *S = xs + (FUSED_R + 1) * ld,
+               *accv = S + FUSED_R * n, *g = accv + FUSED_R * n * FBP_VL, *tmp = g + FUSED_R * n;
+        memset(pb, 0, (size_t)(nld + n) * sizeof(double));
+        for (int r = 0; r < FUSED_R; r++)        /* the padding past d stays 0 */
+            memset(xs + r * ld + d, 0, (size_t)(ld - d) * sizeof(double));
+        F(linear_rows)(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld, pb, pb + nld,
+                       dX, xs, (REAL *)S, accv, g, tmp, part + 2 * t);
     }
     sums[0] = sums[1] = 0.0;
+    double *p0 = buf + nld;
     for (int t = 0; t < nb; t++) {          /* block order: deterministic */
         sums[0] += part[2 * t];
         sums[1] += part[2 * t + 1];
         if (t)
-            for (int64_t q = 0; q < nd + n; q++)
-                buf64[q] += buf64[t * per64 + q];
+            for (int64_t q = 0; q < nld + n; q++)
+                p0[q] += p0[t * per + q];
     }
-    for (int64_t q = 0; q < nd; q++)
-        dW[q] = (REAL)buf64[q];
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t k = 0; k < d; k++)
+            dW[j * d + k] = (REAL)p0[j * ld + k];
     if (db)
         for (int64_t j = 0; j < n; j++)
-            db[j] = (REAL)buf64[nd + j];
-    if (!on_stack) {
-        free(buf64);
-        free(bufR);
-    }
+            db[j] = (REAL)p0[nld + j];
+    if (!on_stack)
+        free(buf);
     return FBP_OK;
 }
 

@@ -74,6 +74,23 @@ def test_backends_match_reference(linear_backend, dtype, rng):
             assert_close(a, c, dtype, case_id((head, spec)))
 
 
+@pytest.mark.parametrize("B, d, n", [(17, 1030, 11), (9, 520, 3), (33, 17, 12), (8, 8, 1)])
+def test_shapes_across_register_blocks_and_k_tiles(B, d, n, linear_backend, dtype, rng):
+    """The C fused rows work on 8 rows x 8 lanes at a time and on k tiles of 512: partial
+    blocks, partial vectors and several tiles, with and without dX."""
+    for head, spec in [("softmax_nll", {"target": "labels"}),
+                       ("multiclass_hinge", {"target": "labels"}), ("l1", {"target": "dense"})]:
+        X, W, b, target, opts = make_linear(head, spec, B, d, max(n, 2), np.float64, rng)
+        want = fastbp.linear_head(X, W, b, target, head, backend="numpy", **opts)
+        X_d, W_d, b_d, t_d = cast_floats(dtype, X, W, b, target)
+        for need_dX in (True, False):
+            got = fastbp.linear_head(X_d, W_d, b_d, t_d, head, need_dX=need_dX,
+                                     backend=linear_backend, **opts)
+            for name in ("loss", "dW", "db") + (("dX",) if need_dX else ()):
+                assert_close(getattr(got, name), getattr(want, name), dtype, f"{head} {name}")
+            assert need_dX or got.dX is None
+
+
 def test_no_bias_and_no_dX(linear_backend, rng):
     X, W, _, y, _ = make_linear("softmax_nll", {"target": "labels"}, 6, 3, 4, np.float64, rng,
                                 bias=False)

@@ -142,16 +142,18 @@ softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nl
 
 # ---------------------------------------------------------------------------- linear + head
 # Crossover between the fused rows and the chunked BLAS path, measured with
-# `python benchmarks/crossover.py c` and on the raw kernels (2 cores, AVX-512, SciPy's OpenBLAS,
-# median us, softmax_nll float64). Unlike Numba's, this chunked path calls BLAS from C with no
-# Python between the products, so it wins from small sizes on: B=64, d=64, n=10 (shape D):
-# chunked 7.7 vs fused 16.1 (2 blocks: 11.7); 64 x 16 x 10: 6.3 vs 8.6. The fused rows win only
-# while W is tiny -- 5 x 4 x 3 (shape T): 0.58 vs 0.73; 1024 x 16 x 10 on two blocks: 81 vs 108.
-# Two blocks beat one from about B*n*d = 2^16 (as for Numba).
-FUSED_MAX_N = 0                      # (the Numba backend's n-specific rule: off here)
-FUSED_MAX_WEIGHTS = 0
-FUSED_ANY_N_WEIGHTS = 256            # n * d
-PARALLEL_MIN_WORK = 1 << 16          # B * n * d
+# `python benchmarks/crossover.py c` (2 cores, AVX-512, SciPy's OpenBLAS, median us,
+# softmax_nll float64). This chunked path calls BLAS from C with no Python between the
+# products, so it wins at small batches and from n = 32 on: B=64, d=64, n=10 (shape D): 13.4
+# either way (one block: 16.0); 8 x 512 x 10: 10.0 vs 12.1; 256 x 512 x 32: 348 vs 350. The
+# register-blocked fused rows on all threads win for n <= 12 once B*n*d reaches 2^18:
+# 256 x 3072 x 10 (shape C): 813 vs 842 (in isolation 480 vs 600); 1024 x 3072 x 10: 2522 vs
+# 4350; 1024 x 64 x 10: 160 vs 178; but 256 x 3072 x 16: 1039 vs 852. Tiny W (n*d <= 256) is
+# fused at any B, on two blocks from B*n*d = 2^16 (1024 x 16 x 3: 96 vs 122 chunked).
+FUSED_ANY_N_WEIGHTS = 256            # n * d: tiny W, always fused
+FUSED_MAX_N = 12                     # else fused on all threads (2 or more): n <= this and
+FUSED_MIN_WORK = 1 << 18             #   B * n * d >= this
+PARALLEL_MIN_WORK = 1 << 16          # B * n * d: two or more blocks
 
 
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
@@ -165,9 +167,11 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     args = ((fb(dW), _NULL if db is None else fb(db), _NULL if dX is None else fb(dX), sums,
              fb(X), fb(W), _NULL if b is None else fb(b))
             + _head_ptrs(t, head, target, options) + (reduction == "mean",))
-    if n * d <= FUSED_ANY_N_WEIGHTS or (n <= FUSED_MAX_N and n * d <= FUSED_MAX_WEIGHTS):
-        threads = _threads[0] if threads is None else threads
-        blocks = 1 if B * n * d < PARALLEL_MIN_WORK or B < 2 * threads else threads
+    threads = _threads[0] if threads is None else threads
+    work = B * n * d
+    if n * d <= FUSED_ANY_N_WEIGHTS or (threads > 1 and n <= FUSED_MAX_N
+                                        and work >= FUSED_MIN_WORK):
+        blocks = 1 if work < PARALLEL_MIN_WORK or B < 2 * threads else threads
         status = t.linear_fused(*args, blocks, B, d, n)
     else:
         chunk = chunk_rows or default_chunk_rows(n, X.dtype.itemsize)
