@@ -2,6 +2,16 @@
  * backward. Matrix products go to SciPy's BLAS (fbp_sgemm / fbp_dgemm), never a hand GEMM. */
 #ifndef REAL
 #include "common.h"
+
+#define FUSED_R 8          /* rows per register block of the fused rows */
+#define FUSED_KT 512       /* k tile of their forward: its rows of x and w stay in L1 */
+
+/* doubles of scratch one block of fused rows needs (carved in linear_rows) */
+static int64_t fused_scratch(int64_t n, int64_t ld)
+{
+    return n * ld + n + (FUSED_R + 1) * ld + FUSED_R * n * (2 + FBP_VL) + n;
+}
+
 #define TEMPLATE_FILE "linear.c"
 #include "template.h"
 #else
@@ -9,9 +19,6 @@
 #include "layer_ops.h"
 
 /* ------------------------------------------------------------------ linear + head, fused */
-
-#define FUSED_R 8          /* rows per register block */
-#define FUSED_KT 512       /* k tile of the forward: its rows of x and w stay in L1 */
 
 /* dst[0 .. m) = v[0 .. m) as REAL (m <= FBP_VL: the last vector of a row may be partial) */
 FBP_INLINE void F(store_lanes)(REAL *dst, fbp_vd v, int64_t m)
@@ -31,19 +38,24 @@ FBP_INLINE void F(store_lanes)(REAL *dst, fbp_vd v, int64_t m)
  *   pdW += sum_r g_r x_r^T, pdb += sum_r g_r, dX_r = W^T g_r
  *                             one pass over k with x_r and dX_r in registers.
  * The rows are first copied to xs in double with row stride ld (see linear_fused), zero past d
- * and for missing rows, so every k loop runs whole vectors. Wp: W the same way; pdW: stride ld.
- * Scratch: xs (FUSED_R + 1, ld), S (FUSED_R, n) REAL, accv (FUSED_R, n) vectors,
- * g (n, FUSED_R), tmp (n,). */
+ * and for missing rows, so every k loop runs whole vectors. Wp: W the same way.
+ * scratch (fused_scratch(n, ld) doubles): the partials pdW (n, ld) and pdb (n,), xs
+ * (FUSED_R + 1, ld), S (FUSED_R, n) REALs, accv (FUSED_R, n) vectors, g (n, FUSED_R), tmp (n,). */
 FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const double *Wp,
                                    const REAL *b, double scale, int64_t lo, int64_t hi,
-                                   int64_t d, int64_t ld, double *pdW, double *pdb, REAL *dX,
-                                   double *xs, REAL *S, double *accv, double *g, double *tmp,
+                                   int64_t d, int64_t ld, double *scratch, REAL *dX,
                                    double *out)
 {
     enum { R = FUSED_R, VL = FBP_VL };
     int64_t n = h->n, kw = (d + VL - 1) / VL * VL;
+    double *pdW = scratch, *pdb = pdW + n * ld, *xs = pdb + n, *accv = xs + (R + 1) * ld + R * n,
+           *g = accv + R * n * VL, *tmp = g + R * n;
+    REAL *S = (REAL *)(xs + (R + 1) * ld), *spare = (REAL *)(xs + R * ld); /* spare: dX of
+                                                                             missing rows */
     double total = 0.0, osum = 0.0;
-    REAL *spare = (REAL *)(xs + R * ld);   /* (ld,) REALs past xs: dX of missing rows */
+    memset(pdW, 0, (size_t)(n * ld + n) * sizeof(double));
+    for (int r = 0; r < R; r++)            /* the padding past d stays 0 */
+        memset(xs + r * ld + d, 0, (size_t)(ld - d) * sizeof(double));
     for (int64_t i0 = lo; i0 < hi; i0 += R) {
         int64_t cnt = fbp_min(R, hi - i0);
         for (int64_t r = 0; r < R; r++) {
@@ -139,10 +151,9 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
      * cache lines, so the FUSED_R rows of xs and the n of Wp and pdW fall in different L1 sets
      * (at d = 3072, rows 24 KB apart all shared one set: the kernel ran 2.6x slower). */
     int64_t kw = (d + FBP_VL - 1) / FBP_VL * FBP_VL, ld = kw + ((kw / FBP_VL) % 2 ? 0 : FBP_VL);
-    /* shared: Wp (n, ld); per block: pdW (n, ld), pdb (n,), xs (R + 1, ld), S (R, n) REALs in
-     * doubles, accv (R, n, VL), g (n, R), tmp (n,). Tiny problems use the stack: a malloc and
-     * a parallel region would cost more than the arithmetic (a few microseconds in all). */
-    int64_t nld = n * ld, per = nld + n + (FUSED_R + 1) * ld + FUSED_R * n * (2 + FBP_VL) + n;
+    /* Wp (n, ld), then one linear_rows scratch per block. Tiny problems use the stack: a
+     * malloc would cost more than their arithmetic (a few microseconds in all). */
+    int64_t nld = n * ld, per = fused_scratch(n, ld);
     double small[1024], part[2 * FBP_MAX_BLOCKS];
     int on_stack = nb == 1 && nld + per <= 1024;
     double *buf = on_stack ? small : malloc((size_t)(nld + nb * per) * sizeof(double));
@@ -154,15 +165,13 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
             wr[k] = W[j * d + k];
         memset(wr + d, 0, (size_t)(ld - d) * sizeof(double));
     }
-    #pragma omp parallel for num_threads(nb) schedule(static, 1) if (nb > 1)
-    for (int t = 0; t < nb; t++) {
-        double *pb = buf + nld + t * per, *xs = pb + nld + n, *S = xs + (FUSED_R + 1) * ld,
-               *accv = S + FUSED_R * n, *g = accv + FUSED_R * n * FBP_VL, *tmp = g + FUSED_R * n;
-        memset(pb, 0, (size_t)(nld + n) * sizeof(double));
-        for (int r = 0; r < FUSED_R; r++)        /* the padding past d stays 0 */
-            memset(xs + r * ld + d, 0, (size_t)(ld - d) * sizeof(double));
-        F(linear_rows)(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld, pb, pb + nld,
-                       dX, xs, (REAL *)S, accv, g, tmp, part + 2 * t);
+    if (nb == 1)    /* no parallel region: entering one costs more than a tiny call's work */
+        F(linear_rows)(&h, X, buf, b, scale, 0, B, d, ld, buf + nld, dX, part);
+    else {
+        #pragma omp parallel for num_threads(nb) schedule(static, 1)
+        for (int t = 0; t < nb; t++)
+            F(linear_rows)(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld,
+                           buf + nld + t * per, dX, part + 2 * t);
     }
     sums[0] = sums[1] = 0.0;
     double *p0 = buf + nld;

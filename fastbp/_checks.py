@@ -372,9 +372,9 @@ def _fast_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
 
 
 def _own_buffer(arr, like, dt):
-    """arr owns its memory and is a C-ordered array like ``like`` (None: not expected)."""
+    """arr owns its memory and is a writeable C-ordered array like ``like`` (None: not expected)."""
     return (like is not None and arr.__class__ is np.ndarray and arr.base is None
-            and arr.dtype is dt and arr.shape == like.shape and arr.flags.c_contiguous)
+            and arr.dtype is dt and arr.shape == like.shape and arr.flags.carray)
 
 
 def check_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):

@@ -151,6 +151,15 @@ def test_nothing_is_written_on_error(backend):
     np.testing.assert_array_equal(dW, 7.0)
 
 
+@pytest.mark.parametrize("name", ["dW", "db", "dX"])
+def test_read_only_out_buffers_are_refused(name, backend):
+    bufs = {"dW": np.zeros(W.shape), "db": np.zeros(b.shape), "dX": np.zeros(X.shape)}
+    bufs[name].flags.writeable = False
+    with pytest.raises(ValueError, match=f"out.{name} must be writeable"):
+        fastbp.linear_head(X, W, b, y, out=fastbp.Grads(None, *bufs.values()), backend=backend)
+    np.testing.assert_array_equal(bufs[name], 0.0)
+
+
 def test_array_likes_read_only_and_strided_inputs_are_accepted(backend):
     base = np.arange(24, dtype=float).reshape(4, 6) / 10
     strided = base[:, ::2]
