@@ -363,17 +363,21 @@ def _fast_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
                 and dW is not db and (dX is None or (dX is not dW and dX is not db))):
             return None
         for a in (X, W, target, b):
-            owner = a if a is None or a.base is None else a.base
-            if owner is not None and (owner is dW or owner is db or owner is dX
-                                      or owner.__class__ is not nd or owner.base is not None):
-                return None
+            if a is not None:
+                owner = a.base
+                if owner is None:
+                    owner = a
+                elif owner.__class__ is not nd or owner.base is not None:
+                    return None
+                if owner is dW or owner is db or owner is dX:
+                    return None
         bufs = {"dW": dW, "db": db, "dX": dX}
     return X, W, b, target, head, DEFAULT_OPTIONS[head], "mean", need_dX, None, bufs
 
 
-def _own_buffer(arr, like, dt):
+def _own_buffer(arr, like, dt, nd=np.ndarray):
     """arr owns its memory and is a writeable C-ordered array like ``like`` (None: not expected)."""
-    return (like is not None and arr.__class__ is np.ndarray and arr.base is None
+    return (like is not None and arr.__class__ is nd and arr.base is None
             and arr.dtype is dt and arr.shape == like.shape and arr.flags.carray)
 
 

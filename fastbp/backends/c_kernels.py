@@ -68,10 +68,12 @@ def _check(status, kernel):
 
 
 class _Typed:
-    """The kernels of one dtype and ``fb(array)``, its typed pointer (no copy)."""
+    """The kernels of one dtype and ``fb(array)``, its typed pointer (no copy); ``ty``, that
+    pointer's type (``ffi.from_buffer(ty, a)`` directly skips the partial's call)."""
 
     def __init__(self, ctype, suffix):
-        self.fb = functools.partial(ffi.from_buffer, ffi.typeof(ctype + "[]"))
+        self.ty = ffi.typeof(ctype + "[]")
+        self.fb = functools.partial(ffi.from_buffer, self.ty)
         self.ptrs = ffi.typeof(ctype + " *[]")
         for kernel in ("heads", "linear_fused", "linear_chunked", "linear_act_forward",
                        "linear_act_backward", "mlp_step"):
@@ -96,22 +98,25 @@ def _labels(a):
 _sums = functools.partial(ffi.new, "double[2]")
 
 
-# The head arguments after the target pointers of a call with every option at its default
-# (sw, w, pw NULL; ignore_index, label_smoothing, margin, p), and its code, per head and target
-# ndim: built once (the path of every tiny call).
-_DEFAULT_ARGS = {(name, ndim): (args[0], (_NULL, _NULL, _NULL, *args[6:]))
-                 for name, opts in DEFAULT_OPTIONS.items() for ndim in (1, 2)
-                 for args in [head_args(name, np.empty((0,) * ndim), opts)]}
+# The head arguments of a call with every option at its default, per head and target ndim:
+# code, then (after the target pointers) sw, w, pw NULL and ignore_index, label_smoothing,
+# margin, p -- built once (the path of every tiny call).
+_DEFAULT_ARGS = [{name: (args[0], (_NULL, _NULL, _NULL, *args[6:]))
+                  for name, opts in DEFAULT_OPTIONS.items()
+                  for args in [head_args(name, np.empty((0,) * ndim), opts)]}
+                 for ndim in (0, 1, 2)]
+_I64 = ffi.typeof("int64_t[]")
+_fb = ffi.from_buffer
 
 
 def _head_ptrs(t, name, target, options):
     """The head arguments of every C kernel (written out: this runs on every tiny call)."""
     if options is DEFAULT_OPTIONS[name]:
-        if target.ndim == 1:
-            code, tail = _DEFAULT_ARGS[name, 1]
-            return (code, _fb_i64(target), _NULL) + tail
-        code, tail = _DEFAULT_ARGS[name, 2]
-        return (code, _NULL, t.fb(target)) + tail
+        ndim = target.ndim
+        code, tail = _DEFAULT_ARGS[ndim][name]
+        if ndim == 1:
+            return (code, _fb(_I64, target), _NULL, *tail)
+        return (code, _NULL, _fb(t.ty, target), *tail)
     code, y, Z, sw, w, pw, *scalars = head_args(name, target, options)
     fb = t.fb
     return (code, _labels(y), _NULL if Z is None else fb(Z),
@@ -162,11 +167,12 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     a BLAS-driven network)."""
     (B, d), n = X.shape, W.shape[0]
     t = _T[X.dtype]
-    fb = t.fb
+    ty = t.ty
     sums = _sums()
-    args = ((fb(dW), _NULL if db is None else fb(db), _NULL if dX is None else fb(dX), sums,
-             fb(X), fb(W), _NULL if b is None else fb(b))
-            + _head_ptrs(t, head, target, options) + (reduction == "mean",))
+    args = (_fb(ty, dW), _NULL if db is None else _fb(ty, db),
+            _NULL if dX is None else _fb(ty, dX), sums, _fb(ty, X), _fb(ty, W),
+            _NULL if b is None else _fb(ty, b), *_head_ptrs(t, head, target, options),
+            reduction == "mean")
     threads = _threads[0] if threads is None else threads
     work = B * n * d
     if n * d <= FUSED_ANY_N_WEIGHTS or (threads > 1 and n <= FUSED_MAX_N

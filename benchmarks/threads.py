@@ -1,0 +1,70 @@
+"""fastbp's parallel kernels called alone and right after a NumPy matmul, per OpenMP wait setting.
+
+    python benchmarks/threads.py
+
+After a BLAS call, OpenBLAS's threads spin for a while; OpenMP threads that spin too then wait
+for a core a whole time slice. Each setting runs in a fresh process (libgomp reads its
+environment once, when it loads): libgomp's default spin (GOMP_SPINCOUNT=300000), fastbp's
+default (GOMP_SPINCOUNT=1000, set by fastbp/_dispatch.py when the user set no policy), and
+OMP_WAIT_POLICY=passive. Prints the median microseconds of 300 calls.
+"""
+import os
+import subprocess
+import sys
+
+SETTINGS = [("libgomp default spin", {"GOMP_SPINCOUNT": "300000"}),
+            ("fastbp default", {}),
+            ("passive", {"OMP_WAIT_POLICY": "passive"})]
+
+
+def child():
+    import statistics
+    import time
+
+    import numpy as np
+
+    import fastbp
+    from fastbp.presets import linear_data
+
+    fastbp.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    S, Z = rng.standard_normal((256, 1000)), rng.standard_normal((256, 1000))
+    X, W, b, y = linear_data("C")
+    Xs, Ws = rng.standard_normal((1024, 16)), rng.standard_normal((10, 16))
+    ys = rng.integers(0, 10, 1024)
+    A = rng.random((256, 256))
+    cases = [("c: l1 head, 256 x 1000", lambda: fastbp.l1(S, Z, backend="c")),
+             ("c: linear_head C shape", lambda: fastbp.linear_head(X, W, b, y, backend="c")),
+             ("numba: linear_head 1024 x 16 x 10",
+              lambda: fastbp.linear_head(Xs, Ws, None, ys, backend="numba"))]
+    for name, f in cases:
+        for after_matmul in (False, True):
+            f()
+            times = []
+            for _ in range(300):
+                if after_matmul:
+                    A @ A
+                t0 = time.perf_counter()
+                f()
+                times.append(time.perf_counter() - t0)
+            print(f"{name}\t{'after a matmul' if after_matmul else 'alone'}\t"
+                  f"{1e6 * statistics.median(times):.0f}", flush=True)
+
+
+def main():
+    rows = {}
+    for label, env in SETTINGS:
+        full = {k: v for k, v in os.environ.items()
+                if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+        out = subprocess.run([sys.executable, __file__, "--child"], env={**full, **env},
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            case, when, us = line.split("\t")
+            rows.setdefault((case, when), []).append(us)
+    print(f"{'call':36s} {'when':15s}" + "".join(f"{label:>22s}" for label, _ in SETTINGS))
+    for (case, when), values in rows.items():
+        print(f"{case:36s} {when:15s}" + "".join(f"{v + ' us':>22s}" for v in values))
+
+
+if __name__ == "__main__":
+    child() if sys.argv[1:] == ["--child"] else main()
