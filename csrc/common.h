@@ -52,12 +52,8 @@ FBP_INLINE double fbp_vsum(fbp_vd v)
 }
 
 /* ---- runtime (runtime.c) */
-typedef void (*fbp_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *,
-                            double *, int *, double *, double *, int *);
-typedef void (*fbp_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *,
-                            float *, int *, float *, float *, int *);
-extern fbp_sgemm_t fbp_sgemm;
-extern fbp_dgemm_t fbp_dgemm;
+extern void *fbp_sgemm, *fbp_dgemm;     /* Fortran ?gemm (layer_ops.h casts them) */
+extern int fbp_blas_ilp64;                 /* their integers are int64_t, else int */
 int fbp_threads(void);             /* the set_num_threads value (>= 1) */
 
 static inline int fbp_fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }

@@ -24,7 +24,7 @@ enum { FBP_SIGMOID, FBP_TANH, FBP_RELU, FBP_LEAKY, FBP_ELU, FBP_MAXOUT, FBP_IDEN
 enum { FBP_SGD, FBP_ADAM };
 
 /* runtime: SciPy's ?gemm (Fortran interface) from scipy.linalg.cython_blas; OpenMP threads */
-void fbp_set_blas(void *sgemm, void *dgemm);
+void fbp_set_blas(void *sgemm, void *dgemm, int ilp64);
 void fbp_set_num_threads(int n);
 
 /* A head on scores S (B, n): dS (B, n, may be S) = gradient; loss_rows (B,) or NULL = weighted

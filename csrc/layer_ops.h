@@ -2,11 +2,16 @@
  * the GEMM wrapper and the activation epilogues. */
 
 #undef FBP_GEMM
+#undef FBP_GEMM_T
 #if FBP_DOUBLE
 #define FBP_GEMM fbp_dgemm
 #else
 #define FBP_GEMM fbp_sgemm
 #endif
+
+/* Fortran ?gemm with int (LP64) or int64_t (ILP64) integer arguments */
+#define FBP_GEMM_T(INT) void (*)(char *, char *, INT *, INT *, INT *, REAL *, REAL *, INT *, \
+                                 REAL *, INT *, REAL *, REAL *, INT *)
 
 /* C (M, N) = op(A) op(B) + beta C on row-major arrays with row lengths lda, ldb (ta, tb: use
  * the transpose). BLAS is column-major, so it computes C^T = op(B)^T op(A)^T. The callers have
@@ -22,10 +27,17 @@ static void F(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, const REAL 
         return;
     }
     char TA = ta ? 'T' : 'N', TB = tb ? 'T' : 'N';
-    int m = (int)N, n = (int)M, k = (int)K, la = (int)fbp_max(1, lda),
-        lb = (int)fbp_max(1, ldb), lc = (int)N;
     REAL one = 1;
-    FBP_GEMM(&TB, &TA, &m, &n, &k, &one, (REAL *)B, &lb, (REAL *)A, &la, &beta, C, &lc);
+    if (fbp_blas_ilp64) {
+        int64_t m = N, n = M, k = K, la = fbp_max(1, lda), lb = fbp_max(1, ldb), lc = N;
+        ((FBP_GEMM_T(int64_t))FBP_GEMM)(&TB, &TA, &m, &n, &k, &one, (REAL *)B, &lb, (REAL *)A,
+                                        &la, &beta, C, &lc);
+    } else {
+        int m = (int)N, n = (int)M, k = (int)K, la = (int)fbp_max(1, lda),
+            lb = (int)fbp_max(1, ldb), lc = (int)N;
+        ((FBP_GEMM_T(int))FBP_GEMM)(&TB, &TA, &m, &n, &k, &one, (REAL *)B, &lb, (REAL *)A, &la,
+                                    &beta, C, &lc);
+    }
 }
 
 /* The body (__VA_ARGS__) once per activation, with ACT a compile-time constant: the switch sits

@@ -5,16 +5,18 @@
 #include <omp.h>
 #endif
 
-fbp_sgemm_t fbp_sgemm = NULL;
-fbp_dgemm_t fbp_dgemm = NULL;
+void *fbp_sgemm = NULL, *fbp_dgemm = NULL;
+int fbp_blas_ilp64 = 0;
 static int threads = 0;           /* 0: OpenMP's default (one per core) */
 
-/* SciPy's ?gemm from scipy.linalg.cython_blas (the OpenBLAS NumPy and Numba use too); set once
- * by fastbp/backends/c_kernels.py at import. */
-void fbp_set_blas(void *sgemm, void *dgemm)
+/* The Fortran ?gemm the kernels call, set once by fastbp/backends/c_kernels.py at import:
+ * NumPy's own OpenBLAS (ILP64: 64-bit integer arguments) where found, else SciPy's from
+ * scipy.linalg.cython_blas (32-bit integers). */
+void fbp_set_blas(void *sgemm, void *dgemm, int ilp64)
 {
-    fbp_sgemm = (fbp_sgemm_t)sgemm;
-    fbp_dgemm = (fbp_dgemm_t)dgemm;
+    fbp_sgemm = sgemm;
+    fbp_dgemm = dgemm;
+    fbp_blas_ilp64 = ilp64;
 }
 
 /* Kept here and passed to every parallel region's num_threads (omp_set_num_threads would only

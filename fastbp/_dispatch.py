@@ -29,22 +29,10 @@ _default = {"name": os.environ.get("FASTBP_BACKEND", "auto"), "source": "FASTBP_
 _override = contextvars.ContextVar("fastbp_backend", default=None)   # use_backend, per context
 
 
-# OpenMP threads (libgomp's: the C backend's and Numba's) spin up to 300,000 times waiting for
-# the next parallel region by default. Next to BLAS that is a fight for the cores: right after a
-# numpy matmul (OpenBLAS's threads then spin too) a C head of 37 us took 3.9-7.8 ms, a time
-# slice (`python benchmarks/threads.py`). 1000 spins (~20 us here) still bridge back-to-back
-# calls (no cost measured) and then yield: 51 us after the matmul. OMP_WAIT_POLICY=passive
-# cost 50 us per call instead. libgomp reads this once, when it loads: so before the first
-# compiled backend loads, and only if the user chose no policy.
-_GOMP_SPINCOUNT = "1000"
-
-
 def _load(name):
     if name in _modules:
         return _modules[name]
     if name not in _why_not:
-        if "OMP_WAIT_POLICY" not in os.environ:
-            os.environ.setdefault("GOMP_SPINCOUNT", _GOMP_SPINCOUNT)
         try:
             module = importlib.import_module(_REGISTRY[name])
         except Exception as exc:  # a backend that cannot load is only absent, never fatal
@@ -125,6 +113,8 @@ def use_backend(name):
 
 def backend_module(name=None):
     """The module that runs a call: ``name`` (validated) or the current default."""
+    if name.__class__ is str and name in _modules:      # a loaded backend's name: done
+        return _modules[name]
     return _modules[get_backend() if name is None else _resolve(name)]
 
 

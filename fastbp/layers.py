@@ -15,6 +15,9 @@ class Grads(NamedTuple):
     dX: Optional[np.ndarray]
 
 
+_new_grads = tuple.__new__
+
+
 def _buffer(given, like, wanted=True):
     if not wanted or like is None:
         return None
@@ -39,7 +42,7 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
     dX = None if not need_dX else (np.empty_like(X) if bufs["dX"] is None else bufs["dX"])
     loss = backend_module(backend).linear_head(X, W, b, target, head, opts, reduction,
                                                chunk_rows, dW, db, dX)
-    return Grads(loss, dW, db, dX)
+    return _new_grads(Grads, (loss, dW, db, dX))      # Grads(...) without its Python __new__
 
 
 def linear_act_forward(X, W, b, activation, *, alpha=None, backend=None):

@@ -7,9 +7,9 @@ module raises ImportError and ``"c"`` is only absent from ``fastbp.available_bac
 
 Arrays cross without copies (``ffi.from_buffer`` on arrays ``fastbp._checks`` validated: C
 order, one float dtype, intp labels in range); cffi releases the GIL during each call. The C
-kernels call SciPy's BLAS through the ``?gemm`` pointers of ``scipy.linalg.cython_blas``
-(the OpenBLAS NumPy and Numba use: ``set_num_threads`` limits it through threadpoolctl) and run
-their own loops on OpenMP threads (``set_num_threads`` below). Who owns the cores is the Numba
+kernels call NumPy's own OpenBLAS (``_numpy_gemms``), or else SciPy's through the ``?gemm``
+pointers of ``scipy.linalg.cython_blas`` (``set_num_threads`` limits both through
+threadpoolctl), and run their own loops on OpenMP threads (``set_num_threads`` below). Who owns the cores is the Numba
 backend's rule: a kernel with a BLAS call inside runs its own loops on one thread.
 """
 import ctypes
@@ -45,8 +45,39 @@ def _capsule_address(name):
     return api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
 
 
-lib.fbp_set_blas(ffi.cast("void *", _capsule_address("sgemm")),
-                 ffi.cast("void *", _capsule_address("dgemm")))
+def _numpy_gemms():
+    """The (sgemm, dgemm) addresses of NumPy's own OpenBLAS when it is the scipy-openblas64
+    build NumPy's wheels bundle (ILP64: symbols scipy_?gemm_64_), else None.
+
+    Its GEMMs are preferred over SciPy's: OpenBLAS's threads spin for a while after each call,
+    so two OpenBLAS copies in one process fight for the cores -- a chunked C call took 4.6 ms
+    instead of 0.6 right after a NumPy matmul. Sharing NumPy's copy keeps one pool between the
+    user's matmuls and these kernels (`python benchmarks/threads.py`)."""
+    import pathlib
+
+    import threadpoolctl
+    # wheels put it in numpy.libs/ beside the package (Linux, Windows) or in numpy/.dylibs
+    # (macOS): both paths start with the package's
+    numpy_dir = str(pathlib.Path(np.__file__).resolve().parent)
+    for info in threadpoolctl.threadpool_info():
+        path = info.get("filepath") or ""
+        if info.get("internal_api") != "openblas" or not path.startswith(numpy_dir):
+            continue
+        try:
+            blas = ctypes.CDLL(path)
+            return tuple(ctypes.cast(getattr(blas, f"scipy_{t}gemm_64_"), ctypes.c_void_p).value
+                         for t in "sd")
+        except (OSError, AttributeError):
+            return None
+    return None
+
+
+_gemms = _numpy_gemms()
+if _gemms is None:
+    lib.fbp_set_blas(ffi.cast("void *", _capsule_address("sgemm")),
+                     ffi.cast("void *", _capsule_address("dgemm")), 0)
+else:
+    lib.fbp_set_blas(ffi.cast("void *", _gemms[0]), ffi.cast("void *", _gemms[1]), 1)
 _threads = [get_num_threads()]        # the fused path's row blocks (one per thread)
 
 
