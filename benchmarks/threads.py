@@ -6,7 +6,9 @@ After a BLAS call, OpenBLAS's threads spin for a while; OpenMP threads that spin
 for a core a whole time slice. Each setting runs in a fresh process (libgomp reads its
 environment once, when it loads): libgomp's default spin (GOMP_SPINCOUNT=300000), fastbp's
 default (GOMP_SPINCOUNT=1000, set by fastbp/_dispatch.py when the user set no policy), and
-OMP_WAIT_POLICY=passive. Prints the median microseconds of 300 calls.
+OMP_WAIT_POLICY=passive. The last two rows run the C backend's BLAS path with its GEMMs in
+NumPy's OpenBLAS (the default) or in SciPy's, a second OpenBLAS copy whose threads fight
+NumPy's. Prints the median microseconds of 300 calls.
 """
 import os
 import subprocess
@@ -33,11 +35,22 @@ def child():
     Xs, Ws = rng.standard_normal((1024, 16)), rng.standard_normal((10, 16))
     ys = rng.integers(0, 10, 1024)
     A = rng.random((256, 256))
-    cases = [("c: l1 head, 256 x 1000", lambda: fastbp.l1(S, Z, backend="c")),
-             ("c: linear_head C shape", lambda: fastbp.linear_head(X, W, b, y, backend="c")),
-             ("numba: linear_head 1024 x 16 x 10",
-              lambda: fastbp.linear_head(Xs, Ws, None, ys, backend="numba"))]
-    for name, f in cases:
+    Xm, Wm, ym = rng.standard_normal((256, 512)), rng.standard_normal((32, 512)), y % 32
+    from fastbp.backends import c_kernels
+
+    def chunked():                 # the C backend's BLAS path
+        return fastbp.linear_head(Xm, Wm, None, ym, backend="c")
+
+    # (name, the C kernels' GEMMs in NumPy's OpenBLAS or SciPy's, call)
+    cases = [("c: l1 head, 256 x 1000", True, lambda: fastbp.l1(S, Z, backend="c")),
+             ("c: linear_head C shape", True,
+              lambda: fastbp.linear_head(X, W, b, y, backend="c")),
+             ("numba: linear_head 1024 x 16 x 10", True,
+              lambda: fastbp.linear_head(Xs, Ws, None, ys, backend="numba")),
+             ("c: linear_head 256x512x32, NumPy BLAS", True, chunked),
+             ("c: linear_head 256x512x32, SciPy BLAS", False, chunked)]
+    for name, numpy_blas, f in cases:
+        c_kernels.set_blas(numpy=numpy_blas)
         for after_matmul in (False, True):
             f()
             times = []
@@ -61,9 +74,9 @@ def main():
         for line in out.splitlines():
             case, when, us = line.split("\t")
             rows.setdefault((case, when), []).append(us)
-    print(f"{'call':36s} {'when':15s}" + "".join(f"{label:>22s}" for label, _ in SETTINGS))
+    print(f"{'call':40s} {'when':15s}" + "".join(f"{label:>22s}" for label, _ in SETTINGS))
     for (case, when), values in rows.items():
-        print(f"{case:36s} {when:15s}" + "".join(f"{v + ' us':>22s}" for v in values))
+        print(f"{case:40s} {when:15s}" + "".join(f"{v + ' us':>22s}" for v in values))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fastbp
+from cases import assert_close, cast_floats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +57,30 @@ def test_install_without_a_compiler_drops_only_the_c_backend(tmp_path):
         text=True, timeout=300)
     assert probe.returncode == 0, probe.stderr
     assert "'c' is unavailable" in probe.stdout and "was not built" in probe.stdout
+
+
+@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
+@pytest.mark.parametrize("numpy_blas", [True, False])
+def test_c_gemms_through_numpys_or_scipys_openblas(numpy_blas):
+    """Both BLAS bindings (ILP64 NumPy, LP64 SciPy) give the reference's numbers."""
+    from fastbp.backends import c_kernels
+    rng = np.random.default_rng(0)
+    X, W, b = rng.standard_normal((70, 33)), rng.standard_normal((40, 33)), np.zeros(40)
+    y = rng.integers(0, 40, 70)
+    params = [(rng.standard_normal((20, 33)), np.zeros(20)), (W[:, :20].copy(), b)]
+    try:
+        c_kernels.set_blas(numpy=numpy_blas)
+        assert c_kernels.BLAS == "scipy" or numpy_blas   # NumPy's, where NumPy bundles it
+        want = fastbp.linear_head(X, W, b, y, backend="numpy")
+        for dtype in (np.dtype(np.float64), np.dtype(np.float32)):
+            got = fastbp.linear_head(*cast_floats(dtype, X, W, b), y, chunk_rows=16, backend="c")
+            for g, w in zip(got, want):
+                assert_close(g, w, dtype)
+        loss, grads = fastbp.mlp_loss_grad(X, params, y, backend="c")
+        want_loss, want_grads = fastbp.mlp_loss_grad(X, params, y, backend="numpy")
+        assert_close(loss, want_loss, X.dtype)
+        for got_pair, want_pair in zip(grads, want_grads):
+            for g, w in zip(got_pair, want_pair):
+                assert_close(g, w, X.dtype)
+    finally:
+        c_kernels.set_blas()

@@ -50,9 +50,9 @@ def _numpy_gemms():
     build NumPy's wheels bundle (ILP64: symbols scipy_?gemm_64_), else None.
 
     Its GEMMs are preferred over SciPy's: OpenBLAS's threads spin for a while after each call,
-    so two OpenBLAS copies in one process fight for the cores -- a chunked C call took 4.6 ms
-    instead of 0.6 right after a NumPy matmul. Sharing NumPy's copy keeps one pool between the
-    user's matmuls and these kernels (`python benchmarks/threads.py`)."""
+    so two OpenBLAS copies in one process fight for the cores: with SciPy's, a 0.2-0.3 ms
+    chunked call took 4 ms right after a NumPy matmul (`python benchmarks/threads.py`). NumPy's
+    copy keeps one pool between the user's matmuls and these kernels."""
     import pathlib
 
     import threadpoolctl
@@ -72,12 +72,21 @@ def _numpy_gemms():
     return None
 
 
-_gemms = _numpy_gemms()
-if _gemms is None:
-    lib.fbp_set_blas(ffi.cast("void *", _capsule_address("sgemm")),
-                     ffi.cast("void *", _capsule_address("dgemm")), 0)
-else:
-    lib.fbp_set_blas(ffi.cast("void *", _gemms[0]), ffi.cast("void *", _gemms[1]), 1)
+def set_blas(numpy=True):
+    """Point the C kernels at NumPy's OpenBLAS (if found) or at SciPy's, and set ``BLAS`` to
+    which ("numpy" or "scipy"). Called at import; tests and benchmarks/threads.py call it too."""
+    global BLAS
+    gemms = _numpy_gemms() if numpy else None
+    if gemms is None:
+        lib.fbp_set_blas(ffi.cast("void *", _capsule_address("sgemm")),
+                         ffi.cast("void *", _capsule_address("dgemm")), 0)
+        BLAS = "scipy"
+    else:
+        lib.fbp_set_blas(ffi.cast("void *", gemms[0]), ffi.cast("void *", gemms[1]), 1)
+        BLAS = "numpy"
+
+
+set_blas()
 _threads = [get_num_threads()]        # the fused path's row blocks (one per thread)
 
 
