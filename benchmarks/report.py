@@ -178,7 +178,9 @@ def main():
             f"{k} {v}" for k, v in run["fastbp"]["versions"].items()),
         f"- threads: {run['fastbp']['threads']}; BLAS: " + "; ".join(
             f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['num_threads']} "
-            f"threads)" for b in run["fastbp"]["blas"]),
+            f"threads)" for b in run["fastbp"]["blas"])
+        + (f"; the C backend's GEMMs in {run['fastbp']['c_blas']}'s"
+           if run["fastbp"].get("c_blas") else ""),
         f"- run at {run['datetime']}",
         "",
         "## Targets of the Numba backend, C backend and training issues",

@@ -37,5 +37,7 @@ def info():
         "threads": _dispatch.get_num_threads(),
         "blas": [{k: lib.get(k) for k in ("internal_api", "version", "num_threads", "filepath")}
                  for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas"],
+        # whose OpenBLAS the C backend's GEMMs run in ("numpy" or "scipy"), if it is loaded
+        "c_blas": getattr(_dispatch._modules.get("c"), "BLAS", None),
         "cpu": _cpu_features(),
     }

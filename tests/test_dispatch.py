@@ -89,6 +89,8 @@ def test_info_reports_the_machine():
     assert info["threads"] == fastbp.get_num_threads()
     for key in ("python", "blas", "cpu", "default_backend", "unavailable"):
         assert key in info
+    if "c" in info["backends"]:
+        assert info["c_blas"] in ("numpy", "scipy")
 
 
 
