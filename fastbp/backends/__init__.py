@@ -9,8 +9,8 @@ import os
 # numpy matmul (OpenBLAS's threads then spin too) a C head of 37 us took 3.9-7.8 ms, a time
 # slice (`python benchmarks/threads.py`). 1000 spins (~20 us here) still bridge back-to-back
 # calls (no cost measured) and then yield: 50-150 us after the matmul. OMP_WAIT_POLICY=passive
-# would cost 50 us on every call instead. libgomp reads this once, when it loads: so before the first
-# compiled backend loads (this package is imported first), and only if the user chose no
+# would cost 50 us on every call instead. libgomp reads this once, when it loads: so before the
+# first compiled backend loads (this package is imported first), and only if the user chose no
 # policy.
 _GOMP_SPINCOUNT = "1000"
 if "OMP_WAIT_POLICY" not in os.environ:

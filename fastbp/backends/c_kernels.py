@@ -9,8 +9,9 @@ Arrays cross without copies (``ffi.from_buffer`` on arrays ``fastbp._checks`` va
 order, one float dtype, intp labels in range); cffi releases the GIL during each call. The C
 kernels call NumPy's own OpenBLAS (``_numpy_gemms``), or else SciPy's through the ``?gemm``
 pointers of ``scipy.linalg.cython_blas`` (``set_num_threads`` limits both through
-threadpoolctl), and run their own loops on OpenMP threads (``set_num_threads`` below). Who owns the cores is the Numba
-backend's rule: a kernel with a BLAS call inside runs its own loops on one thread.
+threadpoolctl), and run their own loops on OpenMP threads (``set_num_threads`` below). Who owns
+the cores is the Numba backend's rule: a kernel with a BLAS call inside runs its own loops on
+one thread.
 """
 import ctypes
 import functools
@@ -127,12 +128,13 @@ class _Typed:
 _NULL = ffi.NULL
 _T = {np.dtype(np.float64): _Typed("double", "f64"), np.dtype(np.float32): _Typed("float", "f32")}
 _F64 = _T[np.dtype(np.float64)]
-_fb_i64 = functools.partial(ffi.from_buffer, ffi.typeof("int64_t[]"))
+_fb = ffi.from_buffer
+_I64 = ffi.typeof("int64_t[]")
 
 
 def _labels(a):
     """intp labels or maxout winners: a pointer, or NULL for None."""
-    return _NULL if a is None else _fb_i64(a)
+    return _NULL if a is None else _fb(_I64, a)
 
 
 _sums = functools.partial(ffi.new, "double[2]")
@@ -141,12 +143,10 @@ _sums = functools.partial(ffi.new, "double[2]")
 # The head arguments of a call with every option at its default, per head and target ndim:
 # code, then (after the target pointers) sw, w, pw NULL and ignore_index, label_smoothing,
 # margin, p -- built once (the path of every tiny call).
-_DEFAULT_ARGS = [{name: (args[0], (_NULL, _NULL, _NULL, *args[6:]))
-                  for name, opts in DEFAULT_OPTIONS.items()
-                  for args in [head_args(name, np.empty((0,) * ndim), opts)]}
-                 for ndim in (0, 1, 2)]
-_I64 = ffi.typeof("int64_t[]")
-_fb = ffi.from_buffer
+_DEFAULT_ARGS = {ndim: {name: (args[0], (_NULL, _NULL, _NULL, *args[6:]))
+                        for name, opts in DEFAULT_OPTIONS.items()
+                        for args in [head_args(name, np.empty((0,) * ndim), opts)]}
+                 for ndim in (1, 2)}
 
 
 def _head_ptrs(t, name, target, options):
@@ -187,14 +187,15 @@ softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nl
 
 # ---------------------------------------------------------------------------- linear + head
 # Crossover between the fused rows and the chunked BLAS path, measured with
-# `python benchmarks/crossover.py c` (2 cores, AVX-512, SciPy's OpenBLAS, median us,
-# softmax_nll float64). This chunked path calls BLAS from C with no Python between the
+# `python benchmarks/crossover.py c` (2 cores, AVX-512, OpenBLAS, median us, softmax_nll
+# float64). This chunked path calls BLAS from C with no Python between the
 # products, so it wins at small batches and from n = 32 on: B=64, d=64, n=10 (shape D): 13.4
 # either way (one block: 16.0); 8 x 512 x 10: 10.0 vs 12.1; 256 x 512 x 32: 348 vs 350. The
 # register-blocked fused rows on all threads win for n <= 12 once B*n*d reaches 2^18:
-# 256 x 3072 x 10 (shape C): 813 vs 842 (in isolation 480 vs 600); 1024 x 3072 x 10: 2522 vs
-# 4350; 1024 x 64 x 10: 160 vs 178; but 256 x 3072 x 16: 1039 vs 852. Tiny W (n*d <= 256) is
-# fused at any B, on two blocks from B*n*d = 2^16 (1024 x 16 x 3: 96 vs 122 chunked).
+# 256 x 3072 x 10 (shape C): 813 vs 842 (in the benchmark suite, many rounds: ~490 vs ~600);
+# 1024 x 3072 x 10: 2522 vs 4350; 1024 x 64 x 10: 160 vs 178; but 256 x 3072 x 16: 1039 vs
+# 852. Tiny W (n*d <= 256) is fused at any B, on two blocks from B*n*d = 2^16 (1024 x 16 x 3:
+# 96 vs 122 chunked).
 FUSED_ANY_N_WEIGHTS = 256            # n * d: tiny W, always fused
 FUSED_MAX_N = 12                     # else fused on all threads (2 or more): n <= this and
 FUSED_MIN_WORK = 1 << 18             #   B * n * d >= this
