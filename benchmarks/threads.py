@@ -8,7 +8,8 @@ environment once, when it loads): libgomp's default spin (GOMP_SPINCOUNT=300000)
 default (GOMP_SPINCOUNT=1000, set by fastbp/_dispatch.py when the user set no policy), and
 OMP_WAIT_POLICY=passive. The last two rows run the C backend's BLAS path with its GEMMs in
 NumPy's OpenBLAS (the default) or in SciPy's, a second OpenBLAS copy whose threads fight
-NumPy's. Prints the median microseconds of 300 calls.
+NumPy's; the Numba backend's GEMMs are always SciPy's. Prints the median microseconds of 300
+calls.
 """
 import os
 import subprocess
@@ -48,7 +49,9 @@ def child():
              ("numba: linear_head 1024 x 16 x 10", True,
               lambda: fastbp.linear_head(Xs, Ws, None, ys, backend="numba")),
              ("c: linear_head 256x512x32, NumPy BLAS", True, chunked),
-             ("c: linear_head 256x512x32, SciPy BLAS", False, chunked)]
+             ("c: linear_head 256x512x32, SciPy BLAS", False, chunked),
+             ("numba: linear_head 256x512x32 (SciPy BLAS)", True,
+              lambda: fastbp.linear_head(Xm, Wm, None, ym, backend="numba"))]
     for name, numpy_blas, f in cases:
         c_kernels.set_blas(numpy=numpy_blas)
         for after_matmul in (False, True):
@@ -74,9 +77,9 @@ def main():
         for line in out.splitlines():
             case, when, us = line.split("\t")
             rows.setdefault((case, when), []).append(us)
-    print(f"{'call':40s} {'when':15s}" + "".join(f"{label:>22s}" for label, _ in SETTINGS))
+    print(f"{'call':44s} {'when':15s}" + "".join(f"{label:>22s}" for label, _ in SETTINGS))
     for (case, when), values in rows.items():
-        print(f"{case:40s} {when:15s}" + "".join(f"{v + ' us':>22s}" for v in values))
+        print(f"{case:44s} {when:15s}" + "".join(f"{v + ' us':>22s}" for v in values))
 
 
 if __name__ == "__main__":

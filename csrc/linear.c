@@ -174,7 +174,9 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     if (nb == 1)    /* no parallel region: entering one costs more than a tiny call's work */
         F(linear_rows)(&h, X, buf, b, scale, 0, B, d, ld, buf + nld, dX, part);
     else {
-        #pragma omp parallel for num_threads(nb) schedule(static, 1)
+        /* blocks handed out as threads free up (a core the host takes away for a while then
+         * delays one block, not half the rows); their partials still combine in block order */
+        #pragma omp parallel for num_threads((int)fbp_min(nb, fbp_threads())) schedule(dynamic, 1)
         for (int t = 0; t < nb; t++)
             F(linear_rows)(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld,
                            buf + nld + t * per, dX, part + 2 * t);

@@ -188,18 +188,21 @@ softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nl
 # ---------------------------------------------------------------------------- linear + head
 # Crossover between the fused rows and the chunked BLAS path, measured with
 # `python benchmarks/crossover.py c` (2 cores, AVX-512, OpenBLAS, median us, softmax_nll
-# float64). This chunked path calls BLAS from C with no Python between the
-# products, so it wins at small batches and from n = 32 on: B=64, d=64, n=10 (shape D): 13.4
-# either way (one block: 16.0); 8 x 512 x 10: 10.0 vs 12.1; 256 x 512 x 32: 348 vs 350. The
-# register-blocked fused rows on all threads win for n <= 12 once B*n*d reaches 2^18:
-# 256 x 3072 x 10 (shape C): 813 vs 842 (in the benchmark suite, many rounds: ~490 vs ~600);
-# 1024 x 3072 x 10: 2522 vs 4350; 1024 x 64 x 10: 160 vs 178; but 256 x 3072 x 16: 1039 vs
-# 852. Tiny W (n*d <= 256) is fused at any B, on two blocks from B*n*d = 2^16 (1024 x 16 x 3:
-# 96 vs 122 chunked).
+# float64). This chunked path calls BLAS from C with no Python between the products, so it
+# wins at small batches and from n = 32 on: B=64, d=64, n=10 (shape D): 13.4 either way (one
+# block: 16.0); 8 x 512 x 10: 10.0 vs 12.1; 256 x 512 x 32: 348 vs 350. The register-blocked
+# fused rows on all threads win for n <= 12, by more as the work grows: 1024 x 3072 x 10: 2522
+# vs 4350; 1024 x 3072 x 3: 1773 vs 4070. At shape C (256 x 3072 x 10, 2^23 - 2^19) the margin
+# was 813 vs 842 here and ~10% in the benchmark suite alone, but three `make bench` runs gave
+# 0.73-1.78x NumPy for it (chunked: 1.2-1.7x): an OpenMP region that needs both cores for the
+# whole call loses them to other pools' spinning threads or the host, so below 2^23 the BLAS
+# path stays. Tiny W (n*d <= 256) is fused at any B, on several blocks from B*n*d = 2^16
+# (1024 x 16 x 3: 96 vs 122 chunked).
 FUSED_ANY_N_WEIGHTS = 256            # n * d: tiny W, always fused
 FUSED_MAX_N = 12                     # else fused on all threads (2 or more): n <= this and
-FUSED_MIN_WORK = 1 << 18             #   B * n * d >= this
-PARALLEL_MIN_WORK = 1 << 16          # B * n * d: two or more blocks
+FUSED_MIN_WORK = 1 << 23             #   B * n * d >= this
+PARALLEL_MIN_WORK = 1 << 16          # B * n * d: two or more blocks,
+BLOCKS_PER_THREAD = 4                #   this many per thread (of 8 rows or more)
 
 
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
@@ -218,7 +221,8 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     work = B * n * d
     if n * d <= FUSED_ANY_N_WEIGHTS or (threads > 1 and n <= FUSED_MAX_N
                                         and work >= FUSED_MIN_WORK):
-        blocks = 1 if work < PARALLEL_MIN_WORK or B < 2 * threads else threads
+        blocks = (1 if work < PARALLEL_MIN_WORK or B < 2 * threads
+                  else min(BLOCKS_PER_THREAD * threads, max(threads, B // 8)))
         status = t.linear_fused(*args, blocks, B, d, n)
     else:
         chunk = chunk_rows or default_chunk_rows(n, X.dtype.itemsize)
