@@ -112,8 +112,8 @@ FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const doub
         }
         /* the next block's rows, fetched while this one computes (copying them to xs waited
          * on L3: 13% of the time at shape C) */
-        const REAL *next = X + (i0 + R) * d;
         int64_t ahead = fbp_min(R, hi - i0 - R);
+        const REAL *next = ahead > 0 ? X + (i0 + R) * d : X;   /* (no pointer past the end) */
         for (int64_t k = 0; k < kw; k += VL) {
             fbp_vd xv[R], dx[R];
             for (int r = 0; r < R; r++) {
