@@ -1,5 +1,6 @@
 /* Linear layers: linear + head (fused rows, or chunked BLAS), linear + activation forward and
- * backward. Matrix products go to SciPy's BLAS (fbp_sgemm / fbp_dgemm), never a hand GEMM. */
+ * backward. Matrix products go to OpenBLAS (NumPy's or SciPy's: fbp_sgemm / fbp_dgemm, see
+ * runtime.c), never a hand GEMM; the fused rows only block small products over registers. */
 #ifndef REAL
 #include "common.h"
 
