@@ -93,7 +93,6 @@ def test_info_reports_the_machine():
         assert info["c_blas"] in ("numpy", "scipy")
 
 
-
 @pytest.mark.parametrize("user_env, want", [
     ({}, "1000"), ({"GOMP_SPINCOUNT": "5"}, "5"), ({"OMP_WAIT_POLICY": "active"}, None)])
 def test_openmp_spin_default_is_set_before_a_backend_loads_unless_the_user_chose(user_env,
