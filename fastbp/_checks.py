@@ -375,9 +375,9 @@ def _fast_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
     return X, W, b, target, head, DEFAULT_OPTIONS[head], "mean", need_dX, None, bufs
 
 
-def _own_buffer(arr, like, dt, nd=np.ndarray):
+def _own_buffer(arr, like, dt):
     """arr owns its memory and is a writeable C-ordered array like ``like`` (None: not expected)."""
-    return (like is not None and arr.__class__ is nd and arr.base is None
+    return (like is not None and arr.__class__ is np.ndarray and arr.base is None
             and arr.dtype is dt and arr.shape == like.shape and arr.flags.carray)
 
 

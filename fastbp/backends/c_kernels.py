@@ -108,13 +108,15 @@ def _check(status, kernel):
         raise cls(f"C kernel {kernel}: {why}")
 
 
+_fb = ffi.from_buffer
+
+
 class _Typed:
-    """The kernels of one dtype and ``fb(array)``, its typed pointer (no copy); ``ty``, that
-    pointer's type (``ffi.from_buffer(ty, a)`` directly skips the partial's call)."""
+    """The kernels of one dtype and ``ty``, its array type: ``_fb(t.ty, a)`` is a typed pointer
+    to a's data (no copy)."""
 
     def __init__(self, ctype, suffix):
         self.ty = ffi.typeof(ctype + "[]")
-        self.fb = functools.partial(ffi.from_buffer, self.ty)
         self.ptrs = ffi.typeof(ctype + " *[]")
         for kernel in ("heads", "linear_fused", "linear_chunked", "linear_act_forward",
                        "linear_act_backward", "mlp_step"):
@@ -122,13 +124,12 @@ class _Typed:
 
     def p(self, a):
         """``fb(a)``, or NULL for None."""
-        return _NULL if a is None else self.fb(a)
+        return _NULL if a is None else _fb(self.ty, a)
 
 
 _NULL = ffi.NULL
 _T = {np.dtype(np.float64): _Typed("double", "f64"), np.dtype(np.float32): _Typed("float", "f32")}
 _F64 = _T[np.dtype(np.float64)]
-_fb = ffi.from_buffer
 _I64 = ffi.typeof("int64_t[]")
 
 
@@ -158,10 +159,7 @@ def _head_ptrs(t, name, target, options):
             return (code, _fb(_I64, target), _NULL, *tail)
         return (code, _NULL, _fb(t.ty, target), *tail)
     code, y, Z, sw, w, pw, *scalars = head_args(name, target, options)
-    fb = t.fb
-    return (code, _labels(y), _NULL if Z is None else fb(Z),
-            _NULL if sw is None else fb(sw), _NULL if w is None else fb(w),
-            _NULL if pw is None else fb(pw), *scalars)
+    return (code, _labels(y), t.p(Z), t.p(sw), t.p(w), t.p(pw), *scalars)
 
 
 # ---------------------------------------------------------------------------- heads
@@ -170,7 +168,7 @@ def _head_kernel(name):
         t, (B, n) = _T[S.dtype], S.shape
         rows = np.empty(B) if reduction == "none" else None
         sums = _sums()
-        _check(t.heads(t.fb(out), _F64.p(rows), sums, t.fb(S),
+        _check(t.heads(_fb(t.ty, out), _F64.p(rows), sums, _fb(t.ty, S),
                        *_head_ptrs(t, name, target, options), reduction == "mean", B, n), name)
         if reduction == "none":
             return rows.astype(S.dtype)
@@ -245,17 +243,19 @@ def linear_act_forward(X, W, b, activation, alpha):
     code, a, k = _act(activation, alpha)
     A = np.empty((B, m // k), X.dtype)
     winners = np.empty(A.shape, np.intp) if code == MAXOUT else None
-    _check(t.linear_act_forward(t.fb(A), _labels(winners), t.fb(X), t.fb(W), t.p(b), code, a, k,
-                                B, d, m), "linear_act_forward")
+    ty = t.ty
+    _check(t.linear_act_forward(_fb(ty, A), _labels(winners), _fb(ty, X), _fb(ty, W), t.p(b),
+                                code, a, k, B, d, m), "linear_act_forward")
     return A, winners
 
 
 def linear_act_backward(dA, cache, dX, dW, db):
     X, W, t = cache.X, cache.W, _T[dA.dtype]
     code, a, k = _act(cache.activation, cache.alpha)
-    _check(t.linear_act_backward(t.p(dX), t.fb(dW), t.p(db), t.fb(dA), t.fb(cache.A),
-                                 _labels(cache.argmax), t.fb(X), t.fb(W), code, a, k, X.shape[0],
-                                 X.shape[1], W.shape[0]), "linear_act_backward")
+    ty = t.ty
+    _check(t.linear_act_backward(t.p(dX), _fb(ty, dW), t.p(db), _fb(ty, dA), _fb(ty, cache.A),
+                                 _labels(cache.argmax), _fb(ty, X), _fb(ty, W), code, a, k,
+                                 X.shape[0], X.shape[1], W.shape[0]), "linear_act_backward")
 
 
 # ---------------------------------------------------------------------------- networks
@@ -289,7 +289,7 @@ class _StepPack:
         else:      # SGD keeps no state without momentum, one buffer with it: unused slots: p
             s1, s2 = [p if s is None else s for s, p in zip(state, flat)], flat
         self.arrays = flat + grads + s1 + s2
-        self.ptrs = ffi.new(t.ptrs, [t.fb(a) for a in self.arrays])
+        self.ptrs = ffi.new(t.ptrs, [_fb(t.ty, a) for a in self.arrays])
         self.widths = ffi.new("int64_t[]", [flat[0].shape[1]] + [W.shape[0] for W in flat[::2]])
 
     def fits(self, key):
@@ -318,7 +318,7 @@ def _c_steps(X, params, target, activation, alpha, head, options, reduction, gra
         pack = optimizer.backend_cache = _StepPack(t, key, flat, gflat, optimizer.state, kind)
     code, a, _ = _act(activation, alpha)
     losses = ffi.new("double[]", steps)
-    _check(t.mlp_step(losses, pack.ptrs, pack.widths, len(params), t.fb(X), code, a,
+    _check(t.mlp_step(losses, pack.ptrs, pack.widths, len(params), _fb(t.ty, X), code, a,
                       *_head_ptrs(t, head, target, options), reduction == "mean", kind,
                       optimizer.lr, getattr(optimizer, "momentum", 0.0),
                       getattr(optimizer, "nesterov", False), optimizer.weight_decay,
