@@ -11,7 +11,7 @@ import fastbp
 from fastbp.presets import SHAPES, linear_data
 
 HEADS = ("softmax_nll", "multiclass_hinge", "sigmoid_l2")
-CASES = [(h, s) for s in ("T", "D", "C") for h in HEADS] + [("softmax_nll", "V")]
+CASES = [(h, s) for s in ("T", "D", "C") for h in HEADS] + [("softmax_nll", "V"), ("softmax_nll", "L")]
 
 
 def _group(head, shape):
@@ -30,7 +30,7 @@ def test_linear_head(benchmark, backend, head, shape):
         return fastbp.linear_head(X, W, b, target, head, out=out, backend=backend)
 
     g = call()                       # warm-up (compiles once)
-    if backend == "c" and shape == "V" and not benchmark.disabled:
+    if backend == "c" and shape in ("V", "L") and not benchmark.disabled:
         # tracemalloc does not see C's malloc: the process's resident peak instead
         benchmark.extra_info["peak_extra_bytes"] = peak_extra_rss(shape, head, backend)
         benchmark.extra_info["peak_extra_method"] = "ru_maxrss"
@@ -41,7 +41,7 @@ def test_linear_head(benchmark, backend, head, shape):
     assert np.isfinite(g.loss)
 
 
-@pytest.mark.parametrize("shape", ["T", "D", "C", "V"])
+@pytest.mark.parametrize("shape", ["T", "D", "C", "V", "L"])
 def test_bare_blas(benchmark, shape):
     """The floor: the three matrix products X W^T, dS^T X, dS W (NumPy, outputs preallocated)."""
     X, W, _, _ = linear_data(shape)

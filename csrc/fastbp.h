@@ -54,17 +54,18 @@ int linear_fused_f32(float *dW, float *db, float *dX, double *sums, const float 
                      int64_t B, int64_t d, int64_t n);
 
 /* linear_head, chunked BLAS: per block of chunk rows S = X_c W^T, bias + head in place,
- * dW += S^T X_c, dX_c = S W; only one (chunk, n) score block is ever held. */
+ * dW += S^T X_c, dX_c = S W; only one (chunk, n) score block is ever held. cols < n (softmax
+ * heads only): blocks of (chunk, cols) scores in two passes over the columns instead. */
 int linear_chunked_f64(double *dW, double *db, double *dX, double *sums, const double *X,
                        const double *W, const double *b, int head, const int64_t *y,
                        const double *Z, const double *sw, const double *w, const double *pw,
                        int64_t ignore, double eps, double margin, int p, int mean,
-                       int64_t chunk, int64_t B, int64_t d, int64_t n);
+                       int64_t chunk, int64_t cols, int64_t B, int64_t d, int64_t n);
 int linear_chunked_f32(float *dW, float *db, float *dX, double *sums, const float *X,
                        const float *W, const float *b, int head, const int64_t *y,
                        const float *Z, const float *sw, const float *w, const float *pw,
                        int64_t ignore, double eps, double margin, int p, int mean,
-                       int64_t chunk, int64_t B, int64_t d, int64_t n);
+                       int64_t chunk, int64_t cols, int64_t B, int64_t d, int64_t n);
 
 /* A = f(X W^T + b): X (B, d), W (m, d), b (m,) or NULL; A (B, m), or (B, m / k) for maxout
  * with winners (B, m / k) the winning piece (W piece-major: row = piece * (m / k) + unit). */

@@ -204,17 +204,78 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
 
 /* ------------------------------------------------------------------ linear + head, chunked */
 
+/* Softmax heads in blocks of (rows, cols) scores, cols < n (many classes: a block of whole rows
+ * would be a few rows, and BLAS runs such skinny products up to 1.7x slower). Per panel of rows
+ * X_p: pass 1, per column block S = X_p W_c^T + b_c, the rows' statistics (softmax_cols_stats);
+ * pass 2, S again, the gradient in place, dW_c += S^T X_p (written once per panel), dX_p += S W_c.
+ * Four products instead of three, all of full size. st: per row M, r, rest and the argmax (as a
+ * double: exact below 2^53); lin: per row the linear part of the loss. */
+FBP_HOT static void F(linear_columns)(const F(head_t) *h, REAL *dW, double *db64, REAL *dX,
+                                      double *sums, const REAL *X, const REAL *W,
+                                      const REAL *b, double scale, int64_t chunk, int64_t cols,
+                                      int64_t B, int64_t d, REAL *S, double *st, double *tmp)
+{
+    int64_t n = h->n;
+    double *lin = st + 4 * chunk;
+    for (int64_t lo = 0; lo < B; lo += chunk) {
+        int64_t rows = fbp_min(chunk, B - lo);
+        const REAL *Xp = X + lo * d;
+        for (int pass = 1; pass <= 2; pass++)
+            for (int64_t c0 = 0; c0 < n; c0 += cols) {
+                int64_t nc = fbp_min(cols, n - c0);
+                F(gemm)(0, 1, rows, nc, d, Xp, d, W + c0 * d, d, 0, S);
+                for (int64_t r = 0; r < rows; r++) {
+                    int64_t i = lo + r;
+                    REAL *s = S + r * nc;
+                    if (h->code == FBP_SOFTMAX && h->y[i] == h->ignore) {
+                        memset(s, 0, (size_t)nc * sizeof(REAL));
+                        continue;
+                    }
+                    if (b)
+                        for (int64_t j = 0; j < nc; j++)
+                            s[j] += b[c0 + j];
+                    if (pass == 1) {
+                        F(softmax_cols_stats)(h, i, s, c0, nc, st + 4 * r, tmp);
+                        continue;
+                    }
+                    double swi = h->sw ? h->sw[i] : 1.0;
+                    lin[r] = (c0 ? lin[r] : 0.0)
+                             + F(softmax_cols_grad)(h, i, s, s, c0, nc, st + 4 * r, swi * scale,
+                                                    tmp);
+                    if (db64)
+                        for (int64_t j = 0; j < nc; j++)
+                            db64[c0 + j] += s[j];
+                }
+                if (pass == 1)
+                    continue;
+                F(gemm)(1, 0, nc, d, rows, S, nc, Xp, d, lo ? 1 : 0, dW + c0 * d);
+                if (dX)
+                    F(gemm)(0, 0, rows, d, nc, S, nc, W + c0 * d, d, c0 ? 1 : 0, dX + lo * d);
+            }
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t i = lo + r;
+            double om = F(row_weight)(h, i);
+            sums[1] += om;
+            if (!(h->code == FBP_SOFTMAX && h->y[i] == h->ignore))
+                sums[0] += (h->sw ? h->sw[i] : 1.0) * F(softmax_cols_loss)(h, i, st + 4 * r,
+                                                                           lin[r]);
+        }
+    }
+}
+
 /* Per block of chunk rows: S = X_c W^T (BLAS), bias + head in place (serial: BLAS owns the
  * cores, design.md "Oversubscription"; measured at V: a 2-thread OpenMP epilogue between the
  * GEMMs made the call 472 ms instead of 367), dW += S^T X_c (beta = 1), dX_c = S W. Scratch:
- * one (chunk, n) score block and two n-vectors, whatever B. */
+ * one (chunk, n) score block and two n-vectors, whatever B. cols < n: softmax heads in
+ * (chunk, cols) blocks instead (linear_columns). */
 int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
                       const REAL *W, const REAL *b, int head, const int64_t *y, const REAL *Z,
                       const REAL *sw, const REAL *w, const REAL *pw, int64_t ignore,
-                      double eps, double margin, int p, int mean, int64_t chunk, int64_t B,
-                      int64_t d, int64_t n)
+                      double eps, double margin, int p, int mean, int64_t chunk, int64_t cols,
+                      int64_t B, int64_t d, int64_t n)
 {
-    if (B < 0 || d < 0 || n < 1 || chunk < 1 || head < FBP_SOFTMAX || head > FBP_NLL)
+    if (B < 0 || d < 0 || n < 1 || chunk < 1 || cols < 1 || head < FBP_SOFTMAX || head > FBP_NLL
+            || (cols < n && head != FBP_SOFTMAX && head != FBP_SOFTMAX_PROBS))
         return FBP_EBADARG;
     if (!fbp_fits_int(B) || !fbp_fits_int(d) || !fbp_fits_int(n))
         return FBP_ETOOBIG;
@@ -223,17 +284,25 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
     F(head_t) h = {head, y, Z, sw, w, pw, ignore, n, eps, margin, p};
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
     chunk = fbp_min(chunk, fbp_max(B, 1));
-    REAL *S = malloc((size_t)(chunk * n) * sizeof(REAL));
-    double *db64 = calloc((size_t)n, sizeof(double)), *tmp = malloc((size_t)n * sizeof(double));
-    if (!S || !db64 || !tmp) {
+    cols = fbp_min(cols, n);
+    REAL *S = malloc((size_t)(chunk * cols) * sizeof(REAL));
+    double *db64 = calloc((size_t)n, sizeof(double)), *tmp = malloc((size_t)n * sizeof(double)),
+           *st = cols < n ? malloc((size_t)(5 * chunk) * sizeof(double)) : tmp;
+    if (!S || !db64 || !tmp || !st) {
         free(S);
         free(db64);
         free(tmp);
+        if (st != tmp)
+            free(st);
         return FBP_ENOMEM;
     }
-    memset(dW, 0, (size_t)(n * d) * sizeof(REAL));
     sums[0] = sums[1] = 0.0;
-    for (int64_t lo = 0; lo < B; lo += chunk) {
+    if (B == 0 || cols == n)
+        memset(dW, 0, (size_t)(n * d) * sizeof(REAL));
+    if (cols < n)
+        F(linear_columns)(&h, dW, db ? db64 : NULL, dX, sums, X, W, b, scale, chunk, cols, B, d,
+                          S, st, tmp);
+    else for (int64_t lo = 0; lo < B; lo += chunk) {
         int64_t rows = fbp_min(chunk, B - lo);
         const REAL *Xc = X + lo * d;
         double part[2];
@@ -251,6 +320,8 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
     free(S);
     free(db64);
     free(tmp);
+    if (st != tmp)
+        free(st);
     return FBP_OK;
 }
 

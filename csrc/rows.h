@@ -14,16 +14,25 @@ typedef struct {
     int p;
 } F(head_t);
 
-/* index of the first maximum of s, or of its first NaN (as numpy.argmax) */
+/* index of the first maximum of s, or of its first NaN (as numpy.argmax): the maximum and
+ * whether a NaN is present in one vectorized pass, then the first index that has it (a scalar
+ * argmax, one compare-and-branch per element, cost as much as the rest of a softmax row) */
 FBP_INLINE int64_t F(argmax)(const REAL *s, int64_t n)
 {
+    REAL M = s[0];
+    int nan = 0;
+    #pragma omp simd reduction(max : M) reduction(| : nan)
+    for (int64_t j = 0; j < n; j++) {
+        M = s[j] > M ? s[j] : M;
+        nan |= s[j] != s[j];
+    }
     int64_t m = 0;
-    double M = s[0];
-    for (int64_t j = 1; j < n; j++)
-        if (s[j] > M || (s[j] != s[j] && M == M)) {
-            m = j;
-            M = s[j];
-        }
+    if (nan)
+        while (s[m] == s[m])
+            m++;
+    else
+        while (s[m] != M)
+            m++;
     return m;
 }
 
@@ -104,6 +113,103 @@ FBP_INLINE double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, R
 #undef FBP_C
     g[m] = (REAL)(f * ((rest - c_m * r) * inv));
     return lin + total * log1p(r);
+}
+
+/* C_j of softmax_row (labels or probability row z; j, yi: class indices), for the column
+ * blocks below */
+FBP_INLINE double F(softmax_c)(const F(head_t) *h, const REAL *z, int64_t yi, int64_t j)
+{
+    double t = z ? (double)z[j] : (double)(j == yi);
+    return (h->w ? (double)h->w[j] : 1.0) * ((1.0 - h->eps) * t + h->eps / h->n);
+}
+
+/* softmax_row over column blocks (linear_chunked with cols < n): the same quantities, built
+ * from blocks s = scores c0 .. c0 + nc of row i. Pass 1 keeps, over the blocks seen so far, the
+ * first argmax m (value M), r = sum_{j != m} exp(s_j - M) and rest = sum_{j != m} C_j: a block
+ * whose maximum beats M (or is the first NaN) moves the old maximum's term into both sums, r
+ * rescaled by exp(M_old - M). A running M of -inf means every term so far is exp(-inf) = 0. */
+FBP_INLINE void F(softmax_cols_stats)(const F(head_t) *h, int64_t i, const REAL *s, int64_t c0,
+                                      int64_t nc, double *st, double *x)
+{
+    const REAL *z = h->Z ? h->Z + i * h->n : NULL;
+    int64_t yi = h->y ? h->y[i] : 0, mc = F(argmax)(s, nc);
+    double Mc = s[mc], M = st[0], sum = 0.0, csum = 0.0;
+    int wins = c0 == 0 || Mc > M || (Mc != Mc && M == M);
+    int plain = !z && !h->w && h->eps == 0;      /* C = e_y: rest is not needed */
+    double ref = wins ? Mc : M;
+    for (int64_t j = 0; j < nc; j++)
+        x[j] = (double)s[j] - ref;
+    fbp_vexp(x, nc);
+    if (wins)
+        x[mc] = 0.0;
+    #pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < nc; j++)
+        sum += x[j];
+    if (!plain)
+        for (int64_t j = 0; j < nc; j++)
+            csum += (wins && j == mc) ? 0.0 : F(softmax_c)(h, z, yi, c0 + j);
+    if (!wins) {
+        st[1] += sum;
+        st[2] += csum;
+        return;
+    }
+    if (c0 == 0) {
+        st[1] = sum;
+        st[2] = csum;
+    } else {        /* the old maximum joins the sums */
+        st[1] = (M == -INFINITY ? 0.0 : (st[1] + 1.0) * exp(M - Mc)) + sum;
+        st[2] += (plain ? 0.0 : F(softmax_c)(h, z, yi, (int64_t)st[3])) + csum;
+    }
+    st[0] = Mc;
+    st[3] = (double)(c0 + mc);
+}
+
+/* Pass 2 on the block, in place (g may be s): g_j = f (total p_j - C_j), with g_m and the loss
+ * as softmax_row's. Returns the block's part of lin = sum_j C_j (M - s_j). */
+FBP_INLINE double F(softmax_cols_grad)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
+                                       int64_t c0, int64_t nc, const double *st, double f,
+                                       double *x)
+{
+    const REAL *z = h->Z ? h->Z + i * h->n : NULL;
+    int64_t yi = h->y ? h->y[i] : 0, m = (int64_t)st[3];
+    double M = st[0], r = st[1], rest = st[2], inv = 1.0 / (1.0 + r), lin = 0.0;
+    for (int64_t j = 0; j < nc; j++)
+        x[j] = (double)s[j] - M;
+    if (!z && !h->w && h->eps == 0) {        /* plain labels: C = e_y */
+        if (yi >= c0 && yi < c0 + nc)
+            lin = -x[yi - c0];
+        fbp_vexp(x, nc);
+        double fi = f * inv;
+        for (int64_t j = 0; j < nc; j++)
+            g[j] = (REAL)(fi * x[j]);
+        if (yi >= c0 && yi < c0 + nc && yi != m)
+            g[yi - c0] = (REAL)(fi * x[yi - c0] - f);
+        if (m >= c0 && m < c0 + nc)
+            g[m - c0] = (REAL)(m == yi ? -f * (r * inv) : fi);
+        return lin;
+    }
+    double c_m = F(softmax_c)(h, z, yi, m), ft = f * (rest + c_m) * inv;
+    for (int64_t j = 0; j < nc; j++) {
+        double c = F(softmax_c)(h, z, yi, c0 + j);
+        lin -= c != 0 ? c * x[j] : 0.0;
+    }
+    fbp_vexp(x, nc);
+    for (int64_t j = 0; j < nc; j++)
+        g[j] = (REAL)(ft * x[j] - f * F(softmax_c)(h, z, yi, c0 + j));
+    if (m >= c0 && m < c0 + nc)
+        g[m - c0] = (REAL)(f * ((rest - c_m * r) * inv));
+    return lin;
+}
+
+/* row i's loss from its pass-1 statistics and lin, as softmax_row's: lin + total log1p(r) */
+FBP_INLINE double F(softmax_cols_loss)(const F(head_t) *h, int64_t i, const double *st,
+                                       double lin)
+{
+    if (!h->Z && !h->w && h->eps == 0)
+        return lin + log1p(st[1]);
+    const REAL *z = h->Z ? h->Z + i * h->n : NULL;
+    double total = st[2] + F(softmax_c)(h, z, h->y ? h->y[i] : 0, (int64_t)st[3]);
+    return lin + total * log1p(st[1]);
 }
 
 /* sum_{j != y} max(0, s_j - s_y + margin)^p (p = 1, 2), times w_y; g_y = -sum of the others.

@@ -1,7 +1,8 @@
 """The shape presets of the benchmarks (and of ``fastbp bench``), with their data.
 
 T: tiny, call overhead rules; D: small dense; C: CIFAR-10 linear classifier; V: a 32,000-word
-vocabulary output layer (float32), GEMM-bound.
+vocabulary output layer (float32), GEMM-bound; L: a 65,536-word output layer at a small batch
+(float32), where a block of whole score rows would hold only 48 of them.
 """
 import numpy as np
 
@@ -11,6 +12,7 @@ SHAPES = {
     "D": (64, 64, 10, "float64"),
     "C": (256, 3072, 10, "float64"),
     "V": (1024, 512, 32000, "float32"),
+    "L": (256, 256, 65536, "float32"),
 }
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 import fastbp
 from fastbp._checks import HEAD_OPTIONS
+from fastbp.backends.reference import score_blocks
 
 # The values each option takes in the tests ("on" options are built per shape below).
 _AXES = {
@@ -114,15 +115,24 @@ def cast_floats(dtype, *arrays, options=None):
 # names in numba_kernels.py and c_kernels.py); the tests force each one on small problems by
 # moving the crossover thresholds. FASTBP_TEST_BACKENDS=c,... keeps only those backends
 # (besides the reference): `make test-asan` runs the C backend's tests alone.
+def _column_blocks(head, B, n, itemsize, chunk_rows):
+    """score_blocks with softmax_nll's column blocks wherever they can run: panels of 3 rows,
+    n // 2 columns (so several panels, several blocks and partial ones)."""
+    if head != "softmax_nll" or chunk_rows or n < 2:
+        return score_blocks(head, B, n, itemsize, chunk_rows)
+    return 3, n // 2
+
+
 _PATH_SETTINGS = {
     "chunked": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0},      # one block too, if B fits
+    "columns": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0, "score_blocks": _column_blocks},
     "parallel": {"PARALLEL_MIN_WORK": 0, "FUSED_ANY_N_WEIGHTS": 1 << 60},
     "serial": {"PARALLEL_MIN_WORK": 1 << 60, "FUSED_ANY_N_WEIGHTS": 1 << 60},
 }
 _ONLY = [b for b in os.environ.get("FASTBP_TEST_BACKENDS", "").split(",") if b]
 BACKENDS = [b for b in fastbp.available_backends() if not _ONLY or b in _ONLY]
 VARIANTS = BACKENDS + [f"{b}:{path}" for b in BACKENDS if b in ("numba", "c")
-                       for path in ("chunked", "parallel")]
+                       for path in ("chunked", "columns", "parallel")]
 
 
 @contextlib.contextmanager

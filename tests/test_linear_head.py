@@ -27,6 +27,8 @@ def make_linear(head, spec, B, d, n, dtype, rng, bias=True):
 def test_gradients_match_finite_differences(case, reduction, linear_backend, rng):
     head, spec = case
     X, W, b, target, opts = make_linear(head, spec, 5, 3, 4, np.float64, rng)
+    if opts.get("ignore_index") is not None and (target == opts["ignore_index"]).all():
+        target[0] = 0     # every row ignored: the mean loss is nan, no gradient to check
 
     def f(X, W, b):
         g = fastbp.linear_head(X, W, b, target, head, reduction=reduction, backend=linear_backend, **opts)

@@ -25,7 +25,7 @@ from .._checks import DEFAULT_OPTIONS
 from .._dispatch import get_num_threads
 from . import _compose
 from ._args import ACT_CODES, HEAD_CODES, MAXOUT, head_args, reduced_loss
-from .reference import default_chunk_rows
+from .reference import score_blocks
 
 try:
     from ._fastbp_c import ffi, lib
@@ -223,8 +223,8 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
                   else min(BLOCKS_PER_THREAD * threads, max(threads, B // 8)))
         status = t.linear_fused(*args, blocks, B, d, n)
     else:
-        chunk = chunk_rows or default_chunk_rows(n, X.dtype.itemsize)
-        status = t.linear_chunked(*args, chunk, B, d, n)
+        status = t.linear_chunked(*args, *score_blocks(head, B, n, X.dtype.itemsize, chunk_rows),
+                                  B, d, n)
     if status:
         _check(status, "linear_head")
     return reduced_loss(sums[0], sums[1], reduction)

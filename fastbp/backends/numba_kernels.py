@@ -12,7 +12,8 @@ never both at once.
   so results are bit-identical run to run); *chunked BLAS* -- per block of ``chunk_rows``
   rows: GEMM, head epilogue in place, ``dW += dS^T X`` (BLAS with beta = 1), ``dX = dS W``:
   peak extra memory is one score block, whatever ``B``; and, when the whole batch is one
-  block, the same in a single compiled call (*one block*).
+  block, the same in a single compiled call (*one block*); softmax_nll with many classes in
+  *column blocks* (``_linear_columns``: two passes over the columns, as csrc/linear.c).
 - Layers and MLPs: BLAS GEMMs with fused epilogues (bias + activation; ``dh * f'(a)`` + ``db``).
 
 Rows and elements: every head is one ``head_row`` call per row -- scores ``s`` in, the
@@ -36,7 +37,7 @@ from .._checks import DEFAULT_OPTIONS
 from . import _compose
 from ._args import (ACT_CODES, BCE, BHINGE, ELU, HEAD_CODES, L2, LEAKY, MHINGE, NLL, RELU,
                     SIGMOID, SIGMOID_L2, SOFTMAX, SOFTMAX_PROBS, TANH, head_args, reduced_loss)
-from .reference import default_chunk_rows
+from .reference import score_blocks
 
 # One file on purpose: Numba's on-disk cache keys a function on its own source file only, so a
 # kernel that inlined a helper from another module would keep running the helper's old code.
@@ -108,12 +109,22 @@ def activation_grad(code, a, alpha):
 # ---------------------------------------------------------------------------- head rows
 @jit
 def argmax(s):
-    """Index of the first maximum of s, or of its first NaN (as numpy.argmax)."""
-    m = 0
+    """Index of the first maximum of s, or of its first NaN (as numpy.argmax): the maximum and
+    whether a NaN is present in one branch-free (vectorizable) pass, then the first index that
+    has it (a compare-and-branch per element cost as much as the rest of a softmax row)."""
     M = s[0]
-    for j in range(1, s.size):
-        if s[j] > M or (s[j] != s[j] and M == M):
-            m, M = j, s[j]
+    nan = False
+    for j in range(s.size):
+        v = s[j]
+        M = v if v > M else M
+        nan |= v != v
+    m = 0
+    if nan:
+        while s[m] == s[m]:
+            m += 1
+    else:
+        while s[m] != M:
+            m += 1
     return m
 
 
@@ -564,12 +575,16 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
             total, osum = linear_fused_serial(code, X, W, b_, *args, mean, dW, db_, dX_)
         else:
             total, osum = linear_fused(code, X, W, b_, *args, mean, threads, dW, db_, dX_)
-    elif B and (chunk_rows or B) >= B and B * n * dt.itemsize <= config.score_block_bytes:
-        db_ = _EMPTY[dt] if db is None else db
-        dX_ = _NO_Z[dt] if dX is None else dX
-        total, osum = linear_one_block(code, X, W, b_, *args, mean, dW, db_, dX_)
     else:
-        total, osum = _linear_chunked(code, X, W, b_, args, mean, chunk_rows, dW, db, dX)
+        rows, cols = score_blocks(head, B, n, dt.itemsize, chunk_rows)
+        if cols < n:
+            total, osum = _linear_columns(X, W, b_, args, mean, rows, cols, dW, db, dX)
+        elif B and rows >= B:
+            db_ = _EMPTY[dt] if db is None else db
+            dX_ = _NO_Z[dt] if dX is None else dX
+            total, osum = linear_one_block(code, X, W, b_, *args, mean, dW, db_, dX_)
+        else:
+            total, osum = _linear_chunked(code, X, W, b_, args, mean, rows, dW, db, dX)
     return reduced_loss(total, osum, reduction)
 
 
@@ -591,13 +606,13 @@ def linear_one_block(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, mea
     return total, osum
 
 
-def _linear_chunked(code, X, W, b, args, mean, chunk_rows, dW, db, dX):
+def _linear_chunked(code, X, W, b, args, mean, chunk, dW, db, dX):
     """Per row block: S = X_c W^T (BLAS), bias + head in place (one compiled pass, db in
     float64), dW += S^T X_c, dX_c = S W (BLAS). Only one block of scores is ever held."""
     B, n, dt = X.shape[0], W.shape[0], X.dtype
     y, Z, sw, w, pw, ignore, eps, margin, p = args
     scale = mean_scale(y, sw, w, ignore, B) if mean else 1.0
-    chunk = min(chunk_rows or default_chunk_rows(n, dt.itemsize), max(B, 1))
+    chunk = min(chunk, max(B, 1))
     block = np.empty((chunk, n), dt)
     db64 = np.zeros(n) if db is not None else _EMPTY[_F64]
     total = osum = 0.0
@@ -617,6 +632,174 @@ def _linear_chunked(code, X, W, b, args, mean, chunk_rows, dW, db, dX):
             _gemm(dX[lo:hi], S, W)
     if db is not None:
         with np.errstate(over="ignore"):       # a diverging run's inf is the answer
+            db[...] = db64
+    return total, osum
+
+
+@jit
+def softmax_c(z, w, eps, n, yi, j):
+    """C_j of softmax_row (labels yi or probability row z; j a class index)."""
+    t = z[j] if z.size else (1.0 if j == yi else 0.0)
+    return (w[j] if w.size else 1.0) * ((1.0 - eps) * t + eps / n)
+
+
+@jit
+def softmax_cols_stats(S, c0, n, b, y, Z, w, ignore, eps, st, x, bits):
+    """Pass 1 of the column blocks, on the block S = scores c0.. of a panel's rows (bias added
+    in place): per row, over the blocks seen so far, st = (M, r, rest, m): the first argmax m
+    (value M), r = sum_{j != m} exp(s_j - M), rest = sum_{j != m} C_j. A block whose maximum
+    beats M (or is the first NaN) moves the old maximum's term into both sums, r rescaled by
+    exp(M_old - M); a running M of -inf means every term so far is exp(-inf) = 0."""
+    nc = S.shape[1]
+    plain = not Z.size and not w.size and eps == 0      # C = e_y: rest is not needed
+    dummy = np.empty(0, S.dtype)
+    for r in range(S.shape[0]):
+        s = S[r]
+        if y.size and y[r] == ignore:
+            continue
+        if b.size:
+            for j in range(nc):
+                s[j] += b[c0 + j]
+        z = Z[r] if Z.shape[0] else dummy
+        yi = y[r] if y.size else 0
+        mc = argmax(s)
+        Mc, M = s[mc], st[r, 0]
+        wins = c0 == 0 or Mc > M or (Mc != Mc and M == M)
+        ref = Mc if wins else M
+        for j in range(nc):
+            x[j] = s[j] - ref
+        vexp(x[:nc], bits)
+        if wins:
+            x[mc] = 0.0
+        total = 0.0
+        for j in range(nc):
+            total += x[j]
+        csum = 0.0
+        if not plain:
+            for j in range(nc):
+                csum += 0.0 if wins and j == mc else softmax_c(z, w, eps, n, yi, c0 + j)
+        if not wins:
+            st[r, 1] += total
+            st[r, 2] += csum
+            continue
+        if c0 == 0:
+            st[r, 1] = total
+            st[r, 2] = csum
+        else:               # the old maximum joins the sums
+            st[r, 1] = (0.0 if M == -np.inf else (st[r, 1] + 1.0) * math.exp(M - Mc)) + total
+            st[r, 2] += (0.0 if plain else softmax_c(z, w, eps, n, yi, int(st[r, 3]))) + csum
+        st[r, 0] = Mc
+        st[r, 3] = c0 + mc
+
+
+@jit
+def softmax_cols_grad(S, c0, n, b, y, Z, sw, w, ignore, eps, scale, st, lin, db, x, bits):
+    """Pass 2, in place on the block (bias added): g_j = f (total p_j - C_j), g_m and the loss
+    as softmax_row's; lin[r] += the block's part of sum_j C_j (M - s_j); db += sum_r g."""
+    nc = S.shape[1]
+    plain = not Z.size and not w.size and eps == 0
+    dummy = np.empty(0, S.dtype)
+    for r in range(S.shape[0]):
+        s = S[r]
+        if y.size and y[r] == ignore:
+            s[:] = 0
+            continue
+        if b.size:
+            for j in range(nc):
+                s[j] += b[c0 + j]
+        z = Z[r] if Z.shape[0] else dummy
+        yi = y[r] if y.size else 0
+        M, rr, rest, m = st[r, 0], st[r, 1], st[r, 2], int(st[r, 3])
+        f = (sw[r] if sw.size else 1.0) * scale
+        inv = 1.0 / (1.0 + rr)
+        for j in range(nc):
+            x[j] = s[j] - M
+        part = 0.0
+        if plain:
+            if c0 <= yi < c0 + nc:
+                part = -x[yi - c0]
+            vexp(x[:nc], bits)
+            fi = f * inv
+            for j in range(nc):
+                s[j] = fi * x[j]
+            if c0 <= yi < c0 + nc and yi != m:
+                s[yi - c0] = fi * x[yi - c0] - f
+            if c0 <= m < c0 + nc:
+                s[m - c0] = -f * (rr * inv) if m == yi else fi
+        else:
+            c_m = softmax_c(z, w, eps, n, yi, m)
+            ft = f * (rest + c_m) * inv
+            for j in range(nc):
+                c = softmax_c(z, w, eps, n, yi, c0 + j)
+                part -= c * x[j] if c != 0 else 0.0
+            vexp(x[:nc], bits)
+            for j in range(nc):
+                s[j] = ft * x[j] - f * softmax_c(z, w, eps, n, yi, c0 + j)
+            if c0 <= m < c0 + nc:
+                s[m - c0] = f * ((rest - c_m * rr) * inv)
+        lin[r] = (lin[r] if c0 else 0.0) + part
+        if db.size:
+            for j in range(nc):
+                db[c0 + j] += s[j]
+
+
+@jit
+def softmax_cols_loss(st, lin, y, Z, sw, w, ignore, eps, n):
+    """The panel's (sum_r sw_r l_r, sum_r omega_r): l = lin + total log1p(r)."""
+    plain = not Z.size and not w.size and eps == 0
+    dummy = np.empty(0, Z.dtype)
+    total = 0.0
+    osum = 0.0
+    for r in range(st.shape[0]):
+        osum += row_weight(r, y, sw, w, ignore)
+        if y.size and y[r] == ignore:
+            continue
+        mult = 1.0
+        if not plain:
+            z = Z[r] if Z.shape[0] else dummy
+            mult = st[r, 2] + softmax_c(z, w, eps, n, y[r] if y.size else 0, int(st[r, 3]))
+        total += (sw[r] if sw.size else 1.0) * (lin[r] + mult * math.log1p(st[r, 1]))
+    return total, osum
+
+
+def _linear_columns(X, W, b, args, mean, rows, cols, dW, db, dX):
+    """softmax_nll in blocks of (rows, cols) scores, cols < n, as csrc/linear.c's
+    linear_columns: per panel of rows X_p, pass 1 per column block S = X_p W_c^T + b_c and the
+    rows' statistics; pass 2 S again, the gradient in place, dW_c += S^T X_p, dX_p += S W_c.
+    st: per row M, r, rest and the argmax (as a float: exact below 2^53)."""
+    (B, d), n, dt = X.shape, W.shape[0], X.dtype
+    y, Z, sw, w, pw, ignore, eps, margin, p = args
+    scale = mean_scale(y, sw, w, ignore, B) if mean else 1.0
+    rows = min(rows, max(B, 1))
+    flat = np.empty(rows * cols, dt)          # a block of any shape, C-contiguous for BLAS
+    st, lin = np.empty((rows, 4)), np.empty(rows)
+    x, bits = np.empty(cols), np.empty(cols, np.int64)
+    db64 = np.zeros(n) if db is not None else _EMPTY[_F64]
+    total = osum = 0.0
+    if B == 0:
+        dW[...] = 0
+    for lo in range(0, B, rows):
+        hi = min(lo + rows, B)
+        Xp, panel = X[lo:hi], slice(lo, hi)
+        yp, Zp, swp = (a[panel] if a.size else a for a in (y, Z, sw))
+        for second in (False, True):
+            for c0 in range(0, n, cols):
+                c1 = min(c0 + cols, n)
+                S, Wc = flat[:(hi - lo) * (c1 - c0)].reshape(hi - lo, c1 - c0), W[c0:c1]
+                _gemm(S, Xp, Wc, trans_b=True)
+                if not second:
+                    softmax_cols_stats(S, c0, n, b, yp, Zp, w, ignore, eps, st, x, bits)
+                    continue
+                softmax_cols_grad(S, c0, n, b, yp, Zp, swp, w, ignore, eps, scale, st, lin,
+                                  db64, x, bits)
+                _gemm(dW[c0:c1], S, Xp, trans_a=True, beta=1.0 if lo else 0.0)
+                if dX is not None:
+                    _gemm(dX[lo:hi], S, Wc, beta=1.0 if c0 else 0.0)
+        t, o = softmax_cols_loss(st[:hi - lo], lin, yp, Zp, swp, w, ignore, eps, n)
+        total += t
+        osum += o
+    if db is not None:
+        with np.errstate(over="ignore"):
             db[...] = db64
     return total, osum
 

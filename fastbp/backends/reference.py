@@ -221,6 +221,31 @@ def default_chunk_rows(n, itemsize):
     return max(1, config.score_block_bytes // (n * itemsize))
 
 
+# The compiled backends' softmax_nll with many classes: when the budget holds fewer than
+# COLUMN_MIN_ROWS whole rows of scores (and fewer than B), blocks of (up to PANEL_ROWS rows,
+# as many columns as fit) in two passes over the columns: four full-size products instead of
+# three skinny ones. Measured with float32 unless noted (median ms, 2 cores, OpenBLAS; rows
+# per 12 MiB block; row blocks / column blocks / bare products): 31 rows (256 x 512 x 100000):
+# c 507 / 304 / 196, numba 565 / 338; 64 rows (1024 x 512 x 49152): c 576 / 542, numba
+# 625 / 627 / 340; 64 rows (512 x 256 x 24576 float64): c 162 / 166, numba 179 / 174;
+# 98 rows (V, 1024 x 512 x 32000): c 376 / 361 / 224, numba 387 / 415; 98 rows (512 x 256 x
+# 16000 float64): c 106 / 114. A tie near 64 rows, row blocks ahead from about 100.
+COLUMN_MIN_ROWS = 64
+PANEL_ROWS = 1024
+
+
+def score_blocks(head, B, n, itemsize, chunk_rows):
+    """(rows, cols) of the score block linear_head holds: cols < n means column blocks (only
+    softmax_nll, and only without an explicit chunk_rows, which asks for row blocks)."""
+    if chunk_rows:
+        return chunk_rows, n
+    rows = default_chunk_rows(n, itemsize)
+    if head != "softmax_nll" or rows >= min(B, COLUMN_MIN_ROWS):
+        return rows, n
+    panel = min(B, PANEL_ROWS)
+    return panel, max(1, config.score_block_bytes // (panel * itemsize))
+
+
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX):
     """S = X W^T + b, one row chunk at a time: head rows, then dW += dS^T X, db += sum dS,
     dX = dS W; "mean" scales the three gradients by 1/sum(omega) at the end."""
