@@ -224,13 +224,18 @@ def default_chunk_rows(n, itemsize):
 # The compiled backends' softmax_nll with many classes: when the budget holds fewer than
 # COLUMN_MIN_ROWS whole rows of scores (and fewer than B), blocks of (up to PANEL_ROWS rows,
 # as many columns as fit) in two passes over the columns: four full-size products instead of
-# three skinny ones. Measured with float32 unless noted (median ms, 2 cores, OpenBLAS; rows
-# per 12 MiB block; row blocks / column blocks / bare products): 31 rows (256 x 512 x 100000):
-# c 507 / 304 / 196, numba 565 / 338; 64 rows (1024 x 512 x 49152): c 576 / 542, numba
-# 625 / 627 / 340; 64 rows (512 x 256 x 24576 float64): c 162 / 166, numba 179 / 174;
-# 98 rows (V, 1024 x 512 x 32000): c 376 / 361 / 224, numba 387 / 415; 98 rows (512 x 256 x
-# 16000 float64): c 106 / 114. A tie near 64 rows, row blocks ahead from about 100.
+# three skinny ones. Measured with `make crossover` (its second table; 2 cores, OpenBLAS,
+# median ms, row blocks / column blocks / the three bare products; rows per 12 MiB block):
+#   31 rows,  256 x 512 x 100000 float32: c 518 / 321, numba 530 / 331 (bare 203)
+#   64 rows, 1024 x 512 x 49152 float32:  c 605 / 561, numba 618 / 595 (bare 356)
+#   64 rows,  512 x 256 x 24576 float64:  c 157 / 163, numba 161 / 177 (bare 114)
+#   98 rows, 1024 x 512 x 32000 float32:  c 359 / 343, numba 368 / 384 (bare 228; shape V)
+#   196 rows, 1024 x 1024 x 16000 float32: c 285 / 320, numba 310 / 343
+# Column blocks win clearly below 64 rows and are even around 64-100 (ahead for d = 512,
+# behind for d = 256), so they start below 64.
 COLUMN_MIN_ROWS = 64
+# Each panel reads W three times; 1024 rows keep dW's product at k = 1024 and, at 12 MiB, blocks
+# of 3072 float32 columns (chosen, not tuned: every measured shape above is one panel).
 PANEL_ROWS = 1024
 
 
