@@ -84,3 +84,30 @@ def test_c_gemms_through_numpys_or_scipys_openblas(numpy_blas):
                 assert_close(g, w, X.dtype)
     finally:
         c_kernels.set_blas()
+
+
+@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
+@pytest.mark.parametrize("bad", ["B < 0", "n < 1", "chunk < 1", "cols < 1", "head code",
+                                 "columns of a hinge"])
+def test_c_kernels_refuse_their_preconditions_without_writing(bad):
+    """linear_chunked re-checks what is cheap and returns a status (c_kernels raises it as a
+    ValueError) before touching any buffer, even when called past the Python checks."""
+    from fastbp.backends import _args, c_kernels
+    ffi, lib = c_kernels.ffi, c_kernels.lib
+    B, d, n = 4, 3, 5
+    X, W, b = np.ones((B, d)), np.ones((n, d)), np.zeros(n)
+    dW, db, dX = np.full((n, d), 7.0), np.full(n, 7.0), np.full((B, d), 7.0)
+    y, sums = np.zeros(B, np.int64), ffi.new("double[2]")
+    args = {"head": _args.SOFTMAX, "chunk": 2, "cols": n, "B": B, "n": n}
+    args.update({"B < 0": {"B": -1}, "n < 1": {"n": 0}, "chunk < 1": {"chunk": 0},
+                 "cols < 1": {"cols": 0}, "head code": {"head": 99},
+                 "columns of a hinge": {"head": _args.MHINGE, "cols": 2}}[bad])
+    p = lambda a: ffi.from_buffer("double[]", a)     # noqa: E731
+    status = lib.linear_chunked_f64(
+        p(dW), p(db), p(dX), sums, p(X), p(W), p(b), args["head"],
+        ffi.from_buffer("int64_t[]", y), ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, _args.NEVER,
+        0.0, 1.0, 1, 1, args["chunk"], args["cols"], args["B"], d, args["n"])
+    assert status == lib.FBP_EBADARG
+    with pytest.raises(ValueError, match="precondition"):
+        c_kernels._check(status, "linear_head")
+    assert (dW == 7).all() and (db == 7).all() and (dX == 7).all()
