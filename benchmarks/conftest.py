@@ -20,32 +20,20 @@ _RSS_PROBE = r"""
 import sys, numpy as np, fastbp
 from fastbp.compare import rss_peak
 from fastbp.presets import linear_data
-from fastbp.backends.reference import default_chunk_rows
 
 X, W, b, target = linear_data(sys.argv[1], sys.argv[2])
 out = fastbp.Grads(None, np.zeros_like(W), np.zeros_like(b), np.zeros_like(X))
-for a in out[1:]:
-    a.fill(1)                  # touched: their pages are resident before the call
-Xc = X[:default_chunk_rows(W.shape[0], X.itemsize)]
-dS = np.full((Xc.shape[0], W.shape[0]), 0.5, X.dtype)
-# BLAS's own buffers for the block products, in NumPy's OpenBLAS and in SciPy's (the one the
-# compiled backends call): allocated now, part of the baseline
-Xc @ W.T, dS.T @ Xc, dS @ W
-from scipy.linalg import blas
-gemm = blas.sgemm if X.dtype == np.float32 else blas.dgemm
-gemm(1.0, Xc, W, trans_b=True), gemm(1.0, dS, Xc, trans_a=True), gemm(1.0, dS, W)
-del dS, gemm
-fastbp.available_backends()
-print(rss_peak(lambda: fastbp.linear_head(X, W, b, target, sys.argv[2], out=out,
-                                          backend=sys.argv[3])))
+call = lambda: fastbp.linear_head(X, W, b, target, sys.argv[2], out=out, backend=sys.argv[3])
+call()      # warm-up, as before tracemalloc's figure: BLAS's own buffers are then resident
+print(rss_peak(call))
 """
 
 
 def peak_extra_rss(shape, head, backend):
     """Peak extra memory of one linear_head call as the process sees it (C mallocs included,
     which tracemalloc misses; design.md "Peak memory"): fastbp.compare.rss_peak in a fresh
-    interpreter, with inputs, outputs, imports and BLAS's own buffers for the same block
-    products already resident. Linux only."""
+    interpreter, after a warm-up call (inputs, outputs, imports and BLAS's own buffers for the
+    same products already resident; the call's freed scratch is returned first). Linux only."""
     import os
     import subprocess
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
