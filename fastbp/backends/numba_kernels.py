@@ -109,22 +109,14 @@ def activation_grad(code, a, alpha):
 # ---------------------------------------------------------------------------- head rows
 @jit
 def argmax(s):
-    """Index of the first maximum of s, or of its first NaN (as numpy.argmax): the maximum and
-    whether a NaN is present in one branch-free (vectorizable) pass, then the first index that
-    has it (a compare-and-branch per element cost as much as the rest of a softmax row)."""
-    M = s[0]
-    nan = False
-    for j in range(s.size):
-        v = s[j]
-        M = v if v > M else M
-        nan |= v != v
+    """Index of the first maximum of s, or of its first NaN (as numpy.argmax). (csrc/rows.h
+    takes the maximum in a vectorized pass first; here that measured 6% slower on a softmax head
+    of 256 x 1000: Numba does not vectorize it.)"""
     m = 0
-    if nan:
-        while s[m] == s[m]:
-            m += 1
-    else:
-        while s[m] != M:
-            m += 1
+    M = s[0]
+    for j in range(1, s.size):
+        if s[j] > M or (s[j] != s[j] and M == M):
+            m, M = j, s[j]
     return m
 
 
