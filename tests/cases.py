@@ -115,17 +115,20 @@ def cast_floats(dtype, *arrays, options=None):
 # names in numba_kernels.py and c_kernels.py); the tests force each one on small problems by
 # moving the crossover thresholds. FASTBP_TEST_BACKENDS=c,... keeps only those backends
 # (besides the reference): `make test-asan` runs the C backend's tests alone.
-def _column_blocks(head, B, n, itemsize, chunk_rows):
-    """score_blocks with softmax_nll's column blocks wherever they can run: panels of 3 rows,
-    n // 2 columns (so several panels, several blocks and partial ones)."""
-    if head != "softmax_nll" or chunk_rows or n < 2:
-        return score_blocks(head, B, n, itemsize, chunk_rows)
-    return 3, n // 2
+def column_blocks(rows=3, cols=None):
+    """A score_blocks giving softmax_nll column blocks wherever they can run: panels of
+    ``rows`` rows, ``cols`` columns (default n // 2: several panels, blocks, partial ones)."""
+    def blocks(head, B, n, itemsize, chunk_rows):
+        c = n // 2 if cols is None else cols
+        if head != "softmax_nll" or chunk_rows or not 1 <= c < n:
+            return score_blocks(head, B, n, itemsize, chunk_rows)
+        return rows, c
+    return blocks
 
 
 _PATH_SETTINGS = {
     "chunked": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0},      # one block too, if B fits
-    "columns": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0, "score_blocks": _column_blocks},
+    "columns": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0, "score_blocks": column_blocks()},
     "parallel": {"PARALLEL_MIN_WORK": 0, "FUSED_ANY_N_WEIGHTS": 1 << 60},
     "serial": {"PARALLEL_MIN_WORK": 1 << 60, "FUSED_ANY_N_WEIGHTS": 1 << 60},
 }

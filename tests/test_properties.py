@@ -5,7 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastbp
-from cases import BACKENDS, VARIANTS, assert_close, cast_floats, head_cases, make_head_inputs, variant
+from cases import (BACKENDS, VARIANTS, assert_close, cast_floats, column_blocks, head_cases,
+                   make_head_inputs, variant)
 from test_layers import alpha_for, make_net
 from test_linear_head import make_linear
 
@@ -55,6 +56,32 @@ def test_linear_head_any_chunking_matches_the_head_on_full_scores(case, B, d, n,
         assert_close(g.dW, dS.T @ X, dtype)
         assert_close(g.db, dS.sum(0), dtype)
         assert_close(g.dX, dS @ W, dtype)
+
+
+@given(case=st.sampled_from([c for c in CASES if c[0] == "softmax_nll"]), B=st.integers(0, 20),
+       d=dims, n=st.integers(2, 13), dtype=dtypes, seed=seeds, rows=st.integers(1, 21),
+       cols=st.integers(1, 12), scale=st.sampled_from([1.0, 1e4]))
+def test_softmax_any_column_blocking_matches_the_reference(case, B, d, n, dtype, seed, rows,
+                                                           cols, scale):
+    """The compiled backends' column blocks (any panel and block size, partial ones included),
+    with logits up to |s| ~ 1e4 in float64 (whose row maxima move from block to block)."""
+    _, spec = case
+    X, W, b, target, opts = make_linear("softmax_nll", spec, B, d, n, np.float64,
+                                        np.random.default_rng(seed))
+    W *= scale if dtype == np.float64 else 1.0
+    want = fastbp.linear_head(X, W, b, target, backend="numpy", **opts)
+    args = cast_floats(dtype, X, W, b, target, options=opts)
+    for backend in (b for b in BACKENDS if b != "numpy"):
+        with variant(f"{backend}:columns"):    # restores score_blocks on exit
+            fastbp._dispatch.backend_module(backend).score_blocks = column_blocks(
+                rows, min(cols, n - 1))
+            got = fastbp.linear_head(*args[:4], backend=backend, **args[4])
+        if np.isnan(want.loss):         # every row weighted 0 (or B = 0)
+            assert np.isnan(got.loss)
+        else:
+            assert_close(got.loss, want.loss, dtype)
+        for name in ("dW", "db", "dX"):
+            assert_close(getattr(got, name), getattr(want, name), dtype, name)
 
 
 @given(activation=st.sampled_from(fastbp.ACTIVATIONS), B=st.integers(1, 8),
