@@ -6,29 +6,35 @@ from . import _dispatch, peers, presets
 from .compare import fmt_s, median_time
 from .layers import linear_head
 
-GRIDS = {"quick": ("T", "D", "C"), "full": ("T", "D", "C", "V")}
+GRIDS = {"quick": ("T", "D", "C"), "full": ("T", "D", "C", "V", "L")}
 HEADS = ("softmax_nll", "multiclass_hinge", "sigmoid_l2")
+LARGE = ("V", "L")          # output layers of many classes: softmax_nll only
+
+
+def cases(preset):
+    """The (shape, head) pairs a preset times."""
+    return [(shape, head) for shape in GRIDS[preset]
+            for head in (("softmax_nll",) if shape in LARGE else HEADS)]
 
 
 def run(preset="quick", with_peers=False, progress=None):
     rows = []
-    for shape in GRIDS[preset]:
-        for head in HEADS if shape != "V" else ("softmax_nll",):
-            X, W, b, target = presets.linear_data(shape, head)
-            repeats = 5 if shape in ("C", "V") else 200
-            timed = {be: (lambda be=be: linear_head(X, W, b, target, head, backend=be))
-                     for be in _dispatch.available_backends()}
-            dS = np.full((X.shape[0], W.shape[0]), 0.5, X.dtype)
-            timed["bare BLAS"] = lambda: (X @ W.T, dS.T @ X, dS @ W)
-            if with_peers:
-                timed.update({p: peers.linear_head(p, head, X, W, b, target)
-                              for p in peers.PEERS
-                              if peers.available(p) and peers.supports(p, head)})
-            row = {"shape": shape, "head": head,
-                   "seconds": {name: median_time(fn, repeats) for name, fn in timed.items()}}
-            rows.append(row)
-            if progress is not None:
-                progress()
+    for shape, head in cases(preset):
+        X, W, b, target = presets.linear_data(shape, head)
+        repeats = 5 if shape in ("C",) + LARGE else 200
+        timed = {be: (lambda be=be: linear_head(X, W, b, target, head, backend=be))
+                 for be in _dispatch.available_backends()}
+        dS = np.full((X.shape[0], W.shape[0]), 0.5, X.dtype)
+        timed["bare BLAS"] = lambda: (X @ W.T, dS.T @ X, dS @ W)
+        if with_peers:
+            timed.update({p: peers.linear_head(p, head, X, W, b, target)
+                          for p in peers.PEERS
+                          if peers.available(p) and peers.supports(p, head)})
+        row = {"shape": shape, "head": head,
+               "seconds": {name: median_time(fn, repeats) for name, fn in timed.items()}}
+        rows.append(row)
+        if progress is not None:
+            progress()
     return rows
 
 

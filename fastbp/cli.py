@@ -56,8 +56,7 @@ def _run_compare(args):
 
 def _run_bench(args):
     from . import bench
-    n = sum(len(bench.HEADS) if s != "V" else 1 for s in bench.GRIDS[args.preset])
-    with _bar(total=n, desc="timing") as bar:
+    with _bar(total=len(bench.cases(args.preset)), desc="timing") as bar:
         rows = bench.run(args.preset, args.peers, progress=bar.update)
     print(bench.table(rows))
     if args.json:
@@ -128,7 +127,8 @@ def build_parser():
     p.set_defaults(fn=_run_compare)
     p = sub.add_parser("bench", help="linear_head: backends vs NumPy, bare BLAS and peers")
     p.add_argument("--preset", choices=("quick", "full"), default="quick",
-                   help="quick: shapes T, D, C; full: and V (1024 x 512 x 32000)")
+                   help="quick: shapes T, D, C; full: and V (1024 x 512 x 32000) and L "
+                        "(256 x 256 x 65536)")
     p.add_argument("--peers", action="store_true", help="also time PyTorch when installed")
     p.add_argument("--json", metavar="PATH", help="write the medians as JSON")
     p.set_defaults(fn=_run_bench)

@@ -759,7 +759,7 @@ def _linear_columns(X, W, b, args, mean, rows, cols, dW, db, dX):
     linear_columns: per panel of rows X_p, pass 1 per column block S = X_p W_c^T + b_c and the
     rows' statistics; pass 2 S again, the gradient in place, dW_c += S^T X_p, dX_p += S W_c.
     st: per row M, r, rest and the argmax (as a float: exact below 2^53)."""
-    (B, d), n, dt = X.shape, W.shape[0], X.dtype
+    B, n, dt = X.shape[0], W.shape[0], X.dtype
     y, Z, sw, w, pw, ignore, eps, margin, p = args
     scale = mean_scale(y, sw, w, ignore, B) if mean else 1.0
     rows = min(rows, max(B, 1))
