@@ -11,7 +11,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # What each entry point installs; one stamp each, redone when pyproject.toml or the C sources
-# change (pip install compiles the C backend's extension, fastbp/backends/_fastbp_c*.so).
+# change (pip install compiles the C backend's extensions, fastbp/backends/_fastbp_c*.so and
+# _fastcall*.so).
 EXTRAS_demo := plot,sklearn
 EXTRAS_test := test,plot,sklearn
 EXTRAS_bench := test,plot,sklearn,peers
@@ -71,4 +72,4 @@ crossover: $(VENV)/.installed-test
 	$(BENCH_ENV) $(BIN)/python benchmarks/crossover.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info fastbp/backends/_fastbp_c* .pytest_cache .hypothesis .benchmarks fastbp-demo
+	rm -rf $(VENV) build *.egg-info fastbp/backends/_fastbp_c* fastbp/backends/_fastcall* .pytest_cache .hypothesis .benchmarks fastbp-demo

@@ -180,7 +180,9 @@ def main():
             f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['num_threads']} "
             f"threads)" for b in run["fastbp"]["blas"])
         + (f"; the C backend's GEMMs in {run['fastbp']['c_blas']}'s"
-           if run["fastbp"].get("c_blas") else ""),
+           if run["fastbp"].get("c_blas") else "")
+        + ("; its tiny linear_head calls through csrc/fastcall.c"
+           if run["fastbp"].get("c_fastcall") else ""),
         f"- run at {run['datetime']}",
         "",
         "## Targets of the Numba backend, C backend and training issues",

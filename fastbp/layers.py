@@ -33,6 +33,13 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
     memory does not grow with the batch. ``head_options``: the head's keyword options, with
     ``reduction`` "mean" (default) or "sum".
     """
+    module = backend_module(backend)
+    if out is not None and module.fast_linear_head is not None and not head_options \
+            and chunk_rows is None:
+        # the backend's whole tiny call in compiled code: its loss, or None (nothing written)
+        loss = module.fast_linear_head(X, W, b, target, head, need_dX, out)
+        if loss is not None:
+            return _new_grads(Grads, (loss, out[1], out[2], out[3]))
     (X, W, b, target, head, opts, reduction, need_dX, chunk_rows,
      bufs) = _checks.check_linear_head(X, W, b, target, head, head_options, need_dX, chunk_rows,
                                        out)
@@ -40,8 +47,7 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
     dW = np.empty_like(W) if bufs["dW"] is None else bufs["dW"]
     db = None if b is None else (np.empty_like(b) if bufs["db"] is None else bufs["db"])
     dX = None if not need_dX else (np.empty_like(X) if bufs["dX"] is None else bufs["dX"])
-    loss = backend_module(backend).linear_head(X, W, b, target, head, opts, reduction,
-                                               chunk_rows, dW, db, dX)
+    loss = module.linear_head(X, W, b, target, head, opts, reduction, chunk_rows, dW, db, dX)
     return _new_grads(Grads, (loss, dW, db, dX))      # Grads(...) without its Python __new__
 
 

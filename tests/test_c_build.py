@@ -44,6 +44,7 @@ def test_install_without_a_compiler_drops_only_the_c_backend(tmp_path):
         env=env, capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stdout + install.stderr
     assert not list((site / "fastbp").rglob("_fastbp_c*"))
+    assert not list((site / "fastbp").rglob("_fastcall*"))
     probe = subprocess.run(
         [sys.executable, "-c",
          "import fastbp\n"

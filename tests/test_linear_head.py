@@ -131,3 +131,120 @@ def test_naive_path_equals_fused(case, rng):
         got = fastbp.naive.linear_head(X, W, b, target, head, reduction=reduction, **opts)
         for a, c in zip(got, want):
             assert_close(a, c, np.float64)
+
+
+# ---------------------------------------------------------------- the C backend's fast entry
+def _tiny(dtype, rng, n=3):
+    X, W, b = (rng.standard_normal(s).astype(dtype) for s in ((5, 4), (n, 4), (n,)))
+    return X, W, b, rng.integers(0, n, 5)
+
+
+def _grads_like(X, W, b, fill=7.0):
+    return fastbp.Grads(None, np.full_like(W, fill), np.full_like(b, fill), np.full_like(X, fill))
+
+
+@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
+@pytest.mark.parametrize("head", fastbp.HEADS)
+def test_c_fast_entry_runs_the_common_tiny_call(head, dtype, rng):
+    """csrc/fastcall.c takes linear_head's tiny default call with out= (every head but
+    binary_hinge's +-1 labels) and gives the checked path's bits."""
+    from fastbp.backends import c_kernels
+    if c_kernels.fast_linear_head is None:
+        pytest.fail("fastbp.backends._fastcall was not built beside the C backend")
+    X, W, b, target, _ = make_linear(head, {"target": CASES_TARGET[head]}, 5, 4, 3, dtype, rng)
+    for bias, need_dX in ((b, True), (None, False)):
+        out = fastbp.Grads(None, np.empty_like(W), None if bias is None else np.empty_like(b),
+                           np.empty_like(X) if need_dX else None)
+        loss = c_kernels.fast_linear_head(X, W, bias, target, head, need_dX, out)
+        assert (loss is None) == (head == "binary_hinge"), head
+        want = fastbp.linear_head(X, W, bias, target, head, need_dX=need_dX, chunk_rows=5,
+                                  backend="c")     # chunk_rows: the checked path, same kernel
+        if loss is not None:
+            assert loss == want.loss or np.isnan(loss) and np.isnan(want.loss)
+            for got, exp in zip(out[1:], want[1:]):
+                assert (got is None) == (exp is None)
+                if got is not None:
+                    np.testing.assert_array_equal(got, exp)
+
+
+CASES_TARGET = {"softmax_nll": "labels", "multiclass_hinge": "labels", "binary_hinge": "pm1",
+                "nll": "labels"}
+CASES_TARGET.update({h: "dense" for h in fastbp.HEADS if h not in CASES_TARGET})
+
+
+def _declined_calls(rng):
+    """(what, X, W, b, target, head, need_dX, out) the fast entry must leave to the checked
+    path; out's buffers hold 7s."""
+    X, W, b, y = _tiny(np.float64, rng)
+    g = _grads_like(X, W, b)
+    big = np.full((10, 4), 7.0)
+    yield "fortran X", np.asfortranarray(X), W, b, y, "softmax_nll", True, g
+    yield "strided X", np.repeat(X, 2, axis=1)[:, ::2], W, b, y, "softmax_nll", True, g
+    yield "float32 W", X, W.astype(np.float32), b, y, "softmax_nll", True, g
+    yield "int X", X.astype(int), W, b, y, "softmax_nll", True, g
+    yield "byteswapped X", X.astype(">f8"), W, b, y, "softmax_nll", True, g
+    yield "subclass X", X.view(type("Sub", (np.ndarray,), {})), W, b, y, "softmax_nll", True, g
+    yield "list y", X, W, b, list(y), "softmax_nll", True, g
+    yield "int32 y", X, W, b, y.astype(np.int32), "softmax_nll", True, g
+    yield "label = n", X, W, b, np.where(y == y[0], 3, y), "softmax_nll", True, g
+    yield "label < 0", X, W, b, np.where(y == y[0], -100, y), "softmax_nll", True, g
+    yield "wrong W", X, W[:, :3].copy(), b, y, "softmax_nll", True, g
+    yield "wrong b", X, W, b[:2].copy(), y, "softmax_nll", True, g
+    yield "float target", X, W, b, np.zeros((5, 2)), "sigmoid_l2", True, g
+    yield "pm1 head", X, W[:1].copy(), b[:1].copy(), np.ones(5, int), "binary_hinge", True, \
+        fastbp.Grads(None, np.full((1, 4), 7.0), np.full(1, 7.0), np.full_like(X, 7.0))
+    yield "unknown head", X, W, b, y, "soft", True, g
+    yield "unhashable head", X, W, b, y, ["softmax_nll"], True, g
+    yield "need_dX=1", X, W, b, y, "softmax_nll", 1, g
+    yield "need_dX=False with dX", X, W, b, y, "softmax_nll", False, g
+    yield "dX missing", X, W, b, y, "softmax_nll", True, g._replace(dX=None)
+    yield "db without b", X, W, None, y, "softmax_nll", True, g
+    yield "read-only dW", X, W, b, y, "softmax_nll", True, g._replace(
+        dW=np.broadcast_to(np.full(4, 7.0), W.shape))
+    yield "dW is W", X, W, b, y, "softmax_nll", True, g._replace(dW=W)
+    yield "dX inside dW", X, W, b, y, "softmax_nll", True, fastbp.Grads(None, big[:3], g.db,
+                                                                        big[2:7])
+    yield "dX is X", X, W, b, y, "softmax_nll", True, g._replace(dX=X)
+    yield "out list", X, W, b, y, "softmax_nll", True, list(g)
+    yield "large B", np.ones((1 << 14, 4)), W, b, np.zeros(1 << 14, np.intp), "softmax_nll", \
+        True, fastbp.Grads(None, g.dW, g.db, np.full((1 << 14, 4), 7.0))
+
+
+@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
+def test_c_fast_entry_declines_anything_else_without_writing(rng):
+    """Every other call returns None before a write, whatever the checked path then says."""
+    from fastbp.backends import c_kernels
+    if c_kernels.fast_linear_head is None:
+        pytest.fail("fastbp.backends._fastcall was not built beside the C backend")
+    for what, X, W, b, target, head, need_dX, out in _declined_calls(rng):
+        before = [None if a is None else np.array(a) for a in out[1:]]
+        assert c_kernels.fast_linear_head(X, W, b, target, head, need_dX, out) is None, what
+        for a, was in zip(out[1:], before):
+            assert a is None or np.array_equal(a, was), what
+
+
+@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
+def test_c_fast_entry_takes_disjoint_views_of_one_buffer(rng):
+    """Overlap is decided on byte ranges: rows of one array that do not meet are fine."""
+    from fastbp.backends import c_kernels
+    X, W, b, y = _tiny(np.float64, rng)
+    big = np.zeros((10, 4))
+    out = fastbp.Grads(None, big[:3], np.empty(3), big[5:])
+    assert c_kernels.fast_linear_head(X, W, b, y, "softmax_nll", True, out) is not None
+    want = fastbp.linear_head(X, W, b, y, chunk_rows=5, backend="c")
+    np.testing.assert_array_equal(big[:3], want.dW)
+    np.testing.assert_array_equal(big[5:], want.dX)
+    assert not big[3:5].any()
+
+
+@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
+@pytest.mark.parametrize("setting", [{"FUSED_ANY_N_WEIGHTS": 0}, {"PARALLEL_MIN_WORK": 0}])
+def test_c_fast_entry_follows_the_path_thresholds(setting, rng):
+    """It runs only what the fused path would run on one block (the variants move these)."""
+    from fastbp.backends import c_kernels
+    X, W, b, y = _tiny(np.float64, rng)
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in setting.items():
+            mp.setattr(c_kernels, k, v)
+        assert c_kernels.fast_linear_head(X, W, b, y, "softmax_nll", True,
+                                          _grads_like(X, W, b)) is None

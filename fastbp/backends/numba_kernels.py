@@ -549,6 +549,9 @@ FUSED_MIN_ROWS = 128                 #   PARALLEL_MIN_WORK = B * n * d
 PARALLEL_MIN_WORK = 1 << 16
 
 
+fast_linear_head = None     # a Numba call's own dispatch costs more than the checks it would save
+
+
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
                 threads=None):
     """``threads``: row blocks of the fused path (default: get_num_threads(); 1 inside a

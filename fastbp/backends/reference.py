@@ -6,6 +6,9 @@ outputs are preallocated by the public layer:
 
     <head>(S, target, out, reduction, **options) -> loss        one per name in HEADS; out may be S
     linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX) -> loss
+    fast_linear_head(X, W, b, target, head, need_dX, out) -> loss or None     or None itself:
+                                 the unchecked public call's arguments, checked and run in
+                                 compiled code when it is the common tiny one (C backend)
     linear_act_forward(X, W, b, activation, alpha) -> (A, argmax or None)
     linear_act_backward(dA, cache, dX, dW, db)                   dX None: not wanted
     mlp_forward(X, params, activation, alpha) -> S
@@ -217,6 +220,9 @@ softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nl
 
 
 # ---------------------------------------------------------------------------- linear + head
+fast_linear_head = None          # no compiled entry for the whole call: always the checked path
+
+
 def default_chunk_rows(n, itemsize):
     return max(1, config.score_block_bytes // (n * itemsize))
 
