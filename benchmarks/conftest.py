@@ -53,7 +53,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "threads": info["threads"],
         "backends": info["backends"],
         "c_blas": info["c_blas"],
-        "c_fastcall": info["c_fastcall"],
+        "fastcall": info["fastcall"],
         "blas": [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
                                            "num_threads")}
                  for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"],

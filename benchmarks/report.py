@@ -181,8 +181,8 @@ def main():
             f"threads)" for b in run["fastbp"]["blas"])
         + (f"; the C backend's GEMMs in {run['fastbp']['c_blas']}'s"
            if run["fastbp"].get("c_blas") else "")
-        + ("; its tiny linear_head calls through csrc/fastcall.c"
-           if run["fastbp"].get("c_fastcall") else ""),
+        + ("; tiny linear_head calls through csrc/fastcall.c"
+           if run["fastbp"].get("fastcall") else ""),
         f"- run at {run['datetime']}",
         "",
         "## Targets of the Numba backend, C backend and training issues",

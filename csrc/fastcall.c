@@ -1,15 +1,17 @@
-/* fastbp.backends._fastcall: the C backend's tiny linear_head calls checked and run without
- * Python in between (a plain CPython extension; the kernels stay in the cffi module, whose
- * linear_fused_f64 / _f32 addresses c_kernels.py hands over with set_kernels).
+/* fastbp.backends._fastcall: a compiled backend's tiny linear_head calls checked and run
+ * without Python in between (a plain CPython extension, built beside the C backend's cffi
+ * module). The kernel is the caller's: any function with the C signature of csrc/fastbp.h's
+ * linear_fused_f64 / _f32 -- the C backend's own, or the Numba backend's fused rows compiled
+ * as a cfunc.
  *
  * At B=5, d=4, n=3 the arithmetic takes about 0.3 us, and the Python path around it (the fast
- * checks of fastbp/_checks.py, 1.9 us, then seven ffi.from_buffer and a 26-argument cffi call,
- * 2.6 us) is 90% of the call. linear_head(...) below takes the common call -- default head
- * options, out= given, one float dtype, C-ordered native arrays, labels in range, no buffer
- * overlapping another -- and returns its loss; for anything else it returns None before
- * writing anything, and the Python path (which also words every error) runs instead. Its
- * conditions are those of _checks._fast_linear_head, except that overlap is tested on the
- * arrays' byte ranges; tests/test_errors.py runs every rejected case through it. */
+ * checks of fastbp/_checks.py, 1.9 us, then the backend's glue: seven ffi.from_buffer and a
+ * 26-argument cffi call, 2.6 us) is 90% of the call. linear_head(...) below takes the common
+ * call -- default head options, out= given, one float dtype, C-ordered native arrays, labels in
+ * range, no buffer overlapping another -- and returns its loss; for anything else it returns
+ * None before writing anything, and the Python path (which also words every error) runs
+ * instead. Its conditions are those of _checks._fast_linear_head, except that overlap is
+ * tested on the arrays' byte ranges (tests/test_linear_head.py, "fast entry"). */
 #define PY_SSIZE_T_CLEAN
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <Python.h>
@@ -21,22 +23,9 @@
 
 typedef __typeof__(linear_fused_f64) fused_f64_t;
 typedef __typeof__(linear_fused_f32) fused_f32_t;
-static fused_f64_t *fused_f64;
-static fused_f32_t *fused_f32;
 
-/* the target kinds of a head's spec (c_kernels._FAST_SPECS) */
+/* the target kinds of a head's spec (fastbp/backends/_args.py, fast_specs) */
 enum { KIND_LABELS = 1, KIND_PROBS = 2, KIND_FLOAT = 4 };
-
-static PyObject *set_kernels(PyObject *self, PyObject *args)
-{
-    unsigned long long f64, f32;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "KK", &f64, &f32))
-        return NULL;
-    fused_f64 = (fused_f64_t *)(uintptr_t)f64;
-    fused_f32 = (fused_f32_t *)(uintptr_t)f32;
-    Py_RETURN_NONE;
-}
 
 /* an exact ndarray of type tn, ndim dimensions (d0, d1), C-ordered, aligned, native byte order
  * (and writeable if out); d1 < 0: one dimension */
@@ -62,15 +51,17 @@ static int overlap(PyArrayObject *a, PyArrayObject *b)
     return na && nb && pa < pb + nb && pb < pa + na;
 }
 
-/* linear_head(X, W, b, target, spec, need_dX, out, max_weights, max_work) -> loss or None.
- * spec: None or (kinds, code for labels, code for probability/float rows, ignore_index,
- * label_smoothing, margin, p); runs linear_fused on one block when n d <= max_weights and
- * B n d < max_work (c_kernels' FUSED_ANY_N_WEIGHTS and PARALLEL_MIN_WORK). */
+/* linear_head(X, W, b, target, spec, need_dX, out, max_weights, max_work, kernels) -> loss or
+ * None. spec: None or (kinds, code for labels, code for probability/float rows, ignore_index,
+ * label_smoothing, margin, p); kernels: the (float64, float32) kernels' addresses; runs them on
+ * one block when n d <= max_weights and B n d < max_work (the backend's FUSED_ANY_N_WEIGHTS and
+ * PARALLEL_MIN_WORK). */
 static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "_fastcall.linear_head takes 9 arguments");
+    if (nargs != 10 || !PyTuple_CheckExact(args[9]) || PyTuple_GET_SIZE(args[9]) != 2) {
+        PyErr_SetString(PyExc_TypeError, "_fastcall.linear_head takes 10 arguments, the last "
+                        "a pair of kernel addresses");
         return NULL;
     }
     PyObject *spec = args[4], *need = args[5], *out = args[6];
@@ -129,8 +120,14 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
     double eps = PyFloat_AsDouble(PyTuple_GET_ITEM(spec, 4));
     double margin = PyFloat_AsDouble(PyTuple_GET_ITEM(spec, 5));
     int p = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 6));
-    if (PyErr_Occurred() || !fused_f64 || !fused_f32)
+    fused_f64_t *fused_f64 = (fused_f64_t *)PyLong_AsVoidPtr(PyTuple_GET_ITEM(args[9], 0));
+    fused_f32_t *fused_f32 = (fused_f32_t *)PyLong_AsVoidPtr(PyTuple_GET_ITEM(args[9], 1));
+    if (PyErr_Occurred())
         return NULL;
+    if (!fused_f64 || !fused_f32) {
+        PyErr_SetString(PyExc_ValueError, "_fastcall.linear_head: a NULL kernel");
+        return NULL;
+    }
     double sums[2];
     int status;
 #define FBP_DATA(a) ((a) ? PyArray_DATA(a) : NULL)
@@ -152,11 +149,9 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
 }
 
 static PyMethodDef methods[] = {
-    {"set_kernels", set_kernels, METH_VARARGS,
-     "set_kernels(f64, f32): the addresses of linear_fused_f64 and _f32."},
     {"linear_head", (PyCFunction)(void (*)(void))linear_head, METH_FASTCALL,
-     "linear_head(X, W, b, target, spec, need_dX, out, max_weights, max_work) -> loss, or "
-     "None when the call is not the common tiny one (nothing written then)."},
+     "linear_head(X, W, b, target, spec, need_dX, out, max_weights, max_work, kernels) -> "
+     "loss, or None when the call is not the common tiny one (nothing written then)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,4 +1,5 @@
 """``fastbp.info()``: what runs here -- versions, backends, threads, BLAS, CPU features."""
+import importlib.util
 import platform
 import sys
 from importlib import metadata
@@ -39,7 +40,7 @@ def info():
                  for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas"],
         # whose OpenBLAS the C backend's GEMMs run in ("numpy" or "scipy"), if it is loaded
         "c_blas": getattr(_dispatch._modules.get("c"), "BLAS", None),
-        # whether its compiled entry for tiny linear_head calls (csrc/fastcall.c) was built
-        "c_fastcall": getattr(_dispatch._modules.get("c"), "fast_linear_head", None) is not None,
+        # whether the compiled entry of tiny linear_head calls (csrc/fastcall.c) was built
+        "fastcall": importlib.util.find_spec("fastbp.backends._fastcall") is not None,
         "cpu": _cpu_features(),
     }

@@ -91,8 +91,8 @@ def test_info_reports_the_machine():
         assert key in info
     if "c" in info["backends"]:
         assert info["c_blas"] in ("numpy", "scipy")
-        # `make test` requires the C backend, and its fast entry is built with it
-        assert info["c_fastcall"] or not os.environ.get("FASTBP_REQUIRE_BACKENDS")
+        # `make test` requires the C backend, and the fast entry is built with it
+        assert info["fastcall"] or not os.environ.get("FASTBP_REQUIRE_BACKENDS")
 
 
 @pytest.mark.parametrize("user_env, want", [

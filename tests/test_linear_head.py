@@ -1,10 +1,12 @@
 """linear_head (api.md s. 2): the fused S = X W^T + b -> head -> backward, for every head and
 option, against finite differences, the head on explicit scores, and the naive Jacobian path."""
+import numba
 import numpy as np
 import pytest
 
 import fastbp
-from cases import assert_close, case_id, cast_floats, head_cases, make_options, make_target
+from cases import (BACKENDS, assert_close, case_id, cast_floats, head_cases, make_options,
+                   make_target)
 
 CASES = head_cases()
 
@@ -133,7 +135,18 @@ def test_naive_path_equals_fused(case, rng):
             assert_close(a, c, np.float64)
 
 
-# ---------------------------------------------------------------- the C backend's fast entry
+# ---------------------------------------------------------------- the compiled fast entry
+COMPILED = [b for b in BACKENDS if b != "numpy"]
+
+
+def _fast(backend):
+    """The backend's fast_linear_head (csrc/fastcall.c), or None where it has none by design."""
+    module = fastbp._dispatch.backend_module(backend)
+    if backend == "numba" and numba.config.DISABLE_JIT:
+        assert module.fast_linear_head is None          # no machine code to call
+        return None
+    assert module.fast_linear_head is not None, "fastbp.backends._fastcall was not built"
+    return module.fast_linear_head
 def _tiny(dtype, rng, n=3):
     X, W, b = (rng.standard_normal(s).astype(dtype) for s in ((5, 4), (n, 4), (n,)))
     return X, W, b, rng.integers(0, n, 5)
@@ -143,22 +156,22 @@ def _grads_like(X, W, b, fill=7.0):
     return fastbp.Grads(None, np.full_like(W, fill), np.full_like(b, fill), np.full_like(X, fill))
 
 
-@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
+@pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("head", fastbp.HEADS)
-def test_c_fast_entry_runs_the_common_tiny_call(head, dtype, rng):
+def test_fast_entry_runs_the_common_tiny_call(head, backend, dtype, rng):
     """csrc/fastcall.c takes linear_head's tiny default call with out= (every head but
     binary_hinge's +-1 labels) and gives the checked path's bits."""
-    from fastbp.backends import c_kernels
-    if c_kernels.fast_linear_head is None:
-        pytest.fail("fastbp.backends._fastcall was not built beside the C backend")
+    fast = _fast(backend)
+    if fast is None:
+        return
     X, W, b, target, _ = make_linear(head, {"target": CASES_TARGET[head]}, 5, 4, 3, dtype, rng)
     for bias, need_dX in ((b, True), (None, False)):
         out = fastbp.Grads(None, np.empty_like(W), None if bias is None else np.empty_like(b),
                            np.empty_like(X) if need_dX else None)
-        loss = c_kernels.fast_linear_head(X, W, bias, target, head, need_dX, out)
+        loss = fast(X, W, bias, target, head, need_dX, out)
         assert (loss is None) == (head == "binary_hinge"), head
         want = fastbp.linear_head(X, W, bias, target, head, need_dX=need_dX, chunk_rows=5,
-                                  backend="c")     # chunk_rows: the checked path, same kernel
+                                  backend=backend)   # chunk_rows: the checked path, same kernel
         if loss is not None:
             assert loss == want.loss or np.isnan(loss) and np.isnan(want.loss)
             for got, exp in zip(out[1:], want[1:]):
@@ -210,41 +223,40 @@ def _declined_calls(rng):
         True, fastbp.Grads(None, g.dW, g.db, np.full((1 << 14, 4), 7.0))
 
 
-@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
-def test_c_fast_entry_declines_anything_else_without_writing(rng):
+@pytest.mark.parametrize("backend", COMPILED)
+def test_fast_entry_declines_anything_else_without_writing(backend, rng):
     """Every other call returns None before a write, whatever the checked path then says."""
-    from fastbp.backends import c_kernels
-    if c_kernels.fast_linear_head is None:
-        pytest.fail("fastbp.backends._fastcall was not built beside the C backend")
-    for what, X, W, b, target, head, need_dX, out in _declined_calls(rng):
+    fast = _fast(backend)
+    for what, X, W, b, target, head, need_dX, out in (_declined_calls(rng) if fast else ()):
         before = [None if a is None else np.array(a) for a in out[1:]]
-        assert c_kernels.fast_linear_head(X, W, b, target, head, need_dX, out) is None, what
+        assert fast(X, W, b, target, head, need_dX, out) is None, what
         for a, was in zip(out[1:], before):
             assert a is None or np.array_equal(a, was), what
 
 
-@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
-def test_c_fast_entry_takes_disjoint_views_of_one_buffer(rng):
+@pytest.mark.parametrize("backend", COMPILED)
+def test_fast_entry_takes_disjoint_views_of_one_buffer(backend, rng):
     """Overlap is decided on byte ranges: rows of one array that do not meet are fine."""
-    from fastbp.backends import c_kernels
+    fast = _fast(backend)
+    if fast is None:
+        return
     X, W, b, y = _tiny(np.float64, rng)
     big = np.zeros((10, 4))
     out = fastbp.Grads(None, big[:3], np.empty(3), big[5:])
-    assert c_kernels.fast_linear_head(X, W, b, y, "softmax_nll", True, out) is not None
-    want = fastbp.linear_head(X, W, b, y, chunk_rows=5, backend="c")
+    assert fast(X, W, b, y, "softmax_nll", True, out) is not None
+    want = fastbp.linear_head(X, W, b, y, chunk_rows=5, backend=backend)
     np.testing.assert_array_equal(big[:3], want.dW)
     np.testing.assert_array_equal(big[5:], want.dX)
     assert not big[3:5].any()
 
 
-@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
+@pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("setting", [{"FUSED_ANY_N_WEIGHTS": 0}, {"PARALLEL_MIN_WORK": 0}])
-def test_c_fast_entry_follows_the_path_thresholds(setting, rng):
+def test_fast_entry_follows_the_path_thresholds(setting, backend, rng):
     """It runs only what the fused path would run on one block (the variants move these)."""
-    from fastbp.backends import c_kernels
+    fast = _fast(backend)
     X, W, b, y = _tiny(np.float64, rng)
     with pytest.MonkeyPatch.context() as mp:
         for k, v in setting.items():
-            mp.setattr(c_kernels, k, v)
-        assert c_kernels.fast_linear_head(X, W, b, y, "softmax_nll", True,
-                                          _grads_like(X, W, b)) is None
+            mp.setattr(fastbp._dispatch.backend_module(backend), k, v)
+        assert fast is None or fast(X, W, b, y, "softmax_nll", True, _grads_like(X, W, b)) is None

@@ -3,7 +3,7 @@ activation codes (the same numbers as csrc/fastbp.h's enums), the flat head-argu
 the loss of the (total, omega) sums a kernel returns."""
 import numpy as np
 
-from .._checks import ACTIVATIONS
+from .._checks import ACTIVATIONS, DEFAULT_OPTIONS, TARGET_KIND
 
 # softmax_nll has two codes: label targets and probability rows
 SOFTMAX, SOFTMAX_PROBS, MHINGE, BHINGE, BCE, SIGMOID_L2, L2, L1, NLL = range(9)
@@ -37,3 +37,32 @@ def reduced_loss(total, osum, reduction):
     if reduction == "sum":
         return float(total)
     return float(total) / float(osum) if osum else float("nan")
+
+
+def fast_entry(backend, kernels):
+    """A compiled backend's ``fast_linear_head``: linear_head's common tiny call (default
+    options, out= given) checked and run by csrc/fastcall.c on ``kernels()`` -- the addresses
+    of the backend's (float64, float32) kernels with the C signature of linear_fused_f64 --
+    on one block when ``backend``'s FUSED_ANY_N_WEIGHTS and PARALLEL_MIN_WORK say the fused
+    path runs one. The result returns the loss, or None when the call is not that one (nothing
+    written; the caller takes the checked path). None without the _fastcall extension."""
+    try:
+        from . import _fastcall
+    except ImportError:         # built without a C compiler: every call takes the checked path
+        return None
+    kinds = {"labels": 1, "labels|probs": 3, "float": 4}     # fastcall.c's KIND_* bits
+    specs = {}
+    for name, options in DEFAULT_OPTIONS.items():
+        kind = kinds.get(TARGET_KIND.get(name, "float"))
+        if kind is not None:    # (binary_hinge's +-1 labels take the checked path)
+            code1, _, _, _, _, _, *scalars = head_args(name, np.empty(0), options)
+            specs[name] = (kind, code1, head_args(name, np.empty((0, 0)), options)[0],
+                           *scalars)
+
+    def fast_linear_head(X, W, b, target, head, need_dX, out):
+        spec = specs.get(head) if head.__class__ is str else None
+        return _fastcall.linear_head(X, W, b, target, spec, need_dX, out,
+                                     backend.FUSED_ANY_N_WEIGHTS, backend.PARALLEL_MIN_WORK,
+                                     kernels())
+
+    return fast_linear_head

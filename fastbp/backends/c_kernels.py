@@ -21,10 +21,10 @@ import sys
 import numpy as np
 from scipy.linalg import cython_blas
 
-from .._checks import DEFAULT_OPTIONS, TARGET_KIND
+from .._checks import DEFAULT_OPTIONS
 from .._dispatch import get_num_threads
 from . import _compose
-from ._args import ACT_CODES, HEAD_CODES, MAXOUT, head_args, reduced_loss
+from ._args import ACT_CODES, HEAD_CODES, MAXOUT, fast_entry, head_args, reduced_loss
 from .reference import score_blocks
 
 try:
@@ -230,38 +230,9 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     return reduced_loss(sums[0], sums[1], reduction)
 
 
-def _fast_specs():
-    """Per head, what _fastcall.linear_head needs of a call with default options: (target
-    kinds, code for labels, code for float rows, ignore_index, label_smoothing, margin, p);
-    None for binary_hinge (its +-1 labels take the Python path)."""
-    kinds = {"labels": 1, "labels|probs": 3, "float": 4}
-    specs = {}
-    for name in DEFAULT_OPTIONS:
-        kind = kinds.get(TARGET_KIND.get(name, "float"))
-        code1, tail = _DEFAULT_ARGS[1][name]
-        specs[name] = None if kind is None else (kind, code1, _DEFAULT_ARGS[2][name][0],
-                                                 *tail[3:])
-    return specs
-
-
-def _fast_linear_head(X, W, b, target, head, need_dX, out):
-    """linear_head's common tiny call (default options, out= given) checked and run in C by
-    csrc/fastcall.c (the T groups of benchmarks/RESULTS.md): its loss, or None when the call
-    is not that one (nothing written; the caller takes the checked path)."""
-    spec = _FAST_SPECS.get(head) if head.__class__ is str else None
-    return _fastcall.linear_head(X, W, b, target, spec, need_dX, out, FUSED_ANY_N_WEIGHTS,
-                                 PARALLEL_MIN_WORK)
-
-
-try:
-    from . import _fastcall
-except ImportError:             # an install without it: every call takes the checked path
-    fast_linear_head = None
-else:
-    _fastcall.set_kernels(*(int(ffi.cast("uintptr_t", ffi.addressof(lib, f"linear_fused_{t}")))
-                            for t in ("f64", "f32")))
-    _FAST_SPECS = _fast_specs()
-    fast_linear_head = _fast_linear_head
+_FUSED = (int(ffi.cast("uintptr_t", ffi.addressof(lib, "linear_fused_f64"))),
+          int(ffi.cast("uintptr_t", ffi.addressof(lib, "linear_fused_f32"))))
+fast_linear_head = fast_entry(sys.modules[__name__], lambda: _FUSED)
 
 
 # ---------------------------------------------------------------------------- layers

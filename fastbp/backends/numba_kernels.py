@@ -25,6 +25,7 @@ term for term, so float64 results agree to rounding; sums run in float64.
 Mean reductions: the total weight ``sum(omega)`` is computed first (O(B)), so every gradient row
 is written already scaled. Compilation is lazy (first call) and cached on disk (``cache=True``).
 """
+import functools
 import math
 import sys
 
@@ -36,7 +37,8 @@ from .. import config
 from .._checks import DEFAULT_OPTIONS
 from . import _compose
 from ._args import (ACT_CODES, BCE, BHINGE, ELU, HEAD_CODES, L2, LEAKY, MHINGE, NLL, RELU,
-                    SIGMOID, SIGMOID_L2, SOFTMAX, SOFTMAX_PROBS, TANH, head_args, reduced_loss)
+                    SIGMOID, SIGMOID_L2, SOFTMAX, SOFTMAX_PROBS, TANH, fast_entry, head_args,
+                    reduced_loss)
 from .reference import score_blocks
 
 # One file on purpose: Numba's on-disk cache keys a function on its own source file only, so a
@@ -549,7 +551,49 @@ FUSED_MIN_ROWS = 128                 #   PARALLEL_MIN_WORK = B * n * d
 PARALLEL_MIN_WORK = 1 << 16
 
 
-fast_linear_head = None     # a Numba call's own dispatch costs more than the checks it would save
+@jit
+def _given(ptr):
+    """Whether a C pointer argument is not NULL."""
+    return nb.carray(ptr, 0).ctypes.data != 0
+
+
+def _fused_c(dW, db, dX, sums, X, W, b, head, y, Z, sw, w, pw, ignore, eps, margin, p, mean,
+             nblocks, B, d, n):
+    """linear_fused_serial behind the C signature of csrc/fastbp.h's linear_fused_f64 / _f32
+    (NULL: absent, as there; nblocks: always one block here), for csrc/fastcall.c."""
+    total, osum = linear_fused_serial(
+        head, nb.carray(X, (B, d)), nb.carray(W, (n, d)), nb.carray(b, n if _given(b) else 0),
+        nb.carray(y, B if _given(y) else 0),
+        nb.carray(Z, (B if _given(Z) else 0, n if _given(Z) else 0)),
+        nb.carray(sw, B if _given(sw) else 0), nb.carray(w, n if _given(w) else 0),
+        nb.carray(pw, n if _given(pw) else 0), ignore, eps, margin, p, mean != 0,
+        nb.carray(dW, (n, d)), nb.carray(db, n if _given(db) else 0),
+        nb.carray(dX, (B if _given(dX) else 0, d if _given(dX) else 0)))
+    out = nb.carray(sums, 2)
+    out[0] = total
+    out[1] = osum
+    return 0
+
+
+@functools.cache
+def _fused_cfuncs():
+    """The (float64, float32) addresses of _fused_c compiled as C callbacks: on the first tiny
+    call (never at import), cached on disk as every kernel."""
+    t = nb.types
+    addresses = []
+    for real in (t.float64, t.float32):
+        P, I64 = t.CPointer(real), t.int64
+        sig = t.int32(P, P, P, t.CPointer(t.float64), P, P, P, t.int32, t.CPointer(I64), P, P,
+                      P, P, I64, t.float64, t.float64, t.int32, t.int32, t.int32, I64, I64, I64)
+        addresses.append(nb.cfunc(sig, **_OPTS)(_fused_c).address)
+    return tuple(addresses)
+
+
+# Numba's dispatch of the fused rows alone costs more than the checks (about 2 us at B=5, d=4,
+# n=3), so tiny calls go through csrc/fastcall.c and the C callbacks above when it was built
+# (not under NUMBA_DISABLE_JIT: there is no machine code to call then).
+fast_linear_head = None if nb.config.DISABLE_JIT else fast_entry(sys.modules[__name__],
+                                                                 _fused_cfuncs)
 
 
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
