@@ -35,3 +35,26 @@ def test_eight_threads_match_serial_calls(linear_backend):
             for got, want in zip(pool.map(run, jobs), serial):
                 for a, b in zip(got, want):
                     np.testing.assert_array_equal(a, b)
+
+
+def test_eight_threads_through_the_fast_entry_match_serial_calls(backend):
+    """Tiny calls with out= (csrc/fastcall.c on the compiled backends, GIL released)."""
+    rng = np.random.default_rng(1)
+    jobs = []
+    for k in range(16):
+        dt = np.float32 if k % 2 else np.float64
+        X, W, b = (rng.standard_normal(s).astype(dt) for s in ((5 + k, 4), (3, 4), (3,)))
+        jobs.append((X, W, b, rng.integers(0, 3, 5 + k)))
+
+    def run(job):
+        X, W, b, y = job
+        out = fastbp.Grads(None, np.empty_like(W), np.empty_like(b), np.empty_like(X))
+        return fastbp.linear_head(X, W, b, y, out=out, backend=backend)
+
+    serial = [run(job) for job in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(20):
+            for got, want in zip(pool.map(run, jobs), serial):
+                assert got.loss == want.loss
+                for a, b in zip(got[1:], want[1:]):
+                    np.testing.assert_array_equal(a, b)
