@@ -100,6 +100,23 @@ def assert_close(actual, expected, dtype, what=""):
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
+def assert_linear_grads_close(g, loss, dS, X, W, dtype):
+    """linear_head's Grads against the float64 loss and dS of the head on X W^T + b. A product
+    is held to the magnitude of its terms (|dS| |W| for dX ...): in float32 its rounding is
+    relative to them, and a sum of nearly cancelling terms is off by more than 1e-4 of itself."""
+    rtol = 1e-10 if np.dtype(dtype) == np.float64 else 1e-4
+    if np.isnan(loss):
+        assert np.isnan(g.loss)
+    else:
+        assert_close(g.loss, loss, dtype)
+    A = np.abs(dS)
+    for got, want, terms in ((g.dW, dS.T @ X, A.T @ np.abs(X)), (g.db, dS.sum(0), A.sum(0)),
+                             (g.dX, dS @ W, A @ np.abs(W))):
+        if got is not None:
+            np.testing.assert_allclose(got, want, rtol=rtol,
+                                       atol=rtol * max(float(terms.max(initial=0.0)), 1e-30))
+
+
 def cast_floats(dtype, *arrays, options=None):
     """The same inputs with every float array in ``dtype`` (labels untouched)."""
     def cast(v):
