@@ -7,10 +7,10 @@
  * At B=5, d=4, n=3 the arithmetic takes about 0.3 us, and the Python path around it (the fast
  * checks of fastbp/_checks.py, 1.9 us, then the backend's glue: seven ffi.from_buffer and a
  * 26-argument cffi call, 2.6 us) is 90% of the call. linear_head(...) below takes the common
- * call -- default head options, out= given, one float dtype, C-ordered native arrays, labels in
- * range, no buffer overlapping another -- and returns its loss; for anything else it returns
- * None before writing anything, and the Python path (which also words every error) runs
- * instead. Its conditions are those of _checks._fast_linear_head, except that overlap is
+ * call -- default head options, one float dtype, C-ordered native arrays, labels in range,
+ * out= buffers (if given) overlapping no other -- and returns its Grads' items; for anything
+ * else it returns None before writing anything, and the Python path (which also words every
+ * error) runs instead. Its conditions are those of _checks._fast_linear_head, except that overlap is
  * tested on the arrays' byte ranges (tests/test_linear_head.py, "fast entry"). */
 #define PY_SSIZE_T_CLEAN
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
@@ -51,8 +51,8 @@ static int overlap(PyArrayObject *a, PyArrayObject *b)
     return na && nb && pa < pb + nb && pb < pa + na;
 }
 
-/* linear_head(X, W, b, target, spec, need_dX, out, max_weights, max_work, kernels) -> loss or
- * None. spec: None or (kinds, code for labels, code for probability/float rows, ignore_index,
+/* linear_head(X, W, b, target, spec, need_dX, out, max_weights, max_work, kernels) -> (loss,
+ * dW, db, dX), or None. out: Grads(None, dW, db, dX) to write, or None for new arrays. spec: None or (kinds, code for labels, code for probability/float rows, ignore_index,
  * label_smoothing, margin, p); kernels: the (float64, float32) kernels' addresses; runs them on
  * one block when n d <= max_weights and B n d < max_work (the backend's FUSED_ANY_N_WEIGHTS and
  * PARALLEL_MIN_WORK). */
@@ -67,8 +67,9 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *spec = args[4], *need = args[5], *out = args[6];
     PyObject *oX = args[0], *oW = args[1];
     if (spec == Py_None || !PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 7
-            || (need != Py_True && need != Py_False) || !PyTuple_Check(out)
-            || PyTuple_GET_SIZE(out) != 4 || sizeof(npy_intp) != sizeof(int64_t)
+            || (need != Py_True && need != Py_False)
+            || (out != Py_None && (!PyTuple_Check(out) || PyTuple_GET_SIZE(out) != 4))
+            || sizeof(npy_intp) != sizeof(int64_t)
             || !PyArray_CheckExact(oX) || !PyArray_CheckExact(oW)
             || PyArray_NDIM((PyArrayObject *)oX) != 2 || PyArray_NDIM((PyArrayObject *)oW) != 2)
         Py_RETURN_NONE;
@@ -101,21 +102,6 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
         code = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 2));
     } else
         Py_RETURN_NONE;
-    /* out: dW, db exactly when b, dX exactly when need_dX; no buffer overlaps another */
-    PyObject *odb = PyTuple_GET_ITEM(out, 2), *odX = PyTuple_GET_ITEM(out, 3);
-    if (!(dW = array_like(PyTuple_GET_ITEM(out, 1), tn, n, d, 1))
-            || (b ? !(db = array_like(odb, tn, n, -1, 1)) : odb != Py_None)
-            || (need == Py_True ? !(dX = array_like(odX, tn, B, d, 1)) : odX != Py_None))
-        Py_RETURN_NONE;
-    PyArrayObject *outs[3] = {dW, db, dX}, *ins[4] = {X, W, b, T};
-    for (int i = 0; i < 3; i++) {
-        for (int j = 0; j < 4; j++)
-            if (overlap(outs[i], ins[j]))
-                Py_RETURN_NONE;
-        for (int j = i + 1; j < 3; j++)
-            if (overlap(outs[i], outs[j]))
-                Py_RETURN_NONE;
-    }
     int64_t ignore = PyLong_AsLongLong(PyTuple_GET_ITEM(spec, 3));
     double eps = PyFloat_AsDouble(PyTuple_GET_ITEM(spec, 4));
     double margin = PyFloat_AsDouble(PyTuple_GET_ITEM(spec, 5));
@@ -127,6 +113,37 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (!fused_f64 || !fused_f32) {
         PyErr_SetString(PyExc_ValueError, "_fastcall.linear_head: a NULL kernel");
         return NULL;
+    }
+    if (out == Py_None) {       /* new arrays: C-ordered, aligned, writeable, apart */
+        npy_intp wd[2] = {n, d}, xd[2] = {B, d};
+        dW = (PyArrayObject *)PyArray_SimpleNew(2, wd, tn);
+        db = b ? (PyArrayObject *)PyArray_SimpleNew(1, wd, tn) : NULL;
+        dX = need == Py_True ? (PyArrayObject *)PyArray_SimpleNew(2, xd, tn) : NULL;
+        if (!dW || (b && !db) || (need == Py_True && !dX)) {
+            Py_XDECREF(dW);
+            Py_XDECREF(db);
+            Py_XDECREF(dX);
+            return NULL;
+        }
+    } else {
+        /* out: dW, db exactly when b, dX exactly when need_dX; no buffer overlaps another */
+        PyObject *odb = PyTuple_GET_ITEM(out, 2), *odX = PyTuple_GET_ITEM(out, 3);
+        if (!(dW = array_like(PyTuple_GET_ITEM(out, 1), tn, n, d, 1))
+                || (b ? !(db = array_like(odb, tn, n, -1, 1)) : odb != Py_None)
+                || (need == Py_True ? !(dX = array_like(odX, tn, B, d, 1)) : odX != Py_None))
+            Py_RETURN_NONE;
+        PyArrayObject *outs[3] = {dW, db, dX}, *ins[4] = {X, W, b, T};
+        for (int i = 0; i < 3; i++) {
+            for (int j = 0; j < 4; j++)
+                if (overlap(outs[i], ins[j]))
+                    Py_RETURN_NONE;
+            for (int j = i + 1; j < 3; j++)
+                if (overlap(outs[i], outs[j]))
+                    Py_RETURN_NONE;
+        }
+        Py_INCREF(dW);          /* the references the result tuple takes */
+        Py_XINCREF(db);
+        Py_XINCREF(dX);
     }
     double sums[2];
     int status;
@@ -142,16 +159,33 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
                            margin, p, 1, 1, B, d, n);
     Py_END_ALLOW_THREADS
 #undef FBP_DATA
-    if (status)         /* the Python path runs the kernel again and raises its error */
-        Py_RETURN_NONE;
-    /* the "mean" of reduced_loss: nan when every weight is 0 */
-    return PyFloat_FromDouble(sums[1] != 0 ? sums[0] / sums[1] : NAN);
+    PyObject *loss = status ? NULL : PyFloat_FromDouble(
+        sums[1] != 0 ? sums[0] / sums[1] : NAN);  /* reduced_loss's "mean": nan if no weight */
+    if (!loss) {
+        Py_DECREF(dW);
+        Py_XDECREF(db);
+        Py_XDECREF(dX);
+        if (status)     /* the Python path runs the kernel again and raises its error */
+            Py_RETURN_NONE;
+        return NULL;
+    }
+    PyObject *res = PyTuple_New(4), *items[4] = {loss, (PyObject *)dW, (PyObject *)db,
+                                                 (PyObject *)dX};
+    for (int i = 0; i < 4; i++) {
+        PyObject *item = items[i] ? items[i] : Py_NewRef(Py_None);
+        if (res)
+            PyTuple_SET_ITEM(res, i, item);     /* steals the reference */
+        else
+            Py_DECREF(item);
+    }
+    return res;
 }
 
 static PyMethodDef methods[] = {
     {"linear_head", (PyCFunction)(void (*)(void))linear_head, METH_FASTCALL,
      "linear_head(X, W, b, target, spec, need_dX, out, max_weights, max_work, kernels) -> "
-     "loss, or None when the call is not the common tiny one (nothing written then)."},
+     "(loss, dW, db, dX), or None when the call is not the common tiny one (nothing written "
+     "then)."},
     {NULL, NULL, 0, NULL},
 };
 

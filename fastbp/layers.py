@@ -34,12 +34,12 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
     ``reduction`` "mean" (default) or "sum".
     """
     module = backend_module(backend)
-    if out is not None and module.fast_linear_head is not None and not head_options \
-            and chunk_rows is None:
-        # the backend's whole tiny call in compiled code: its loss, or None (nothing written)
-        loss = module.fast_linear_head(X, W, b, target, head, need_dX, out)
-        if loss is not None:
-            return _new_grads(Grads, (loss, out[1], out[2], out[3]))
+    if module.fast_linear_head is not None and not head_options and chunk_rows is None:
+        # the backend's whole tiny call in compiled code: (loss, dW, db, dX), or None (nothing
+        # written)
+        got = module.fast_linear_head(X, W, b, target, head, need_dX, out)
+        if got is not None:
+            return _new_grads(Grads, got)
     (X, W, b, target, head, opts, reduction, need_dX, chunk_rows,
      bufs) = _checks.check_linear_head(X, W, b, target, head, head_options, need_dX, chunk_rows,
                                        out)

@@ -165,19 +165,22 @@ def test_fast_entry_runs_the_common_tiny_call(head, backend, dtype, rng):
     if fast is None:
         return
     X, W, b, target, _ = make_linear(head, {"target": CASES_TARGET[head]}, 5, 4, 3, dtype, rng)
-    for bias, need_dX in ((b, True), (None, False)):
-        out = fastbp.Grads(None, np.empty_like(W), None if bias is None else np.empty_like(b),
-                           np.empty_like(X) if need_dX else None)
-        loss = fast(X, W, bias, target, head, need_dX, out)
-        assert (loss is None) == (head == "binary_hinge"), head
+    for bias, need_dX, given in ((b, True, True), (None, False, True), (b, True, False),
+                                 (None, False, False)):
+        out = None if not given else fastbp.Grads(
+            None, np.empty_like(W), None if bias is None else np.empty_like(b),
+            np.empty_like(X) if need_dX else None)
+        got = fast(X, W, bias, target, head, need_dX, out)
+        assert (got is None) == (head == "binary_hinge"), head
         want = fastbp.linear_head(X, W, bias, target, head, need_dX=need_dX, chunk_rows=5,
                                   backend=backend)   # chunk_rows: the checked path, same kernel
-        if loss is not None:
-            assert loss == want.loss or np.isnan(loss) and np.isnan(want.loss)
-            for got, exp in zip(out[1:], want[1:]):
-                assert (got is None) == (exp is None)
-                if got is not None:
-                    np.testing.assert_array_equal(got, exp)
+        if got is not None:
+            assert got[0] == want.loss or np.isnan(got[0]) and np.isnan(want.loss)
+            for i, (a, exp) in enumerate(zip(got[1:], want[1:]), 1):
+                assert (a is None) == (exp is None)
+                if a is not None:
+                    assert a is out[i] if given else (a.dtype == dtype and a.flags.carray)
+                    np.testing.assert_array_equal(a, exp)
 
 
 CASES_TARGET = {"softmax_nll": "labels", "multiclass_hinge": "labels", "binary_hinge": "pm1",
@@ -243,7 +246,7 @@ def test_fast_entry_takes_disjoint_views_of_one_buffer(backend, rng):
     X, W, b, y = _tiny(np.float64, rng)
     big = np.zeros((10, 4))
     out = fastbp.Grads(None, big[:3], np.empty(3), big[5:])
-    assert fast(X, W, b, y, "softmax_nll", True, out) is not None
+    assert fast(X, W, b, y, "softmax_nll", True, out)[1] is out.dW
     want = fastbp.linear_head(X, W, b, y, chunk_rows=5, backend=backend)
     np.testing.assert_array_equal(big[:3], want.dW)
     np.testing.assert_array_equal(big[5:], want.dX)

@@ -41,11 +41,12 @@ def reduced_loss(total, osum, reduction):
 
 def fast_entry(backend, kernels):
     """A compiled backend's ``fast_linear_head``: linear_head's common tiny call (default
-    options, out= given) checked and run by csrc/fastcall.c on ``kernels()`` -- the addresses
-    of the backend's (float64, float32) kernels with the C signature of linear_fused_f64 --
-    on one block when ``backend``'s FUSED_ANY_N_WEIGHTS and PARALLEL_MIN_WORK say the fused
-    path runs one. The result returns the loss, or None when the call is not that one (nothing
-    written; the caller takes the checked path). None without the _fastcall extension."""
+    options; ``out`` a Grads or None) checked and run by csrc/fastcall.c on ``kernels()`` --
+    the addresses of the backend's (float64, float32) kernels with the C signature of
+    linear_fused_f64 -- on one block when ``backend``'s FUSED_ANY_N_WEIGHTS and
+    PARALLEL_MIN_WORK say the fused path runs one. The result returns (loss, dW, db, dX), or
+    None when the call is not that one (nothing written; the caller takes the checked path).
+    None without the _fastcall extension."""
     try:
         from . import _fastcall
     except ImportError:         # built without a C compiler: every call takes the checked path

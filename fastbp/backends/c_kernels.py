@@ -230,6 +230,7 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     return reduced_loss(sums[0], sums[1], reduction)
 
 
+# tiny calls: checked and run by csrc/fastcall.c on linear_fused_* (_args.fast_entry)
 _FUSED = (int(ffi.cast("uintptr_t", ffi.addressof(lib, "linear_fused_f64"))),
           int(ffi.cast("uintptr_t", ffi.addressof(lib, "linear_fused_f32"))))
 fast_linear_head = fast_entry(sys.modules[__name__], lambda: _FUSED)

@@ -6,9 +6,9 @@ outputs are preallocated by the public layer:
 
     <head>(S, target, out, reduction, **options) -> loss        one per name in HEADS; out may be S
     linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX) -> loss
-    fast_linear_head(X, W, b, target, head, need_dX, out) -> loss or None     or None itself:
-                                 the unchecked public call's arguments, checked and run in
-                                 compiled code when it is the common tiny one (C backend)
+    fast_linear_head(X, W, b, target, head, need_dX, out) -> (loss, dW, db, dX) or None
+                                 or None itself: the unchecked public call's arguments, checked
+                                 and run in compiled code when it is the common tiny one
     linear_act_forward(X, W, b, activation, alpha) -> (A, argmax or None)
     linear_act_backward(dA, cache, dX, dW, db)                   dX None: not wanted
     mlp_forward(X, params, activation, alpha) -> S
