@@ -683,60 +683,85 @@ def softmax_c(z, w, eps, n, yi, j):
 
 
 @jit
-def softmax_cols_stats(S, c0, n, b, y, Z, w, ignore, eps, st, x, bits):
-    """Pass 1 of the column blocks, on the block S = scores c0.. of a panel's rows (bias added
-    in place): per row, over the blocks seen so far, st = (M, r, rest, m): the first argmax m
-    (value M), r = sum_{j != m} exp(s_j - M), rest = sum_{j != m} C_j. A block whose maximum
-    beats M (or is the first NaN) moves the old maximum's term into both sums, r rescaled by
-    exp(M_old - M); a running M of -inf means every term so far is exp(-inf) = 0."""
-    nc = S.shape[1]
-    plain = not Z.size and not w.size and eps == 0      # C = e_y: rest is not needed
-    dummy = np.empty(0, S.dtype)
-    for r in range(S.shape[0]):
-        s = S[r]
-        if y.size and y[r] == ignore:
-            continue
-        if b.size:
-            for j in range(nc):
-                s[j] += b[c0 + j]
-        z = Z[r] if Z.shape[0] else dummy
-        yi = y[r] if y.size else 0
-        mc = argmax(s)
-        Mc, M = s[mc], st[r, 0]
-        wins = c0 == 0 or Mc > M or (Mc != Mc and M == M)
-        ref = Mc if wins else M
+def softmax_cols_stats(s, c0, n, z, yi, w, eps, st, x, bits):
+    """Pass 1 of the column blocks on s = scores c0.. of one row (bias added): over the blocks
+    seen so far, st = (M, r, rest, m): the first argmax m (value M), r = sum_{j != m}
+    exp(s_j - M), rest = sum_{j != m} C_j. A block whose maximum beats M (or is the first NaN)
+    moves the old maximum's term into both sums, r rescaled by exp(M_old - M); a running M of
+    -inf means every term so far is exp(-inf) = 0."""
+    nc = s.size
+    plain = not z.size and not w.size and eps == 0      # C = e_y: rest is not needed
+    mc = argmax(s)
+    Mc, M = s[mc], st[0]
+    wins = c0 == 0 or Mc > M or (Mc != Mc and M == M)
+    ref = Mc if wins else M
+    for j in range(nc):
+        x[j] = s[j] - ref
+    vexp(x[:nc], bits)
+    if wins:
+        x[mc] = 0.0
+    total = 0.0
+    for j in range(nc):
+        total += x[j]
+    csum = 0.0
+    if not plain:
         for j in range(nc):
-            x[j] = s[j] - ref
-        vexp(x[:nc], bits)
-        if wins:
-            x[mc] = 0.0
-        total = 0.0
-        for j in range(nc):
-            total += x[j]
-        csum = 0.0
-        if not plain:
-            for j in range(nc):
-                csum += 0.0 if wins and j == mc else softmax_c(z, w, eps, n, yi, c0 + j)
-        if not wins:
-            st[r, 1] += total
-            st[r, 2] += csum
-            continue
-        if c0 == 0:
-            st[r, 1] = total
-            st[r, 2] = csum
-        else:               # the old maximum joins the sums
-            st[r, 1] = (0.0 if M == -np.inf else (st[r, 1] + 1.0) * math.exp(M - Mc)) + total
-            st[r, 2] += (0.0 if plain else softmax_c(z, w, eps, n, yi, int(st[r, 3]))) + csum
-        st[r, 0] = Mc
-        st[r, 3] = c0 + mc
+            csum += 0.0 if wins and j == mc else softmax_c(z, w, eps, n, yi, c0 + j)
+    if not wins:
+        st[1] += total
+        st[2] += csum
+        return
+    if c0 == 0:
+        st[1] = total
+        st[2] = csum
+    else:               # the old maximum joins the sums
+        st[1] = (0.0 if M == -np.inf else (st[1] + 1.0) * math.exp(M - Mc)) + total
+        st[2] += (0.0 if plain else softmax_c(z, w, eps, n, yi, int(st[3]))) + csum
+    st[0] = Mc
+    st[3] = c0 + mc
 
 
 @jit
-def softmax_cols_grad(S, c0, n, b, y, Z, sw, w, ignore, eps, scale, st, lin, db, x, bits):
-    """Pass 2, in place on the block (bias added): g_j = f (total p_j - C_j), g_m and the loss
-    as softmax_row's; lin[r] += the block's part of sum_j C_j (M - s_j); db += sum_r g."""
-    nc = S.shape[1]
-    plain = not Z.size and not w.size and eps == 0
+def softmax_cols_grad(s, c0, n, z, yi, w, eps, f, st, x, bits):
+    """Pass 2, in place on one row's block (bias added): g_j = f (total p_j - C_j), g_m and the
+    loss as softmax_row's. Returns the block's part of lin = sum_j C_j (M - s_j)."""
+    nc = s.size
+    M, rr, rest, m = st[0], st[1], st[2], int(st[3])
+    inv = 1.0 / (1.0 + rr)
+    for j in range(nc):
+        x[j] = s[j] - M
+    part = 0.0
+    if not z.size and not w.size and eps == 0:          # plain labels: C = e_y
+        if c0 <= yi < c0 + nc:
+            part = -x[yi - c0]
+        vexp(x[:nc], bits)
+        fi = f * inv
+        for j in range(nc):
+            s[j] = fi * x[j]
+        if c0 <= yi < c0 + nc and yi != m:
+            s[yi - c0] = fi * x[yi - c0] - f
+        if c0 <= m < c0 + nc:
+            s[m - c0] = -f * (rr * inv) if m == yi else fi
+        return part
+    c_m = softmax_c(z, w, eps, n, yi, m)
+    ft = f * (rest + c_m) * inv
+    for j in range(nc):
+        c = softmax_c(z, w, eps, n, yi, c0 + j)
+        part -= c * x[j] if c != 0 else 0.0
+    vexp(x[:nc], bits)
+    for j in range(nc):
+        s[j] = ft * x[j] - f * softmax_c(z, w, eps, n, yi, c0 + j)
+    if c0 <= m < c0 + nc:
+        s[m - c0] = f * ((rest - c_m * rr) * inv)
+    return part
+
+
+@jit
+def softmax_cols_block(second, S, c0, n, b, y, Z, sw, w, ignore, eps, scale, st, lin, db, x,
+                       bits):
+    """One column block S (scores c0.. of a panel's rows) in place: bias, then pass 1's
+    statistics or (second) pass 2's gradient, lin[r] += its part of the loss, db += sum_r g.
+    Ignored rows get a zero gradient."""
     dummy = np.empty(0, S.dtype)
     for r in range(S.shape[0]):
         s = S[r]
@@ -744,41 +769,18 @@ def softmax_cols_grad(S, c0, n, b, y, Z, sw, w, ignore, eps, scale, st, lin, db,
             s[:] = 0
             continue
         if b.size:
-            for j in range(nc):
+            for j in range(s.size):
                 s[j] += b[c0 + j]
         z = Z[r] if Z.shape[0] else dummy
         yi = y[r] if y.size else 0
-        M, rr, rest, m = st[r, 0], st[r, 1], st[r, 2], int(st[r, 3])
+        if not second:
+            softmax_cols_stats(s, c0, n, z, yi, w, eps, st[r], x, bits)
+            continue
         f = (sw[r] if sw.size else 1.0) * scale
-        inv = 1.0 / (1.0 + rr)
-        for j in range(nc):
-            x[j] = s[j] - M
-        part = 0.0
-        if plain:
-            if c0 <= yi < c0 + nc:
-                part = -x[yi - c0]
-            vexp(x[:nc], bits)
-            fi = f * inv
-            for j in range(nc):
-                s[j] = fi * x[j]
-            if c0 <= yi < c0 + nc and yi != m:
-                s[yi - c0] = fi * x[yi - c0] - f
-            if c0 <= m < c0 + nc:
-                s[m - c0] = -f * (rr * inv) if m == yi else fi
-        else:
-            c_m = softmax_c(z, w, eps, n, yi, m)
-            ft = f * (rest + c_m) * inv
-            for j in range(nc):
-                c = softmax_c(z, w, eps, n, yi, c0 + j)
-                part -= c * x[j] if c != 0 else 0.0
-            vexp(x[:nc], bits)
-            for j in range(nc):
-                s[j] = ft * x[j] - f * softmax_c(z, w, eps, n, yi, c0 + j)
-            if c0 <= m < c0 + nc:
-                s[m - c0] = f * ((rest - c_m * rr) * inv)
-        lin[r] = (lin[r] if c0 else 0.0) + part
+        lin[r] = (lin[r] if c0 else 0.0) + softmax_cols_grad(s, c0, n, z, yi, w, eps, f, st[r],
+                                                             x, bits)
         if db.size:
-            for j in range(nc):
+            for j in range(s.size):
                 db[c0 + j] += s[j]
 
 
@@ -826,11 +828,10 @@ def _linear_columns(X, W, b, args, mean, rows, cols, dW, db, dX):
                 c1 = min(c0 + cols, n)
                 S, Wc = flat[:(hi - lo) * (c1 - c0)].reshape(hi - lo, c1 - c0), W[c0:c1]
                 _gemm(S, Xp, Wc, trans_b=True)
+                softmax_cols_block(second, S, c0, n, b, yp, Zp, swp, w, ignore, eps, scale, st,
+                                   lin, db64, x, bits)
                 if not second:
-                    softmax_cols_stats(S, c0, n, b, yp, Zp, w, ignore, eps, st, x, bits)
                     continue
-                softmax_cols_grad(S, c0, n, b, yp, Zp, swp, w, ignore, eps, scale, st, lin,
-                                  db64, x, bits)
                 _gemm(dW[c0:c1], S, Xp, trans_a=True, beta=1.0 if lo else 0.0)
                 if dX is not None:
                     _gemm(dX[lo:hi], S, Wc, beta=1.0 if c0 else 0.0)
