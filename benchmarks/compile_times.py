@@ -20,10 +20,10 @@ Xbig, Wbig = rng.standard_normal((64, 200)), rng.standard_normal((300, 200))    
 Xpar = rng.standard_normal((4096, 8))                                        # B*n*d: 2 threads
 fams = {
     "heads (softmax_nll on scores)": lambda: fastbp.softmax_nll(X @ W.T, y, backend="numba"),
-    "linear_head fused, 1 thread": lambda: fastbp.linear_head(X, W, b, y, backend="numba"),
-    "linear_head tiny, out= (C callbacks)": lambda: fastbp.linear_head(
-        X, W, b, y, out=fastbp.Grads(None, np.empty_like(W), np.empty_like(b), np.empty_like(X)),
-        backend="numba"),
+    "linear_head tiny (fast entry's C callbacks, both dtypes)": lambda: fastbp.linear_head(
+        X, W, b, y, backend="numba"),
+    "linear_head fused, 1 thread": lambda: fastbp.linear_head(     # chunk_rows: checked path
+        X, W, b, y, chunk_rows=64, backend="numba"),
     "linear_head fused, threads": lambda: fastbp.linear_head(
         Xpar, W, b, rng.integers(0, 5, 4096), backend="numba"),
     "linear_head BLAS, one block": lambda: fastbp.linear_head(
@@ -55,7 +55,7 @@ def measure():
 def main():
     result = measure()
     for name, r in result.items():
-        print(f"{name:38s} cold {r['cold_s']:6.2f} s   warm {r['warm_s']:6.3f} s")
+        print(f"{name:56s} cold {r['cold_s']:6.2f} s   warm {r['warm_s']:6.3f} s")
     if "--json" in sys.argv:
         with open(sys.argv[sys.argv.index("--json") + 1], "w") as f:
             json.dump(result, f, indent=2)
