@@ -25,9 +25,9 @@ term for term, so float64 results agree to rounding; sums run in float64.
 Mean reductions: the total weight ``sum(omega)`` is computed first (O(B)), so every gradient row
 is written already scaled. Compilation is lazy (first call) and cached on disk (``cache=True``).
 """
-import functools
 import math
 import sys
+import threading
 
 import numba as nb
 import numpy as np
@@ -575,18 +575,27 @@ def _fused_c(dW, db, dX, sums, X, W, b, head, y, Z, sw, w, pw, ignore, eps, marg
     return 0
 
 
-@functools.cache
+_CALLBACKS = []                 # the compiled cfuncs: they own the code the addresses point at
+_CALLBACKS_LOCK = threading.Lock()
+
+
 def _fused_cfuncs():
     """The (float64, float32) addresses of _fused_c compiled as C callbacks: on the first tiny
-    call (never at import), cached on disk as every kernel."""
-    t = nb.types
-    addresses = []
-    for real in (t.float64, t.float32):
-        P, I64 = t.CPointer(real), t.int64
-        sig = t.int32(P, P, P, t.CPointer(t.float64), P, P, P, t.int32, t.CPointer(I64), P, P,
-                      P, P, I64, t.float64, t.float64, t.int32, t.int32, t.int32, I64, I64, I64)
-        addresses.append(nb.cfunc(sig, **_OPTS)(_fused_c).address)
-    return tuple(addresses)
+    call (never at import; once, whichever thread gets there first), cached on disk as every
+    kernel."""
+    if not _CALLBACKS:
+        with _CALLBACKS_LOCK:
+            if not _CALLBACKS:
+                t = nb.types
+                funcs = []
+                for real in (t.float64, t.float32):
+                    P, I64 = t.CPointer(real), t.int64
+                    sig = t.int32(P, P, P, t.CPointer(t.float64), P, P, P, t.int32,
+                                  t.CPointer(I64), P, P, P, P, I64, t.float64, t.float64,
+                                  t.int32, t.int32, t.int32, I64, I64, I64)
+                    funcs.append(nb.cfunc(sig, **_OPTS)(_fused_c))
+                _CALLBACKS.append((funcs, tuple(f.address for f in funcs)))
+    return _CALLBACKS[0][1]
 
 
 # Numba's dispatch of the fused rows alone costs more than the checks (about 2 us at B=5, d=4,
