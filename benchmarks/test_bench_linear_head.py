@@ -55,3 +55,35 @@ def test_bare_blas(benchmark, shape):
         np.matmul(dS, W, out=dX)
 
     benchmark(three_gemms)
+
+
+@pytest.mark.parametrize("part", [1, 8, 4])
+def test_bare_blas_row_blocks(benchmark, part):
+    """V's floor for a path that holds 1/part of the scores: the three products in blocks of
+    B/part rows, dW accumulated by the GEMM itself (beta = 1). All three go to SciPy's BLAS
+    (NumPy has no beta; two BLAS pools taking turns would slow each other), so part = 1, the
+    same products whole, is the row to compare with. Not a path of fastbp: the bound its row
+    blocks cannot beat."""
+    from scipy.linalg.blas import get_blas_funcs
+    X, W, _, _ = linear_data("V")
+    B, n = X.shape[0], W.shape[0]
+    r = B // part
+    dS = np.full((r, n), 0.5, X.dtype)
+    # Fortran-order views of the C-order arrays: S^T (n, r), dW^T (d, n), dX^T (d, B)
+    S, dW, dX = np.empty_like(dS), np.empty_like(W), np.empty_like(X)
+    gemm = get_blas_funcs("gemm", dtype=X.dtype)
+    benchmark.group = _group("softmax_nll", "V")
+
+    def blocks():
+        for i in range(0, B, r):
+            Xc = X[i:i + r]
+            gemm(1.0, W.T, Xc.T, c=S.T, trans_a=1, overwrite_c=1)               # S = Xc W^T
+            gemm(1.0, Xc.T, dS.T, beta=float(i > 0), c=dW.T, trans_b=1,         # dW += dS^T Xc
+                 overwrite_c=1)
+            gemm(1.0, W.T, dS.T, c=dX[i:i + r].T, overwrite_c=1)                # dXc = dS W
+
+    blocks()
+    # every row of dW is 0.5 times X's column sums, every row of dX 0.5 times W's: in place
+    assert np.allclose(dW, 0.5 * X.sum(0, dtype=np.float64), rtol=1e-3, atol=1e-3)
+    assert np.allclose(dX, 0.5 * W.sum(0, dtype=np.float64), rtol=1e-3, atol=1e-3)
+    benchmark(blocks)
