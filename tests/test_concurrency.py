@@ -58,3 +58,51 @@ def test_eight_threads_through_the_fast_entry_match_serial_calls(backend):
                 assert got.loss == want.loss
                 for a, b in zip(got[1:], want[1:]):
                     np.testing.assert_array_equal(a, b)
+
+
+_RACE = r"""
+import sys, threading
+import numpy as np
+import fastbp
+from fastbp.backends import numba_kernels
+
+backend = sys.argv[1]
+rng = np.random.default_rng(2)
+jobs = []
+for k in range(8):
+    dt = np.float32 if k % 2 else np.float64
+    X, W, b = (rng.standard_normal(s).astype(dt) for s in ((5 + k, 4), (3, 4), (3,)))
+    jobs.append((X, W, b, rng.integers(0, 3, 5 + k)))
+start, got = threading.Barrier(len(jobs)), [None] * len(jobs)
+
+def first_call(i):
+    start.wait()                     # every thread's first call at once
+    got[i] = fastbp.linear_head(*jobs[i], backend=backend)
+
+threads = [threading.Thread(target=first_call, args=(i,)) for i in range(len(jobs))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+for g, job in zip(got, jobs):
+    want = fastbp.linear_head(*job, backend=backend)
+    assert g.loss == want.loss, (g.loss, want.loss)
+    for a, b in zip(g[1:], want[1:]):
+        np.testing.assert_array_equal(a, b)
+print(len(numba_kernels._CALLBACKS))
+"""
+
+
+def test_threads_racing_to_the_first_tiny_call_of_a_fresh_process(backend, tmp_path):
+    """Eight threads make a fresh process's first tiny calls at once, with an empty Numba
+    cache: the fast entry's Numba callbacks are compiled once (under their lock) and kept,
+    and every thread gets the serial call's bits."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", _RACE, backend], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    compiled = backend == "numba" and os.environ.get("NUMBA_DISABLE_JIT", "0") == "0"
+    assert run.stdout.split() == ["1" if compiled else "0"]
