@@ -7,10 +7,14 @@
 #define FUSED_R 8          /* rows per register block of the fused rows */
 #define FUSED_KT 512       /* k tile of their forward: its rows of x and w stay in L1 */
 
-/* doubles of scratch one block of fused rows needs (carved in linear_rows) */
+/* m rounded up to whole vectors of FBP_VL doubles */
+static int64_t vceil(int64_t m) { return (m + FBP_VL - 1) / FBP_VL * FBP_VL; }
+
+/* doubles of scratch one block of fused rows needs (carved in linear_rows): whole vectors, so
+ * every part (and the next block's scratch) starts on a 64-byte boundary when scratch does */
 static int64_t fused_scratch(int64_t n, int64_t ld)
 {
-    return n * ld + n + (FUSED_R + 1) * ld + FUSED_R * n * (2 + FBP_VL) + n;
+    return n * ld + vceil(n) + (FUSED_R + 1) * ld + FUSED_R * n * (2 + FBP_VL) + vceil(n);
 }
 
 #define TEMPLATE_FILE "linear.c"
@@ -40,16 +44,18 @@ FBP_INLINE void F(store_lanes)(REAL *dst, fbp_vd v, int64_t m)
  *                             one pass over k with x_r and dX_r in registers.
  * The rows are first copied to xs in double with row stride ld (see linear_fused), zero past d
  * and for missing rows, so every k loop runs whole vectors. Wp: W the same way.
- * scratch (fused_scratch(n, ld) doubles): the partials pdW (n, ld) and pdb (n,), xs
- * (FUSED_R + 1, ld), S (FUSED_R, n) REALs, accv (FUSED_R, n) vectors, g (n, FUSED_R), tmp (n,). */
+ * scratch (fused_scratch(n, ld) doubles, 64-byte aligned): the partials pdW (n, ld) and pdb
+ * (n,), xs (FUSED_R + 1, ld), S (FUSED_R, n) REALs, accv (FUSED_R, n) vectors, g (n, FUSED_R),
+ * tmp (n,); each part 64-byte aligned (xs 16 bytes off split every vector load across two cache
+ * lines: the forward took 1.6x as long at shape C). */
 FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const double *Wp,
                                    const REAL *b, double scale, int64_t lo, int64_t hi,
                                    int64_t d, int64_t ld, double *scratch, REAL *dX,
                                    double *out)
 {
     enum { R = FUSED_R, VL = FBP_VL };
-    int64_t n = h->n, kw = (d + VL - 1) / VL * VL;
-    double *pdW = scratch, *pdb = pdW + n * ld, *xs = pdb + n, *accv = xs + (R + 1) * ld + R * n,
+    int64_t n = h->n, kw = vceil(d);
+    double *pdW = scratch, *pdb = pdW + n * ld, *xs = pdb + vceil(n), *accv = xs + (R + 1) * ld + R * n,
            *g = accv + R * n * VL, *tmp = g + R * n;
     REAL *S = (REAL *)(xs + (R + 1) * ld), *spare = (REAL *)(xs + R * ld); /* spare: dX of
                                                                              missing rows */
@@ -157,15 +163,17 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     /* Row stride of the double copies: d rounded up to whole vectors, and an odd number of
      * cache lines, so the FUSED_R rows of xs and the n of Wp and pdW fall in different L1 sets
      * (at d = 3072, rows 24 KB apart all shared one set: the kernel ran 2.6x slower). */
-    int64_t kw = (d + FBP_VL - 1) / FBP_VL * FBP_VL, ld = kw + ((kw / FBP_VL) % 2 ? 0 : FBP_VL);
+    int64_t kw = vceil(d), ld = kw + ((kw / FBP_VL) % 2 ? 0 : FBP_VL);
     /* Wp (n, ld), then one linear_rows scratch per block. Tiny problems use the stack: a
      * malloc would cost more than their arithmetic (a few microseconds in all). */
     int64_t nld = n * ld, per = fused_scratch(n, ld);
-    double small[1024], part[2 * FBP_MAX_BLOCKS];
+    double small[1024 + FBP_VL], part[2 * FBP_MAX_BLOCKS];
     int on_stack = nb == 1 && nld + per <= 1024;
-    double *buf = on_stack ? small : malloc((size_t)(nld + nb * per) * sizeof(double));
-    if (!buf)
+    void *raw = on_stack ? NULL : malloc((size_t)(nld + nb * per + FBP_VL) * sizeof(double));
+    if (!on_stack && !raw)
         return FBP_ENOMEM;
+    /* 64-byte aligned, so every part of every block's scratch is (see linear_rows) */
+    double *buf = (double *)(((uintptr_t)(on_stack ? (void *)small : raw) + 63) & ~(uintptr_t)63);
     for (int64_t j = 0; j < n; j++) {
         double *wr = buf + j * ld;
         for (int64_t k = 0; k < d; k++)
@@ -197,8 +205,7 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     if (db)
         for (int64_t j = 0; j < n; j++)
             db[j] = (REAL)p0[nld + j];
-    if (!on_stack)
-        free(buf);
+    free(raw);
     return FBP_OK;
 }
 
