@@ -144,8 +144,9 @@ def column_blocks(rows=3, cols=None):
 
 
 _PATH_SETTINGS = {
-    "chunked": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0},      # one block too, if B fits
-    "columns": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0, "score_blocks": column_blocks()},
+    "chunked": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0, "FUSED_FEW_N": 0},  # (one block
+    "columns": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0, "FUSED_FEW_N": 0,    # too, if B fits)
+                "score_blocks": column_blocks()},
     "parallel": {"PARALLEL_MIN_WORK": 0, "FUSED_ANY_N_WEIGHTS": 1 << 60},
     "serial": {"PARALLEL_MIN_WORK": 1 << 60, "FUSED_ANY_N_WEIGHTS": 1 << 60},
 }

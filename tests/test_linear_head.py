@@ -254,7 +254,8 @@ def test_fast_entry_takes_disjoint_views_of_one_buffer(backend, rng):
 
 
 @pytest.mark.parametrize("backend", COMPILED)
-@pytest.mark.parametrize("setting", [{"FUSED_ANY_N_WEIGHTS": 0}, {"PARALLEL_MIN_WORK": 0}])
+@pytest.mark.parametrize("setting", [{"FUSED_ANY_N_WEIGHTS": 0, "FUSED_FEW_N": 0},
+                                     {"PARALLEL_MIN_WORK": 0}])
 def test_fast_entry_follows_the_path_thresholds(setting, backend, rng):
     """It runs only what the fused path would run on one block (the variants move these)."""
     fast = _fast(backend)
@@ -263,3 +264,26 @@ def test_fast_entry_follows_the_path_thresholds(setting, backend, rng):
         for k, v in setting.items():
             mp.setattr(fastbp._dispatch.backend_module(backend), k, v)
         assert fast is None or fast(X, W, b, y, "softmax_nll", True, _grads_like(X, W, b)) is None
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_fast_entry_takes_the_few_classes_window_where_the_backend_has_one(backend, rng):
+    """n <= FUSED_FEW_N and n d <= FUSED_FEW_WEIGHTS (the C backend's; shape D) run fused on
+    one block, so the fast entry takes them with the checked path's bits; closing the window
+    leaves them to the checked path."""
+    fast = _fast(backend)
+    if fast is None:
+        return
+    module = fastbp._dispatch.backend_module(backend)
+    X, W, b = (rng.standard_normal(s) for s in ((64, 64), (10, 64), (10,)))
+    y = rng.integers(0, 10, 64)
+    got = fast(X, W, b, y, "softmax_nll", True, None)
+    assert (got is not None) == (module.FUSED_FEW_N >= 10 and module.FUSED_FEW_WEIGHTS >= 640)
+    if got is not None:
+        want = fastbp.linear_head(X, W, b, y, chunk_rows=64, backend=backend)
+        assert got[0] == want.loss
+        for a, exp in zip(got[1:], want[1:]):
+            np.testing.assert_array_equal(a, exp)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module, "FUSED_FEW_N", 0)
+        assert fast(X, W, b, y, "softmax_nll", True, None) is None

@@ -186,18 +186,23 @@ softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nl
 # ---------------------------------------------------------------------------- linear + head
 # Crossover between the fused rows and the chunked BLAS path, measured with
 # `python benchmarks/crossover.py c` (2 cores, AVX-512, OpenBLAS, median us, softmax_nll
-# float64). This chunked path calls BLAS from C with no Python between the products, so it
-# wins at small batches and from n = 32 on: B=64, d=64, n=10 (shape D): 13.4 either way (one
-# block: 16.0); 8 x 512 x 10: 10.0 vs 12.1; 256 x 512 x 32: 348 vs 350. The register-blocked
-# fused rows on all threads win for n <= 12, by more as the work grows: 1024 x 3072 x 10: 2522
-# vs 4350; 1024 x 3072 x 3: 1773 vs 4070. At shape C (256 x 3072 x 10, 2^23 - 2^19) the margin
-# was 813 vs 842 here and ~10% in the benchmark suite alone, but three `make bench` runs gave
-# 0.73-1.78x NumPy for it (chunked: 1.2-1.7x): an OpenMP region that needs both cores for the
-# whole call loses them to other pools' spinning threads or the host, so below 2^23 the BLAS
-# path stays. Tiny W (n*d <= 256) is fused at any B, on several blocks from B*n*d = 2^16
-# (1024 x 16 x 3: 96 vs 122 chunked).
-FUSED_ANY_N_WEIGHTS = 256            # n * d: tiny W, always fused
-FUSED_MAX_N = 12                     # else fused on all threads (2 or more): n <= this and
+# float64; "fused" one block / "chunked"). This chunked path calls BLAS from C with no Python
+# between the products, but for few classes the fused rows on one thread beat it at every batch
+# size measured, once their scratch was 64-byte aligned (linear.c): n <= 10 and n d <= 5120,
+# e.g. 64 x 64 x 10 (shape D) 10.1 vs 14.1, 256 x 512 x 10: 141 vs 176, 1024 x 512 x 10: 515 vs
+# 540, 256 x 64 x 10: 47 vs 75; beyond it they lose: 8 x 3072 x 3: 26 vs 16, 64 x 3072 x 10:
+# 191 vs 230 but 256 x 3072 x 10: 720 vs 639; 256 x 512 x 16: 182 vs 166. Tiny W (n d <= 256)
+# is fused at any n. On all threads the register-blocked fused rows win for n <= 12 once the
+# work is large: 1024 x 3072 x 10: 2611 vs 4353; 1024 x 3072 x 3: 1773 vs 4070. Below 2^23
+# (shape C: 256 x 3072 x 10) the two-thread fused path measured 1020 us here against 639, and
+# 0.73-1.78x NumPy across three `make bench` runs (chunked: 1.2-1.7x): an OpenMP region that
+# needs both cores for the whole call loses them to other pools' spinning threads or the host.
+# Tiny W runs on several blocks from B*n*d = 2^16 (1024 x 16 x 3: 96 vs 122 chunked, in an
+# earlier run; this VM's second core is not always there).
+FUSED_ANY_N_WEIGHTS = 256            # n * d: tiny W, always fused (blocks: PARALLEL_MIN_WORK)
+FUSED_FEW_N = 10                     # few classes: fused on one block when n <= this
+FUSED_FEW_WEIGHTS = 5120             #   and n * d <= this (unless the next rule takes it)
+FUSED_MAX_N = 12                     # fused on all threads (2 or more): n <= this and
 FUSED_MIN_WORK = 1 << 23             #   B * n * d >= this
 PARALLEL_MIN_WORK = 1 << 16          # B * n * d: two or more blocks,
 BLOCKS_PER_THREAD = 4                #   this many per thread (of 8 rows or more)
@@ -222,6 +227,8 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         blocks = (1 if work < PARALLEL_MIN_WORK or B < 2 * threads
                   else min(BLOCKS_PER_THREAD * threads, max(threads, B // 8)))
         status = t.linear_fused(*args, blocks, B, d, n)
+    elif n <= FUSED_FEW_N and n * d <= FUSED_FEW_WEIGHTS:
+        status = t.linear_fused(*args, 1, B, d, n)
     else:
         status = t.linear_chunked(*args, *score_blocks(head, B, n, X.dtype.itemsize, chunk_rows),
                                   B, d, n)
