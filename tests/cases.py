@@ -127,6 +127,17 @@ def cast_floats(dtype, *arrays, options=None):
     return out
 
 
+def tiny_linear_jobs(count, seed):
+    """``count`` tiny linear_head calls' (X, W, b, y), float64 and float32 in turn."""
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for k in range(count):
+        dt = np.float32 if k % 2 else np.float64
+        X, W, b = (rng.standard_normal(s).astype(dt) for s in ((5 + k, 4), (3, 4), (3,)))
+        jobs.append((X, W, b, rng.integers(0, 3, 5 + k)))
+    return jobs
+
+
 # ---------------------------------------------------------------- backend variants
 # The compiled backends' linear_head has several code paths chosen by shape (the same threshold
 # names in numba_kernels.py and c_kernels.py); the tests force each one on small problems by

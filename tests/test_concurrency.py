@@ -1,10 +1,15 @@
 """Calls from several Python threads at once give the serial results, bit for bit, on every
 backend and linear_head path (kernels release the GIL; Numba uses a thread-safe layer)."""
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
 import fastbp
+from cases import tiny_linear_jobs
 
 
 def _jobs():
@@ -39,12 +44,7 @@ def test_eight_threads_match_serial_calls(linear_backend):
 
 def test_eight_threads_through_the_fast_entry_match_serial_calls(backend):
     """Tiny calls with out= (csrc/fastcall.c on the compiled backends, GIL released)."""
-    rng = np.random.default_rng(1)
-    jobs = []
-    for k in range(16):
-        dt = np.float32 if k % 2 else np.float64
-        X, W, b = (rng.standard_normal(s).astype(dt) for s in ((5 + k, 4), (3, 4), (3,)))
-        jobs.append((X, W, b, rng.integers(0, 3, 5 + k)))
+    jobs = tiny_linear_jobs(16, seed=1)
 
     def run(job):
         X, W, b, y = job
@@ -67,12 +67,9 @@ import fastbp
 from fastbp.backends import numba_kernels
 
 backend = sys.argv[1]
-rng = np.random.default_rng(2)
-jobs = []
-for k in range(8):
-    dt = np.float32 if k % 2 else np.float64
-    X, W, b = (rng.standard_normal(s).astype(dt) for s in ((5 + k, 4), (3, 4), (3,)))
-    jobs.append((X, W, b, rng.integers(0, 3, 5 + k)))
+sys.path.insert(0, sys.argv[2])
+from cases import tiny_linear_jobs
+jobs = tiny_linear_jobs(8, seed=2)
 start, got = threading.Barrier(len(jobs)), [None] * len(jobs)
 
 def first_call(i):
@@ -97,12 +94,10 @@ def test_threads_racing_to_the_first_tiny_call_of_a_fresh_process(backend, tmp_p
     """Eight threads make a fresh process's first tiny calls at once, with an empty Numba
     cache: the fast entry's Numba callbacks are compiled once (under their lock) and kept,
     and every thread gets the serial call's bits."""
-    import os
-    import subprocess
-    import sys
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    run = subprocess.run([sys.executable, "-c", _RACE, backend], capture_output=True, text=True,
-                         env=env, timeout=300)
+    tests = str(Path(__file__).resolve().parent)
+    run = subprocess.run([sys.executable, "-c", _RACE, backend, tests], capture_output=True,
+                         text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     compiled = backend == "numba" and os.environ.get("NUMBA_DISABLE_JIT", "0") == "0"
     assert run.stdout.split() == ["1" if compiled else "0"]
