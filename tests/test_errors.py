@@ -170,3 +170,23 @@ def test_array_likes_read_only_and_strided_inputs_are_accepted(backend):
         loss, dS = fastbp.softmax_nll(S_like, list(y), backend=backend)
         assert loss == want[0]
         np.testing.assert_array_equal(dS, want[1])
+
+
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_a_long_batch_of_labels_is_range_checked(bad, backend):
+    """The quick checks take a long label array's min and max in NumPy (a short one's in
+    Python): one label out of range at the end of 100 still gets the clear error, from
+    linear_head and from a model's step, with nothing updated."""
+    rng = np.random.default_rng(0)
+    X, W = rng.standard_normal((100, 5)), rng.standard_normal((3, 5))
+    y = rng.integers(0, 3, 100)
+    y[-1] = bad
+    pattern = rf"target has label {bad}, outside \[0, 3\)"
+    with pytest.raises(ValueError, match=pattern):
+        fastbp.linear_head(X, W, np.zeros(3), y, backend=backend)
+    model = fastbp.MLP([5, 4, 3], dtype="float64", backend=backend)
+    before = [np.array(a) for pair in model.params for a in pair]
+    with pytest.raises(ValueError, match=pattern):
+        model.step(X, y, optimizer=fastbp.SGD(0.1))
+    for a, was in zip((a for pair in model.params for a in pair), before):
+        np.testing.assert_array_equal(a, was)
