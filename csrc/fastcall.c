@@ -51,18 +51,18 @@ static int overlap(PyArrayObject *a, PyArrayObject *b)
     return na && nb && pa < pb + nb && pb < pa + na;
 }
 
-/* linear_head(X, W, b, target, spec, need_dX, out, max_weights, few_n, few_weights, max_work,
- * kernels) -> (loss, dW, db, dX), or None. out: Grads(None, dW, db, dX) to write, or None for
+/* linear_head(X, W, b, target, spec, need_dX, out, max_weights, few_n, few_min_d, few_weights,
+ * max_work, kernels) -> (loss, dW, db, dX), or None. out: Grads(None, dW, db, dX) to write, or None for
  * new arrays. spec: None or (kinds, code for labels, code for probability/float rows,
  * ignore_index, label_smoothing, margin, p); kernels: the (float64, float32) kernels'
- * addresses; runs them on one block when n d <= max_weights, or n <= few_n and
+ * addresses; runs them on one block when n d <= max_weights, or n <= few_n, d >= few_min_d and
  * n d <= few_weights, and B n d < max_work (the backend's FUSED_ANY_N_WEIGHTS, FUSED_FEW_N,
- * FUSED_FEW_WEIGHTS and PARALLEL_MIN_WORK). */
+ * FUSED_FEW_MIN_D, FUSED_FEW_WEIGHTS and PARALLEL_MIN_WORK). */
 static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 12 || !PyTuple_CheckExact(args[11]) || PyTuple_GET_SIZE(args[11]) != 2) {
-        PyErr_SetString(PyExc_TypeError, "_fastcall.linear_head takes 12 arguments, the last "
+    if (nargs != 13 || !PyTuple_CheckExact(args[12]) || PyTuple_GET_SIZE(args[12]) != 2) {
+        PyErr_SetString(PyExc_TypeError, "_fastcall.linear_head takes 13 arguments, the last "
                         "a pair of kernel addresses");
         return NULL;
     }
@@ -76,7 +76,8 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
             || PyArray_NDIM((PyArrayObject *)oX) != 2 || PyArray_NDIM((PyArrayObject *)oW) != 2)
         Py_RETURN_NONE;
     long long max_weights = PyLong_AsLongLong(args[7]), few_n = PyLong_AsLongLong(args[8]),
-              few_weights = PyLong_AsLongLong(args[9]), max_work = PyLong_AsLongLong(args[10]);
+              few_min_d = PyLong_AsLongLong(args[9]), few_weights = PyLong_AsLongLong(args[10]),
+              max_work = PyLong_AsLongLong(args[11]);
     if (PyErr_Occurred())
         return NULL;
     int tn = PyArray_TYPE((PyArrayObject *)oX);
@@ -85,7 +86,7 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyArrayObject *X = array_like(oX, tn, B, d, 0), *W = array_like(oW, tn, n, d, 0), *b = NULL,
                   *T = NULL, *dW, *db = NULL, *dX = NULL;
     if ((tn != NPY_DOUBLE && tn != NPY_FLOAT) || !X || !W || n < 1 || B * n * d >= max_work
-            || (n * d > max_weights && (n > few_n || n * d > few_weights)))
+            || (n * d > max_weights && (n > few_n || d < few_min_d || n * d > few_weights)))
         Py_RETURN_NONE;
     if (args[2] != Py_None && !(b = array_like(args[2], tn, n, -1, 0)))
         Py_RETURN_NONE;
@@ -109,8 +110,8 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
     double eps = PyFloat_AsDouble(PyTuple_GET_ITEM(spec, 4));
     double margin = PyFloat_AsDouble(PyTuple_GET_ITEM(spec, 5));
     int p = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 6));
-    fused_f64_t *fused_f64 = (fused_f64_t *)PyLong_AsVoidPtr(PyTuple_GET_ITEM(args[11], 0));
-    fused_f32_t *fused_f32 = (fused_f32_t *)PyLong_AsVoidPtr(PyTuple_GET_ITEM(args[11], 1));
+    fused_f64_t *fused_f64 = (fused_f64_t *)PyLong_AsVoidPtr(PyTuple_GET_ITEM(args[12], 0));
+    fused_f32_t *fused_f32 = (fused_f32_t *)PyLong_AsVoidPtr(PyTuple_GET_ITEM(args[12], 1));
     if (PyErr_Occurred())
         return NULL;
     if (!fused_f64 || !fused_f32) {
@@ -186,9 +187,9 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
 
 static PyMethodDef methods[] = {
     {"linear_head", (PyCFunction)(void (*)(void))linear_head, METH_FASTCALL,
-     "linear_head(X, W, b, target, spec, need_dX, out, max_weights, few_n, few_weights, "
-     "max_work, kernels) -> (loss, dW, db, dX), or None when the call is not the common small "
-     "one (nothing written then)."},
+     "linear_head(X, W, b, target, spec, need_dX, out, max_weights, few_n, few_min_d, "
+     "few_weights, max_work, kernels) -> (loss, dW, db, dX), or None when the call is not the "
+     "common small one (nothing written then)."},
     {NULL, NULL, 0, NULL},
 };
 

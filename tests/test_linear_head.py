@@ -268,9 +268,9 @@ def test_fast_entry_follows_the_path_thresholds(setting, backend, rng):
 
 @pytest.mark.parametrize("backend", COMPILED)
 def test_fast_entry_takes_the_few_classes_window_where_the_backend_has_one(backend, rng):
-    """n <= FUSED_FEW_N and n d <= FUSED_FEW_WEIGHTS (the C backend's; shape D) run fused on
-    one block, so the fast entry takes them with the checked path's bits; closing the window
-    leaves them to the checked path."""
+    """n <= FUSED_FEW_N, d >= FUSED_FEW_MIN_D and n d <= FUSED_FEW_WEIGHTS (the C backend's;
+    shape D) run fused on one block, so the fast entry takes them with the checked path's bits;
+    shorter rows, or the window closed, are left to the checked path."""
     fast = _fast(backend)
     if fast is None:
         return
@@ -278,12 +278,14 @@ def test_fast_entry_takes_the_few_classes_window_where_the_backend_has_one(backe
     X, W, b = (rng.standard_normal(s) for s in ((64, 64), (10, 64), (10,)))
     y = rng.integers(0, 10, 64)
     got = fast(X, W, b, y, "softmax_nll", True, None)
-    assert (got is not None) == (module.FUSED_FEW_N >= 10 and module.FUSED_FEW_WEIGHTS >= 640)
+    assert (got is not None) == (module.FUSED_FEW_N >= 10 and module.FUSED_FEW_MIN_D <= 64
+                                 and module.FUSED_FEW_WEIGHTS >= 640)
     if got is not None:
         want = fastbp.linear_head(X, W, b, y, chunk_rows=64, backend=backend)
         assert got[0] == want.loss
         for a, exp in zip(got[1:], want[1:]):
             np.testing.assert_array_equal(a, exp)
+    assert fast(X[:, :32].copy(), W[:, :32].copy(), b, y, "softmax_nll", True, None) is None
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(module, "FUSED_FEW_N", 0)
         assert fast(X, W, b, y, "softmax_nll", True, None) is None

@@ -44,8 +44,9 @@ def fast_entry(backend, kernels):
     options; ``out`` a Grads or None) checked and run by csrc/fastcall.c on ``kernels()`` --
     the addresses of the backend's (float64, float32) kernels with the C signature of
     linear_fused_f64 -- on one block when ``backend``'s thresholds say the fused path runs one
-    (n d <= FUSED_ANY_N_WEIGHTS, or n <= FUSED_FEW_N and n d <= FUSED_FEW_WEIGHTS; and
-    B n d < PARALLEL_MIN_WORK). The result returns (loss, dW, db, dX), or
+    (n d <= FUSED_ANY_N_WEIGHTS, or n <= FUSED_FEW_N, d >= FUSED_FEW_MIN_D and
+    n d <= FUSED_FEW_WEIGHTS; and B n d < PARALLEL_MIN_WORK). The result returns (loss, dW, db,
+    dX), or
     None when the call is not that one (nothing written; the caller takes the checked path).
     None without the _fastcall extension."""
     try:
@@ -65,7 +66,7 @@ def fast_entry(backend, kernels):
         spec = specs.get(head) if head.__class__ is str else None
         return _fastcall.linear_head(X, W, b, target, spec, need_dX, out,
                                      backend.FUSED_ANY_N_WEIGHTS, backend.FUSED_FEW_N,
-                                     backend.FUSED_FEW_WEIGHTS, backend.PARALLEL_MIN_WORK,
-                                     kernels())
+                                     backend.FUSED_FEW_MIN_D, backend.FUSED_FEW_WEIGHTS,
+                                     backend.PARALLEL_MIN_WORK, kernels())
 
     return fast_linear_head

@@ -188,11 +188,13 @@ softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nl
 # `python benchmarks/crossover.py c` (2 cores, AVX-512, OpenBLAS, median us, softmax_nll
 # float64; "fused" one block / "chunked"). This chunked path calls BLAS from C with no Python
 # between the products, but for few classes the fused rows on one thread beat it at every batch
-# size measured, once their scratch was 64-byte aligned (linear.c): n <= 10 and n d <= 5120,
-# e.g. 64 x 64 x 10 (shape D) 10.1 vs 14.1, 256 x 512 x 10: 141 vs 176, 1024 x 512 x 10: 515 vs
-# 540, 256 x 64 x 10: 47 vs 75; beyond it they lose: 8 x 3072 x 3: 26 vs 16, 64 x 3072 x 10:
-# 191 vs 230 but 256 x 3072 x 10: 720 vs 639; 256 x 512 x 16: 182 vs 166. Tiny W (n d <= 256)
-# is fused at any n. On all threads the register-blocked fused rows win for n <= 12 once the
+# size measured, once their scratch was 64-byte aligned (linear.c): n <= 10, d >= 64 and
+# n d <= 5120, e.g. 64 x 64 x 10 (shape D) 10.1 vs 14.1, 256 x 512 x 10: 141 vs 176,
+# 1024 x 512 x 10: 515 vs 540, 256 x 64 x 10: 47 vs 75; beyond it they lose: 8 x 3072 x 3: 26
+# vs 16, 64 x 3072 x 10: 191 vs 230 but 256 x 3072 x 10: 720 vs 639; 256 x 512 x 16: 182 vs
+# 166; and with short rows at large B (their per-row cost stays, BLAS's shrinks): 512 x 32 x 10:
+# 65 vs 59, 2048 x 32 x 10: 265 vs 229 (a timeit beside `c:chunked`, tests/cases.py's variant).
+# Tiny W (n d <= 256) is fused at any n. On all threads the register-blocked fused rows win for n <= 12 once the
 # work is large: 1024 x 3072 x 10: 2611 vs 4353; 1024 x 3072 x 3: 1773 vs 4070. Below 2^23
 # (shape C: 256 x 3072 x 10) the two-thread fused path measured 1020 us here against 639, and
 # 0.73-1.78x NumPy across three `make bench` runs (chunked: 1.2-1.7x): an OpenMP region that
@@ -200,8 +202,9 @@ softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nl
 # Tiny W runs on several blocks from B*n*d = 2^16 (1024 x 16 x 3: 96 vs 122 chunked, in an
 # earlier run; this VM's second core is not always there).
 FUSED_ANY_N_WEIGHTS = 256            # n * d: tiny W, always fused (blocks: PARALLEL_MIN_WORK)
-FUSED_FEW_N = 10                     # few classes: fused on one block when n <= this
-FUSED_FEW_WEIGHTS = 5120             #   and n * d <= this (unless the next rule takes it)
+FUSED_FEW_N = 10                     # few classes: fused on one block when n <= this,
+FUSED_FEW_MIN_D = 64                 #   d >= this and
+FUSED_FEW_WEIGHTS = 5120             #   n * d <= this (unless the next rule takes it)
 FUSED_MAX_N = 12                     # fused on all threads (2 or more): n <= this and
 FUSED_MIN_WORK = 1 << 23             #   B * n * d >= this
 PARALLEL_MIN_WORK = 1 << 16          # B * n * d: two or more blocks,
@@ -227,7 +230,7 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         blocks = (1 if work < PARALLEL_MIN_WORK or B < 2 * threads
                   else min(BLOCKS_PER_THREAD * threads, max(threads, B // 8)))
         status = t.linear_fused(*args, blocks, B, d, n)
-    elif n <= FUSED_FEW_N and n * d <= FUSED_FEW_WEIGHTS:
+    elif n <= FUSED_FEW_N and FUSED_FEW_MIN_D <= d and n * d <= FUSED_FEW_WEIGHTS:
         status = t.linear_fused(*args, 1, B, d, n)
     else:
         status = t.linear_chunked(*args, *score_blocks(head, B, n, X.dtype.itemsize, chunk_rows),

@@ -552,7 +552,7 @@ PARALLEL_MIN_WORK = 1 << 16
 # No few-classes window on one block (c_kernels.py's FUSED_FEW_N): Numba's fused rows lose to
 # its BLAS path at n = 10 from d = 512 (`make crossover`: 64 x 512 x 10: 68.7 vs 47.0 us;
 # 1024 x 512 x 10: 961 vs 642) and only tie at d = 64 (256 x 64 x 10: 71.4 vs 71.6).
-FUSED_FEW_N = FUSED_FEW_WEIGHTS = 0
+FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0
 
 
 @jit
