@@ -52,8 +52,8 @@ static int overlap(PyArrayObject *a, PyArrayObject *b)
 }
 
 /* linear_head(X, W, b, target, spec, need_dX, out, max_weights, few_n, few_min_d, few_weights,
- * max_work, kernels) -> (loss, dW, db, dX), or None. out: Grads(None, dW, db, dX) to write, or None for
- * new arrays. spec: None or (kinds, code for labels, code for probability/float rows,
+ * max_work, kernels) -> (loss, dW, db, dX), or None. out: Grads(None, dW, db, dX) to write, or
+ * None for new arrays. spec: None or (kinds, code for labels, code for probability/float rows,
  * ignore_index, label_smoothing, margin, p); kernels: the (float64, float32) kernels'
  * addresses; runs them on one block when n d <= max_weights, or n <= few_n, d >= few_min_d and
  * n d <= few_weights, and B n d < max_work (the backend's FUSED_ANY_N_WEIGHTS, FUSED_FEW_N,

@@ -55,8 +55,8 @@ FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const doub
 {
     enum { R = FUSED_R, VL = FBP_VL };
     int64_t n = h->n, kw = vceil(d);
-    double *pdW = scratch, *pdb = pdW + n * ld, *xs = pdb + vceil(n), *accv = xs + (R + 1) * ld + R * n,
-           *g = accv + R * n * VL, *tmp = g + R * n;
+    double *pdW = scratch, *pdb = pdW + n * ld, *xs = pdb + vceil(n),
+           *accv = xs + (R + 1) * ld + R * n, *g = accv + R * n * VL, *tmp = g + R * n;
     REAL *S = (REAL *)(xs + (R + 1) * ld), *spare = (REAL *)(xs + R * ld); /* spare: dX of
                                                                              missing rows */
     double total = 0.0, osum = 0.0;

@@ -186,21 +186,20 @@ softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nl
 # ---------------------------------------------------------------------------- linear + head
 # Crossover between the fused rows and the chunked BLAS path, measured with
 # `python benchmarks/crossover.py c` (2 cores, AVX-512, OpenBLAS, median us, softmax_nll
-# float64; "fused" one block / "chunked"). This chunked path calls BLAS from C with no Python
-# between the products, but for few classes the fused rows on one thread beat it at every batch
-# size measured, once their scratch was 64-byte aligned (linear.c): n <= 10, d >= 64 and
-# n d <= 5120, e.g. 64 x 64 x 10 (shape D) 10.1 vs 14.1, 256 x 512 x 10: 141 vs 176,
-# 1024 x 512 x 10: 515 vs 540, 256 x 64 x 10: 47 vs 75; beyond it they lose: 8 x 3072 x 3: 26
-# vs 16, 64 x 3072 x 10: 191 vs 230 but 256 x 3072 x 10: 720 vs 639; 256 x 512 x 16: 182 vs
-# 166; and with short rows at large B (their per-row cost stays, BLAS's shrinks): 512 x 32 x 10:
-# 65 vs 59, 2048 x 32 x 10: 265 vs 229 (a timeit beside `c:chunked`, tests/cases.py's variant).
-# Tiny W (n d <= 256) is fused at any n. On all threads the register-blocked fused rows win for n <= 12 once the
-# work is large: 1024 x 3072 x 10: 2611 vs 4353; 1024 x 3072 x 3: 1773 vs 4070. Below 2^23
-# (shape C: 256 x 3072 x 10) the two-thread fused path measured 1020 us here against 639, and
-# 0.73-1.78x NumPy across three `make bench` runs (chunked: 1.2-1.7x): an OpenMP region that
-# needs both cores for the whole call loses them to other pools' spinning threads or the host.
-# Tiny W runs on several blocks from B*n*d = 2^16 (1024 x 16 x 3: 96 vs 122 chunked, in an
-# earlier run; this VM's second core is not always there).
+# float64; "fused" one block / "chunked"; `--hot`: calls back to back). This chunked path calls
+# BLAS from C with no Python between the products, but for few classes the fused rows on one
+# block beat it once their scratch was 64-byte aligned (linear.c): n <= 10, d >= 64 and
+# n d <= 5120, e.g. shape D (64 x 64 x 10) 10.1 vs 14.1 (hot: 9.6 vs 13.7), 256 x 512 x 10:
+# 141 vs 176 (hot: 127 vs 192); at 1024 rows back to back they are within 5% either way
+# (1024 x 512 x 10: 495 vs 479). Beyond it they lose: 8 x 3072 x 3: 26 vs 16, 256 x 3072 x 10:
+# 720 vs 639, 256 x 512 x 16: 182 vs 166, and short rows at large B (hot 1024 x 32 x 10: 124 vs
+# 116). Tiny W (n d <= 256) is fused at any n, on several blocks from B*n*d = 2^16 (hot
+# 1024 x 16 x 3: 50 vs 76 on one block, 85 chunked). On all threads the register-blocked fused
+# rows win for n <= 12 once the work is large: 1024 x 3072 x 10: 2611 vs 4353 (hot: 3239 vs
+# 3541). Below 2^23 (shape C: 256 x 3072 x 10) the two-thread fused path measured 1020 us here
+# against 639 (hot: 883 vs 606), and 0.73-1.78x NumPy across three `make bench` runs (chunked:
+# 1.2-1.7x): an OpenMP region that needs both cores for the whole call loses them to other
+# pools' spinning threads or the host.
 FUSED_ANY_N_WEIGHTS = 256            # n * d: tiny W, always fused (blocks: PARALLEL_MIN_WORK)
 FUSED_FEW_N = 10                     # few classes: fused on one block when n <= this,
 FUSED_FEW_MIN_D = 64                 #   d >= this and
