@@ -97,34 +97,54 @@ FBP_INLINE double fbp_activation_grad(int act, double a, double alpha)
     }
 }
 
-/* x[j] = exp(x[j]) in place, vectorizable (libm's exp is a scalar call): exp(x) = 2^k e^r,
- * k = round(x / ln 2) by the 1.5 * 2^52 trick (whose low bits are then k itself),
- * r = x - k ln 2 (Cody-Waite: ln 2 in two parts), |r| <= ln(2)/2, e^r by its Taylor polynomial
- * of degree 11 (truncation < 7e-15 relative), 2^k from its IEEE bits. x is clamped to
- * [-708, 709] (exp(-708) ~ 3e-308 is below every result's ulp); NaN stays NaN (the
- * comparisons of the clamp are false for it, and NaN flows through the polynomial). */
-FBP_INLINE void fbp_vexp(double *x, int64_t n)
+/* exp(x), inline and branch-free so a loop calling it vectorizes (libm's exp is a scalar call):
+ * exp(x) = 2^k e^r, k = round(x / ln 2) by the 1.5 * 2^52 trick (whose low bits are then k
+ * itself), r = x - k ln 2 (Cody-Waite: ln 2 in two parts), |r| <= ln(2)/2, e^r by its Taylor
+ * polynomial of degree 11 (truncation < 7e-15 relative), 2^k from its IEEE bits. x is clamped
+ * to [-708, 709], and below -708 the result is 0 (libm's is subnormal there, < 3e-308, and 0
+ * from -745: a sigmoid of -1e4 is 0, not 3e-308); NaN stays NaN (the comparisons are false for
+ * it, and NaN flows through the polynomial). */
+FBP_INLINE double fbp_exp1(double x)
 {
     const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01,
                  ln2_lo = 1.90821492927058770002e-10, shifter = 6755399441055744.0;
-    for (int64_t j = 0; j < n; j++) {
-        double c = x[j];                 /* selects, not branches: the loop vectorizes */
-        c = c < -708.0 ? -708.0 : c;
-        c = c > 709.0 ? 709.0 : c;
-        double kd = c * log2e + shifter;
-        int64_t kbits;
-        memcpy(&kbits, &kd, sizeof kbits);
-        kd -= shifter;
-        double r = (c - kd * ln2_hi) - kd * ln2_lo;
-        double p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (
-            1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (
-            1.0 / 362880 + r * (1.0 / 3628800 + r * (1.0 / 39916800)))))))))));
-        /* k = kbits - bits(shifter) = low bits of kbits; 2^k = (k + 1023) << 52 */
-        int64_t sbits = (int64_t)(((uint64_t)(kbits - 0x4338000000000000LL) + 1023) << 52);
-        double scale;
-        memcpy(&scale, &sbits, sizeof scale);
-        x[j] = p * scale;                /* a NaN x made p NaN */
-    }
+    double c = x;                        /* selects, not branches */
+    c = c < -708.0 ? -708.0 : c;
+    c = c > 709.0 ? 709.0 : c;
+    double kd = c * log2e + shifter;
+    int64_t kbits;
+    memcpy(&kbits, &kd, sizeof kbits);
+    kd -= shifter;
+    double r = (c - kd * ln2_hi) - kd * ln2_lo;
+    double p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (
+        1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (
+        1.0 / 362880 + r * (1.0 / 3628800 + r * (1.0 / 39916800)))))))))));
+    /* k = kbits - bits(shifter) = low bits of kbits; 2^k = (k + 1023) << 52 */
+    int64_t sbits = (int64_t)(((uint64_t)(kbits - 0x4338000000000000LL) + 1023) << 52);
+    double scale;
+    memcpy(&scale, &sbits, sizeof scale);
+    return x < -708.0 ? 0.0 : p * scale; /* a NaN x made p NaN */
+}
+
+/* x[j] = exp(x[j]) in place (fbp_exp1: the loop vectorizes) */
+FBP_INLINE void fbp_vexp(double *x, int64_t n)
+{
+    for (int64_t j = 0; j < n; j++)
+        x[j] = fbp_exp1(x[j]);
+}
+
+/* log1p(e) for 0 <= e <= 1 (NaN stays NaN), inline and vectorizable as fbp_exp1 (libm's log1p
+ * is a scalar call): log(1 + e) = 2 atanh(t), t = e / (2 + e) in [0, 1/3], by the series
+ * 2 t sum_k t^2k / (2k + 1) to k = 16 (the first term left out is < 2e-17 of the sum); relative
+ * throughout, so a tiny e keeps its digits. */
+FBP_INLINE double fbp_log1p_unit(double e)
+{
+    double t = e / (2.0 + e), u = t * t;
+    double p = 1.0 + u * (1.0 / 3 + u * (1.0 / 5 + u * (1.0 / 7 + u * (1.0 / 9 + u * (
+        1.0 / 11 + u * (1.0 / 13 + u * (1.0 / 15 + u * (1.0 / 17 + u * (1.0 / 19 + u * (
+        1.0 / 21 + u * (1.0 / 23 + u * (1.0 / 25 + u * (1.0 / 27 + u * (1.0 / 29 + u * (
+        1.0 / 31 + u * (1.0 / 33))))))))))))))));
+    return 2.0 * t * p;
 }
 
 #endif

@@ -242,6 +242,16 @@ FBP_INLINE double F(mhinge_row)(const F(head_t) *h, int64_t i, const REAL *s, RE
     return wy * loss;
 }
 
+/* sigmoid_bce's term of one score x (target zj, weights lw and pz): the loss
+ * (1-z) x + lw softplus(-x), softplus(-x) = relu(-x) + log1p(e), e = e^-|x|; *gj = f (lw sigma(x)
+ * - pz), sigma(x) = 1/(1+e) for x >= 0, e/(1+e) below. Inline exp and log1p: a row vectorizes. */
+FBP_INLINE double F(bce_term)(double x, double zj, double lw, double pz, double f, REAL *gj)
+{
+    double e = fbp_exp1(-fabs(x)), big = 1.0 / (1.0 + e), sig = x >= 0 ? big : e * big;
+    *gj = (REAL)(f * (lw * sig - pz));
+    return (1.0 - zj) * x + lw * (fbp_relu(-x) + fbp_log1p_unit(e));
+}
+
 FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
                                  double f, double *tmp)
 {
@@ -274,18 +284,22 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
         return -log(py);
     }
     case FBP_BCE:   /* (1-z) s + lw softplus(-s), lw = 1 + (pw-1) z; g = lw sigma(s) - pw z */
-        for (int64_t j = 0; j < n; j++) {
-            double x = s[j], zj = z[j], e = exp(-fabs(x)), big = 1.0 / (1.0 + e);
-            double sig = x >= 0 ? big : e * big;
-            double lw = h->pw ? 1.0 + (h->pw[j] - 1.0) * zj : 1.0;
-            double pz = h->pw ? h->pw[j] * zj : zj;
-            loss += (1.0 - zj) * x + lw * (fbp_relu(-x) + log1p(e));
-            g[j] = (REAL)(f * (lw * sig - pz));
+        if (h->pw) {    /* (two loops: a vectorized one would read pw[j] even when pw is NULL) */
+            const REAL *pw = h->pw;
+            #pragma omp simd reduction(+ : loss)
+            for (int64_t j = 0; j < n; j++)
+                loss += F(bce_term)(s[j], z[j], 1.0 + (pw[j] - 1.0) * z[j], pw[j] * z[j], f,
+                                    g + j);
+        } else {
+            #pragma omp simd reduction(+ : loss)
+            for (int64_t j = 0; j < n; j++)
+                loss += F(bce_term)(s[j], z[j], 1.0, z[j], f, g + j);
         }
         return loss;
     case FBP_SIGMOID_L2:        /* (z - sigma(s))^2, g = -2 (z - sigma) sigma(s) sigma(-s) */
+        #pragma omp simd reduction(+ : loss)
         for (int64_t j = 0; j < n; j++) {
-            double x = s[j], e = exp(-fabs(x)), big = 1.0 / (1.0 + e);
+            double x = s[j], e = fbp_exp1(-fabs(x)), big = 1.0 / (1.0 + e);
             double dz = z[j] - (x >= 0 ? big : e * big);
             loss += dz * dz;
             g[j] = (REAL)(f * (-2.0 * dz * (big * (e * big))));
