@@ -57,6 +57,8 @@ extern int fbp_blas_ilp64;                 /* their integers are int64_t, else i
 int fbp_threads(void);             /* the set_num_threads value (>= 1) */
 
 static inline int fbp_fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+/* a head struct with a code of the enum (every kernel checks it before reading a row) */
+static inline int fbp_known_head(const fbp_head *h) { return h && h->code >= 0 && h->code < FBP_NUM_HEADS; }
 static inline int64_t fbp_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t fbp_max(int64_t a, int64_t b) { return a > b ? a : b; }
 

@@ -4,8 +4,8 @@
  * Conventions (llm.c style): outputs first, gradients prefixed d, dimensions last; every array
  * is C-contiguous and already validated by fastbp/_checks.py (shapes, dtypes, labels in range);
  * NULL means "absent" (no bias, no sample_weight, dX not wanted, ...). Every kernel returns a
- * status, FBP_OK = 0; the kernels re-check their cheap preconditions (n >= 1, B >= 0) and never
- * print or exit. Each kernel exists as _f64 (double) and _f32 (float), compiled from one source
+ * status, FBP_OK = 0; the kernels re-check their cheap preconditions (n >= 1, B >= 0, a known
+ * head code) and never print or exit. Each kernel exists as _f64 (double) and _f32 (float), compiled from one source
  * (csrc/template.h). Sums: sums[0] = sum_i sw_i l_i (the "sum" loss), sums[1] = sum_i omega_i
  * (the "mean" denominator); with mean != 0 every gradient row is already divided by sums[1].
  */
@@ -15,9 +15,23 @@
 #define FBP_ETOOBIG 3      /* a dimension does not fit BLAS's 32-bit int */
 #define FBP_ENOBLAS 4      /* fbp_set_blas was not called */
 
-/* heads (fastbp.HEADS; softmax_nll has two codes: labels and probability rows) */
+/* heads: the codes of fastbp/_registry.py's SPECS (checked at import; softmax_nll has two,
+ * labels and probability rows) */
 enum { FBP_SOFTMAX, FBP_SOFTMAX_PROBS, FBP_MHINGE, FBP_BHINGE, FBP_BCE, FBP_SIGMOID_L2,
-       FBP_L2, FBP_L1, FBP_NLL };
+       FBP_L2, FBP_L1, FBP_NLL, FBP_NUM_HEADS };
+
+/* One head's arguments (fastbp/_registry.py's HEAD_DTYPE, field by field; checked at import):
+ * the code, the target and weight arrays (NULL: absent; floats of the kernel's type: y (B,)
+ * labels, Z (B, n) targets, sample_weight (B,), weight (n,), pos_weight (n,)), then one field
+ * per scalar option, named as the option; a head reads only its own. */
+typedef struct {
+    int64_t code;
+    const int64_t *y;
+    const void *Z, *sample_weight, *weight, *pos_weight;
+    int64_t ignore_index;
+    double label_smoothing, margin;
+    int64_t p;
+} fbp_head;
 /* activations, in fastbp.ACTIVATIONS order */
 enum { FBP_SIGMOID, FBP_TANH, FBP_RELU, FBP_LEAKY, FBP_ELU, FBP_MAXOUT, FBP_IDENTITY };
 /* optimizers (fastbp.SGD, fastbp.Adam) */
@@ -28,43 +42,30 @@ void fbp_set_blas(void *sgemm, void *dgemm, int ilp64);
 void fbp_set_num_threads(int n);
 
 /* A head on scores S (B, n): dS (B, n, may be S) = gradient; loss_rows (B,) or NULL = weighted
- * per-row losses; y (B,) labels or NULL; Z (B, n) targets or NULL; sw (B,), w (n,), pw (n,)
- * sample / class / positive weights or NULL. */
-int heads_f64(double *dS, double *loss_rows, double *sums, const double *S, int head,
-              const int64_t *y, const double *Z, const double *sw, const double *w,
-              const double *pw, int64_t ignore, double eps, double margin, int p, int mean,
+ * per-row losses. */
+int heads_f64(double *dS, double *loss_rows, double *sums, const double *S, const fbp_head *head, int mean,
               int64_t B, int64_t n);
-int heads_f32(float *dS, double *loss_rows, double *sums, const float *S, int head,
-              const int64_t *y, const float *Z, const float *sw, const float *w,
-              const float *pw, int64_t ignore, double eps, double margin, int p, int mean,
+int heads_f32(float *dS, double *loss_rows, double *sums, const float *S, const fbp_head *head, int mean,
               int64_t B, int64_t n);
 
 /* linear_head, fused rows (no BLAS; small W): dW (n, d), db (n,) or NULL, dX (B, d) or NULL;
- * X (B, d), W (n, d), b (n,) or NULL; head arguments as heads_*; nblocks fixed row blocks run
+ * X (B, d), W (n, d), b (n,) or NULL; head as heads_*; nblocks fixed row blocks run
  * on OpenMP threads, their float64 partials combined in block order. */
 int linear_fused_f64(double *dW, double *db, double *dX, double *sums, const double *X,
-                     const double *W, const double *b, int head, const int64_t *y,
-                     const double *Z, const double *sw, const double *w, const double *pw,
-                     int64_t ignore, double eps, double margin, int p, int mean, int nblocks,
+                     const double *W, const double *b, const fbp_head *head, int mean, int nblocks,
                      int64_t B, int64_t d, int64_t n);
 int linear_fused_f32(float *dW, float *db, float *dX, double *sums, const float *X,
-                     const float *W, const float *b, int head, const int64_t *y,
-                     const float *Z, const float *sw, const float *w, const float *pw,
-                     int64_t ignore, double eps, double margin, int p, int mean, int nblocks,
+                     const float *W, const float *b, const fbp_head *head, int mean, int nblocks,
                      int64_t B, int64_t d, int64_t n);
 
 /* linear_head, chunked BLAS: per block of chunk rows S = X_c W^T, bias + head in place,
  * dW += S^T X_c, dX_c = S W; only one (chunk, n) score block is ever held. cols < n (softmax
  * heads only): blocks of (chunk, cols) scores in two passes over the columns instead. */
 int linear_chunked_f64(double *dW, double *db, double *dX, double *sums, const double *X,
-                       const double *W, const double *b, int head, const int64_t *y,
-                       const double *Z, const double *sw, const double *w, const double *pw,
-                       int64_t ignore, double eps, double margin, int p, int mean,
+                       const double *W, const double *b, const fbp_head *head, int mean,
                        int64_t chunk, int64_t cols, int64_t B, int64_t d, int64_t n);
 int linear_chunked_f32(float *dW, float *db, float *dX, double *sums, const float *X,
-                       const float *W, const float *b, int head, const int64_t *y,
-                       const float *Z, const float *sw, const float *w, const float *pw,
-                       int64_t ignore, double eps, double margin, int p, int mean,
+                       const float *W, const float *b, const fbp_head *head, int mean,
                        int64_t chunk, int64_t cols, int64_t B, int64_t d, int64_t n);
 
 /* A = f(X W^T + b): X (B, d), W (m, d), b (m,) or NULL; A (B, m), or (B, m / k) for maxout
@@ -92,14 +93,10 @@ int linear_act_backward_f32(float *dX, float *dW, float *db, const float *dA, co
  * W_1, ..., then their gradients, then the optimizer's two buffers of each; widths (L + 1,);
  * X (B, widths[0]). */
 int mlp_step_f64(double *losses, double *const *ptrs, const int64_t *widths, int L,
-                 const double *X, int act, double alpha, int head, const int64_t *y,
-                 const double *Z, const double *sw, const double *w, const double *pw,
-                 int64_t ignore, double eps, double margin, int p, int mean, int kind, double lr,
+                 const double *X, int act, double alpha, const fbp_head *head, int mean, int kind, double lr,
                  double momentum, int nesterov, double wd, double b1, double b2,
                  double adam_eps, int64_t t, int64_t batch, int64_t B);
 int mlp_step_f32(double *losses, float *const *ptrs, const int64_t *widths, int L,
-                 const float *X, int act, double alpha, int head, const int64_t *y,
-                 const float *Z, const float *sw, const float *w, const float *pw,
-                 int64_t ignore, double eps, double margin, int p, int mean, int kind, double lr,
+                 const float *X, int act, double alpha, const fbp_head *head, int mean, int kind, double lr,
                  double momentum, int nesterov, double wd, double b1, double b2,
                  double adam_eps, int64_t t, int64_t batch, int64_t B);

@@ -24,7 +24,7 @@
 typedef __typeof__(linear_fused_f64) fused_f64_t;
 typedef __typeof__(linear_fused_f32) fused_f32_t;
 
-/* the target kinds of a head's spec (fastbp/backends/_args.py, fast_specs) */
+/* the target kinds of a head's spec (fastbp/backends/_args.py, fast_entry) */
 enum { KIND_LABELS = 1, KIND_PROBS = 2, KIND_FLOAT = 4 };
 
 /* an exact ndarray of type tn, ndim dimensions (d0, d1), C-ordered, aligned, native byte order
@@ -53,8 +53,8 @@ static int overlap(PyArrayObject *a, PyArrayObject *b)
 
 /* linear_head(X, W, b, target, spec, need_dX, out, max_weights, few_n, few_min_d, few_weights,
  * max_work, kernels) -> (loss, dW, db, dX), or None. out: Grads(None, dW, db, dX) to write, or
- * None for new arrays. spec: None or (kinds, code for labels, code for probability/float rows,
- * ignore_index, label_smoothing, margin, p); kernels: the (float64, float32) kernels'
+ * None for new arrays. spec: None or (kinds, the address of the head's fbp_head template for
+ * labels, the same for probability/float rows, what keeps them alive); kernels: the (float64, float32) kernels'
  * addresses; runs them on one block when n d <= max_weights, or n <= few_n, d >= few_min_d and
  * n d <= few_weights, and B n d < max_work (the backend's FUSED_ANY_N_WEIGHTS, FUSED_FEW_N,
  * FUSED_FEW_MIN_D, FUSED_FEW_WEIGHTS and PARALLEL_MIN_WORK). */
@@ -68,7 +68,7 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     PyObject *spec = args[4], *need = args[5], *out = args[6];
     PyObject *oX = args[0], *oW = args[1];
-    if (spec == Py_None || !PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 7
+    if (spec == Py_None || !PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 4
             || (need != Py_True && need != Py_False)
             || (out != Py_None && (!PyTuple_Check(out) || PyTuple_GET_SIZE(out) != 4))
             || sizeof(npy_intp) != sizeof(int64_t)
@@ -90,26 +90,29 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
         Py_RETURN_NONE;
     if (args[2] != Py_None && !(b = array_like(args[2], tn, n, -1, 0)))
         Py_RETURN_NONE;
-    /* the target: labels in range, or rows of the float dtype */
+    /* the target: labels in range, or rows of the float dtype; the head struct: the spec's
+     * template for that target (code and default options) with the target filled in */
     long kinds = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
-    int code;
-    const int64_t *y = NULL;
-    const void *Z = NULL;
+    const fbp_head *tmpl;
+    fbp_head head;
     if ((kinds & KIND_LABELS) && (T = array_like(args[3], NPY_INTP, B, -1, 0))) {
-        y = (const int64_t *)PyArray_DATA(T);
+        const int64_t *y = (const int64_t *)PyArray_DATA(T);
         for (npy_intp i = 0; i < B; i++)
             if (y[i] < 0 || y[i] >= n)
                 Py_RETURN_NONE;      /* (ignore_index's -100 too: the Python path handles it) */
-        code = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
+        tmpl = PyLong_AsVoidPtr(PyTuple_GET_ITEM(spec, 1));
+        if (!tmpl)
+            return NULL;
+        head = *tmpl;
+        head.y = y;
     } else if ((kinds & (KIND_PROBS | KIND_FLOAT)) && (T = array_like(args[3], tn, B, n, 0))) {
-        Z = PyArray_DATA(T);
-        code = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 2));
+        tmpl = PyLong_AsVoidPtr(PyTuple_GET_ITEM(spec, 2));
+        if (!tmpl)
+            return NULL;
+        head = *tmpl;
+        head.Z = PyArray_DATA(T);
     } else
         Py_RETURN_NONE;
-    int64_t ignore = PyLong_AsLongLong(PyTuple_GET_ITEM(spec, 3));
-    double eps = PyFloat_AsDouble(PyTuple_GET_ITEM(spec, 4));
-    double margin = PyFloat_AsDouble(PyTuple_GET_ITEM(spec, 5));
-    int p = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 6));
     fused_f64_t *fused_f64 = (fused_f64_t *)PyLong_AsVoidPtr(PyTuple_GET_ITEM(args[12], 0));
     fused_f32_t *fused_f32 = (fused_f32_t *)PyLong_AsVoidPtr(PyTuple_GET_ITEM(args[12], 1));
     if (PyErr_Occurred())
@@ -155,12 +158,10 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_BEGIN_ALLOW_THREADS
     if (tn == NPY_DOUBLE)
         status = fused_f64(FBP_DATA(dW), FBP_DATA(db), FBP_DATA(dX), sums, FBP_DATA(X),
-                           FBP_DATA(W), FBP_DATA(b), code, y, Z, NULL, NULL, NULL, ignore, eps,
-                           margin, p, 1, 1, B, d, n);
+                           FBP_DATA(W), FBP_DATA(b), &head, 1, 1, B, d, n);
     else
         status = fused_f32(FBP_DATA(dW), FBP_DATA(db), FBP_DATA(dX), sums, FBP_DATA(X),
-                           FBP_DATA(W), FBP_DATA(b), code, y, Z, NULL, NULL, NULL, ignore, eps,
-                           margin, p, 1, 1, B, d, n);
+                           FBP_DATA(W), FBP_DATA(b), &head, 1, 1, B, d, n);
     Py_END_ALLOW_THREADS
 #undef FBP_DATA
     PyObject *loss = status ? NULL : PyFloat_FromDouble(

@@ -13,13 +13,11 @@
 /* Every row of S: dS_i = f_i g_i with f_i = sw_i (/ sum(omega) under mean). The rows are cut
  * into nb fixed blocks (one per thread when large), whose sums are combined in block order:
  * the same bits at the same thread count, however the threads are scheduled. */
-int F(heads)(REAL *dS, double *loss_rows, double *sums, const REAL *S, int head,
-             const int64_t *y, const REAL *Z, const REAL *sw, const REAL *w, const REAL *pw,
-             int64_t ignore, double eps, double margin, int p, int mean, int64_t B, int64_t n)
+int F(heads)(REAL *dS, double *loss_rows, double *sums, const REAL *S, const fbp_head *head, int mean, int64_t B, int64_t n)
 {
-    if (B < 0 || n < 1 || head < FBP_SOFTMAX || head > FBP_NLL)
+    if (B < 0 || n < 1 || !fbp_known_head(head))
         return FBP_EBADARG;
-    F(head_t) h = {head, y, Z, sw, w, pw, ignore, n, eps, margin, p};
+    F(head_t) h = F(head_view)(head, n);
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
     int nb = B * n >= FBP_HEADS_PARALLEL_MIN ? (int)fbp_min(fbp_threads(), B) : 1;
     nb = (int)fbp_min(nb, FBP_MAX_BLOCKS);

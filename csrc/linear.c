@@ -151,13 +151,11 @@ FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const doub
 }
 
 int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, const REAL *W,
-                    const REAL *b, int head, const int64_t *y, const REAL *Z, const REAL *sw,
-                    const REAL *w, const REAL *pw, int64_t ignore, double eps, double margin,
-                    int p, int mean, int nblocks, int64_t B, int64_t d, int64_t n)
+                    const REAL *b, const fbp_head *head, int mean, int nblocks, int64_t B, int64_t d, int64_t n)
 {
-    if (B < 0 || d < 0 || n < 1 || nblocks < 1 || head < FBP_SOFTMAX || head > FBP_NLL)
+    if (B < 0 || d < 0 || n < 1 || nblocks < 1 || !fbp_known_head(head))
         return FBP_EBADARG;
-    F(head_t) h = {head, y, Z, sw, w, pw, ignore, n, eps, margin, p};
+    F(head_t) h = F(head_view)(head, n);
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
     int nb = (int)fbp_min(fbp_min(nblocks, FBP_MAX_BLOCKS), fbp_max(B, 1));
     /* Row stride of the double copies: d rounded up to whole vectors, and an odd number of
@@ -276,19 +274,17 @@ FBP_HOT static void F(linear_columns)(const F(head_t) *h, REAL *dW, double *db64
  * one (chunk, n) score block and two n-vectors, whatever B. cols < n: softmax heads in
  * (chunk, cols) blocks instead (linear_columns). */
 int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
-                      const REAL *W, const REAL *b, int head, const int64_t *y, const REAL *Z,
-                      const REAL *sw, const REAL *w, const REAL *pw, int64_t ignore,
-                      double eps, double margin, int p, int mean, int64_t chunk, int64_t cols,
+                      const REAL *W, const REAL *b, const fbp_head *head, int mean, int64_t chunk, int64_t cols,
                       int64_t B, int64_t d, int64_t n)
 {
-    if (B < 0 || d < 0 || n < 1 || chunk < 1 || cols < 1 || head < FBP_SOFTMAX || head > FBP_NLL
-            || (cols < n && head != FBP_SOFTMAX && head != FBP_SOFTMAX_PROBS))
+    if (B < 0 || d < 0 || n < 1 || chunk < 1 || cols < 1 || !fbp_known_head(head)
+            || (cols < n && head->code != FBP_SOFTMAX && head->code != FBP_SOFTMAX_PROBS))
         return FBP_EBADARG;
     if (!fbp_fits_int(B) || !fbp_fits_int(d) || !fbp_fits_int(n))
         return FBP_ETOOBIG;
     if (!FBP_GEMM)
         return FBP_ENOBLAS;
-    F(head_t) h = {head, y, Z, sw, w, pw, ignore, n, eps, margin, p};
+    F(head_t) h = F(head_view)(head, n);
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
     chunk = fbp_min(chunk, fbp_max(B, 1));
     cols = fbp_min(cols, n);

@@ -53,13 +53,11 @@ FBP_HOT static void F(optimizer_update)(REAL *p, const REAL *g, REAL *s1, REAL *
  * dW and db keep the last step's gradients. Scratch, allocated once per call: the hidden
  * outputs (kept for backward), two (batch, max width) gradient blocks, float64 vectors. */
 int F(mlp_step)(double *losses, REAL *const *ptrs, const int64_t *widths, int L, const REAL *X,
-                int act, double alpha, int head, const int64_t *y, const REAL *Z,
-                const REAL *sw, const REAL *w, const REAL *pw, int64_t ignore, double eps,
-                double margin, int p, int mean, int kind, double lr, double momentum,
+                int act, double alpha, const fbp_head *head, int mean, int kind, double lr, double momentum,
                 int nesterov, double wd, double b1, double b2, double adam_eps, int64_t t,
                 int64_t batch, int64_t B)
 {
-    if (B < 1 || batch < 1 || L < 1 || head < FBP_SOFTMAX || head > FBP_NLL
+    if (B < 1 || batch < 1 || L < 1 || !fbp_known_head(head)
             || act < FBP_SIGMOID || act > FBP_IDENTITY || act == FBP_MAXOUT
             || (kind != FBP_SGD && kind != FBP_ADAM))
         return FBP_EBADARG;
@@ -103,8 +101,10 @@ int F(mlp_step)(double *losses, REAL *const *ptrs, const int64_t *widths, int L,
             A += Bb * widths[l + 1];
         }
         F(gemm)(0, 1, Bb, n, widths[L - 1], h, widths[L - 1], W_(L - 1), widths[L - 1], 0, G);
-        F(head_t) hd = {head, y ? y + lo : NULL, Z ? Z + lo * n : NULL, sw ? sw + lo : NULL,
-                        w, pw, ignore, n, eps, margin, p};
+        F(head_t) hd = F(head_view)(head, n);     /* this step's rows */
+        hd.y = hd.y ? hd.y + lo : NULL;
+        hd.Z = hd.Z ? hd.Z + lo * n : NULL;
+        hd.sw = hd.sw ? hd.sw + lo : NULL;
         double sums[2];
         F(head_block)(&hd, G, B_(L - 1), G, NULL, NULL, mean ? F(mean_scale)(&hd, Bb) : 1.0, 0,
                       Bb, 0, tmp, sums);

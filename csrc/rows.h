@@ -5,14 +5,22 @@
  * the reference backend's, term for term; tmp is n doubles of scratch. Sums over a row use
  * `omp simd` reductions (a fixed, vectorized order: the same bits every run). */
 
+/* The caller's fbp_head with its arrays typed, and the row length n; scalar options are read
+ * from o (h->o->margin, ...). */
 typedef struct {
+    const fbp_head *o;
     int code;
     const int64_t *y;            /* (B,) labels, or NULL */
     const REAL *Z, *sw, *w, *pw; /* (B, n) targets, (B,) sample, (n,) class, (n,) pos weights */
     int64_t ignore, n;
-    double eps, margin;
-    int p;
 } F(head_t);
+
+FBP_INLINE F(head_t) F(head_view)(const fbp_head *o, int64_t n)
+{
+    F(head_t) h = {o, (int)o->code, o->y, (const REAL *)o->Z, (const REAL *)o->sample_weight,
+                   (const REAL *)o->weight, (const REAL *)o->pos_weight, o->ignore_index, n};
+    return h;
+}
 
 /* index of the first maximum of s, or of its first NaN (as numpy.argmax): the maximum and
  * whether a NaN is present in one vectorized pass, then the first index that has it (a scalar
@@ -73,7 +81,7 @@ FBP_INLINE double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, R
     double M = s[m], r = 0.0;
     for (int64_t j = 0; j < n; j++)
         x[j] = (double)s[j] - M;
-    if (!z && !h->w && h->eps == 0) {        /* plain labels: C = e_y, the common case */
+    if (!z && !h->w && h->o->label_smoothing == 0) {        /* plain labels: C = e_y, the common case */
         double lin = M - s[yi];
         fbp_vexp(x, n);
         x[m] = 0.0;
@@ -91,7 +99,7 @@ FBP_INLINE double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, R
         }
         return lin + log1p(r);
     }
-    double a = 1.0 - h->eps, e_n = h->eps / n, lin = 0.0, rest = 0.0, c_m = 0.0;
+    double a = 1.0 - h->o->label_smoothing, e_n = h->o->label_smoothing / n, lin = 0.0, rest = 0.0, c_m = 0.0;
 #define FBP_C(j) ((h->w ? (double)h->w[j] : 1.0) * (a * (z ? (double)z[j] : (j) == yi) + e_n))
     for (int64_t j = 0; j < n; j++) {
         double c = FBP_C(j);
@@ -120,7 +128,7 @@ FBP_INLINE double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, R
 FBP_INLINE double F(softmax_c)(const F(head_t) *h, const REAL *z, int64_t yi, int64_t j)
 {
     double t = z ? (double)z[j] : (double)(j == yi);
-    return (h->w ? (double)h->w[j] : 1.0) * ((1.0 - h->eps) * t + h->eps / h->n);
+    return (h->w ? (double)h->w[j] : 1.0) * ((1.0 - h->o->label_smoothing) * t + h->o->label_smoothing / h->n);
 }
 
 /* softmax_row over column blocks (linear_chunked with cols < n): the same quantities, built
@@ -135,7 +143,7 @@ FBP_INLINE void F(softmax_cols_stats)(const F(head_t) *h, int64_t i, const REAL 
     int64_t yi = h->y ? h->y[i] : 0, mc = F(argmax)(s, nc);
     double Mc = s[mc], M = st[0], sum = 0.0, csum = 0.0;
     int wins = c0 == 0 || Mc > M || (Mc != Mc && M == M);
-    int plain = !z && !h->w && h->eps == 0;      /* C = e_y: rest is not needed */
+    int plain = !z && !h->w && h->o->label_smoothing == 0;      /* C = e_y: rest is not needed */
     double ref = wins ? Mc : M;
     for (int64_t j = 0; j < nc; j++)
         x[j] = (double)s[j] - ref;
@@ -175,7 +183,7 @@ FBP_INLINE double F(softmax_cols_grad)(const F(head_t) *h, int64_t i, const REAL
     double M = st[0], r = st[1], rest = st[2], inv = 1.0 / (1.0 + r), lin = 0.0;
     for (int64_t j = 0; j < nc; j++)
         x[j] = (double)s[j] - M;
-    if (!z && !h->w && h->eps == 0) {        /* plain labels: C = e_y */
+    if (!z && !h->w && h->o->label_smoothing == 0) {        /* plain labels: C = e_y */
         if (yi >= c0 && yi < c0 + nc)
             lin = -x[yi - c0];
         fbp_vexp(x, nc);
@@ -205,7 +213,7 @@ FBP_INLINE double F(softmax_cols_grad)(const F(head_t) *h, int64_t i, const REAL
 FBP_INLINE double F(softmax_cols_loss)(const F(head_t) *h, int64_t i, const double *st,
                                        double lin)
 {
-    if (!h->Z && !h->w && h->eps == 0)
+    if (!h->Z && !h->w && h->o->label_smoothing == 0)
         return lin + log1p(st[1]);
     const REAL *z = h->Z ? h->Z + i * h->n : NULL;
     double total = st[2] + F(softmax_c)(h, z, h->y ? h->y[i] : 0, (int64_t)st[3]);
@@ -219,10 +227,10 @@ FBP_INLINE double F(mhinge_row)(const F(head_t) *h, int64_t i, const REAL *s, RE
 {
     int64_t n = h->n, yi = h->y[i];
     double sy = s[yi], wy = h->w ? h->w[yi] : 1.0, loss = 0.0, gsum = 0.0, fw = f * wy;
-    if (h->p == 1) {
+    if (h->o->p == 1) {
         #pragma omp simd reduction(+ : loss, gsum)
         for (int64_t j = 0; j < n; j++) {
-            double mj = s[j] - sy + h->margin;
+            double mj = s[j] - sy + h->o->margin;
             double hj = j == yi ? 0.0 : fbp_relu(mj), gj = j == yi ? 0.0 : fbp_step(mj);
             loss += hj;
             gsum += gj;
@@ -231,7 +239,7 @@ FBP_INLINE double F(mhinge_row)(const F(head_t) *h, int64_t i, const REAL *s, RE
     } else {
         #pragma omp simd reduction(+ : loss, gsum)
         for (int64_t j = 0; j < n; j++) {
-            double mj = s[j] - sy + h->margin;      /* loaded for every j: no masked load */
+            double mj = s[j] - sy + h->o->margin;      /* loaded for every j: no masked load */
             double hj = j == yi ? 0.0 : fbp_relu(mj);
             loss += hj * hj;
             gsum += 2.0 * hj;
@@ -271,7 +279,7 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
     case FBP_MHINGE:
         return F(mhinge_row)(h, i, s, g, f);
     case FBP_BHINGE: {          /* max(0, margin - y s), g = -y 1[margin - y s > 0] */
-        double yi = (double)h->y[i], mg = h->margin - yi * s[0];
+        double yi = (double)h->y[i], mg = h->o->margin - yi * s[0];
         g[0] = (REAL)(-f * yi * fbp_step(mg));
         return fbp_relu(mg);
     }
@@ -313,7 +321,7 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
             g[j] = (REAL)(f * (-2.0 * dz));
         }
         return loss;
-    default:                    /* FBP_L1: |z - s|, g = sign(s - z) */
+    case FBP_L1:                /* |z - s|, g = sign(s - z) */
         #pragma omp simd reduction(+ : loss)
         for (int64_t j = 0; j < n; j++) {
             double dz = (double)z[j] - s[j];
@@ -321,6 +329,10 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
             g[j] = (REAL)(f * fbp_sign(-dz));
         }
         return loss;
+    default:        /* unreachable (every kernel checks the code first); never a silent head */
+        for (int64_t j = 0; j < n; j++)
+            g[j] = (REAL)NAN;
+        return NAN;
     }
 }
 

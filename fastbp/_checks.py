@@ -6,36 +6,24 @@ float64); labels are ``intp`` and inside ``[0, n)`` (or equal ``ignore_index``);
 options have their documented types and ranges; ``out`` arrays are writeable, C-contiguous, of the
 exact shape and dtype, and overlap no input (except a head's ``out`` that *is* its scores).
 """
-import math
-import numbers
 from types import MappingProxyType
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-HEADS = ("softmax_nll", "multiclass_hinge", "binary_hinge", "sigmoid_bce", "sigmoid_l2",
-         "l2", "l1", "nll")
+from ._registry import HEADS, SPECS, integer, real
+
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout", "identity")
 REDUCTIONS = ("mean", "sum", "none")
 
-# Each head's keyword options and their defaults (api.md section 1); ``reduction`` is common to all.
-HEAD_OPTIONS = {
-    "softmax_nll": dict(weight=None, sample_weight=None, ignore_index=-100, label_smoothing=0.0),
-    "multiclass_hinge": dict(margin=1.0, p=1, weight=None, sample_weight=None),
-    "binary_hinge": dict(margin=1.0, sample_weight=None),
-    "sigmoid_bce": dict(pos_weight=None, sample_weight=None),
-    "sigmoid_l2": dict(sample_weight=None),
-    "l2": dict(sample_weight=None),
-    "l1": dict(sample_weight=None),
-    "nll": dict(sample_weight=None),
-}
+# Each head's keyword options and their defaults (``reduction`` is common to all), its target
+# kind and the target's name: views of the registry.
+HEAD_OPTIONS = {h: {k: o.default for k, o in spec.options.items()} for h, spec in SPECS.items()}
 # The options a call with none given runs with: one shared read-only mapping per head (the fast
 # path of linear_head passes it, so a backend may recognise it with `is` and skip unpacking).
 DEFAULT_OPTIONS = {head: MappingProxyType(opts) for head, opts in HEAD_OPTIONS.items()}
-# What each head's target is: class labels, labels or probability rows, +-1 labels, float rows.
-TARGET_KIND = {"softmax_nll": "labels|probs", "multiclass_hinge": "labels",
-               "binary_hinge": "pm1", "nll": "labels"}
-TARGET_NAME = {"softmax_nll": "target", "multiclass_hinge": "y", "binary_hinge": "y", "nll": "y"}
+TARGET_KIND = {h: spec.target for h, spec in SPECS.items()}
+TARGET_NAME = {h: spec.target_name for h, spec in SPECS.items()}
 
 # Activation parameter: (name in messages, default); None means the activation takes none.
 ACTIVATION_ALPHA = {"leaky_relu": ("slope", 0.01), "elu": ("alpha", 1.0), "maxout": ("pieces", 2)}
@@ -143,28 +131,6 @@ def choice(name, value, choices):
     return value
 
 
-def real(name, value, lo=-np.inf, hi=np.inf):
-    if type(value) is float and lo <= value <= hi:      # the common case, fast
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not (lo <= value <= hi):   # also rejects NaN
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
-    return value
-
-
-def integer(name, value, lo=None):
-    if type(value) is int and (lo is None or value >= lo):     # the common case, fast
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if lo is not None and value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return value
-
-
 def flag(name, value):
     if value is True or value is False:
         return value
@@ -229,8 +195,8 @@ def head_target(head, target, B, n, dtype, options, ctx):
         raise TypeError(f"head {head!r} got unexpected option(s) {sorted(unknown)}; "
                         f"it takes {sorted(allowed)} and reduction")
     opts = {**allowed, **options}
-    name = TARGET_NAME.get(head, "Z")
-    kind = TARGET_KIND.get(head, "float")
+    name = TARGET_NAME[head]
+    kind = TARGET_KIND[head]
     target = as_array(name, target)
     if kind == "labels|probs" and target.dtype.kind in "fc":
         target = float_array(name, target, dtype)
@@ -251,22 +217,14 @@ def head_target(head, target, B, n, dtype, options, ctx):
 
     def per_class():
         return f" (one weight per class of {_where(ctx)})"
-    if opts["sample_weight"] is not None:
-        opts["sample_weight"] = optional_vector("sample_weight", opts["sample_weight"], B,
-                                                dtype, per_row)
-    for key in ("weight", "pos_weight"):
-        if opts.get(key) is not None:
-            opts[key] = optional_vector(key, opts[key], n, dtype, per_class)
-    if "label_smoothing" in opts:
-        opts["label_smoothing"] = real("label_smoothing", opts["label_smoothing"], 0.0, 1.0)
-    if "margin" in opts:
-        opts["margin"] = real("margin", opts["margin"])
-        if not math.isfinite(opts["margin"]):
-            raise ValueError(f"margin must be finite, got {opts['margin']}")
-    if "p" in opts:
-        if isinstance(opts["p"], bool) or opts["p"] not in (1, 2):
-            raise ValueError(f"p must be 1 or 2, got {opts['p']!r}")
-        opts["p"] = int(opts["p"])
+    for key, opt in SPECS[head].options.items():
+        value = opts[key]
+        if opt.kind == "row" and value is not None:
+            opts[key] = optional_vector(key, value, B, dtype, per_row)
+        elif opt.kind == "class" and value is not None:
+            opts[key] = optional_vector(key, value, n, dtype, per_class)
+        elif opt.check is not None and key != "ignore_index":     # (checked with the labels)
+            opts[key] = opt.check(key, value)
     # no option given: the shared read-only defaults, which compiled backends recognise
     return target, (opts if options else DEFAULT_OPTIONS[head])
 
@@ -288,7 +246,7 @@ def check_head(head, S, target, options, reduction, out):
     reduction = choice("reduction", reduction, REDUCTIONS)
     target, opts = head_target(head, target, B, n, S.dtype, options, ("S", n, "columns"))
     if out is not None:
-        inputs = [("S", S), (TARGET_NAME.get(head, "Z"), target)]
+        inputs = [("S", S), (TARGET_NAME[head], target)]
         inputs += [(k, v) for k, v in opts.items() if isinstance(v, np.ndarray)]
         out = out_array("out", out, shape, S.dtype, inputs, may_be=S).reshape(B, n)
     return S, target, opts, reduction, out, shape
@@ -343,7 +301,7 @@ def _fast_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
         return None
     if b is not None and (b.dtype is not dt or b.shape != (n,) or not b.flags.carray):
         return None
-    kind = TARGET_KIND.get(head, "float")
+    kind = TARGET_KIND[head]
     if kind == "labels" or (kind == "labels|probs" and target.ndim == 1):
         if target.dtype is not _INTP or target.shape != (B,):
             return None
@@ -559,7 +517,7 @@ def check_batch(X, target, head, params, shapes, dtype, options):
         raise ValueError(f"X must have {d} columns (the model's inputs), got shape {X.shape}")
     if (not options and target.__class__ is np.ndarray and target.dtype is _INTP
             and target.shape == X.shape[:1] and target.flags.carray
-            and TARGET_KIND.get(head, "float").startswith("labels")):
+            and TARGET_KIND[head].startswith("labels")):
         # the common step: default options, intp labels -- only their range is left to check
         if len(target):
             lo, hi = _label_range(target)

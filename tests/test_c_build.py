@@ -89,7 +89,7 @@ def test_c_gemms_through_numpys_or_scipys_openblas(numpy_blas):
 
 @pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
 @pytest.mark.parametrize("bad", ["B < 0", "n < 1", "chunk < 1", "cols < 1", "head code",
-                                 "columns of a hinge"])
+                                 "negative head code", "no head", "columns of a hinge"])
 def test_c_kernels_refuse_their_preconditions_without_writing(bad):
     """linear_chunked re-checks what is cheap and returns a status (c_kernels raises it as a
     ValueError) before touching any buffer, even when called past the Python checks."""
@@ -99,16 +99,36 @@ def test_c_kernels_refuse_their_preconditions_without_writing(bad):
     X, W, b = np.ones((B, d)), np.ones((n, d)), np.zeros(n)
     dW, db, dX = np.full((n, d), 7.0), np.full(n, 7.0), np.full((B, d), 7.0)
     y, sums = np.zeros(B, np.int64), ffi.new("double[2]")
-    args = {"head": _args.SOFTMAX, "chunk": 2, "cols": n, "B": B, "n": n}
+    args = {"head": _args.CODES["SOFTMAX"], "chunk": 2, "cols": n, "B": B, "n": n}
     args.update({"B < 0": {"B": -1}, "n < 1": {"n": 0}, "chunk < 1": {"chunk": 0},
-                 "cols < 1": {"cols": 0}, "head code": {"head": 99},
-                 "columns of a hinge": {"head": _args.MHINGE, "cols": 2}}[bad])
+                 "cols < 1": {"cols": 0}, "head code": {"head": lib.FBP_NUM_HEADS},
+                 "negative head code": {"head": -1}, "no head": {"head": None},
+                 "columns of a hinge": {"head": _args.CODES["MHINGE"], "cols": 2}}[bad])
+    head = ffi.NULL if args["head"] is None else ffi.new(
+        "fbp_head *", {"code": args["head"], "y": ffi.from_buffer("int64_t[]", y), "margin": 1.0,
+                       "p": 1, "ignore_index": -100})
     p = lambda a: ffi.from_buffer("double[]", a)     # noqa: E731
-    status = lib.linear_chunked_f64(
-        p(dW), p(db), p(dX), sums, p(X), p(W), p(b), args["head"],
-        ffi.from_buffer("int64_t[]", y), ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, _args.NEVER,
-        0.0, 1.0, 1, 1, args["chunk"], args["cols"], args["B"], d, args["n"])
+    status = lib.linear_chunked_f64(p(dW), p(db), p(dX), sums, p(X), p(W), p(b), head, 1,
+                                    args["chunk"], args["cols"], args["B"], d, args["n"])
     assert status == lib.FBP_EBADARG
     with pytest.raises(ValueError, match="precondition"):
         c_kernels._check(status, "linear_head")
     assert (dW == 7).all() and (db == 7).all() and (dX == 7).all()
+
+
+@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
+def test_head_codes_and_struct_are_checked_against_the_c_header(monkeypatch):
+    """The registry's codes and fbp_head layout are csrc/fastbp.h's; a mismatch stops the C
+    backend's import with an ImportError naming both sides."""
+    import numpy as np
+
+    from fastbp.backends import c_kernels
+    c_kernels._check_abi()                      # as built: they agree
+    monkeypatch.setitem(c_kernels.CODES, "L1", 99)
+    with pytest.raises(ImportError, match=r"L1 = 99, csrc/fastbp.h has FBP_L1 = 7"):
+        c_kernels._check_abi()
+    monkeypatch.undo()
+    fields = [(n, c_kernels.HEAD_DTYPE.fields[n][0]) for n in c_kernels.HEAD_DTYPE.names]
+    monkeypatch.setattr(c_kernels, "HEAD_DTYPE", np.dtype(fields[::-1], align=True))
+    with pytest.raises(ImportError, match="fbp_head layout mismatch"):
+        c_kernels._check_abi()

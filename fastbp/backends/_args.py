@@ -1,35 +1,54 @@
 """What the compiled backends (numba, c) share in front of their kernels: the head and
-activation codes (the same numbers as csrc/fastbp.h's enums), the flat head-argument pack, and
-the loss of the (total, omega) sums a kernel returns."""
+activation codes, the head's arguments as one pack (the fields of csrc/fastbp.h's ``fbp_head``,
+from ``fastbp._registry``), and the loss of the (total, omega) sums a kernel returns."""
+from collections import namedtuple
+
 import numpy as np
 
-from .._checks import ACTIVATIONS, DEFAULT_OPTIONS, TARGET_KIND
+from .._checks import ACTIVATIONS, DEFAULT_OPTIONS
+from .._registry import ARRAY_FIELDS, HEAD_DTYPE, SCALAR_DEFAULTS, SCALAR_FIELDS, SPECS
 
-# softmax_nll has two codes: label targets and probability rows
-SOFTMAX, SOFTMAX_PROBS, MHINGE, BHINGE, BCE, SIGMOID_L2, L2, L1, NLL = range(9)
-HEAD_CODES = {"softmax_nll": SOFTMAX, "multiclass_hinge": MHINGE, "binary_hinge": BHINGE,
-              "sigmoid_bce": BCE, "sigmoid_l2": SIGMOID_L2, "l2": L2, "l1": L1, "nll": NLL}
+# FBP_<cname> of csrc/fastbp.h's head enum, by C name; softmax_nll's probability rows have
+# their own code
+CODES = {spec.cname: spec.code for spec in SPECS.values()}
+CODES.update({spec.cname + "_PROBS": spec.rows_code for spec in SPECS.values()
+              if spec.rows_code is not None})
 # in fastbp.ACTIVATIONS order (maxout has its own kernels)
 SIGMOID, TANH, RELU, LEAKY, ELU, MAXOUT, IDENTITY = range(7)
 ACT_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
 assert ACT_CODES["maxout"] == MAXOUT and ACT_CODES["identity"] == IDENTITY
 
-NEVER = int(np.iinfo(np.int64).min)       # an ignore_index no validated label can equal
+# One head's arguments, the fields of fbp_head in order: the code, the arrays (absent ones are
+# the caller's "empty"), then the scalar options.
+HeadPack = namedtuple("HeadPack", ("code",) + ARRAY_FIELDS + tuple(SCALAR_FIELDS))
+_SCALAR_TYPES = tuple(int if o.kind == "int" else float for o in SCALAR_FIELDS.values())
 
 
-def head_args(name, target, options):
-    """(code, labels, targets, sample_weight, weight, pos_weight, ignore_index,
-    label_smoothing, margin, p): absent arrays are None, absent scalars their neutral value."""
-    code = HEAD_CODES[name]
-    if target.ndim == 2:
-        y, Z = None, target
-        code = SOFTMAX_PROBS if code == SOFTMAX else code
-    else:
-        y, Z = target, None
+def head_code(name, target):
+    """The head's code for this target: softmax_nll's probability rows have their own."""
+    spec = SPECS[name]
+    return spec.rows_code if target.ndim == 2 and spec.rows_code is not None else spec.code
+
+
+def head_pack(name, target, options, empty=None, labels_empty=None, rows_empty=None):
+    """HeadPack for a call: absent arrays as ``empty`` (weights), ``labels_empty`` (y) and
+    ``rows_empty`` (Z); scalar options a head lacks at their registry default."""
+    y, Z = (None, target) if target.ndim == 2 else (target, None)
     get = options.get
-    return (code, y, Z, get("sample_weight"), get("weight"), get("pos_weight"),
-            get("ignore_index", NEVER), get("label_smoothing", 0.0), get("margin", 1.0),
-            get("p", 1))
+    scalars = (kind(get(f, SCALAR_DEFAULTS[f])) for f, kind in zip(SCALAR_FIELDS, _SCALAR_TYPES))
+    return HeadPack(head_code(name, target), labels_empty if y is None else y,
+                    rows_empty if Z is None else Z,
+                    *(empty if get(f) is None else get(f) for f in ARRAY_FIELDS[2:]), *scalars)
+
+
+def default_record(name, ndim):
+    """A fbp_head (HEAD_DTYPE record) with the head's defaults and NULL arrays, for a target of
+    ``ndim`` dimensions: the template csrc/fastcall.c fills with a call's y or Z."""
+    rec = np.zeros((), HEAD_DTYPE)
+    pack = head_pack(name, np.empty((0,) * ndim), DEFAULT_OPTIONS[name], 0, 0, 0)
+    for field, value in zip(HeadPack._fields, pack):
+        rec[field] = 0 if field in ARRAY_FIELDS else value
+    return rec
 
 
 def reduced_loss(total, osum, reduction):
@@ -46,21 +65,20 @@ def fast_entry(backend, kernels):
     linear_fused_f64 -- on one block when ``backend``'s thresholds say the fused path runs one
     (n d <= FUSED_ANY_N_WEIGHTS, or n <= FUSED_FEW_N, d >= FUSED_FEW_MIN_D and
     n d <= FUSED_FEW_WEIGHTS; and B n d < PARALLEL_MIN_WORK). The result returns (loss, dW, db,
-    dX), or
-    None when the call is not that one (nothing written; the caller takes the checked path).
-    None without the _fastcall extension."""
+    dX), or None when the call is not that one (nothing written; the caller takes the checked
+    path). None without the _fastcall extension."""
     try:
         from . import _fastcall
     except ImportError:         # built without a C compiler: every call takes the checked path
         return None
     kinds = {"labels": 1, "labels|probs": 3, "float": 4}     # fastcall.c's KIND_* bits
     specs = {}
-    for name, options in DEFAULT_OPTIONS.items():
-        kind = kinds.get(TARGET_KIND.get(name, "float"))
+    for name, spec in SPECS.items():
+        kind = kinds.get(spec.target)
         if kind is not None:    # (binary_hinge's +-1 labels take the checked path)
-            code1, _, _, _, _, _, *scalars = head_args(name, np.empty(0), options)
-            specs[name] = (kind, code1, head_args(name, np.empty((0, 0)), options)[0],
-                           *scalars)
+            templates = (default_record(name, 1), default_record(name, 2))   # kept alive here
+            specs[name] = (kind, *(t.__array_interface__["data"][0] for t in templates),
+                           templates)
 
     def fast_linear_head(X, W, b, target, head, need_dX, out):
         spec = specs.get(head) if head.__class__ is str else None

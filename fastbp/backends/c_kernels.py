@@ -22,9 +22,10 @@ import numpy as np
 from scipy.linalg import cython_blas
 
 from .._checks import DEFAULT_OPTIONS
+from .._registry import ARRAY_FIELDS, HEAD_DTYPE
 from .._dispatch import get_num_threads
 from . import _compose
-from ._args import ACT_CODES, HEAD_CODES, MAXOUT, fast_entry, head_args, reduced_loss
+from ._args import ACT_CODES, CODES, MAXOUT, HeadPack, fast_entry, head_pack, reduced_loss
 from .reference import score_blocks
 
 try:
@@ -33,6 +34,27 @@ except ImportError as exc:          # built without a C compiler: only this back
     raise ImportError(
         "the C extension fastbp.backends._fastbp_c was not built (installing fastbp needs a C "
         "compiler for it; install one and reinstall fastbp)") from exc
+
+
+def _check_abi():
+    """csrc/fastbp.h's head codes and fbp_head layout are the registry's (fastbp/_registry.py):
+    a mismatch would run the wrong head or read the wrong field, so it stops the import."""
+    for cname, code in CODES.items():
+        value = getattr(lib, "FBP_" + cname, None)
+        if value != code:
+            raise ImportError(f"head code mismatch: fastbp/_registry.py has {cname} = {code}, "
+                              f"csrc/fastbp.h has FBP_{cname} = {value}")
+    if lib.FBP_NUM_HEADS != len(CODES):
+        raise ImportError(f"head count mismatch: fastbp/_registry.py has {len(CODES)} codes, "
+                          f"csrc/fastbp.h has FBP_NUM_HEADS = {lib.FBP_NUM_HEADS}")
+    got = [(name, f.offset) for name, f in ffi.typeof("fbp_head").fields]
+    want = [(name, HEAD_DTYPE.fields[name][1]) for name in HEAD_DTYPE.names]
+    if got != want or ffi.sizeof("fbp_head") != HEAD_DTYPE.itemsize:
+        raise ImportError(f"fbp_head layout mismatch: csrc/fastbp.h has {got}, "
+                          f"fastbp/_registry.py's HEAD_DTYPE has {want}")
+
+
+_check_abi()
 
 
 def _capsule_address(name):
@@ -139,27 +161,31 @@ def _labels(a):
 
 
 _sums = functools.partial(ffi.new, "double[2]")
+_new_head = functools.partial(ffi.new, "fbp_head *")
 
 
-# The head arguments of a call with every option at its default, per head and target ndim:
-# code, then (after the target pointers) sw, w, pw NULL and ignore_index, label_smoothing,
-# margin, p -- built once (the path of every tiny call).
-_DEFAULT_ARGS = {ndim: {name: (args[0], (_NULL, _NULL, _NULL, *args[6:]))
-                        for name, opts in DEFAULT_OPTIONS.items()
-                        for args in [head_args(name, np.empty((0,) * ndim), opts)]}
-                 for ndim in (1, 2)}
+# The fbp_head fields of a call with every option at its default, per head and target ndim:
+# built once (the path of every tiny call), the target's pointer added per call.
+_DEFAULT_HEADS = {ndim: {name: {k: v for k, v in head_pack(name, np.empty((0,) * ndim), opts)
+                                ._asdict().items() if k not in ARRAY_FIELDS}
+                         for name, opts in DEFAULT_OPTIONS.items()}
+                  for ndim in (1, 2)}
 
 
-def _head_ptrs(t, name, target, options):
-    """The head arguments of every C kernel (written out: this runs on every tiny call)."""
+def _head(t, name, target, options):
+    """The call's fbp_head (a cffi struct; the arrays' pointers, NULL where absent)."""
     if options is DEFAULT_OPTIONS[name]:
         ndim = target.ndim
-        code, tail = _DEFAULT_ARGS[ndim][name]
+        fields = _DEFAULT_HEADS[ndim][name]
         if ndim == 1:
-            return (code, _fb(_I64, target), _NULL, *tail)
-        return (code, _NULL, _fb(t.ty, target), *tail)
-    code, y, Z, sw, w, pw, *scalars = head_args(name, target, options)
-    return (code, _labels(y), t.p(Z), t.p(sw), t.p(w), t.p(pw), *scalars)
+            return _new_head({**fields, "y": _fb(_I64, target)})
+        return _new_head({**fields, "Z": _fb(t.ty, target)})
+    pack = head_pack(name, target, options)
+    fields = {k: v for k, v in pack._asdict().items() if v is not None}
+    for k in ARRAY_FIELDS:
+        if k in fields:
+            fields[k] = _fb(_I64, fields[k]) if k == "y" else _fb(t.ty, fields[k])
+    return _new_head(fields)
 
 
 # ---------------------------------------------------------------------------- heads
@@ -169,7 +195,7 @@ def _head_kernel(name):
         rows = np.empty(B) if reduction == "none" else None
         sums = _sums()
         _check(t.heads(_fb(t.ty, out), _F64.p(rows), sums, _fb(t.ty, S),
-                       *_head_ptrs(t, name, target, options), reduction == "mean", B, n), name)
+                       _head(t, name, target, options), reduction == "mean", B, n), name)
         if reduction == "none":
             return rows.astype(S.dtype)
         return reduced_loss(sums[0], sums[1], reduction)
@@ -179,8 +205,8 @@ def _head_kernel(name):
     return kernel
 
 
-softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nll = (
-    _head_kernel(name) for name in HEAD_CODES)
+for _name in DEFAULT_OPTIONS:
+    globals()[_name] = _head_kernel(_name)
 
 
 # ---------------------------------------------------------------------------- linear + head
@@ -220,7 +246,7 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     sums = _sums()
     args = (_fb(ty, dW), _NULL if db is None else _fb(ty, db),
             _NULL if dX is None else _fb(ty, dX), sums, _fb(ty, X), _fb(ty, W),
-            _NULL if b is None else _fb(ty, b), *_head_ptrs(t, head, target, options),
+            _NULL if b is None else _fb(ty, b), _head(t, head, target, options),
             reduction == "mean")
     threads = _threads[0] if threads is None else threads
     work = B * n * d
@@ -334,7 +360,7 @@ def _c_steps(X, params, target, activation, alpha, head, options, reduction, gra
     code, a, _ = _act(activation, alpha)
     losses = ffi.new("double[]", steps)
     _check(t.mlp_step(losses, pack.ptrs, pack.widths, len(params), _fb(t.ty, X), code, a,
-                      *_head_ptrs(t, head, target, options), reduction == "mean", kind,
+                      _head(t, head, target, options), reduction == "mean", kind,
                       optimizer.lr, getattr(optimizer, "momentum", 0.0),
                       getattr(optimizer, "nesterov", False), optimizer.weight_decay,
                       *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0),

@@ -31,15 +31,21 @@ import threading
 
 import numba as nb
 import numpy as np
+from numba.extending import intrinsic
 from scipy.linalg import blas as _blas
 
 from .. import config
 from .._checks import DEFAULT_OPTIONS
 from . import _compose
-from ._args import (ACT_CODES, BCE, BHINGE, ELU, HEAD_CODES, L2, LEAKY, MHINGE, NLL, RELU,
-                    SIGMOID, SIGMOID_L2, SOFTMAX, SOFTMAX_PROBS, TANH, fast_entry, head_args,
-                    reduced_loss)
+from .._registry import HEAD_DTYPE
+from ._args import (ACT_CODES, CODES, ELU, LEAKY, RELU, SIGMOID, TANH, HeadPack, fast_entry,
+                    head_pack, reduced_loss)
 from .reference import score_blocks
+
+# head codes, as globals the compiled code reads as constants
+SOFTMAX, SOFTMAX_PROBS, MHINGE, BHINGE, BCE, SIGMOID_L2, L2, L1, NLL = (
+    CODES[c] for c in ("SOFTMAX", "SOFTMAX_PROBS", "MHINGE", "BHINGE", "BCE", "SIGMOID_L2", "L2",
+                       "L1", "NLL"))
 
 # One file on purpose: Numba's on-disk cache keys a function on its own source file only, so a
 # kernel that inlined a helper from another module would keep running the helper's old code.
@@ -241,20 +247,22 @@ def mhinge_row(s, yi, w, margin, p, f, g):
 
 
 @nb.njit(inline="always", **_OPTS)
-def head_row(head, s, yi, z, w, pw, ignore, eps, margin, p, f, g, bits):
-    """One row of any head: returns the class-weighted loss, writes f * gradient into g
-    (bits: int64 scratch of at least s.size, for the vectorized exp)."""
+def head_row(h, s, yi, z, f, g, bits):
+    """One row of head h (a HeadPack; yi, z: the row's label and target row): returns the
+    class-weighted loss, writes f * gradient into g (bits: int64 scratch of at least s.size,
+    for the vectorized exp)."""
     n = s.size
+    head = h.code
     if head == SOFTMAX or head == SOFTMAX_PROBS:
-        if head == SOFTMAX and yi == ignore:
+        if head == SOFTMAX and yi == h.ignore_index:
             for j in range(n):
                 g[j] = 0.0
             return 0.0
-        return softmax_row(s, yi, z, w, eps, f, g, bits)
+        return softmax_row(s, yi, z, h.weight, h.label_smoothing, f, g, bits)
     if head == MHINGE:
-        return mhinge_row(s, yi, w, margin, p, f, g)
+        return mhinge_row(s, yi, h.weight, h.margin, h.p, f, g)
     if head == BHINGE:
-        m = margin - yi * s[0]
+        m = h.margin - yi * s[0]
         g[0] = -f * yi * step(m)
         return relu(m)
     if head == NLL:
@@ -263,6 +271,11 @@ def head_row(head, s, yi, z, w, pw, ignore, eps, margin, p, f, g, bits):
             g[j] = 0.0
         g[yi] = -f / py
         return -math.log(py)
+    if head != BCE and head != SIGMOID_L2 and head != L2 and head != L1:
+        for j in range(n):      # unreachable (the registry's codes only); never a silent head
+            g[j] = np.nan
+        return np.nan
+    pw = h.pos_weight
     loss = 0.0
     for j in range(n):
         x = s[j]
@@ -291,14 +304,14 @@ def head_row(head, s, yi, z, w, pw, ignore, eps, margin, p, f, g, bits):
 
 
 @jit
-def row_weight(i, y, sw, w, ignore):
+def row_weight(i, h):
     """omega_i: sample weight x class weight of the label (0 for ignore_index)."""
-    om = sw[i] if sw.size else 1.0
-    if y.size:
-        if y[i] == ignore:
+    om = h.sample_weight[i] if h.sample_weight.size else 1.0
+    if h.y.size:
+        if h.y[i] == h.ignore_index:
             return 0.0
-        if w.size:
-            om *= w[y[i]]
+        if h.weight.size:
+            om *= h.weight[h.y[i]]
     return om
 
 
@@ -332,31 +345,31 @@ def _gemm(C, A, B, trans_a=False, trans_b=False, beta=0.0):
 
 # ---------------------------------------------------------------------------- heads
 @jit
-def omega_total(y, sw, w, ignore, B):
+def omega_total(h, B):
     """sum_i omega_i, the "mean" denominator."""
-    if not y.size and not sw.size:
+    if not h.y.size and not h.sample_weight.size:
         return float(B)
     total = 0.0
     for i in range(B):
-        total += row_weight(i, y, sw, w, ignore)
+        total += row_weight(i, h)
     return total
 
 
 @jit
-def mean_scale(y, sw, w, ignore, B):
+def mean_scale(h, B):
     """1 / sum(omega), or 0 when every weight is 0 (the loss is then nan, the gradient 0)."""
-    total = omega_total(y, sw, w, ignore, B)
+    total = omega_total(h, B)
     return 1.0 / total if total != 0 else 0.0
 
 
 @jit
-def head_rows(head, S, y, Z, sw, w, pw, ignore, eps, margin, p, mean, scale, b, db, dS,
-              loss_rows):
+def head_rows(h, S, mean, scale, b, db, dS, loss_rows):
     """Every row of S (plus bias b if given, in place): dS[i] = scale' sw_i g_i with
     scale' = scale / sum(omega) under mean, else scale; returns (sum_i sw_i l_i,
     sum_i omega_i); db (float64, if given) += sum_i dS[i]."""
     if mean:
-        scale *= mean_scale(y, sw, w, ignore, S.shape[0])
+        scale *= mean_scale(h, S.shape[0])
+    y, Z, sw = h.y, h.Z, h.sample_weight
     total = 0.0
     osum = 0.0
     dummy = Z[0] if Z.shape[0] else np.empty(0, S.dtype)
@@ -367,10 +380,10 @@ def head_rows(head, S, y, Z, sw, w, pw, ignore, eps, margin, p, mean, scale, b, 
             for j in range(s.size):
                 s[j] += b[j]
         swi = sw[i] if sw.size else 1.0
-        loss = head_row(head, s, y[i] if y.size else 0, Z[i] if Z.shape[0] else dummy, w, pw,
-                        ignore, eps, margin, p, swi * scale, dS[i], bits)
+        loss = head_row(h, s, y[i] if y.size else 0, Z[i] if Z.shape[0] else dummy,
+                        swi * scale, dS[i], bits)
         total += swi * loss
-        osum += row_weight(i, y, sw, w, ignore)
+        osum += row_weight(i, h)
         if loss_rows.size:
             loss_rows[i] = swi * loss
         if db.size:
@@ -381,29 +394,23 @@ def head_rows(head, S, y, Z, sw, w, pw, ignore, eps, margin, p, mean, scale, b, 
 
 
 # The pack of a call with every option at its default, per (head, target ndim, dtype): built
-# once, the target slotted in (the path of every tiny call: head_args cost 0.8 us there).
+# once, the target slotted in (the path of every tiny call).
 _DEFAULT_PACKS = {}
 
 
-def _head_args(name, S, target, options):
-    """The uniform argument pack every compiled head takes (absent arrays are empty)."""
+def _pack(name, S, target, options):
+    """The HeadPack every compiled kernel takes (absent arrays are empty)."""
     if options is DEFAULT_OPTIONS[name]:
         key = (name, target.ndim, S.dtype)
         pack = _DEFAULT_PACKS.get(key)
         if pack is None:
-            pack = _DEFAULT_PACKS[key] = _full_head_args(name, S, target[:0], options)
-        if key[1] == 1:
-            return (pack[0], target, *pack[2:])
-        return (*pack[:2], target, *pack[3:])
-    return _full_head_args(name, S, target, options)
+            pack = _DEFAULT_PACKS[key] = _full_pack(name, S, target[:0], options)
+        return pack._replace(y=target) if key[1] == 1 else pack._replace(Z=target)
+    return _full_pack(name, S, target, options)
 
 
-def _full_head_args(name, S, target, options):
-    empty = _EMPTY[S.dtype]
-    code, y, Z, sw, w, pw, *scalars = head_args(name, target, options)
-    return (code, _NO_LABELS if y is None else y, _NO_Z[S.dtype] if Z is None else Z,
-            empty if sw is None else sw, empty if w is None else w,
-            empty if pw is None else pw, *scalars)
+def _full_pack(name, S, target, options):
+    return head_pack(name, target, options, _EMPTY[S.dtype], _NO_LABELS, _NO_Z[S.dtype])
 
 
 _F64 = np.dtype(np.float64)
@@ -412,10 +419,9 @@ _F64 = np.dtype(np.float64)
 def _head_kernel(name):
     def kernel(S, target, out, reduction, **options):
         B, dt = S.shape[0], S.dtype
-        code, *args = _head_args(name, S, target, options)
         rows = np.empty(B, np.float64) if reduction == "none" else _EMPTY[_F64]
-        total, osum = head_rows(code, S, *args, reduction == "mean", 1.0, _EMPTY[dt],
-                                _EMPTY[_F64], out, rows)
+        total, osum = head_rows(_pack(name, S, target, options), S, reduction == "mean", 1.0,
+                                _EMPTY[dt], _EMPTY[_F64], out, rows)
         if reduction == "none":
             return rows.astype(dt)
         return reduced_loss(total, osum, reduction)
@@ -425,18 +431,18 @@ def _head_kernel(name):
     return kernel
 
 
-softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nll = (
-    _head_kernel(name) for name in HEAD_CODES)
+for _name in DEFAULT_OPTIONS:
+    globals()[_name] = _head_kernel(_name)
 
 
 # ---------------------------------------------------------------------------- linear + head
 @jit
-def linear_rows(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale, lo, hi,
-                dW, db, dX):
+def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
     """Rows lo..hi of the fused path, four rows at a time (each pass over W or dW serves four
     rows): s_r = W x_r + b, the head in place on s_r, then dW += sum_r s_r x_r^T and
     db += sum_r s_r (float64 partials), dX[r] = W^T s_r. Returns the (loss, omega) sums."""
     n, d = W.shape
+    y, Z, sw = h.y, h.Z, h.sample_weight
     dummy = Z[0] if Z.shape[0] else np.empty(0, X.dtype)
     S4 = np.empty((4, n), X.dtype)
     acc0 = np.empty(d)
@@ -468,10 +474,9 @@ def linear_rows(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale, l
             if r < cnt:
                 i = i0 + r
                 swi = sw[i] if sw.size else 1.0
-                total += swi * head_row(head, S4[r], y[i] if y.size else 0,
-                                          Z[i] if Z.shape[0] else dummy, w, pw, ignore, eps,
-                                          margin, p, swi * scale, S4[r], bits)
-                osum += row_weight(i, y, sw, w, ignore)
+                total += swi * head_row(h, S4[r], y[i] if y.size else 0,
+                                        Z[i] if Z.shape[0] else dummy, swi * scale, S4[r], bits)
+                osum += row_weight(i, h)
             else:
                 S4[r, :] = 0.0
         for j in range(n):
@@ -494,20 +499,18 @@ def linear_rows(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale, l
 
 
 @pjit
-def linear_fused(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, mean, nblocks,
-                 dW, db, dX):
+def linear_fused(h, X, W, b, mean, nblocks, dW, db, dX):
     """The fused path over nblocks fixed row blocks (one per thread), partials combined in
     block order: the same bits for the same nblocks, however the threads are scheduled."""
     B, d = X.shape
-    scale = mean_scale(y, sw, w, ignore, B) if mean else 1.0
+    scale = mean_scale(h, B) if mean else 1.0
     n = W.shape[0]
     pdW = np.zeros((nblocks, n, d))
     pdb = np.zeros((nblocks, n))
     parts = np.zeros((nblocks, 2))
     for t in nb.prange(nblocks):
         parts[t, 0], parts[t, 1] = linear_rows(
-            head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale,
-            t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
+            h, X, W, b, scale, t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
     for t in range(1, nblocks):
         pdW[0] += pdW[t]
         pdb[0] += pdb[t]
@@ -521,15 +524,13 @@ def linear_fused(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, mean, n
 
 
 @jit
-def linear_fused_serial(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, mean,
-                        dW, db, dX):
+def linear_fused_serial(h, X, W, b, mean, dW, db, dX):
     """linear_fused on one thread without a parallel region (tiny problems)."""
     n, d = W.shape
-    scale = mean_scale(y, sw, w, ignore, X.shape[0]) if mean else 1.0
+    scale = mean_scale(h, X.shape[0]) if mean else 1.0
     pdW = np.zeros((n, d))
     pdb = np.zeros(n)
-    total, osum = linear_rows(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, scale,
-                              0, X.shape[0], pdW, pdb, dX)
+    total, osum = linear_rows(h, X, W, b, scale, 0, X.shape[0], pdW, pdb, dX)
     for j in range(n):
         for k in range(d):
             dW[j, k] = pdW[j, k]
@@ -557,22 +558,45 @@ PARALLEL_MIN_WORK = 1 << 16
 FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0
 
 
+@intrinsic
+def _pointer(typingctx, addr, like):
+    """The address ``addr`` (an integer field of fbp_head) as a pointer to ``like``'s dtype."""
+    sig = nb.types.CPointer(like.dtype)(addr, like)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+    return sig, codegen
+
+
+@jit
+def _array(addr, like, shape):
+    """The caller's array at addr (shape ``shape``), or ``like`` (empty) for NULL."""
+    if addr == 0:
+        return like
+    return nb.carray(_pointer(addr, like), shape)
+
+
+_HEAD_RECORD = nb.from_dtype(HEAD_DTYPE)
+
+
 @jit
 def _given(ptr):
     """Whether a C pointer argument is not NULL."""
     return nb.carray(ptr, 0).ctypes.data != 0
 
 
-def _fused_c(dW, db, dX, sums, X, W, b, head, y, Z, sw, w, pw, ignore, eps, margin, p, mean,
-             nblocks, B, d, n):
+def _fused_c(dW, db, dX, sums, X, W, b, hp, mean, nblocks, B, d, n):
     """linear_fused_serial behind the C signature of csrc/fastbp.h's linear_fused_f64 / _f32
     (NULL: absent, as there; nblocks: always one block here), for csrc/fastcall.c."""
+    o = nb.carray(hp, 1)[0]
+    rows = nb.carray(X, (B, d))
+    empty = rows[0, :0] if B else nb.carray(W, (n, d))[0, :0]
+    h = HeadPack(o.code, _array(o.y, np.empty(0, np.int64), B),
+                 _array(o.Z, rows[:0], (B, n)), _array(o.sample_weight, empty, B),
+                 _array(o.weight, empty, n), _array(o.pos_weight, empty, n),
+                 o.ignore_index, o.label_smoothing, o.margin, o.p)
     total, osum = linear_fused_serial(
-        head, nb.carray(X, (B, d)), nb.carray(W, (n, d)), nb.carray(b, n if _given(b) else 0),
-        nb.carray(y, B if _given(y) else 0),
-        nb.carray(Z, (B if _given(Z) else 0, n if _given(Z) else 0)),
-        nb.carray(sw, B if _given(sw) else 0), nb.carray(w, n if _given(w) else 0),
-        nb.carray(pw, n if _given(pw) else 0), ignore, eps, margin, p, mean != 0,
+        h, rows, nb.carray(W, (n, d)), nb.carray(b, n if _given(b) else 0), mean != 0,
         nb.carray(dW, (n, d)), nb.carray(db, n if _given(db) else 0),
         nb.carray(dX, (B if _given(dX) else 0, d if _given(dX) else 0)))
     out = nb.carray(sums, 2)
@@ -596,9 +620,8 @@ def _fused_cfuncs():
                 funcs = []
                 for real in (t.float64, t.float32):
                     P, I64 = t.CPointer(real), t.int64
-                    sig = t.int32(P, P, P, t.CPointer(t.float64), P, P, P, t.int32,
-                                  t.CPointer(I64), P, P, P, P, I64, t.float64, t.float64,
-                                  t.int32, t.int32, t.int32, I64, I64, I64)
+                    sig = t.int32(P, P, P, t.CPointer(t.float64), P, P, P,
+                                  t.CPointer(_HEAD_RECORD), t.int32, t.int32, I64, I64, I64)
                     funcs.append(nb.cfunc(sig, **_OPTS)(_fused_c))
                 _CALLBACKS.append((funcs, tuple(f.address for f in funcs)))
     return _CALLBACKS[0][1]
@@ -616,7 +639,7 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     """``threads``: row blocks of the fused path (default: get_num_threads(); 1 inside a
     BLAS-driven network, so Numba's threads never wait on BLAS's spinning ones)."""
     (B, d), n, dt = X.shape, W.shape[0], X.dtype
-    code, *args = _head_args(head, X, target, options)
+    h = _pack(head, X, target, options)
     mean = reduction == "mean"
     b_ = _EMPTY[dt] if b is None else b
     threads = _threads[0] if threads is None else threads
@@ -626,32 +649,31 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         db_ = _EMPTY[dt] if db is None else db
         dX_ = _NO_Z[dt] if dX is None else dX
         if threads == 1 or B * n * d < PARALLEL_MIN_WORK or B < 2 * threads:
-            total, osum = linear_fused_serial(code, X, W, b_, *args, mean, dW, db_, dX_)
+            total, osum = linear_fused_serial(h, X, W, b_, mean, dW, db_, dX_)
         else:
-            total, osum = linear_fused(code, X, W, b_, *args, mean, threads, dW, db_, dX_)
+            total, osum = linear_fused(h, X, W, b_, mean, threads, dW, db_, dX_)
     else:
         rows, cols = score_blocks(head, B, n, dt.itemsize, chunk_rows)
         if cols < n:
-            total, osum = _linear_columns(X, W, b_, args, mean, rows, cols, dW, db, dX)
+            total, osum = _linear_columns(h, X, W, b_, mean, rows, cols, dW, db, dX)
         elif B and rows >= B:
             db_ = _EMPTY[dt] if db is None else db
             dX_ = _NO_Z[dt] if dX is None else dX
-            total, osum = linear_one_block(code, X, W, b_, *args, mean, dW, db_, dX_)
+            total, osum = linear_one_block(h, X, W, b_, mean, dW, db_, dX_)
         else:
-            total, osum = _linear_chunked(code, X, W, b_, args, mean, rows, dW, db, dX)
+            total, osum = _linear_chunked(h, X, W, b_, mean, rows, dW, db, dX)
     return reduced_loss(total, osum, reduction)
 
 
 @jit
-def linear_one_block(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, mean, dW, db, dX):
+def linear_one_block(h, X, W, b, mean, dW, db, dX):
     """The chunked path when the whole batch is one block of scores, in one compiled call (no
     Python between the products: at B=64, d=64, n=10 the chunked path's glue cost more than
     its arithmetic): S = X W^T, bias + head in place, dW = S^T X, db, dX = S W."""
     S = np.empty((X.shape[0], W.shape[0]), X.dtype)
     np.dot(X, W.T, S)
     db64 = np.zeros(W.shape[0]) if db.size else np.empty(0)
-    total, osum = head_rows(head, S, y, Z, sw, w, pw, ignore, eps, margin, p, mean, 1.0, b,
-                            db64, S, np.empty(0))
+    total, osum = head_rows(h, S, mean, 1.0, b, db64, S, np.empty(0))
     np.dot(S.T, X, dW)
     for j in range(db.size):
         db[j] = db64[j]
@@ -660,12 +682,17 @@ def linear_one_block(head, X, W, b, y, Z, sw, w, pw, ignore, eps, margin, p, mea
     return total, osum
 
 
-def _linear_chunked(code, X, W, b, args, mean, chunk, dW, db, dX):
+def _rows_of(h, rows):
+    """The pack for a block of rows: its labels, targets and sample weights (absent stay empty)."""
+    return h._replace(**{k: getattr(h, k)[rows] for k in ("y", "Z", "sample_weight")
+                         if getattr(h, k).size})
+
+
+def _linear_chunked(h, X, W, b, mean, chunk, dW, db, dX):
     """Per row block: S = X_c W^T (BLAS), bias + head in place (one compiled pass, db in
     float64), dW += S^T X_c, dX_c = S W (BLAS). Only one block of scores is ever held."""
     B, n, dt = X.shape[0], W.shape[0], X.dtype
-    y, Z, sw, w, pw, ignore, eps, margin, p = args
-    scale = mean_scale(y, sw, w, ignore, B) if mean else 1.0
+    scale = mean_scale(h, B) if mean else 1.0
     chunk = min(chunk, max(B, 1))
     block = np.empty((chunk, n), dt)
     db64 = np.zeros(n) if db is not None else _EMPTY[_F64]
@@ -675,10 +702,7 @@ def _linear_chunked(code, X, W, b, args, mean, chunk, dW, db, dX):
         hi = min(lo + chunk, B)
         S, Xc = block[:hi - lo], X[lo:hi]
         _gemm(S, Xc, W, trans_b=True)
-        rows = slice(lo, hi)
-        t, o = head_rows(code, S, y[rows] if y.size else y, Z[rows] if Z.size else Z,
-                         sw[rows] if sw.size else sw, w, pw, ignore, eps, margin, p, False,
-                         scale, b, db64, S, _EMPTY[_F64])
+        t, o = head_rows(_rows_of(h, slice(lo, hi)), S, False, scale, b, db64, S, _EMPTY[_F64])
         total += t
         osum += o
         _gemm(dW, S, Xc, trans_a=True, beta=1.0)
@@ -772,11 +796,11 @@ def softmax_cols_grad(s, c0, n, z, yi, w, eps, f, st, x, bits):
 
 
 @jit
-def softmax_cols_block(second, S, c0, n, b, y, Z, sw, w, ignore, eps, scale, st, lin, db, x,
-                       bits):
+def softmax_cols_block(second, S, c0, n, b, h, scale, st, lin, db, x, bits):
     """One column block S (scores c0.. of a panel's rows) in place: bias, then pass 1's
     statistics or (second) pass 2's gradient, lin[r] += its part of the loss, db += sum_r g.
-    Ignored rows get a zero gradient."""
+    Ignored rows get a zero gradient (h: the panel's rows)."""
+    y, Z, sw, w, ignore, eps = h.y, h.Z, h.sample_weight, h.weight, h.ignore_index, h.label_smoothing
     dummy = np.empty(0, S.dtype)
     for r in range(S.shape[0]):
         s = S[r]
@@ -800,14 +824,15 @@ def softmax_cols_block(second, S, c0, n, b, y, Z, sw, w, ignore, eps, scale, st,
 
 
 @jit
-def softmax_cols_loss(st, lin, y, Z, sw, w, ignore, eps, n):
+def softmax_cols_loss(st, lin, h, n):
     """The panel's (sum_r sw_r l_r, sum_r omega_r): l = lin + total log1p(r)."""
+    y, Z, sw, w, ignore, eps = h.y, h.Z, h.sample_weight, h.weight, h.ignore_index, h.label_smoothing
     plain = not Z.size and not w.size and eps == 0
     dummy = np.empty(0, Z.dtype)
     total = 0.0
     osum = 0.0
     for r in range(st.shape[0]):
-        osum += row_weight(r, y, sw, w, ignore)
+        osum += row_weight(r, h)
         if y.size and y[r] == ignore:
             continue
         mult = 1.0
@@ -818,14 +843,13 @@ def softmax_cols_loss(st, lin, y, Z, sw, w, ignore, eps, n):
     return total, osum
 
 
-def _linear_columns(X, W, b, args, mean, rows, cols, dW, db, dX):
+def _linear_columns(h, X, W, b, mean, rows, cols, dW, db, dX):
     """softmax_nll in blocks of (rows, cols) scores, cols < n, as csrc/linear.c's
     linear_columns: per panel of rows X_p, pass 1 per column block S = X_p W_c^T + b_c and the
     rows' statistics; pass 2 S again, the gradient in place, dW_c += S^T X_p, dX_p += S W_c.
     st: per row M, r, rest and the argmax (as a float: exact below 2^53)."""
     B, n, dt = X.shape[0], W.shape[0], X.dtype
-    y, Z, sw, w, pw, ignore, eps, margin, p = args
-    scale = mean_scale(y, sw, w, ignore, B) if mean else 1.0
+    scale = mean_scale(h, B) if mean else 1.0
     rows = min(rows, max(B, 1))
     flat = np.empty(rows * cols, dt)          # a block of any shape, C-contiguous for BLAS
     st, lin = np.empty((rows, 4)), np.empty(rows)
@@ -836,21 +860,19 @@ def _linear_columns(X, W, b, args, mean, rows, cols, dW, db, dX):
         dW[...] = 0
     for lo in range(0, B, rows):
         hi = min(lo + rows, B)
-        Xp, panel = X[lo:hi], slice(lo, hi)
-        yp, Zp, swp = (a[panel] if a.size else a for a in (y, Z, sw))
+        Xp, hp = X[lo:hi], _rows_of(h, slice(lo, hi))
         for second in (False, True):
             for c0 in range(0, n, cols):
                 c1 = min(c0 + cols, n)
                 S, Wc = flat[:(hi - lo) * (c1 - c0)].reshape(hi - lo, c1 - c0), W[c0:c1]
                 _gemm(S, Xp, Wc, trans_b=True)
-                softmax_cols_block(second, S, c0, n, b, yp, Zp, swp, w, ignore, eps, scale, st,
-                                   lin, db64, x, bits)
+                softmax_cols_block(second, S, c0, n, b, hp, scale, st, lin, db64, x, bits)
                 if not second:
                     continue
                 _gemm(dW[c0:c1], S, Xp, trans_a=True, beta=1.0 if lo else 0.0)
                 if dX is not None:
                     _gemm(dX[lo:hi], S, Wc, beta=1.0 if c0 else 0.0)
-        t, o = softmax_cols_loss(st[:hi - lo], lin, yp, Zp, swp, w, ignore, eps, n)
+        t, o = softmax_cols_loss(st[:hi - lo], lin, hp, n)
         total += t
         osum += o
     if db is not None:
@@ -987,9 +1009,8 @@ def optimizer_update(p, g, s1, s2, kind, lr, momentum, nesterov, wd, b1, b2, eps
 
 
 @jit
-def mlp_step_kernel(X, Ws, bs, dWs, dbs, act, alpha, head, y, Z, sw, w, pw, ignore, eps,
-                    margin, p, mean, s1W, s1b, s2W, s2b, kind, lr, momentum, nesterov, wd, b1,
-                    b2, adam_eps, t):
+def mlp_step_kernel(X, Ws, bs, dWs, dbs, act, alpha, h, mean, s1W, s1b, s2W, s2b, kind, lr,
+                    momentum, nesterov, wd, b1, b2, adam_eps, t):
     """A whole training step in one call: forward (BLAS products, bias + activation fused),
     the head in place on the last scores, backward (dh * f'(a) fused with the next layer's
     gradient), then the optimizer on every W and b. Returns the loss sums (total, omega)."""
@@ -1007,8 +1028,7 @@ def mlp_step_kernel(X, Ws, bs, dWs, dbs, act, alpha, head, y, Z, sw, w, pw, igno
     W, b = Ws[L - 1], bs[L - 1]
     G = np.empty((B, W.shape[0]), X.dtype)
     np.dot(hs[L - 1], W.T, G)
-    total, osum = head_rows(head, G, y, Z, sw, w, pw, ignore, eps, margin, p, mean, 1.0, b,
-                            np.empty(0), G, np.empty(0))
+    total, osum = head_rows(h, G, mean, 1.0, b, np.empty(0), G, np.empty(0))
     for l in range(L - 1, -1, -1):
         np.dot(G.T, hs[l], dWs[l])
         db = dbs[l]
@@ -1044,11 +1064,10 @@ def mlp_step(X, params, target, activation, alpha, head, options, reduction, gra
     state = [s if kind == _ADAM else (s if s is not None else p, p)
              for s, p in zip(optimizer.state, flat)]        # SGD without momentum: unused
     s1, s2 = [s[0] for s in state], [s[1] for s in state]
-    code, *args = _head_args(head, X, target, options)
     total, osum = mlp_step_kernel(
         X, tuple(flat[0::2]), tuple(flat[1::2]), tuple(g for g, _ in grads),
         tuple(g for _, g in grads), ACT_CODES[activation], 0.0 if alpha is None else alpha,
-        code, *args, reduction == "mean", tuple(s1[0::2]), tuple(s1[1::2]), tuple(s2[0::2]),
+        _pack(head, X, target, options), reduction == "mean", tuple(s1[0::2]), tuple(s1[1::2]), tuple(s2[0::2]),
         tuple(s2[1::2]), kind, optimizer.lr, getattr(optimizer, "momentum", 0.0),
         getattr(optimizer, "nesterov", False), optimizer.weight_decay,
         *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0), optimizer.t)

@@ -1,0 +1,119 @@
+"""The one description of every head: its code, target, options, their defaults and checks.
+
+Everything else derives from ``SPECS``: ``fastbp.HEADS``, the option checks of ``_checks.py``,
+the head codes of the compiled backends (checked against csrc/fastbp.h's enum when the C
+backend loads), the fields of the C ``fbp_head`` struct and of Numba's head pack, and the
+test cases. Adding a head: docs/design.md, "Adding a head".
+"""
+import math
+import numbers
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------------- option checks
+def real(name, value, lo=-np.inf, hi=np.inf):
+    if type(value) is float and lo <= value <= hi:      # the common case, fast
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not (lo <= value <= hi):   # also rejects NaN
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def integer(name, value, lo=None):
+    if type(value) is int and (lo is None or value >= lo):     # the common case, fast
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if lo is not None and value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    return value
+
+
+def _finite(name, value):
+    value = real(name, value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _positive(name, value):
+    value = _finite(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _power(name, value):
+    if isinstance(value, bool) or value not in (1, 2):
+        raise ValueError(f"{name} must be 1 or 2, got {value!r}")
+    return int(value)
+
+
+class Option(NamedTuple):
+    """A head option: its default and how it is checked. ``kind`` "row" / "class": an optional
+    float vector of one weight per row / per class (checked by _checks); "int" / "float": a
+    scalar, checked by ``check(name, value)``, that travels in the head struct's field of the
+    same name."""
+    default: object
+    kind: str
+    check: Optional[Callable] = None
+
+
+SAMPLE_WEIGHT = Option(None, "row")
+CLASS_WEIGHT = Option(None, "class")
+
+
+class HeadSpec(NamedTuple):
+    code: int               # FBP_<cname> in csrc/fastbp.h
+    cname: str
+    target: str             # "labels", "labels|probs" (labels or probability rows), "pm1", "float"
+    options: dict
+    rows_code: Optional[int] = None     # labels|probs: the code for probability rows
+    target_name: str = "Z"              # the target's name in messages
+
+
+# The order is fastbp.HEADS's; codes are the C enum's (softmax_nll has two: labels, rows).
+SPECS = {
+    "softmax_nll": HeadSpec(0, "SOFTMAX", "labels|probs", dict(
+        weight=CLASS_WEIGHT, sample_weight=SAMPLE_WEIGHT,
+        ignore_index=Option(-100, "int", integer),
+        label_smoothing=Option(0.0, "float", lambda k, v: real(k, v, 0.0, 1.0))),
+        rows_code=1, target_name="target"),
+    "multiclass_hinge": HeadSpec(2, "MHINGE", "labels", dict(
+        margin=Option(1.0, "float", _finite), p=Option(1, "int", _power),
+        weight=CLASS_WEIGHT, sample_weight=SAMPLE_WEIGHT), target_name="y"),
+    "binary_hinge": HeadSpec(3, "BHINGE", "pm1", dict(
+        margin=Option(1.0, "float", _finite), sample_weight=SAMPLE_WEIGHT), target_name="y"),
+    "sigmoid_bce": HeadSpec(4, "BCE", "float", dict(
+        pos_weight=CLASS_WEIGHT, sample_weight=SAMPLE_WEIGHT)),
+    "sigmoid_l2": HeadSpec(5, "SIGMOID_L2", "float", dict(sample_weight=SAMPLE_WEIGHT)),
+    "l2": HeadSpec(6, "L2", "float", dict(sample_weight=SAMPLE_WEIGHT)),
+    "l1": HeadSpec(7, "L1", "float", dict(sample_weight=SAMPLE_WEIGHT)),
+    "nll": HeadSpec(8, "NLL", "labels", dict(sample_weight=SAMPLE_WEIGHT), target_name="y"),
+}
+
+HEADS = tuple(SPECS)
+
+# The C struct fbp_head (csrc/fastbp.h) field by field, as a NumPy record (pointers as
+# addresses): the code, the target and weight arrays (NULL when absent), then one field per
+# scalar option, named as the option, with the value a head that lacks it runs with. The C
+# backend checks this layout against its own at import.
+ARRAY_FIELDS = ("y", "Z", "sample_weight", "weight", "pos_weight")
+SCALAR_FIELDS = {}
+for _spec in SPECS.values():
+    for _name, _opt in _spec.options.items():
+        if _opt.kind in ("int", "float"):
+            SCALAR_FIELDS.setdefault(_name, _opt)
+HEAD_DTYPE = np.dtype(
+    [("code", np.int64)] + [(f, np.uintp) for f in ARRAY_FIELDS]
+    + [(f, np.int64 if o.kind == "int" else np.float64) for f, o in SCALAR_FIELDS.items()],
+    align=True)
+# A head without an option runs with its default (ignore_index's -100 can match no label of
+# a head that lacks it: only labels-in-range reach the kernels there).
+SCALAR_DEFAULTS = {f: o.default for f, o in SCALAR_FIELDS.items()}
