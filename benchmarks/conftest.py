@@ -31,7 +31,7 @@ print(rss_peak(call))
 
 def peak_extra_rss(shape, head, backend):
     """Peak extra memory of one linear_head call as the process sees it (C mallocs included,
-    which tracemalloc misses; design.md "Peak memory"): fastbp.compare.rss_peak in a fresh
+    which tracemalloc misses; docs/design.md "Peak memory"): fastbp.compare.rss_peak in a fresh
     interpreter, after a warm-up call (inputs, outputs, imports and BLAS's own buffers for the
     same products already resident; the call's freed scratch is returned first). Linux only."""
     import os

@@ -7,10 +7,10 @@
 Prints median times of the three linear_head paths over a grid of shapes. Each path is timed
 after the previous one's threads went to sleep, or with ``--hot`` back to back (as a benchmark
 or a training loop calls: BLAS's threads still spinning, which favours BLAS). The thresholds of
-``fastbp/backends/numba_kernels.py`` and ``c_kernels.py`` (FUSED_MAX_N, FUSED_MAX_WEIGHTS,
-FUSED_ANY_N_WEIGHTS, PARALLEL_MIN_WORK) were chosen from this table; rerun it on a new machine.
-A second table puts softmax_nll's row blocks beside its column blocks (and the three bare
-products) for many classes: ``COLUMN_MIN_ROWS`` of ``fastbp/backends/reference.py``.
+``fastbp/backends/tuning.py`` (FUSED_MAX_N, FUSED_MAX_WEIGHTS, FUSED_ANY_N_WEIGHTS,
+PARALLEL_MIN_WORK, ...) were chosen from this table (docs/performance.md); rerun it on a new
+machine. A second table puts softmax_nll's row blocks beside its column blocks (and the three
+bare products) for many classes: ``COLUMN_MIN_ROWS``.
 """
 import sys
 import time
@@ -21,7 +21,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.par
 from cases import variant  # noqa: E402
 
 import fastbp  # noqa: E402
-from fastbp.backends import reference  # noqa: E402
+from fastbp.backends import tuning  # noqa: E402
 from fastbp.compare import median_time  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def columns(backend):
           "blocks of scores")
     print(f"{'B':>5} {'d':>5} {'n':>6} {'dtype':>7} {'rows/block':>10} {'row blocks ms':>13} "
           f"{'column blocks ms':>16} {'bare ms':>8}")
-    saved = reference.COLUMN_MIN_ROWS
+    saved = tuning.COLUMN_MIN_ROWS
     for B, d, n, dtype in ((256, 512, 100000, "float32"), (1024, 512, 49152, "float32"),
                            (512, 256, 24576, "float64"), (1024, 512, 32000, "float32"),
                            (512, 256, 16000, "float64"), (1024, 1024, 16000, "float32")):
@@ -68,18 +68,18 @@ def columns(backend):
         S = np.empty((B, n), dtype)
         times = []
         for min_rows in (0, 1 << 62):        # row blocks always, column blocks always
-            reference.COLUMN_MIN_ROWS = min_rows
+            tuning.COLUMN_MIN_ROWS = min_rows
             time.sleep(0.15)
             times.append(1e3 * median_time(
                 lambda: fastbp.linear_head(X, W, b, y, out=out, backend=backend), 5))
-        reference.COLUMN_MIN_ROWS = saved
+        tuning.COLUMN_MIN_ROWS = saved
 
         def bare():
             np.matmul(X, W.T, out=S)
             np.matmul(S.T, X, out=out.dW)
             np.matmul(S, W, out=out.dX)
         time.sleep(0.15)
-        rows = reference.default_chunk_rows(n, X.itemsize)
+        rows = tuning.default_chunk_rows(n, X.itemsize)
         print(f"{B:>5} {d:>5} {n:>6} {dtype:>7} {rows:>10} {times[0]:>13.1f} {times[1]:>16.1f} "
               f"{1e3 * median_time(bare, 5):>8.1f}")
 

@@ -4,10 +4,11 @@ import pytest
 
 import fastbp
 from cases import head_cases, make_head_inputs
+from fastbp._checks import HEAD_OPTIONS
 
 PLAIN = {}   # each head's first case with every option at its default (labels for softmax)
 for h, spec in head_cases():
-    if all(v in (None, -100, 0.0, 1.0, 1) for k, v in spec.items() if k != "target"):
+    if all(v == HEAD_OPTIONS[h][k] for k, v in spec.items() if k != "target"):
         PLAIN.setdefault(h, spec)
 
 

@@ -269,7 +269,7 @@ FBP_HOT static void F(linear_columns)(const F(head_t) *h, REAL *dW, double *db64
 }
 
 /* Per block of chunk rows: S = X_c W^T (BLAS), bias + head in place (serial: BLAS owns the
- * cores, design.md "Oversubscription"; measured at V: a 2-thread OpenMP epilogue between the
+ * cores, docs/design.md "Oversubscription"; measured at V: a 2-thread OpenMP epilogue between the
  * GEMMs made the call 472 ms instead of 367), dW += S^T X_c (beta = 1), dX_c = S W. Scratch:
  * one (chunk, n) score block and two n-vectors, whatever B. cols < n: softmax heads in
  * (chunk, cols) blocks instead (linear_columns). */

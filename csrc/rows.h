@@ -1,7 +1,7 @@
 /* One row of every head, templated (included inside each REAL pass of a family file).
  * head_row returns the class-weighted loss of row i and writes f times its class-weighted
  * gradient into g, which may be s itself (s is read in full before g is written); f carries the
- * sample weight and the "mean" scale, so a row is written once. The formulas are math.md's and
+ * sample weight and the "mean" scale, so a row is written once. The formulas are docs/math.md's and
  * the reference backend's, term for term; tmp is n doubles of scratch. Sums over a row use
  * `omp simd` reductions (a fixed, vectorized order: the same bits every run). */
 

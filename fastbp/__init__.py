@@ -8,8 +8,7 @@ from ._dispatch import (available_backends, get_backend, get_num_threads, set_ba
                         set_num_threads, use_backend)
 from .errors import BackendUnavailable, GradcheckError, JacobianTooLarge
 from .gradcheck import gradcheck
-from .heads import (binary_hinge, l1, l2, multiclass_hinge, nll, sigmoid_bce, sigmoid_l2,
-                    softmax_nll)
+from .heads import *  # noqa: F401,F403  (one function per name of HEADS)
 from .info import info
 from .layers import (Grads, linear_act_backward, linear_act_forward, linear_head, mlp_forward,
                      mlp_loss_grad)
@@ -18,8 +17,7 @@ from .model import MLP, SGD, Adam
 __version__ = "0.1.0"
 
 __all__ = [
-    "HEADS", "ACTIVATIONS", "Grads", "softmax_nll", "multiclass_hinge", "binary_hinge",
-    "sigmoid_bce", "sigmoid_l2", "l2", "l1", "nll", "linear_head", "linear_act_forward",
+    "HEADS", "ACTIVATIONS", "Grads", *HEADS, "linear_head", "linear_act_forward",
     "linear_act_backward", "mlp_forward", "mlp_loss_grad", "gradcheck", "GradcheckError",
     "JacobianTooLarge", "BackendUnavailable", "available_backends", "set_backend",
     "use_backend", "get_backend", "set_num_threads", "get_num_threads", "info", "naive",

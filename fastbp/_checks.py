@@ -35,7 +35,7 @@ _INTP = np.dtype(np.intp)
 class LayerCache(NamedTuple):
     """What ``linear_act_backward`` needs from ``linear_act_forward`` (cs231n's ``cache``).
 
-    Only the post-activation ``A`` is kept (every f' of math.md is cheap in ``a``), plus, for
+    Only the post-activation ``A`` is kept (every f' of docs/math.md is cheap in ``a``), plus, for
     maxout, the index of the winning piece per output.
     """
     X: np.ndarray
@@ -232,21 +232,23 @@ def head_target(head, target, B, n, dtype, options, ctx):
 # ---------------------------------------------------------------------------- heads
 def check_head(head, S, target, options, reduction, out):
     """Public head call -> (S (B, n), target, options, reduction, out (B, n), S's own shape)."""
-    S = float_array("S" if head != "binary_hinge" else "s", S)
+    spec = SPECS[head]
+    name = spec.scores_name
+    S = float_array(name, S)
     shape = S.shape
-    if head == "binary_hinge":
+    if spec.target == "pm1":        # one score per row
         if S.ndim not in (1, 2) or (S.ndim == 2 and S.shape[1] != 1):
-            raise ValueError(f"s must have shape (B,) or (B, 1), got {S.shape}")
+            raise ValueError(f"{name} must have shape (B,) or (B, 1), got {S.shape}")
         S = S.reshape(-1, 1)
     elif S.ndim != 2:
-        raise ValueError(f"S must be a 2-D array of scores (B, n), got shape {S.shape}")
+        raise ValueError(f"{name} must be a 2-D array of scores (B, n), got shape {S.shape}")
     B, n = S.shape
     if n < 1:
-        raise ValueError(f"S must have at least one column, got shape {S.shape}")
+        raise ValueError(f"{name} must have at least one column, got shape {S.shape}")
     reduction = choice("reduction", reduction, REDUCTIONS)
-    target, opts = head_target(head, target, B, n, S.dtype, options, ("S", n, "columns"))
+    target, opts = head_target(head, target, B, n, S.dtype, options, (name, n, "columns"))
     if out is not None:
-        inputs = [("S", S), (TARGET_NAME[head], target)]
+        inputs = [(name, S), (TARGET_NAME[head], target)]
         inputs += [(k, v) for k, v in opts.items() if isinstance(v, np.ndarray)]
         out = out_array("out", out, shape, S.dtype, inputs, may_be=S).reshape(B, n)
     return S, target, opts, reduction, out, shape

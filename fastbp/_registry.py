@@ -74,8 +74,11 @@ class HeadSpec(NamedTuple):
     cname: str
     target: str             # "labels", "labels|probs" (labels or probability rows), "pm1", "float"
     options: dict
+    doc: str                # the public function's docstring (math: docs/math.md)
     rows_code: Optional[int] = None     # labels|probs: the code for probability rows
-    target_name: str = "Z"              # the target's name in messages
+    scores_name: str = "S"              # the public function's argument names
+    target_name: str = "Z"
+    predicts: str = "labels"            # MLP.predict: "labels" (argmax), "sign" or "scores"
 
 
 # The order is fastbp.HEADS's; codes are the C enum's (softmax_nll has two: labels, rows).
@@ -84,18 +87,38 @@ SPECS = {
         weight=CLASS_WEIGHT, sample_weight=SAMPLE_WEIGHT,
         ignore_index=Option(-100, "int", integer),
         label_smoothing=Option(0.0, "float", lambda k, v: real(k, v, 0.0, 1.0))),
+        """Softmax + negative log-likelihood on logits ``S`` (B, n): ``(loss, dS)``.
+
+        ``target`` is labels (B,) or class probabilities (B, n). Same loss and gradient as
+        ``torch.nn.functional.cross_entropy`` for every ``weight`` / ``ignore_index`` /
+        ``label_smoothing`` / ``reduction``; ``sample_weight`` (B,) multiplies each row's loss
+        and its weight in the "mean" denominator.""",
         rows_code=1, target_name="target"),
     "multiclass_hinge": HeadSpec(2, "MHINGE", "labels", dict(
         margin=Option(1.0, "float", _finite), p=Option(1, "int", _power),
-        weight=CLASS_WEIGHT, sample_weight=SAMPLE_WEIGHT), target_name="y"),
+        weight=CLASS_WEIGHT, sample_weight=SAMPLE_WEIGHT),
+        "Multiclass SVM loss ``sum_{j != y} max(0, s_j - s_y + margin)^p`` (p = 1 or 2).",
+        target_name="y"),
     "binary_hinge": HeadSpec(3, "BHINGE", "pm1", dict(
-        margin=Option(1.0, "float", _finite), sample_weight=SAMPLE_WEIGHT), target_name="y"),
+        margin=Option(1.0, "float", _finite), sample_weight=SAMPLE_WEIGHT),
+        "Binary SVM loss ``max(0, margin - y s)``; ``s`` (B,) or (B, 1), ``y`` in {-1, +1}.",
+        scores_name="s", target_name="y", predicts="sign"),
     "sigmoid_bce": HeadSpec(4, "BCE", "float", dict(
-        pos_weight=CLASS_WEIGHT, sample_weight=SAMPLE_WEIGHT)),
-    "sigmoid_l2": HeadSpec(5, "SIGMOID_L2", "float", dict(sample_weight=SAMPLE_WEIGHT)),
-    "l2": HeadSpec(6, "L2", "float", dict(sample_weight=SAMPLE_WEIGHT)),
-    "l1": HeadSpec(7, "L1", "float", dict(sample_weight=SAMPLE_WEIGHT)),
-    "nll": HeadSpec(8, "NLL", "labels", dict(sample_weight=SAMPLE_WEIGHT), target_name="y"),
+        pos_weight=CLASS_WEIGHT, sample_weight=SAMPLE_WEIGHT),
+        """Sigmoid + binary cross-entropy per output, summed over outputs (the notes'
+        cross-entropy); ``pos_weight`` (n,) as in ``torch.nn.functional.
+        binary_cross_entropy_with_logits``."""),
+    "sigmoid_l2": HeadSpec(5, "SIGMOID_L2", "float", dict(sample_weight=SAMPLE_WEIGHT),
+        "Sigmoid + squared error ``sum_j (z_j - sigma(s_j))^2`` (the notes' 1-layer L2 net)."),
+    "l2": HeadSpec(6, "L2", "float", dict(sample_weight=SAMPLE_WEIGHT),
+        "Squared error ``sum_j (z_j - s_j)^2`` per row.", predicts="scores"),
+    "l1": HeadSpec(7, "L1", "float", dict(sample_weight=SAMPLE_WEIGHT),
+        "Absolute error ``sum_j |z_j - s_j|`` per row; gradient ``sign(s - z)`` (0 where equal).",
+        predicts="scores"),
+    "nll": HeadSpec(8, "NLL", "labels", dict(sample_weight=SAMPLE_WEIGHT),
+        """Log-likelihood loss ``-log p_y`` on probabilities ``P`` (the notes'); gradient
+        ``-1/p_y``. P is not checked to be a distribution; ``p_y = 0`` gives an infinite loss,
+        as ``-log 0``.""", scores_name="P", target_name="y"),
 }
 
 HEADS = tuple(SPECS)

@@ -1,4 +1,4 @@
-"""The ``fastbp`` command line (api.md section 7). Errors: one line on stderr, exit code 2."""
+"""The ``fastbp`` command line (docs/api.md section 7). Errors: one line on stderr, exit code 2."""
 import argparse
 import json
 import os

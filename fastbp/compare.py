@@ -90,20 +90,19 @@ def cases(B, dtype, rng, feats=64):
     def fused_elementwise():    # the collapsed product the naive Jacobian computes: dA * f'(s)
         return dA * reference.activation_grad("sigmoid", reference.sigmoid(S), None)
 
+    def one_layer(head, target):
+        return (lambda: naive.linear_head(X, W, b, target, head),
+                {be: (lambda be=be: layers.linear_head(X, W, b, target, head, backend=be))
+                 for be in backends},
+                naive.jacobian_bytes("linear_head", B=B, d=d, n=n, dtype=dtype, head=head))
+
     return {
         f"elementwise sigmoid ({feats} features)": (
             lambda: naive.elementwise_backward("sigmoid", dA, S),
             {"numpy": fused_elementwise},
             naive.jacobian_bytes("elementwise", B=B, n=feats, dtype=dtype)),
-        f"1-layer sigmoid-L2 ({d}->{n})": (
-            lambda: naive.linear_head(X, W, b, Z, "sigmoid_l2"),
-            {be: (lambda be=be: layers.linear_head(X, W, b, Z, "sigmoid_l2", backend=be))
-             for be in backends},
-            naive.jacobian_bytes("linear_head", B=B, d=d, n=n, dtype=dtype, head="sigmoid_l2")),
-        f"1-layer softmax ({d}->{n})": (
-            lambda: naive.linear_head(X, W, b, y, "softmax_nll"),
-            {be: (lambda be=be: layers.linear_head(X, W, b, y, backend=be)) for be in backends},
-            naive.jacobian_bytes("linear_head", B=B, d=d, n=n, dtype=dtype)),
+        f"1-layer sigmoid-L2 ({d}->{n})": one_layer("sigmoid_l2", Z),
+        f"1-layer softmax ({d}->{n})": one_layer("softmax_nll", y),
         f"2-layer sigmoid+softmax ({d}->{h}->{n})": (
             lambda: naive.mlp_loss_grad(X, params, y, activation="sigmoid"),
             {be: (lambda be=be: layers.mlp_loss_grad(X, params, y, activation="sigmoid",

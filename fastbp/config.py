@@ -8,5 +8,5 @@
 score_block_bytes = 12 << 20
 
 #: The only fastmath flags the compiled kernels may use. ``fastmath=True`` would also assume
-#: no NaN/Inf, which breaks NaN propagation (design.md, "fastmath").
+#: no NaN/Inf, which breaks NaN propagation (docs/design.md, "fastmath").
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})

@@ -1,4 +1,4 @@
-"""Central finite differences against an analytic gradient (api.md section 5)."""
+"""Central finite differences against an analytic gradient (docs/api.md section 5)."""
 import numpy as np
 
 from .errors import GradcheckError

@@ -1,4 +1,4 @@
-"""Public layer and network functions (api.md sections 2-3). check -> dispatch."""
+"""Public layer and network functions (docs/api.md sections 2-3). check -> dispatch."""
 from typing import NamedTuple, Optional, Union
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""MLP, SGD and Adam (api.md section 3): training on the fused kernels.
+"""MLP, SGD and Adam (docs/api.md section 3): training on the fused kernels.
 
 One ``MLP.step`` is forward + fused backward (``mlp_loss_grad`` into gradient buffers allocated
 once) + an in-place optimizer update (state buffers allocated on the first step): no
@@ -9,13 +9,12 @@ from scipy.linalg import blas
 
 from . import _checks
 from ._dispatch import backend_module
+from ._registry import SPECS
 from .layers import mlp_forward, mlp_loss_grad
 
 # Initialisation: He for the relu-like activations (their gain is sqrt(2)), Xavier/Glorot for
 # the saturating and linear ones.
 _HE = {"relu", "leaky_relu", "elu", "maxout"}
-# Heads whose prediction is a class (argmax over outputs) or a sign.
-_ARGMAX_HEADS = {"softmax_nll", "multiclass_hinge", "sigmoid_bce", "sigmoid_l2", "nll"}
 
 
 def _axpy(x, y, a):
@@ -63,9 +62,10 @@ class MLP:
         """Class labels (argmax) for classification heads, -1/+1 for binary_hinge, else the
         scores themselves (l1, l2 regression)."""
         S = self.forward(X)
-        if self.head in _ARGMAX_HEADS:
+        predicts = SPECS[self.head].predicts
+        if predicts == "labels":
             return S.argmax(axis=1)
-        if self.head == "binary_hinge":
+        if predicts == "sign":
             return np.where(S[:, 0] >= 0, 1, -1)
         return S
 

@@ -1,4 +1,4 @@
-"""The naive path: explicit dense Jacobians, batched over the whole batch, on purpose (api.md s. 4).
+"""The naive path: explicit dense Jacobians, batched over the whole batch, on purpose (docs/api.md s. 4).
 
 This is the lecture notes' chain rule taken literally: every layer's local Jacobian is built as a
 dense matrix over the flattened batch while going forward, and the backward pass multiplies the

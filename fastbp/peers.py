@@ -41,7 +41,7 @@ def linear_head(peer, head, X, W, b, target):
     tt = torch.from_numpy(target)
     n = W.shape[0]
 
-    def loss_fn(X, W, b, t):      # fastbp's definitions, "mean" over the batch (math.md)
+    def loss_fn(X, W, b, t):      # fastbp's definitions, "mean" over the batch (docs/math.md)
         if peer in SOFTMAX_ONLY and head == "softmax_nll":
             chunked = torch.nn.LinearCrossEntropyOptions() if peer.endswith("chunked") else None
             return F.linear_cross_entropy(X, W, t, linear_bias=b, options=chunked)

@@ -1,6 +1,6 @@
 """Shared test data: every head's option combinations, built from the registries.
 
-``head_cases()`` lists ``(head, spec)`` pairs covering every option of every head (api.md s. 1);
+``head_cases()`` lists ``(head, spec)`` pairs covering every option of every head (docs/api.md s. 1);
 ``make_head_inputs`` turns one into concrete arrays. Tests and benchmarks iterate over these, so
 no test file lists heads or options again.
 """
@@ -9,10 +9,11 @@ import itertools
 import os
 
 import numpy as np
+import pytest
 
 import fastbp
 from fastbp._checks import HEAD_OPTIONS
-from fastbp.backends.reference import score_blocks
+from fastbp.backends.tuning import score_blocks
 
 # The values each option takes in the tests ("on" options are built per shape below).
 _AXES = {
@@ -63,7 +64,7 @@ def make_target(head, kind, B, n, dtype, rng):
         return (P / P.sum(axis=1, keepdims=True)).astype(dtype)
     if kind.startswith("pm1"):
         return rng.choice([-1, 1], B)
-    if head == "sigmoid_bce" or head == "sigmoid_l2":
+    if head in ("sigmoid_bce", "sigmoid_l2"):
         return rng.random((B, n)).astype(dtype)
     return rng.standard_normal((B, n)).astype(dtype)
 
@@ -139,9 +140,9 @@ def tiny_linear_jobs(count, seed):
 
 
 # ---------------------------------------------------------------- backend variants
-# The compiled backends' linear_head has several code paths chosen by shape (the same threshold
-# names in numba_kernels.py and c_kernels.py); the tests force each one on small problems by
-# moving the crossover thresholds. FASTBP_TEST_BACKENDS=c,... keeps only those backends
+# The compiled backends' linear_head has several code paths chosen by shape (the thresholds of
+# fastbp/backends/tuning.py, a module's TUNING); the tests force each one on small problems by
+# moving them. FASTBP_TEST_BACKENDS=c,... keeps only those backends
 # (besides the reference): `make test-asan` runs the C backend's tests alone.
 def column_blocks(rows=3, cols=None):
     """A score_blocks giving softmax_nll column blocks wherever they can run: panels of
@@ -174,12 +175,8 @@ def variant(name):
     if not path:
         yield backend
         return
-    nk = fastbp._dispatch.backend_module(backend)
-    saved = {k: getattr(nk, k) for k in _PATH_SETTINGS[path]}
-    for k, v in _PATH_SETTINGS[path].items():
-        setattr(nk, k, v)
-    try:
+    module = fastbp._dispatch.backend_module(backend)
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in _PATH_SETTINGS[path].items():
+            mp.setattr(module if k == "score_blocks" else module.TUNING, k, v)
         yield backend
-    finally:
-        for k, v in saved.items():
-            setattr(nk, k, v)

@@ -1,4 +1,4 @@
-"""The command line (api.md s. 7): compare's table and JSON are real measurements; errors are
+"""The command line (docs/api.md s. 7): compare's table and JSON are real measurements; errors are
 one line with exit code 2."""
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""Backends, threads and info (api.md s. 6)."""
+"""Backends, threads and info (docs/api.md s. 6)."""
 import os
 import subprocess
 import sys
@@ -62,11 +62,12 @@ def test_env_var_sets_the_initial_default():
 
 
 def test_import_loads_no_compiled_backend():
-    """Only the plain-NumPy reference (the naive path uses it) and its pure-Python helper are
-    imported with fastbp: no Numba, no cffi."""
+    """Only the plain-NumPy reference (the naive path uses it) and its pure-Python helpers
+    (_compose, tuning's chunk size) are imported with fastbp: no Numba, no cffi."""
     run = _run("import sys, fastbp; print(sorted(m for m in sys.modules "
                "if m.startswith(('numba', 'cffi', 'fastbp.backends.'))))")
-    assert run.stdout.strip() == "['fastbp.backends._compose', 'fastbp.backends.reference']"
+    assert run.stdout.strip() == ("['fastbp.backends._compose', 'fastbp.backends.reference', "
+                                  "'fastbp.backends.tuning']")
 
 
 def test_threads_knob():

@@ -1,4 +1,4 @@
-"""Bad input (api.md s. 0): the documented exception, a message naming the argument, nothing
+"""Bad input (docs/api.md s. 0): the documented exception, a message naming the argument, nothing
 written. Every case runs on every backend: checks happen before a backend sees an array."""
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""fastbp.gradcheck (api.md s. 5) catches wrong gradients and says where."""
+"""fastbp.gradcheck (docs/api.md s. 5) catches wrong gradients and says where."""
 import numpy as np
 import pytest
 

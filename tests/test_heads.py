@@ -1,4 +1,4 @@
-"""Heads (api.md s. 1): every head x option x reduction against finite differences and against
+"""Heads (docs/api.md s. 1): every head x option x reduction against finite differences and against
 direct formulas; reductions, out=, stability, empty batches, NaN, backends vs the reference."""
 import numpy as np
 import pytest
@@ -55,7 +55,7 @@ def test_backends_match_reference(case, backend, dtype, rng):
         assert_close(got[1], want[1], dtype, f"{reduction} dS")
 
 
-# ---------------------------------------------------------------- direct formulas (math.md)
+# ---------------------------------------------------------------- direct formulas (docs/math.md)
 def test_softmax_nll_by_hand():
     S = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]])
     y = np.array([2, 0])
@@ -163,7 +163,7 @@ def test_inputs_are_never_modified(case, backend, rng):
 @pytest.mark.parametrize("case", [c for c in CASES if c[0] != "nll"], ids=case_id)
 def test_extreme_logits_are_finite_and_warning_free(case, backend, dtype, rng):
     """|s| up to 1e4 in both dtypes (every head on logits; nll takes probabilities): finite
-    loss and gradient (math.md's stable forms); RuntimeWarnings are errors in this suite."""
+    loss and gradient (docs/math.md's stable forms); RuntimeWarnings are errors in this suite."""
     head, spec = case
     S, target, opts = make_head_inputs(head, spec, 6, 4, dtype, rng, scale=1e4)
     for reduction in REDUCTIONS:
@@ -209,3 +209,4 @@ def test_nan_in_nan_out(case, backend, rng):
     if not row_ignored:
         assert np.isnan(loss[0]) and np.isnan(dS.reshape(4, -1)[0]).any()
     assert np.all(np.isfinite(loss[1:])) and np.all(np.isfinite(dS.reshape(4, -1)[1:]))
+

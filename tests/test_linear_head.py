@@ -1,4 +1,4 @@
-"""linear_head (api.md s. 2): the fused S = X W^T + b -> head -> backward, for every head and
+"""linear_head (docs/api.md s. 2): the fused S = X W^T + b -> head -> backward, for every head and
 option, against finite differences, the head on explicit scores, and the naive Jacobian path."""
 import numba
 import numpy as np
@@ -262,7 +262,7 @@ def test_fast_entry_follows_the_path_thresholds(setting, backend, rng):
     X, W, b, y = _tiny(np.float64, rng)
     with pytest.MonkeyPatch.context() as mp:
         for k, v in setting.items():
-            mp.setattr(fastbp._dispatch.backend_module(backend), k, v)
+            mp.setattr(fastbp._dispatch.backend_module(backend).TUNING, k, v)
         assert fast is None or fast(X, W, b, y, "softmax_nll", True, _grads_like(X, W, b)) is None
 
 
@@ -274,12 +274,12 @@ def test_fast_entry_takes_the_few_classes_window_where_the_backend_has_one(backe
     fast = _fast(backend)
     if fast is None:
         return
-    module = fastbp._dispatch.backend_module(backend)
+    T = fastbp._dispatch.backend_module(backend).TUNING
     X, W, b = (rng.standard_normal(s) for s in ((64, 64), (10, 64), (10,)))
     y = rng.integers(0, 10, 64)
     got = fast(X, W, b, y, "softmax_nll", True, None)
-    assert (got is not None) == (module.FUSED_FEW_N >= 10 and module.FUSED_FEW_MIN_D <= 64
-                                 and module.FUSED_FEW_WEIGHTS >= 640)
+    assert (got is not None) == (T.FUSED_FEW_N >= 10 and T.FUSED_FEW_MIN_D <= 64
+                                 and T.FUSED_FEW_WEIGHTS >= 640)
     if got is not None:
         want = fastbp.linear_head(X, W, b, y, chunk_rows=64, backend=backend)
         assert got[0] == want.loss
@@ -287,5 +287,5 @@ def test_fast_entry_takes_the_few_classes_window_where_the_backend_has_one(backe
             np.testing.assert_array_equal(a, exp)
     assert fast(X[:, :32].copy(), W[:, :32].copy(), b, y, "softmax_nll", True, None) is None
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(module, "FUSED_FEW_N", 0)
+        mp.setattr(T, "FUSED_FEW_N", 0)
         assert fast(X, W, b, y, "softmax_nll", True, None) is None

@@ -1,9 +1,9 @@
-"""MLP, SGD and Adam (api.md s. 3): initialisation, torch's update rules, buffers reused."""
+"""MLP, SGD and Adam (docs/api.md s. 3): initialisation, torch's update rules, buffers reused."""
 import numpy as np
 import pytest
 
 import fastbp
-from cases import assert_close
+from cases import assert_close, make_target, target_kinds
 
 
 def test_initialisation_is_he_or_xavier_and_seeded():
@@ -103,6 +103,31 @@ def test_step_equals_loss_grad_then_update_on_every_backend(optimizer, activatio
     for (Wf, bf), (Wr, br) in zip(fast.params, ref.params):
         assert_close(Wf, Wr, dtype)
         assert_close(bf, br, dtype)
+
+
+# nll takes probabilities, which a linear last layer does not produce
+@pytest.mark.parametrize("head", [h for h in fastbp.HEADS if h != "nll"])
+def test_every_head_trains_the_same_on_every_backend(head, backend, dtype):
+    """MLP.step (a backend's one-call step where it has one) with each head of the registry,
+    against mlp_loss_grad + SGD on the NumPy reference."""
+    rng = np.random.default_rng(3)
+    n = 1 if head == "binary_hinge" else 3
+    kind = target_kinds(head)[0]
+    X = rng.standard_normal((10, 5)).astype(dtype)
+    target = make_target(head, kind, 10, n, dtype, rng)
+    fast = fastbp.MLP([5, 6, n], activation="tanh", head=head, dtype=dtype, backend=backend)
+    ref = fastbp.MLP([5, 6, n], activation="tanh", head=head, dtype=dtype, backend="numpy")
+    o_fast, o_ref = fastbp.SGD(lr=0.05, momentum=0.5), fastbp.SGD(lr=0.05, momentum=0.5)
+    for _ in range(3):
+        l_fast = fast.step(X, target, optimizer=o_fast)
+        loss, grads = fastbp.mlp_loss_grad(X, ref.params, target, activation="tanh", head=head,
+                                           backend="numpy")
+        o_ref.update(ref.params, grads)
+        assert_close(l_fast, loss, dtype)
+    for (Wf, bf), (Wr, br) in zip(fast.params, ref.params):
+        assert_close(Wf, Wr, dtype)
+        assert_close(bf, br, dtype)
+    assert fast.predict(X).shape[0] == 10
 
 
 def test_predict_by_head():

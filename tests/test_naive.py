@@ -1,4 +1,4 @@
-"""The naive path (api.md s. 4): its memory guard, its byte predictions, its numbers."""
+"""The naive path (docs/api.md s. 4): its memory guard, its byte predictions, its numbers."""
 import subprocess
 import sys
 import tracemalloc

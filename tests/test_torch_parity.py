@@ -1,4 +1,4 @@
-"""PyTorch as an oracle (math.md, "Relations to PyTorch"). PyTorch is an optional peer (the
+"""PyTorch as an oracle (docs/math.md, "Relations to PyTorch"). PyTorch is an optional peer (the
 ``peers`` extra): without it this module is skipped; the same semantics are pinned by the
 by-hand tests in test_heads.py, which always run."""
 import numpy as np
@@ -47,7 +47,7 @@ def test_softmax_nll_all_ignored_matches_torch():
 
 
 def _rows_oracle(head, S, target, opts):
-    """Per-sample losses from torch (math.md's relations)."""
+    """Per-sample losses from torch (docs/math.md's relations)."""
     S_t, n = _t(S), S.shape[1]
     if head == "multiclass_hinge":
         return n * F.multi_margin_loss(S_t, _t(target), p=opts["p"], margin=opts["margin"],
@@ -72,3 +72,4 @@ def test_other_heads_match_torch_per_sample(case, rng):
     assert_close(loss, _rows_oracle(head, S, target, dict(opts, p=opts.get("p", 1),
                                                           margin=opts.get("margin", 1.0)))
                  .numpy(), np.float64)
+

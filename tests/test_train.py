@@ -1,4 +1,4 @@
-"""fastbp train / demo on the bundled digits data (api.md s. 7)."""
+"""fastbp train / demo on the bundled digits data (docs/api.md s. 7)."""
 import subprocess
 import sys
 

@@ -26,7 +26,8 @@ from .._registry import ARRAY_FIELDS, HEAD_DTYPE
 from .._dispatch import get_num_threads
 from . import _compose
 from ._args import ACT_CODES, CODES, MAXOUT, HeadPack, fast_entry, head_pack, reduced_loss
-from .reference import score_blocks
+from .tuning import C as TUNING
+from .tuning import score_blocks
 
 try:
     from ._fastbp_c import ffi, lib
@@ -210,30 +211,6 @@ for _name in DEFAULT_OPTIONS:
 
 
 # ---------------------------------------------------------------------------- linear + head
-# Crossover between the fused rows and the chunked BLAS path, measured with
-# `python benchmarks/crossover.py c` (2 cores, AVX-512, OpenBLAS, median us, softmax_nll
-# float64; "fused" one block / "chunked"; `--hot`: calls back to back). This chunked path calls
-# BLAS from C with no Python between the products, but for few classes the fused rows on one
-# block beat it once their scratch was 64-byte aligned (linear.c): n <= 10, d >= 64 and
-# n d <= 5120, e.g. shape D (64 x 64 x 10) 10.1 vs 14.1 (hot: 9.6 vs 13.7), 256 x 512 x 10:
-# 141 vs 176 (hot: 127 vs 192); at 1024 rows back to back they are within 5% either way
-# (1024 x 512 x 10: 495 vs 479). Beyond it they lose: 8 x 3072 x 3: 26 vs 16, 256 x 3072 x 10:
-# 720 vs 639, 256 x 512 x 16: 182 vs 166, and short rows at large B (hot 1024 x 32 x 10: 124 vs
-# 116). Tiny W (n d <= 256) is fused at any n, on several blocks from B*n*d = 2^16 (hot
-# 1024 x 16 x 3: 50 vs 76 on one block, 85 chunked). On all threads the register-blocked fused
-# rows win for n <= 12 once the work is large: 1024 x 3072 x 10: 2611 vs 4353 (hot: 3239 vs
-# 3541). Below 2^23 (shape C: 256 x 3072 x 10) the two-thread fused path measured 1020 us here
-# against 639 (hot: 883 vs 606), and 0.73-1.78x NumPy across three `make bench` runs (chunked:
-# 1.2-1.7x): an OpenMP region that needs both cores for the whole call loses them to other
-# pools' spinning threads or the host.
-FUSED_ANY_N_WEIGHTS = 256            # n * d: tiny W, always fused (blocks: PARALLEL_MIN_WORK)
-FUSED_FEW_N = 10                     # few classes: fused on one block when n <= this,
-FUSED_FEW_MIN_D = 64                 #   d >= this and
-FUSED_FEW_WEIGHTS = 5120             #   n * d <= this (unless the next rule takes it)
-FUSED_MAX_N = 12                     # fused on all threads (2 or more): n <= this and
-FUSED_MIN_WORK = 1 << 23             #   B * n * d >= this
-PARALLEL_MIN_WORK = 1 << 16          # B * n * d: two or more blocks,
-BLOCKS_PER_THREAD = 4                #   this many per thread (of 8 rows or more)
 
 
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
@@ -249,13 +226,13 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
             _NULL if b is None else _fb(ty, b), _head(t, head, target, options),
             reduction == "mean")
     threads = _threads[0] if threads is None else threads
-    work = B * n * d
-    if n * d <= FUSED_ANY_N_WEIGHTS or (threads > 1 and n <= FUSED_MAX_N
-                                        and work >= FUSED_MIN_WORK):
-        blocks = (1 if work < PARALLEL_MIN_WORK or B < 2 * threads
-                  else min(BLOCKS_PER_THREAD * threads, max(threads, B // 8)))
+    work, T = B * n * d, TUNING
+    if n * d <= T.FUSED_ANY_N_WEIGHTS or (threads > 1 and n <= T.FUSED_MAX_N
+                                          and work >= T.FUSED_MIN_WORK):
+        blocks = (1 if work < T.PARALLEL_MIN_WORK or B < 2 * threads
+                  else min(T.BLOCKS_PER_THREAD * threads, max(threads, B // 8)))
         status = t.linear_fused(*args, blocks, B, d, n)
-    elif n <= FUSED_FEW_N and FUSED_FEW_MIN_D <= d and n * d <= FUSED_FEW_WEIGHTS:
+    elif n <= T.FUSED_FEW_N and T.FUSED_FEW_MIN_D <= d and n * d <= T.FUSED_FEW_WEIGHTS:
         status = t.linear_fused(*args, 1, B, d, n)
     else:
         status = t.linear_chunked(*args, *score_blocks(head, B, n, X.dtype.itemsize, chunk_rows),
@@ -268,7 +245,7 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
 # tiny calls: checked and run by csrc/fastcall.c on linear_fused_* (_args.fast_entry)
 _FUSED = (int(ffi.cast("uintptr_t", ffi.addressof(lib, "linear_fused_f64"))),
           int(ffi.cast("uintptr_t", ffi.addressof(lib, "linear_fused_f32"))))
-fast_linear_head = fast_entry(sys.modules[__name__], lambda: _FUSED)
+fast_linear_head = fast_entry(TUNING, lambda: _FUSED)
 
 
 # ---------------------------------------------------------------------------- layers

@@ -1,6 +1,6 @@
 """The Numba backend: fused @njit kernels, same kernel set and signatures as ``reference.py``.
 
-Who owns the cores (design.md, "Oversubscription"): a kernel either runs on Numba's threads with
+Who owns the cores (docs/design.md, "Oversubscription"): a kernel either runs on Numba's threads with
 no BLAS call inside, or calls BLAS (SciPy's OpenBLAS, multi-threaded) with a serial epilogue --
 never both at once.
 
@@ -40,7 +40,8 @@ from . import _compose
 from .._registry import HEAD_DTYPE
 from ._args import (ACT_CODES, CODES, ELU, LEAKY, RELU, SIGMOID, TANH, HeadPack, fast_entry,
                     head_pack, reduced_loss)
-from .reference import score_blocks
+from .tuning import Numba as TUNING
+from .tuning import score_blocks
 
 # head codes, as globals the compiled code reads as constants
 SOFTMAX, SOFTMAX_PROBS, MHINGE, BHINGE, BCE, SIGMOID_L2, L2, L1, NLL = (
@@ -539,23 +540,6 @@ def linear_fused_serial(h, X, W, b, mean, dW, db, dX):
     return total, osum
 
 
-# Crossover, measured through the public call (2 cores, AVX-512, SciPy's OpenBLAS SkylakeX
-# kernels, median us, softmax_nll float64; `make crossover` prints the full grid). Once the
-# batch fits one score block, the BLAS path runs as one compiled call (linear_one_block), and it
-# beats the fused rows unless W is tiny or many rows share the two cores: 5 x 4 x 3: fused 5.7
-# vs one block 6.1; 64 x 16 x 10: 19.0 vs 17.4; 64 x 64 x 10: 25.7 vs 18.7; 64 x 64 x 32:
-# 34.4 (two threads) vs 26.7; but 256 x 64 x 10 on two threads: 62.5 vs 73.2; 1024 x 16 x 10:
-# 150 vs 229; 256 x 16 x 32: 67 vs 73. Larger W goes to BLAS (256 x 3072 x 10: 910 vs 660).
-# Two threads beat one from about B*n*d = 2^16 rows x weights.
-FUSED_ANY_N_WEIGHTS = 64             # n * d: tiny W, always fused (one thread)
-FUSED_MAX_N = 32                     # fused on all threads: n <= this, n * d <= the next,
-FUSED_MAX_WEIGHTS = 1 << 13          #   and at least FUSED_MIN_ROWS rows and
-FUSED_MIN_ROWS = 128                 #   PARALLEL_MIN_WORK = B * n * d
-PARALLEL_MIN_WORK = 1 << 16
-# No few-classes window on one block (c_kernels.py's FUSED_FEW_N): Numba's fused rows lose to
-# its BLAS path at n = 10 from d = 512 (`make crossover`: 64 x 512 x 10: 68.7 vs 47.0 us;
-# 1024 x 512 x 10: 961 vs 642) and only tie at d = 64 (256 x 64 x 10: 71.4 vs 71.6).
-FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0
 
 
 @intrinsic
@@ -630,7 +614,7 @@ def _fused_cfuncs():
 # Numba's dispatch of the fused rows alone costs more than the checks (about 2 us at B=5, d=4,
 # n=3), so tiny calls go through csrc/fastcall.c and the C callbacks above when it was built
 # (not under NUMBA_DISABLE_JIT: there is no machine code to call then).
-fast_linear_head = None if nb.config.DISABLE_JIT else fast_entry(sys.modules[__name__],
+fast_linear_head = None if nb.config.DISABLE_JIT else fast_entry(TUNING,
                                                                  _fused_cfuncs)
 
 
@@ -643,12 +627,13 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     mean = reduction == "mean"
     b_ = _EMPTY[dt] if b is None else b
     threads = _threads[0] if threads is None else threads
-    if n * d <= FUSED_ANY_N_WEIGHTS or (
-            threads > 1 and n <= FUSED_MAX_N and n * d <= FUSED_MAX_WEIGHTS
-            and B >= FUSED_MIN_ROWS and B * n * d >= PARALLEL_MIN_WORK):
+    T = TUNING
+    if n * d <= T.FUSED_ANY_N_WEIGHTS or (
+            threads > 1 and n <= T.FUSED_MAX_N and n * d <= T.FUSED_MAX_WEIGHTS
+            and B >= T.FUSED_MIN_ROWS and B * n * d >= T.PARALLEL_MIN_WORK):
         db_ = _EMPTY[dt] if db is None else db
         dX_ = _NO_Z[dt] if dX is None else dX
-        if threads == 1 or B * n * d < PARALLEL_MIN_WORK or B < 2 * threads:
+        if threads == 1 or B * n * d < T.PARALLEL_MIN_WORK or B < 2 * threads:
             total, osum = linear_fused_serial(h, X, W, b_, mean, dW, db_, dX_)
         else:
             total, osum = linear_fused(h, X, W, b_, mean, threads, dW, db_, dX_)

@@ -1,6 +1,6 @@
 """The NumPy reference backend: clear, short, vectorised -- the oracle every backend is tested against.
 
-Formulas: ``math.md``. Every backend module exposes these kernels with these signatures; inputs
+Formulas: ``docs/math.md``. Every backend module exposes these kernels with these signatures; inputs
 are already validated by ``fastbp._checks`` (contiguous, one float dtype, labels in range) and
 outputs are preallocated by the public layer:
 
@@ -31,8 +31,8 @@ import sys
 
 import numpy as np
 
-from .. import config
 from . import _compose
+from .tuning import default_chunk_rows
 
 
 # ---------------------------------------------------------------------------- stable pieces
@@ -211,50 +211,16 @@ def _head_kernel(name):
         return _reduce(*rows(S, target, **options), reduction, out)
 
     kernel.__name__ = name
-    kernel.__doc__ = f"{name}: loss and dS (into out) of math.md's row, reduced."
+    kernel.__doc__ = f"{name}: loss and dS (into out) of docs/math.md's row, reduced."
     return kernel
 
 
-softmax_nll, multiclass_hinge, binary_hinge, sigmoid_bce, sigmoid_l2, l2, l1, nll = (
-    _head_kernel(name) for name in ROWS)
+for _name in ROWS:
+    globals()[_name] = _head_kernel(_name)
 
 
 # ---------------------------------------------------------------------------- linear + head
 fast_linear_head = None          # no compiled entry for the whole call: always the checked path
-
-
-def default_chunk_rows(n, itemsize):
-    return max(1, config.score_block_bytes // (n * itemsize))
-
-
-# The compiled backends' softmax_nll with many classes: when the budget holds fewer than
-# COLUMN_MIN_ROWS whole rows of scores (and fewer than B), blocks of (up to PANEL_ROWS rows,
-# as many columns as fit) in two passes over the columns: four full-size products instead of
-# three skinny ones. Measured with `make crossover` (its second table; 2 cores, OpenBLAS,
-# median ms, row blocks / column blocks / the three bare products; rows per 12 MiB block):
-#   31 rows,  256 x 512 x 100000 float32: c 518 / 321, numba 530 / 331 (bare 203)
-#   64 rows, 1024 x 512 x 49152 float32:  c 605 / 561, numba 618 / 595 (bare 356)
-#   64 rows,  512 x 256 x 24576 float64:  c 157 / 163, numba 161 / 177 (bare 114)
-#   98 rows, 1024 x 512 x 32000 float32:  c 359 / 343, numba 368 / 384 (bare 228; shape V)
-#   196 rows, 1024 x 1024 x 16000 float32: c 285 / 320, numba 310 / 343
-# Column blocks win clearly below 64 rows and are even around 64-100 (ahead for d = 512,
-# behind for d = 256), so they start below 64.
-COLUMN_MIN_ROWS = 64
-# Each panel reads W three times; 1024 rows keep dW's product at k = 1024 and, at 12 MiB, blocks
-# of 3072 float32 columns (chosen, not tuned: every measured shape above is one panel).
-PANEL_ROWS = 1024
-
-
-def score_blocks(head, B, n, itemsize, chunk_rows):
-    """(rows, cols) of the score block linear_head holds: cols < n means column blocks (only
-    softmax_nll, and only without an explicit chunk_rows, which asks for row blocks)."""
-    if chunk_rows:
-        return chunk_rows, n
-    rows = default_chunk_rows(n, itemsize)
-    if head != "softmax_nll" or rows >= min(B, COLUMN_MIN_ROWS):
-        return rows, n
-    panel = min(B, PANEL_ROWS)
-    return panel, max(1, config.score_block_bytes // (panel * itemsize))
 
 
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX):
@@ -310,7 +276,7 @@ def activate(name, S, alpha):
 
 
 def activation_grad(name, A, alpha):
-    """f'(s) read off the output a = f(s) (math.md's cheap forms; alpha >= 0 keeps sign)."""
+    """f'(s) read off the output a = f(s) (docs/math.md's cheap forms; alpha >= 0 keeps sign)."""
     if name == "sigmoid":
         return A * (1 - A)
     if name == "tanh":

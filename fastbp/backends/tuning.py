@@ -1,0 +1,53 @@
+"""The compiled backends' tuning thresholds, in one place: which path a call takes by shape.
+
+Each rule says what it chooses and why in a line; the measurements behind every number, and how
+to remeasure them (``make crossover``), are in docs/performance.md. Tests override these per
+backend (``module.TUNING``) to run every path at small shapes.
+"""
+from .. import config
+
+
+class C:
+    """c_kernels.linear_head's choice between the fused rows and chunked BLAS."""
+    FUSED_ANY_N_WEIGHTS = 256     # n d <= this: tiny W, always fused (fixed cost beats BLAS's)
+    FUSED_FEW_N = 10              # few classes, one block fused when n <= this, d >= the next
+    FUSED_FEW_MIN_D = 64          #   and n d <= FUSED_FEW_WEIGHTS: the fused rows beat BLAS's
+    FUSED_FEW_WEIGHTS = 5120      #   packing there, lose beyond
+    FUSED_MAX_N = 12              # fused on all threads: n <= this and B n d >= FUSED_MIN_WORK
+    FUSED_MIN_WORK = 1 << 23      #   (a region needing both cores for long loses them below)
+    PARALLEL_MIN_WORK = 1 << 16   # B n d below this: one block (a fork/join costs more)
+    BLOCKS_PER_THREAD = 4         # row blocks per thread (of 8 rows or more): load balance
+
+
+class Numba:
+    """numba_kernels.linear_head's choice between the fused rows and BLAS."""
+    FUSED_ANY_N_WEIGHTS = 64      # n d <= this: tiny W, always fused on one thread
+    FUSED_MAX_N = 32              # fused on all threads: n <= this, n d <= FUSED_MAX_WEIGHTS,
+    FUSED_MAX_WEIGHTS = 1 << 13   #   B >= FUSED_MIN_ROWS and B n d >= PARALLEL_MIN_WORK
+    FUSED_MIN_ROWS = 128          #   (many rows share the cores; BLAS wins on larger W)
+    PARALLEL_MIN_WORK = 1 << 16   # B n d below this: one thread
+    FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0     # no few-classes window: its BLAS
+    #                                                           path wins there
+
+
+# softmax_nll with many classes: column blocks (two passes over the columns, four full-size
+# products) once the score budget holds fewer than COLUMN_MIN_ROWS whole rows (and fewer than B)
+COLUMN_MIN_ROWS = 64
+PANEL_ROWS = 1024                 # rows per panel of column blocks (W is read three times each)
+
+
+def default_chunk_rows(n, itemsize):
+    """Rows of scores that fit the score budget (fastbp.config.score_block_bytes)."""
+    return max(1, config.score_block_bytes // (n * itemsize))
+
+
+def score_blocks(head, B, n, itemsize, chunk_rows):
+    """(rows, cols) of the score block linear_head holds: cols < n means column blocks (only
+    softmax_nll, and only without an explicit chunk_rows, which asks for row blocks)."""
+    if chunk_rows:
+        return chunk_rows, n
+    rows = default_chunk_rows(n, itemsize)
+    if head != "softmax_nll" or rows >= min(B, COLUMN_MIN_ROWS):
+        return rows, n
+    panel = min(B, PANEL_ROWS)
+    return panel, max(1, config.score_block_bytes // (panel * itemsize))
