@@ -329,6 +329,16 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
             g[j] = (REAL)(f * fbp_sign(-dz));
         }
         return loss;
+    case FBP_HUBER: {           /* m = min(|r|, delta), r = s - z: m (|r| - m/2), g = sign(r) m */
+        double delta = h->o->delta;
+        #pragma omp simd reduction(+ : loss)
+        for (int64_t j = 0; j < n; j++) {
+            double r = (double)s[j] - z[j], a = fabs(r), m = a < delta ? a : delta;
+            loss += m * (a - 0.5 * m);
+            g[j] = (REAL)(f * (fbp_sign(r) * m));
+        }
+        return loss;
+    }
     default:        /* unreachable (every kernel checks the code first); never a silent head */
         for (int64_t j = 0; j < n; j++)
             g[j] = (REAL)NAN;

@@ -119,6 +119,11 @@ SPECS = {
         """Log-likelihood loss ``-log p_y`` on probabilities ``P`` (the notes'); gradient
         ``-1/p_y``. P is not checked to be a distribution; ``p_y = 0`` gives an infinite loss,
         as ``-log 0``.""", scores_name="P", target_name="y"),
+    "huber": HeadSpec(9, "HUBER", "float", dict(
+        delta=Option(1.0, "float", _positive), sample_weight=SAMPLE_WEIGHT),
+        """Huber loss per output, summed over outputs: ``r = s - z``, ``r^2 / 2`` where
+        ``|r| <= delta``, else ``delta (|r| - delta / 2)``; gradient ``clip(r, -delta, delta)``
+        (``torch.nn.functional.huber_loss`` elementwise).""", predicts="scores"),
 }
 
 HEADS = tuple(SPECS)

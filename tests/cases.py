@@ -24,6 +24,7 @@ _AXES = {
     "label_smoothing": (0.0, 0.2),
     "margin": (1.0, 0.5),
     "p": (1, 2),
+    "delta": (1.0, 0.3),
 }
 # Target kinds per head (softmax_nll takes labels or probability rows; binary_hinge s as (B,)
 # or (B, 1)).

@@ -210,3 +210,15 @@ def test_nan_in_nan_out(case, backend, rng):
         assert np.isnan(loss[0]) and np.isnan(dS.reshape(4, -1)[0]).any()
     assert np.all(np.isfinite(loss[1:])) and np.all(np.isfinite(dS.reshape(4, -1)[1:]))
 
+
+def test_huber_by_hand():
+    """r = s - z: r^2/2 inside delta, delta (|r| - delta/2) outside; gradient clip(r)."""
+    S = np.array([[0.5, 3.0, -2.0, 1.0]])
+    Z = np.array([[0.0, 0.0, 0.0, 1.0]])
+    loss, dS = fastbp.huber(S, Z, reduction="sum")
+    assert loss == pytest.approx(0.125 + 2.5 + 1.5, rel=1e-15)
+    np.testing.assert_array_equal(dS, [[0.5, 1.0, -1.0, 0.0]])
+    loss, dS = fastbp.huber(S, Z, delta=2.0, reduction="sum")
+    assert loss == pytest.approx(0.125 + 4.0 + 2.0, rel=1e-15)
+    np.testing.assert_array_equal(dS, [[0.5, 2.0, -2.0, 0.0]])
+

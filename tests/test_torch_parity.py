@@ -73,3 +73,25 @@ def test_other_heads_match_torch_per_sample(case, rng):
                                                           margin=opts.get("margin", 1.0)))
                  .numpy(), np.float64)
 
+
+NEW = [c for c in head_cases() if c[0] in ("huber",)]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", NEW, ids=case_id)
+def test_huber_and_focal_match_torch_autograd(case, reduction, backend, dtype, rng):
+    """Row loss = the sum over outputs of F.huber_loss / the focal term; "mean" divides by the
+    total sample weight; loss and gradient from torch's autograd."""
+    head, spec = case
+    S, target, opts = make_head_inputs(head, spec, 8, 5, dtype, rng, scale=3.0)
+    S_t, Z_t = _t(S).requires_grad_(), _t(target)
+    rows = F.huber_loss(S_t, Z_t, delta=opts.get("delta", 1.0), reduction="none").sum(1)
+    sw = opts.get("sample_weight")
+    w = torch.ones(len(S), dtype=S_t.dtype) if sw is None else _t(sw)
+    loss_t = {"none": w * rows, "sum": (w * rows).sum(), "mean": (w * rows).sum() / w.sum()}
+    loss_t = loss_t[reduction]
+    loss_t.sum().backward()
+    loss, dS = getattr(fastbp, head)(S, target, reduction=reduction, backend=backend, **opts)
+    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 1e-6)
+    np.testing.assert_allclose(loss, loss_t.detach().numpy(), rtol=rtol)
+    np.testing.assert_allclose(dS, S_t.grad.numpy(), rtol=rtol, atol=atol)

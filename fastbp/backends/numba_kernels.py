@@ -44,9 +44,9 @@ from .tuning import Numba as TUNING
 from .tuning import score_blocks
 
 # head codes, as globals the compiled code reads as constants
-SOFTMAX, SOFTMAX_PROBS, MHINGE, BHINGE, BCE, SIGMOID_L2, L2, L1, NLL = (
+SOFTMAX, SOFTMAX_PROBS, MHINGE, BHINGE, BCE, SIGMOID_L2, L2, L1, NLL, HUBER = (
     CODES[c] for c in ("SOFTMAX", "SOFTMAX_PROBS", "MHINGE", "BHINGE", "BCE", "SIGMOID_L2", "L2",
-                       "L1", "NLL"))
+                       "L1", "NLL", "HUBER"))
 
 # One file on purpose: Numba's on-disk cache keys a function on its own source file only, so a
 # kernel that inlined a helper from another module would keep running the helper's old code.
@@ -272,6 +272,15 @@ def head_row(h, s, yi, z, f, g, bits):
             g[j] = 0.0
         g[yi] = -f / py
         return -math.log(py)
+    if head == HUBER:           # m = min(|r|, delta), r = s - z: m (|r| - m/2), g = sign(r) m
+        loss = 0.0
+        for j in range(n):
+            r = s[j] - z[j]
+            a = abs(r)
+            m = a if a < h.delta else h.delta
+            loss += m * (a - 0.5 * m)
+            g[j] = f * (sign(r) * m)
+        return loss
     if head != BCE and head != SIGMOID_L2 and head != L2 and head != L1:
         for j in range(n):      # unreachable (the registry's codes only); never a silent head
             g[j] = np.nan
@@ -578,7 +587,7 @@ def _fused_c(dW, db, dX, sums, X, W, b, hp, mean, nblocks, B, d, n):
     h = HeadPack(o.code, _array(o.y, np.empty(0, np.int64), B),
                  _array(o.Z, rows[:0], (B, n)), _array(o.sample_weight, empty, B),
                  _array(o.weight, empty, n), _array(o.pos_weight, empty, n),
-                 o.ignore_index, o.label_smoothing, o.margin, o.p)
+                 o.ignore_index, o.label_smoothing, o.margin, o.p, o.delta)
     total, osum = linear_fused_serial(
         h, rows, nb.carray(W, (n, d)), nb.carray(b, n if _given(b) else 0), mean != 0,
         nb.carray(dW, (n, d)), nb.carray(db, n if _given(db) else 0),

@@ -179,9 +179,20 @@ def _nll_rows(P, y, sample_weight):
     return omega * -np.log(py), _scaled(omega, G), omega
 
 
+def _huber_rows(S, Z, sample_weight, delta):
+    """m = min(|r|, delta), r = s - z: loss m (|r| - m/2), gradient sign(r) m (clip(r, +-delta));
+    one branch-free form, no r^2 to overflow."""
+    R = S - Z
+    A = np.abs(R)
+    m = np.minimum(A, delta)
+    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    return omega * (m * (A - m / 2)).sum(axis=1), _scaled(omega, np.sign(R) * m), omega
+
+
 ROWS = {"softmax_nll": _softmax_nll_rows, "multiclass_hinge": _multiclass_hinge_rows,
         "binary_hinge": _binary_hinge_rows, "sigmoid_bce": _sigmoid_bce_rows,
-        "sigmoid_l2": _sigmoid_l2_rows, "l2": _l2_rows, "l1": _l1_rows, "nll": _nll_rows}
+        "sigmoid_l2": _sigmoid_l2_rows, "l2": _l2_rows, "l1": _l1_rows, "nll": _nll_rows,
+        "huber": _huber_rows}
 
 
 def mean_scale(total, omega_sum):
