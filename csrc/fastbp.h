@@ -18,7 +18,7 @@
 /* heads: the codes of fastbp/_registry.py's SPECS (checked at import; softmax_nll has two,
  * labels and probability rows) */
 enum { FBP_SOFTMAX, FBP_SOFTMAX_PROBS, FBP_MHINGE, FBP_BHINGE, FBP_BCE, FBP_SIGMOID_L2,
-       FBP_L2, FBP_L1, FBP_NLL, FBP_HUBER, FBP_NUM_HEADS };
+       FBP_L2, FBP_L1, FBP_NLL, FBP_HUBER, FBP_FOCAL, FBP_NUM_HEADS };
 
 /* One head's arguments (fastbp/_registry.py's HEAD_DTYPE, field by field; checked at import):
  * the code, the target and weight arrays (NULL: absent; floats of the kernel's type: y (B,)
@@ -31,7 +31,7 @@ typedef struct {
     int64_t ignore_index;
     double label_smoothing, margin;
     int64_t p;
-    double delta;
+    double delta, alpha, gamma;
 } fbp_head;
 /* activations, in fastbp.ACTIVATIONS order */
 enum { FBP_SIGMOID, FBP_TANH, FBP_RELU, FBP_LEAKY, FBP_ELU, FBP_MAXOUT, FBP_IDENTITY };

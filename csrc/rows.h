@@ -339,6 +339,20 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
         }
         return loss;
     }
+    case FBP_FOCAL: {   /* alpha_t q^gamma ce, q = 1 - p_t: docs/math.md's finite product form */
+        double al = h->o->alpha, ga = h->o->gamma;
+        #pragma omp simd reduction(+ : loss)
+        for (int64_t j = 0; j < n; j++) {
+            double x = s[j], zj = z[j], e = fbp_exp1(-fabs(x)), big = 1.0 / (1.0 + e);
+            double sp = x >= 0 ? big : e * big, sm = x >= 0 ? e * big : big;
+            double ce = fbp_relu(x) + fbp_log1p_unit(e) - zj * x, q = zj * sm + (1.0 - zj) * sp;
+            double at = al >= 0 ? al * zj + (1.0 - al) * (1.0 - zj) : 1.0;
+            double qg = ga == 2.0 ? q * q : pow(q, ga), ratio = q > 0 ? sp * sm / q : 0.0;
+            loss += at * qg * ce;
+            g[j] = (REAL)(f * (at * qg * (ga * (1.0 - 2.0 * zj) * ratio * ce + (sp - zj))));
+        }
+        return loss;
+    }
     default:        /* unreachable (every kernel checks the code first); never a silent head */
         for (int64_t j = 0; j < n; j++)
             g[j] = (REAL)NAN;

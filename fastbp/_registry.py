@@ -49,6 +49,20 @@ def _positive(name, value):
     return value
 
 
+def _nonnegative(name, value):
+    value = _finite(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _focal_alpha(name, value):
+    value = _finite(name, value)
+    if value > 1:
+        raise ValueError(f"{name} must be <= 1 (a negative alpha turns weighting off), got {value}")
+    return value
+
+
 def _power(name, value):
     if isinstance(value, bool) or value not in (1, 2):
         raise ValueError(f"{name} must be 1 or 2, got {value!r}")
@@ -124,6 +138,12 @@ SPECS = {
         """Huber loss per output, summed over outputs: ``r = s - z``, ``r^2 / 2`` where
         ``|r| <= delta``, else ``delta (|r| - delta / 2)``; gradient ``clip(r, -delta, delta)``
         (``torch.nn.functional.huber_loss`` elementwise).""", predicts="scores"),
+    "sigmoid_focal": HeadSpec(10, "FOCAL", "float", dict(
+        alpha=Option(0.25, "float", _focal_alpha), gamma=Option(2.0, "float", _nonnegative),
+        sample_weight=SAMPLE_WEIGHT),
+        """Sigmoid focal loss per output, summed over outputs (``torchvision.ops.
+        sigmoid_focal_loss``'s term): ``alpha_t (1 - p_t)^gamma BCE(s, z)``; ``alpha < 0``
+        turns the alpha weighting off; ``gamma >= 0``; targets in [0, 1]."""),
 }
 
 HEADS = tuple(SPECS)

@@ -104,6 +104,7 @@ def cases(B, dtype, rng, feats=64):
         f"1-layer sigmoid-L2 ({d}->{n})": one_layer("sigmoid_l2", Z),
         f"1-layer softmax ({d}->{n})": one_layer("softmax_nll", y),
         f"1-layer huber ({d}->{n})": one_layer("huber", Z),
+        f"1-layer sigmoid-focal ({d}->{n})": one_layer("sigmoid_focal", Z),
         f"2-layer sigmoid+softmax ({d}->{h}->{n})": (
             lambda: naive.mlp_loss_grad(X, params, y, activation="sigmoid"),
             {be: (lambda be=be: layers.mlp_loss_grad(X, params, y, activation="sigmoid",

@@ -25,6 +25,8 @@ _AXES = {
     "margin": (1.0, 0.5),
     "p": (1, 2),
     "delta": (1.0, 0.3),
+    "alpha": (0.25, -1.0),
+    "gamma": (2.0, 0.5, 0.0),
 }
 # Target kinds per head (softmax_nll takes labels or probability rows; binary_hinge s as (B,)
 # or (B, 1)).
@@ -65,7 +67,7 @@ def make_target(head, kind, B, n, dtype, rng):
         return (P / P.sum(axis=1, keepdims=True)).astype(dtype)
     if kind.startswith("pm1"):
         return rng.choice([-1, 1], B)
-    if head in ("sigmoid_bce", "sigmoid_l2"):
+    if head in ("sigmoid_bce", "sigmoid_l2", "sigmoid_focal"):
         return rng.random((B, n)).astype(dtype)
     return rng.standard_normal((B, n)).astype(dtype)
 

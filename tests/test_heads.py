@@ -222,3 +222,32 @@ def test_huber_by_hand():
     assert loss == pytest.approx(0.125 + 4.0 + 2.0, rel=1e-15)
     np.testing.assert_array_equal(dS, [[0.5, 2.0, -2.0, 0.0]])
 
+
+def test_sigmoid_focal_by_hand_and_gamma_zero_is_weighted_bce():
+    S = np.array([[0.3, -1.2, 2.0]])
+    Z = np.array([[1.0, 0.0, 0.5]])
+    p = 1 / (1 + np.exp(-S))
+    ce = np.log1p(np.exp(S)) - Z * S
+    q = 1 - (p * Z + (1 - p) * (1 - Z))
+    at = 0.25 * Z + 0.75 * (1 - Z)
+    loss, _ = fastbp.sigmoid_focal(S, Z, reduction="sum")
+    assert loss == pytest.approx((at * q ** 2 * ce).sum(), rel=1e-14)
+    loss, dS = fastbp.sigmoid_focal(S, Z, alpha=-1.0, gamma=0.0, reduction="sum")
+    want = fastbp.sigmoid_bce(S, Z, reduction="sum")
+    assert loss == pytest.approx(want[0], rel=1e-14)
+    np.testing.assert_allclose(dS, want[1], rtol=1e-14)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_sigmoid_focal_is_finite_at_confident_binary_targets(gamma, backend, dtype):
+    """(1 - p_t)^(gamma - 1) is unbounded as p_t -> 1 for gamma < 1; the gradient's product
+    form keeps it finite, for |s| up to 1e4 in both dtypes, and equal to the reference's."""
+    S = np.array([[1e4, -1e4, 30.0, -30.0, 0.0, 5.0]] * 2, dtype)
+    Z = np.array([[1, 0, 1, 0, 1, 1], [0, 1, 0, 1, 0, 0]], dtype)
+    loss, dS = fastbp.sigmoid_focal(S, Z, gamma=gamma, reduction="none", backend=backend)
+    assert np.isfinite(loss).all() and np.isfinite(dS).all()
+    want = fastbp.sigmoid_focal(S.astype(np.float64), Z.astype(np.float64), gamma=gamma,
+                                reduction="none", backend="numpy")
+    assert_close(loss, want[0], dtype)
+    assert_close(dS, want[1], dtype)
+    assert dS[0, 0] == 0 and dS[0, 1] == 0      # confident and right: nothing to learn

@@ -127,7 +127,8 @@ def test_backends_match_reference(activation, linear_backend, dtype, rng):
 
 
 @pytest.mark.parametrize("activation", [a for a in ACTS if a != "maxout"])
-@pytest.mark.parametrize("head", ["softmax_nll", "sigmoid_l2", "multiclass_hinge", "huber"])
+@pytest.mark.parametrize("head", ["softmax_nll", "sigmoid_l2", "multiclass_hinge", "huber",
+                                  "sigmoid_focal"])
 def test_naive_mlp_equals_fused(activation, head, rng):
     alpha = alpha_for(activation)
     params = make_net([4, 5, 3, 3], activation, np.float64, rng)

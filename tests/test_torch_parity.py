@@ -74,7 +74,18 @@ def test_other_heads_match_torch_per_sample(case, rng):
                  .numpy(), np.float64)
 
 
-NEW = [c for c in head_cases() if c[0] in ("huber",)]
+def _focal_torch(S_t, Z_t, alpha, gamma):
+    """torchvision.ops.sigmoid_focal_loss's elementwise term, in torch ops."""
+    p = torch.sigmoid(S_t)
+    ce = F.binary_cross_entropy_with_logits(S_t, Z_t, reduction="none")
+    p_t = p * Z_t + (1 - p) * (1 - Z_t)
+    loss = ce * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * Z_t + (1 - alpha) * (1 - Z_t)) * loss
+    return loss
+
+
+NEW = [c for c in head_cases() if c[0] in ("huber", "sigmoid_focal")]
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -85,7 +96,10 @@ def test_huber_and_focal_match_torch_autograd(case, reduction, backend, dtype, r
     head, spec = case
     S, target, opts = make_head_inputs(head, spec, 8, 5, dtype, rng, scale=3.0)
     S_t, Z_t = _t(S).requires_grad_(), _t(target)
-    rows = F.huber_loss(S_t, Z_t, delta=opts.get("delta", 1.0), reduction="none").sum(1)
+    if head == "huber":
+        rows = F.huber_loss(S_t, Z_t, delta=opts.get("delta", 1.0), reduction="none").sum(1)
+    else:
+        rows = _focal_torch(S_t, Z_t, opts.get("alpha", 0.25), opts.get("gamma", 2.0)).sum(1)
     sw = opts.get("sample_weight")
     w = torch.ones(len(S), dtype=S_t.dtype) if sw is None else _t(sw)
     loss_t = {"none": w * rows, "sum": (w * rows).sum(), "mean": (w * rows).sum() / w.sum()}

@@ -44,9 +44,9 @@ from .tuning import Numba as TUNING
 from .tuning import score_blocks
 
 # head codes, as globals the compiled code reads as constants
-SOFTMAX, SOFTMAX_PROBS, MHINGE, BHINGE, BCE, SIGMOID_L2, L2, L1, NLL, HUBER = (
+SOFTMAX, SOFTMAX_PROBS, MHINGE, BHINGE, BCE, SIGMOID_L2, L2, L1, NLL, HUBER, FOCAL = (
     CODES[c] for c in ("SOFTMAX", "SOFTMAX_PROBS", "MHINGE", "BHINGE", "BCE", "SIGMOID_L2", "L2",
-                       "L1", "NLL", "HUBER"))
+                       "L1", "NLL", "HUBER", "FOCAL"))
 
 # One file on purpose: Numba's on-disk cache keys a function on its own source file only, so a
 # kernel that inlined a helper from another module would keep running the helper's old code.
@@ -247,6 +247,28 @@ def mhinge_row(s, yi, w, margin, p, f, g):
     return wy * loss
 
 
+@jit
+def focal_row(s, z, alpha, gamma, f, g):
+    """sum_j alpha_t q^gamma ce with p = sigma(s), ce = softplus(s) - z s, q = 1 - p_t =
+    z sigma(-s) + (1 - z) sigma(s); g = alpha_t q^gamma (gamma (1 - 2z) (sigma(s) sigma(-s) / q)
+    ce + sigma(s) - z), the ratio <= 1 (0 where q = 0), so g is finite for every s and gamma."""
+    loss = 0.0
+    for j in range(s.size):
+        x, zj = s[j], z[j]
+        e = math.exp(-abs(x))
+        big = 1.0 / (1.0 + e)
+        sp = big if x >= 0 else e * big
+        sm = e * big if x >= 0 else big
+        ce = relu(x) + math.log1p(e) - zj * x
+        q = zj * sm + (1.0 - zj) * sp
+        at = alpha * zj + (1.0 - alpha) * (1.0 - zj) if alpha >= 0 else 1.0
+        qg = q * q if gamma == 2.0 else q ** gamma
+        ratio = sp * sm / q if q > 0 else 0.0
+        loss += at * qg * ce
+        g[j] = f * (at * qg * (gamma * (1.0 - 2.0 * zj) * ratio * ce + (sp - zj)))
+    return loss
+
+
 @nb.njit(inline="always", **_OPTS)
 def head_row(h, s, yi, z, f, g, bits):
     """One row of head h (a HeadPack; yi, z: the row's label and target row): returns the
@@ -281,6 +303,8 @@ def head_row(h, s, yi, z, f, g, bits):
             loss += m * (a - 0.5 * m)
             g[j] = f * (sign(r) * m)
         return loss
+    if head == FOCAL:           # alpha_t q^gamma ce, q = 1 - p_t: docs/math.md's finite product form
+        return focal_row(s, z, h.alpha, h.gamma, f, g)
     if head != BCE and head != SIGMOID_L2 and head != L2 and head != L1:
         for j in range(n):      # unreachable (the registry's codes only); never a silent head
             g[j] = np.nan
@@ -587,7 +611,7 @@ def _fused_c(dW, db, dX, sums, X, W, b, hp, mean, nblocks, B, d, n):
     h = HeadPack(o.code, _array(o.y, np.empty(0, np.int64), B),
                  _array(o.Z, rows[:0], (B, n)), _array(o.sample_weight, empty, B),
                  _array(o.weight, empty, n), _array(o.pos_weight, empty, n),
-                 o.ignore_index, o.label_smoothing, o.margin, o.p, o.delta)
+                 o.ignore_index, o.label_smoothing, o.margin, o.p, o.delta, o.alpha, o.gamma)
     total, osum = linear_fused_serial(
         h, rows, nb.carray(W, (n, d)), nb.carray(b, n if _given(b) else 0), mean != 0,
         nb.carray(dW, (n, d)), nb.carray(db, n if _given(db) else 0),

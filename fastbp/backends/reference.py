@@ -189,10 +189,25 @@ def _huber_rows(S, Z, sample_weight, delta):
     return omega * (m * (A - m / 2)).sum(axis=1), _scaled(omega, np.sign(R) * m), omega
 
 
+def _sigmoid_focal_rows(S, Z, sample_weight, alpha, gamma):
+    """alpha_t q^gamma ce, ce = softplus(s) - z s, q = 1 - p_t = z sigma(-s) + (1 - z) sigma(s);
+    gradient alpha_t q^gamma (gamma (1 - 2z) (sigma(s) sigma(-s) / q) ce + sigma(s) - z): the
+    ratio is at most 1 (0 where q = 0), so it stays finite for gamma < 1 and |s| large."""
+    P, Pm = sigmoid(S), sigmoid(-S)
+    ce = softplus(S) - Z * S
+    q = Z * Pm + (1 - Z) * P
+    at = alpha * Z + (1 - alpha) * (1 - Z) if alpha >= 0 else 1
+    qg = q ** gamma
+    ratio = np.divide(P * Pm, q, out=np.zeros_like(q), where=q > 0)
+    G = at * qg * (gamma * (1 - 2 * Z) * ratio * ce + (P - Z))
+    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    return omega * (at * qg * ce).sum(axis=1), _scaled(omega, G), omega
+
+
 ROWS = {"softmax_nll": _softmax_nll_rows, "multiclass_hinge": _multiclass_hinge_rows,
         "binary_hinge": _binary_hinge_rows, "sigmoid_bce": _sigmoid_bce_rows,
         "sigmoid_l2": _sigmoid_l2_rows, "l2": _l2_rows, "l1": _l1_rows, "nll": _nll_rows,
-        "huber": _huber_rows}
+        "huber": _huber_rows, "sigmoid_focal": _sigmoid_focal_rows}
 
 
 def mean_scale(total, omega_sum):
