@@ -4,9 +4,8 @@
  * linear_fused_f64 / _f32 -- the C backend's own, or the Numba backend's fused rows compiled
  * as a cfunc.
  *
- * At B=5, d=4, n=3 the arithmetic takes about 0.3 us, and the Python path around it (the fast
- * checks of fastbp/_checks.py, 1.9 us, then the backend's glue: seven ffi.from_buffer and a
- * 26-argument cffi call, 2.6 us) is 90% of the call. linear_head(...) below takes the common
+ * A tiny call's Python path costs more than its arithmetic (docs/performance.md, "Tiny
+ * calls"). linear_head(...) below takes the common
  * call -- default head options, one float dtype, C-ordered native arrays, labels in range,
  * out= buffers (if given) overlapping no other -- and returns its Grads' items; for anything
  * else it returns None before writing anything, and the Python path (which also words every

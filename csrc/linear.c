@@ -46,8 +46,7 @@ FBP_INLINE void F(store_lanes)(REAL *dst, fbp_vd v, int64_t m)
  * and for missing rows, so every k loop runs whole vectors. Wp: W the same way.
  * scratch (fused_scratch(n, ld) doubles, 64-byte aligned): the partials pdW (n, ld) and pdb
  * (n,), xs (FUSED_R + 1, ld), S (FUSED_R, n) REALs, accv (FUSED_R, n) vectors, g (n, FUSED_R),
- * tmp (n,); each part 64-byte aligned (xs 16 bytes off split every vector load across two cache
- * lines: the forward took 1.6x as long at shape C). */
+ * tmp (n,); each part 64-byte aligned (so no vector load is split across two cache lines). */
 FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const double *Wp,
                                    const REAL *b, double scale, int64_t lo, int64_t hi,
                                    int64_t d, int64_t ld, double *scratch, REAL *dX,
@@ -160,7 +159,7 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     int nb = (int)fbp_min(fbp_min(nblocks, FBP_MAX_BLOCKS), fbp_max(B, 1));
     /* Row stride of the double copies: d rounded up to whole vectors, and an odd number of
      * cache lines, so the FUSED_R rows of xs and the n of Wp and pdW fall in different L1 sets
-     * (at d = 3072, rows 24 KB apart all shared one set: the kernel ran 2.6x slower). */
+     * (rows a power of two apart share one set: docs/performance.md, "C loop structure"). */
     int64_t kw = vceil(d), ld = kw + ((kw / FBP_VL) % 2 ? 0 : FBP_VL);
     /* Wp (n, ld), then one linear_rows scratch per block. Tiny problems use the stack: a
      * malloc would cost more than their arithmetic (a few microseconds in all). */
@@ -210,7 +209,7 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
 /* ------------------------------------------------------------------ linear + head, chunked */
 
 /* Softmax heads in blocks of (rows, cols) scores, cols < n (many classes: a block of whole rows
- * would be a few rows, and BLAS runs such skinny products up to 1.7x slower). Per panel of rows
+ * would be a few rows, and BLAS runs such skinny products slowly). Per panel of rows
  * X_p: pass 1, per column block S = X_p W_c^T + b_c, the rows' statistics (softmax_cols_stats);
  * pass 2, S again, the gradient in place, dW_c += S^T X_p (written once per panel), dX_p += S W_c.
  * Four products instead of three, all of full size. st: per row M, r, rest and the argmax (as a
@@ -269,8 +268,7 @@ FBP_HOT static void F(linear_columns)(const F(head_t) *h, REAL *dW, double *db64
 }
 
 /* Per block of chunk rows: S = X_c W^T (BLAS), bias + head in place (serial: BLAS owns the
- * cores, docs/design.md "Oversubscription"; measured at V: a 2-thread OpenMP epilogue between the
- * GEMMs made the call 472 ms instead of 367), dW += S^T X_c (beta = 1), dX_c = S W. Scratch:
+ * cores, docs/design.md "Who owns the cores"), dW += S^T X_c (beta = 1), dX_c = S W. Scratch:
  * one (chunk, n) score block and two n-vectors, whatever B. cols < n: softmax heads in
  * (chunk, cols) blocks instead (linear_columns). */
 int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,

@@ -81,6 +81,12 @@ def mlp_loss_grad(X, params, target, *, activation="relu", alpha=None, head="sof
                   out=None, backend=None, **head_options):
     """Loss and ``[(dW1, db1), ...]`` of the network on ``(X, target)``: forward, the last layer
     fused with ``head``, backward. ``out``: a list of preallocated ``(dW, db)`` pairs."""
+    return _mlp_loss_grad(X, params, target, activation, alpha, head, head_options, out, backend)
+
+
+def _mlp_loss_grad(X, params, target, activation, alpha, head, head_options, out, backend):
+    """mlp_loss_grad with the head's options as a dict (MLP.loss_grad: sigmoid_focal's alpha is
+    not the activation's)."""
     (X, params, target, activation, alpha, head, opts, reduction,
      bufs) = _checks.check_mlp_loss_grad(X, params, target, activation, alpha, head,
                                          head_options, out)

@@ -10,7 +10,7 @@ from scipy.linalg import blas
 from . import _checks
 from ._dispatch import backend_module
 from ._registry import SPECS
-from .layers import mlp_forward, mlp_loss_grad
+from .layers import _mlp_loss_grad, mlp_forward
 
 # Initialisation: He for the relu-like activations (their gain is sqrt(2)), Xavier/Glorot for
 # the saturating and linear ones.
@@ -71,9 +71,8 @@ class MLP:
 
     def loss_grad(self, X, target, **head_options):
         """Loss and gradients (the model's own buffers, overwritten by the next call)."""
-        return mlp_loss_grad(X, self.params, target, activation=self.activation,
-                             alpha=self.alpha, head=self.head, out=self.grads,
-                             backend=self.backend, **head_options)
+        return _mlp_loss_grad(X, self.params, target, self.activation, self.alpha, self.head,
+                              head_options, self.grads, self.backend)
 
     def step(self, X, target, *, optimizer, **head_options):
         """Forward, fused backward and an in-place update by ``optimizer``; returns the loss.

@@ -186,3 +186,20 @@ def test_epoch_equals_its_steps_bit_for_bit(optimizer, weighted, backend, dtype)
     for (Wa, ba), (Wb, bb) in zip(a.params, b.params):
         np.testing.assert_array_equal(Wa, Wb)
         np.testing.assert_array_equal(ba, bb)
+
+
+def test_focal_alpha_reaches_the_head_through_the_model(backend):
+    """MLP.loss_grad / step take sigmoid_focal's alpha as a head option (the activation's
+    alpha is the model's own, set at construction)."""
+    rng = np.random.default_rng(0)
+    X, Z = rng.standard_normal((6, 4)), rng.random((6, 3))
+    net = fastbp.MLP([4, 5, 3], activation="leaky_relu", alpha=0.1, head="sigmoid_focal",
+                     dtype="float64", backend=backend)
+    loss, _ = net.loss_grad(X, Z, alpha=0.9, gamma=1.0)
+    want, _ = fastbp.mlp_loss_grad(X, net.params, Z, activation="leaky_relu", alpha=0.1,
+                                   head="sigmoid_focal", backend="numpy")
+    assert loss != want     # alpha 0.9 (and gamma 1) is not the default
+    S = fastbp.mlp_forward(X, net.params, activation="leaky_relu", alpha=0.1)
+    assert_close(loss, fastbp.sigmoid_focal(S, Z, alpha=0.9, gamma=1.0)[0], np.float64)
+    step_loss = net.step(X, Z, optimizer=fastbp.SGD(lr=0.01), alpha=0.9, gamma=1.0)
+    assert_close(step_loss, loss, np.float64)

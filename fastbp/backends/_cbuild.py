@@ -29,8 +29,8 @@ ffibuilder.set_source(
     # -fno-trapping-math / -fno-math-errno: FP exception flags and errno are never read; they
     # let the NaN-faithful selects and sqrt of the hot loops vectorize (results are unchanged).
     # -ffp-contract=fast: -std=c99 would otherwise forbid fusing a * b + c into one FMA, and the
-    # fused rows of linear.c are FMA-bound (at shape C: 545 us without, 478 with); an FMA rounds
-    # once instead of twice, so results move by an ulp's order, the same bits run to run.
+    # fused rows of linear.c are FMA-bound (docs/performance.md); an FMA rounds once instead of
+    # twice, so results move by an ulp's order, the same bits run to run.
     extra_compile_args=["-O3", "-fopenmp", "-std=c99", "-fno-trapping-math", "-fno-math-errno",
                         "-ffp-contract=fast", *extra],
     extra_link_args=["-fopenmp", *extra],

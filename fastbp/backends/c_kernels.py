@@ -74,9 +74,9 @@ def _numpy_gemms():
     build NumPy's wheels bundle (ILP64: symbols scipy_?gemm_64_), else None.
 
     Its GEMMs are preferred over SciPy's: OpenBLAS's threads spin for a while after each call,
-    so two OpenBLAS copies in one process fight for the cores: with SciPy's, a 0.2-0.3 ms
-    chunked call took 4 ms right after a NumPy matmul (`python benchmarks/threads.py`). NumPy's
-    copy keeps one pool between the user's matmuls and these kernels."""
+    so two OpenBLAS copies in one process fight for the cores (docs/performance.md, "Threads
+    next to the user's own NumPy"). NumPy's copy keeps one pool between the user's matmuls and
+    these kernels."""
     import pathlib
 
     import threadpoolctl

@@ -5,7 +5,7 @@ no BLAS call inside, or calls BLAS (SciPy's OpenBLAS, multi-threaded) with a ser
 never both at once.
 
 - Heads: one serial pass per row (``head_row``), written once, in place when out is S.
-- ``linear_head`` has three paths, chosen per shape (measured: see FUSED_MAX_N):
+- ``linear_head`` has three paths, chosen per shape (``tuning.Numba``; docs/performance.md):
   *fused rows* -- for four rows at a time: scores, head, ``dW += g x^T``, ``db += g``,
   ``dX = g W``, all in one compiled call with plain loops (four rows of scores per thread; rows
   split over ``get_num_threads()`` fixed blocks with float64 partials, combined in block order,
@@ -118,9 +118,8 @@ def activation_grad(code, a, alpha):
 # ---------------------------------------------------------------------------- head rows
 @jit
 def argmax(s):
-    """Index of the first maximum of s, or of its first NaN (as numpy.argmax). (csrc/rows.h
-    takes the maximum in a vectorized pass first; here that measured 6% slower on a softmax head
-    of 256 x 1000: Numba does not vectorize it.)"""
+    """Index of the first maximum of s, or of its first NaN (as numpy.argmax), in one scalar
+    pass (Numba does not vectorize rows.h's two-pass form)."""
     m = 0
     M = s[0]
     for j in range(1, s.size):
@@ -644,8 +643,8 @@ def _fused_cfuncs():
     return _CALLBACKS[0][1]
 
 
-# Numba's dispatch of the fused rows alone costs more than the checks (about 2 us at B=5, d=4,
-# n=3), so tiny calls go through csrc/fastcall.c and the C callbacks above when it was built
+# Numba's dispatch of the fused rows alone costs more than the checks, so tiny calls go
+# through csrc/fastcall.c and the C callbacks above when it was built
 # (not under NUMBA_DISABLE_JIT: there is no machine code to call then).
 fast_linear_head = None if nb.config.DISABLE_JIT else fast_entry(TUNING,
                                                                  _fused_cfuncs)
