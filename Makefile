@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: demo test test-asan bench crossover clean
+.PHONY: demo test test-asan asan-build fuzz bench crossover clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,44 +17,57 @@ EXTRAS_demo := plot,sklearn
 EXTRAS_test := test,plot,sklearn
 EXTRAS_bench := test,plot,sklearn,peers
 C_SOURCES := setup.py fastbp/backends/_cbuild.py $(wildcard csrc/*.c csrc/*.h)
-$(VENV)/.installed-%: pyproject.toml $(C_SOURCES) | $(BIN)/python
-	$(PIP) -e ".[$(EXTRAS_$*)]"
+# PyPI's plain torch on Linux is a CUDA build of several GB: benchmarks/constraints.txt names
+# the CPU build to install instead (PEERS_CONSTRAINTS= to let pip choose).
+PEERS_CONSTRAINTS ?= benchmarks/constraints.txt
+$(VENV)/.installed-%: pyproject.toml $(C_SOURCES) $(PEERS_CONSTRAINTS) | $(BIN)/python
+	$(PIP) $(if $(PEERS_CONSTRAINTS),-c $(PEERS_CONSTRAINTS)) -e ".[$(EXTRAS_$*)]"
 	touch $@
 
 demo: $(VENV)/.installed-demo
 	$(BIN)/fastbp demo
 
-# FASTBP_REQUIRE_BACKENDS: a compiled backend that failed to build or load fails the run
-# (tests/test_c_build.py) instead of silently dropping its tests.
+# A compiled backend that failed to build or load stops the run (conftest.py) instead of
+# silently dropping its tests; FASTBP_ALLOW_MISSING=c opts out where there is no compiler.
 test: $(VENV)/.installed-test
-	FASTBP_REQUIRE_BACKENDS=numba,c $(BIN)/python -m pytest -q -p no:cacheprovider tests \
-		benchmarks --benchmark-disable
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests benchmarks --benchmark-disable
 	@echo "The Numba backend's tests again, interpreted (NUMBA_DISABLE_JIT=1):"
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests -k numba
 
-# The C backend's tests under AddressSanitizer + UndefinedBehaviorSanitizer: the extension is
-# built with the sanitizers (FASTBP_CFLAGS) from a copy of the tree into its own virtual
-# environment (.venv's build stays untouched), and Python, not itself instrumented, runs with
-# the sanitizer runtimes preloaded. Any report aborts the run (-fno-sanitize-recover); leaks are
-# not checked (CPython keeps its own memory alive at exit).
+# The C backend under AddressSanitizer + UndefinedBehaviorSanitizer: the extension is built with
+# the sanitizers (FASTBP_CFLAGS) from a copy of the tree into its own virtual environment (.venv's
+# build stays untouched), and Python, not itself instrumented, runs with the sanitizer runtimes
+# preloaded. Any report aborts the run (-fno-sanitize-recover); leaks are not checked (CPython
+# keeps its own memory alive at exit).
 ASAN_DIR   := build/asan
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g
 CC         ?= cc
-test-asan:
+ASAN_RUN    = cd $(ASAN_DIR)/src && \
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	FASTBP_TEST_BACKENDS=c ../venv/bin/python -m pytest -q -p no:cacheprovider
+asan-build:
 	rm -rf $(ASAN_DIR)/src && mkdir -p $(ASAN_DIR)/src
 	tar -c --exclude=./.venv --exclude=./build --exclude='*.so' --exclude=__pycache__ \
 		--exclude=./.git . | tar -x -C $(ASAN_DIR)/src
 	test -x $(ASAN_DIR)/venv/bin/python || $(PYTHON) -m venv $(ASAN_DIR)/venv
 	cd $(ASAN_DIR)/src && CC=$(CC) FASTBP_CFLAGS="$(ASAN_FLAGS)" \
 		../venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test]"
-	cd $(ASAN_DIR)/src && \
-		LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		FASTBP_TEST_BACKENDS=c FASTBP_REQUIRE_BACKENDS=c ../venv/bin/python -m pytest -q \
-		-p no:cacheprovider tests/test_heads.py tests/test_linear_head.py tests/test_layers.py \
+
+# The C backend's tests under the sanitizers.
+test-asan: asan-build
+	$(ASAN_RUN) tests/test_heads.py tests/test_linear_head.py tests/test_layers.py \
 		tests/test_properties.py tests/test_concurrency.py tests/test_errors.py \
-		tests/test_model.py tests/test_c_build.py
+		tests/test_model.py tests/test_c_build.py tests/test_c_abi_fuzz.py
 	@echo "test-asan: the C backend's tests ran under ASan + UBSan with no report"
+
+# Every exported C kernel called through cffi with random shapes, exactly-sized buffers, extreme
+# values and random head structs (tests/test_c_abi_fuzz.py), FUZZ_EXAMPLES per kernel, under the
+# sanitizers: a few minutes.
+FUZZ_EXAMPLES ?= 3000
+fuzz: asan-build
+	FASTBP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(ASAN_RUN) tests/test_c_abi_fuzz.py
+	@echo "fuzz: $(FUZZ_EXAMPLES) random calls per C kernel family under ASan + UBSan, no report"
 
 # Timed suites -> benchmarks/RESULTS.md. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for this
 # command only: the workplace sets them for old OpenBLAS builds, and they slow a current one.

@@ -1,9 +1,29 @@
-"""The benchmark suites share tests/cases.py (put on the path here) and peak_extra_bytes."""
+"""The benchmark suites share tests/cases.py (put on the path here), the reference check every
+row passes before it is timed, and the peak-memory probes."""
 import sys
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+
+def assert_matches_reference(got, want, dtype):
+    """A timed row computes the NumPy reference's numbers (nested tuples of floats / arrays),
+    to 1e-9 in float64 and 2e-3 in float32, relative to each array's largest entry."""
+    if isinstance(want, (tuple, list)):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert_matches_reference(g, w, dtype)
+        return
+    if want is None:
+        assert got is None
+        return
+    rtol = 1e-9 if np.dtype(dtype) == np.float64 else 2e-3
+    want = np.asarray(want, np.float64)
+    scale = float(np.abs(want).max(initial=0.0))
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol, atol=rtol * scale)
 
 
 def peak_extra_bytes(fn):

@@ -9,6 +9,8 @@ import json
 import platform
 import sys
 
+PAGE = 4096         # RSS grows in pages: a smaller growth is below what it can resolve
+
 
 def _us(seconds):
     return f"{seconds * 1e6:,.1f}"
@@ -71,9 +73,13 @@ def table(group, rows):
         if has_mem:
             extra = r.get("extra_info", {})
             if "peak_extra_bytes" in extra:
-                how = " ru_maxrss" if extra.get("peak_extra_method") == "ru_maxrss" else ""
-                cells.append(f"{extra['peak_extra_bytes'] / 1e6:.2f} MB "
-                             f"({extra['peak_extra_bytes'] / extra['score_bytes']:.3f}){how}")
+                rss = extra.get("peak_extra_method") == "ru_maxrss"
+                if rss and extra["peak_extra_bytes"] < PAGE:   # RSS grows by whole pages
+                    cells.append("< 4 kB ru_maxrss")
+                else:
+                    cells.append(f"{extra['peak_extra_bytes'] / 1e6:.2f} MB "
+                                 f"({extra['peak_extra_bytes'] / extra['score_bytes']:.3f})"
+                                 f"{' ru_maxrss' if rss else ''}")
             else:
                 cells.append("")
         if has_acc:

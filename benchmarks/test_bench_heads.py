@@ -4,6 +4,7 @@ import pytest
 
 import fastbp
 from cases import head_cases, make_head_inputs
+from conftest import assert_matches_reference
 from fastbp._checks import HEAD_OPTIONS
 
 PLAIN = {}   # each head's first case with every option at its default (labels for softmax)
@@ -19,6 +20,7 @@ def test_head(benchmark, backend, head):
                                        np.random.default_rng(0))
     out = np.empty_like(S)
     benchmark.group = f"head {head} (B=256, n=1000, float64)"
-    loss, _ = getattr(fastbp, head)(S, target, out=out, backend=backend, **opts)
+    got = getattr(fastbp, head)(S, target, out=out, backend=backend, **opts)
+    want = getattr(fastbp, head)(S, target, backend="numpy", **opts)
+    assert_matches_reference(got, want, S.dtype)
     benchmark(getattr(fastbp, head), S, target, out=out, backend=backend, **opts)
-    assert np.isfinite(loss)

@@ -1,11 +1,10 @@
 """linear_head's peers in the same groups as fastbp's rows (see test_bench_linear_head.py):
 PyTorch eager, torch.compile, PyTorch's linear_cross_entropy and JAX jit, when installed. Each checks it computes fastbp's numbers
 before it is timed."""
-import numpy as np
 import pytest
-from test_bench_linear_head import CASES, _group
+from conftest import assert_matches_reference
+from test_bench_linear_head import CASES, _group, reference
 
-import fastbp
 from fastbp import peers
 from fastbp.presets import linear_data
 
@@ -22,10 +21,7 @@ def test_peer_linear_head(benchmark, peer, head, shape):
     pytest.importorskip(peers.module(peer))     # the `peers` extra: make bench installs it
     X, W, b, target = linear_data(shape, head)
     run = peers.linear_head(peer, head, X, W, b, target)
-    want = fastbp.linear_head(X, W, b, target, head, backend="numpy")
-    rtol = 1e-9 if X.dtype == np.float64 else 2e-3
-    for got, exp in zip(run.result(), want):
-        np.testing.assert_allclose(got, exp, rtol=rtol, atol=rtol * np.abs(exp).max())
+    assert_matches_reference(tuple(run.result()), tuple(reference(head, shape)), X.dtype)
     benchmark.group = _group(head, shape)
     benchmark.extra_info["first_call_s"] = run.first_call_s     # compilation, not timed
     benchmark(run)

@@ -55,10 +55,18 @@ FBP_INLINE double fbp_vsum(fbp_vd v)
 extern void *fbp_sgemm, *fbp_dgemm;     /* Fortran ?gemm (layer_ops.h casts them) */
 extern int fbp_blas_ilp64;                 /* their integers are int64_t, else int */
 int fbp_threads(void);             /* the set_num_threads value (>= 1) */
+/* Every scratch allocation of the kernels goes through these: malloc / calloc / free that keep
+ * the bytes alive and their high-water mark (fbp_scratch_peak), so memory is counted exactly. */
+void *fbp_malloc(size_t bytes);
+void *fbp_calloc(size_t count, size_t size);
+void fbp_free(void *p);
 
 static inline int fbp_fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 /* a head struct with a code of the enum (every kernel checks it before reading a row) */
-static inline int fbp_known_head(const fbp_head *h) { return h && h->code >= 0 && h->code < FBP_NUM_HEADS; }
+static inline int fbp_known_head(const fbp_head *h)
+{
+    return h && h->code >= 0 && h->code < FBP_NUM_HEADS;
+}
 static inline int64_t fbp_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t fbp_max(int64_t a, int64_t b) { return a > b ? a : b; }
 

@@ -5,7 +5,8 @@
  * is C-contiguous and already validated by fastbp/_checks.py (shapes, dtypes, labels in range);
  * NULL means "absent" (no bias, no sample_weight, dX not wanted, ...). Every kernel returns a
  * status, FBP_OK = 0; the kernels re-check their cheap preconditions (n >= 1, B >= 0, a known
- * head code) and never print or exit. Each kernel exists as _f64 (double) and _f32 (float), compiled from one source
+ * head code) and never print or exit. Each kernel exists as _f64 (double) and _f32 (float),
+ * compiled from one source
  * (csrc/template.h). Sums: sums[0] = sum_i sw_i l_i (the "sum" loss), sums[1] = sum_i omega_i
  * (the "mean" denominator); with mean != 0 every gradient row is already divided by sums[1].
  */
@@ -41,13 +42,17 @@ enum { FBP_SGD, FBP_ADAM };
 /* runtime: SciPy's ?gemm (Fortran interface) from scipy.linalg.cython_blas; OpenMP threads */
 void fbp_set_blas(void *sgemm, void *dgemm, int ilp64);
 void fbp_set_num_threads(int n);
+int fbp_forked_child(void);      /* 1 in a process forked from one that loaded this library */
+/* scratch memory: the most bytes the kernels held at once since the last reset (exact) */
+int64_t fbp_scratch_peak(void);
+void fbp_scratch_reset(void);
 
 /* A head on scores S (B, n): dS (B, n, may be S) = gradient; loss_rows (B,) or NULL = weighted
  * per-row losses. */
-int heads_f64(double *dS, double *loss_rows, double *sums, const double *S, const fbp_head *head, int mean,
-              int64_t B, int64_t n);
-int heads_f32(float *dS, double *loss_rows, double *sums, const float *S, const fbp_head *head, int mean,
-              int64_t B, int64_t n);
+int heads_f64(double *dS, double *loss_rows, double *sums, const double *S,
+              const fbp_head *head, int mean, int64_t B, int64_t n);
+int heads_f32(float *dS, double *loss_rows, double *sums, const float *S,
+              const fbp_head *head, int mean, int64_t B, int64_t n);
 
 /* linear_head, fused rows (no BLAS; small W): dW (n, d), db (n,) or NULL, dX (B, d) or NULL;
  * X (B, d), W (n, d), b (n,) or NULL; head as heads_*; nblocks fixed row blocks run
@@ -94,10 +99,10 @@ int linear_act_backward_f32(float *dX, float *dW, float *db, const float *dA, co
  * W_1, ..., then their gradients, then the optimizer's two buffers of each; widths (L + 1,);
  * X (B, widths[0]). */
 int mlp_step_f64(double *losses, double *const *ptrs, const int64_t *widths, int L,
-                 const double *X, int act, double alpha, const fbp_head *head, int mean, int kind, double lr,
-                 double momentum, int nesterov, double wd, double b1, double b2,
-                 double adam_eps, int64_t t, int64_t batch, int64_t B);
+                 const double *X, int act, double alpha, const fbp_head *head, int mean,
+                 int kind, double lr, double momentum, int nesterov, double wd, double b1,
+                 double b2, double adam_eps, int64_t t, int64_t batch, int64_t B);
 int mlp_step_f32(double *losses, float *const *ptrs, const int64_t *widths, int L,
-                 const float *X, int act, double alpha, const fbp_head *head, int mean, int kind, double lr,
-                 double momentum, int nesterov, double wd, double b1, double b2,
-                 double adam_eps, int64_t t, int64_t batch, int64_t B);
+                 const float *X, int act, double alpha, const fbp_head *head, int mean,
+                 int kind, double lr, double momentum, int nesterov, double wd, double b1,
+                 double b2, double adam_eps, int64_t t, int64_t batch, int64_t B);

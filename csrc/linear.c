@@ -150,7 +150,8 @@ FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const doub
 }
 
 int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, const REAL *W,
-                    const REAL *b, const fbp_head *head, int mean, int nblocks, int64_t B, int64_t d, int64_t n)
+                    const REAL *b, const fbp_head *head, int mean, int nblocks, int64_t B,
+                    int64_t d, int64_t n)
 {
     if (B < 0 || d < 0 || n < 1 || nblocks < 1 || !fbp_known_head(head))
         return FBP_EBADARG;
@@ -166,7 +167,7 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     int64_t nld = n * ld, per = fused_scratch(n, ld);
     double small[1024 + FBP_VL], part[2 * FBP_MAX_BLOCKS];
     int on_stack = nb == 1 && nld + per <= 1024;
-    void *raw = on_stack ? NULL : malloc((size_t)(nld + nb * per + FBP_VL) * sizeof(double));
+    void *raw = on_stack ? NULL : fbp_malloc((size_t)(nld + nb * per + FBP_VL) * sizeof(double));
     if (!on_stack && !raw)
         return FBP_ENOMEM;
     /* 64-byte aligned, so every part of every block's scratch is (see linear_rows) */
@@ -177,8 +178,11 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
             wr[k] = W[j * d + k];
         memset(wr + d, 0, (size_t)(ld - d) * sizeof(double));
     }
-    if (nb == 1)    /* no parallel region: entering one costs more than a tiny call's work */
-        F(linear_rows)(&h, X, buf, b, scale, 0, B, d, ld, buf + nld, dX, part);
+    if (nb == 1 || fbp_forked_child())    /* one block: a region costs more than tiny work;
+                                             * a forked child has no OpenMP (runtime.c) */
+        for (int t = 0; t < nb; t++)
+            F(linear_rows)(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld,
+                           buf + nld + t * per, dX, part + 2 * t);
     else {
         /* blocks handed out as threads free up (a core the host takes away for a while then
          * delays one block, not half the rows); their partials still combine in block order */
@@ -202,7 +206,7 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     if (db)
         for (int64_t j = 0; j < n; j++)
             db[j] = (REAL)p0[nld + j];
-    free(raw);
+    fbp_free(raw);
     return FBP_OK;
 }
 
@@ -272,8 +276,8 @@ FBP_HOT static void F(linear_columns)(const F(head_t) *h, REAL *dW, double *db64
  * one (chunk, n) score block and two n-vectors, whatever B. cols < n: softmax heads in
  * (chunk, cols) blocks instead (linear_columns). */
 int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
-                      const REAL *W, const REAL *b, const fbp_head *head, int mean, int64_t chunk, int64_t cols,
-                      int64_t B, int64_t d, int64_t n)
+                      const REAL *W, const REAL *b, const fbp_head *head, int mean,
+                      int64_t chunk, int64_t cols, int64_t B, int64_t d, int64_t n)
 {
     if (B < 0 || d < 0 || n < 1 || chunk < 1 || cols < 1 || !fbp_known_head(head)
             || (cols < n && head->code != FBP_SOFTMAX && head->code != FBP_SOFTMAX_PROBS))
@@ -286,15 +290,16 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
     chunk = fbp_min(chunk, fbp_max(B, 1));
     cols = fbp_min(cols, n);
-    REAL *S = malloc((size_t)(chunk * cols) * sizeof(REAL));
-    double *db64 = calloc((size_t)n, sizeof(double)), *tmp = malloc((size_t)n * sizeof(double)),
-           *st = cols < n ? malloc((size_t)(5 * chunk) * sizeof(double)) : tmp;
+    REAL *S = fbp_malloc((size_t)(chunk * cols) * sizeof(REAL));
+    double *db64 = fbp_calloc((size_t)n, sizeof(double)),
+           *tmp = fbp_malloc((size_t)n * sizeof(double)),
+           *st = cols < n ? fbp_malloc((size_t)(5 * chunk) * sizeof(double)) : tmp;
     if (!S || !db64 || !tmp || !st) {
-        free(S);
-        free(db64);
-        free(tmp);
+        fbp_free(S);
+        fbp_free(db64);
+        fbp_free(tmp);
         if (st != tmp)
-            free(st);
+            fbp_free(st);
         return FBP_ENOMEM;
     }
     sums[0] = sums[1] = 0.0;
@@ -318,11 +323,11 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
     if (db)
         for (int64_t j = 0; j < n; j++)
             db[j] = (REAL)db64[j];
-    free(S);
-    free(db64);
-    free(tmp);
+    fbp_free(S);
+    fbp_free(db64);
+    fbp_free(tmp);
     if (st != tmp)
-        free(st);
+        fbp_free(st);
     return FBP_OK;
 }
 
@@ -372,12 +377,12 @@ int F(linear_act_forward)(REAL *A, int64_t *winners, const REAL *X, const REAL *
         F(bias_activate)(A, b, act, alpha, B, m);
         return FBP_OK;
     }
-    REAL *S = malloc((size_t)fbp_max(B * m, 1) * sizeof(REAL));
+    REAL *S = fbp_malloc((size_t)fbp_max(B * m, 1) * sizeof(REAL));
     if (!S)
         return FBP_ENOMEM;
     F(gemm)(0, 1, B, m, d, X, d, W, d, 0, S);
     F(bias_maxout)(A, winners, S, b, k, B, m);
-    free(S);
+    fbp_free(S);
     return FBP_OK;
 }
 
@@ -388,11 +393,11 @@ int F(linear_act_backward)(REAL *dX, REAL *dW, REAL *db, const REAL *dA, const R
     int status = F(check_layer)(act, k, B, d, m);
     if (status)
         return status;
-    REAL *dS = calloc((size_t)fbp_max(B * m, 1), sizeof(REAL));
-    double *db64 = db ? calloc((size_t)m, sizeof(double)) : NULL;
+    REAL *dS = fbp_calloc((size_t)fbp_max(B * m, 1), sizeof(REAL));
+    double *db64 = db ? fbp_calloc((size_t)m, sizeof(double)) : NULL;
     if (!dS || (db && !db64)) {
-        free(dS);
-        free(db64);
+        fbp_free(dS);
+        fbp_free(db64);
         return FBP_ENOMEM;
     }
     if (act == FBP_MAXOUT) {        /* dA routed to the winning piece, zero elsewhere */
@@ -418,8 +423,8 @@ int F(linear_act_backward)(REAL *dX, REAL *dW, REAL *db, const REAL *dA, const R
             for (int64_t j = 0; j < m; j++)
                 db[j] = (REAL)db64[j];
     }
-    free(dS);
-    free(db64);
+    fbp_free(dS);
+    fbp_free(db64);
     return status;
 }
 

@@ -53,9 +53,9 @@ FBP_HOT static void F(optimizer_update)(REAL *p, const REAL *g, REAL *s1, REAL *
  * dW and db keep the last step's gradients. Scratch, allocated once per call: the hidden
  * outputs (kept for backward), two (batch, max width) gradient blocks, float64 vectors. */
 int F(mlp_step)(double *losses, REAL *const *ptrs, const int64_t *widths, int L, const REAL *X,
-                int act, double alpha, const fbp_head *head, int mean, int kind, double lr, double momentum,
-                int nesterov, double wd, double b1, double b2, double adam_eps, int64_t t,
-                int64_t batch, int64_t B)
+                int act, double alpha, const fbp_head *head, int mean, int kind, double lr,
+                double momentum, int nesterov, double wd, double b1, double b2, double adam_eps,
+                int64_t t, int64_t batch, int64_t B)
 {
     if (B < 1 || batch < 1 || L < 1 || !fbp_known_head(head)
             || act < FBP_SIGMOID || act > FBP_IDENTITY || act == FBP_MAXOUT
@@ -81,11 +81,11 @@ int F(mlp_step)(double *losses, REAL *const *ptrs, const int64_t *widths, int L,
 #define B_(l) ptrs[2 * (l) + 1]
 #define DW_(l) ptrs[2 * L + 2 * (l)]
 #define DB_(l) ptrs[2 * L + 2 * (l) + 1]
-    REAL *buf = malloc((size_t)(hid + 2 * batch * wmax) * sizeof(REAL));
-    double *db64 = malloc((size_t)(2 * wmax) * sizeof(double)), *tmp = db64 + wmax;
+    REAL *buf = fbp_malloc((size_t)(hid + 2 * batch * wmax) * sizeof(REAL));
+    double *db64 = fbp_malloc((size_t)(2 * wmax) * sizeof(double)), *tmp = db64 + wmax;
     if (!buf || !db64) {
-        free(buf);
-        free(db64);
+        fbp_free(buf);
+        fbp_free(db64);
         return FBP_ENOMEM;
     }
     int64_t d = widths[0], n = widths[L];
@@ -139,8 +139,8 @@ int F(mlp_step)(double *losses, REAL *const *ptrs, const int64_t *widths, int L,
 #undef B_
 #undef DW_
 #undef DB_
-    free(buf);
-    free(db64);
+    fbp_free(buf);
+    fbp_free(db64);
     return FBP_OK;
 }
 #endif

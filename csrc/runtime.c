@@ -1,6 +1,8 @@
 /* Runtime settings: the BLAS the kernels call and the number of OpenMP threads. */
 #include "common.h"
 
+#include <pthread.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -22,6 +24,67 @@ void fbp_set_blas(void *sgemm, void *dgemm, int ilp64)
 /* Kept here and passed to every parallel region's num_threads (omp_set_num_threads would only
  * set the calling thread's value, and Python may call from any thread). */
 void fbp_set_num_threads(int n) { threads = n < 1 ? 1 : n; }
+
+/* A process forked after OpenMP ran has no OpenMP threads, but libgomp still counts on its pool
+ * and waits for it forever: from fork on, the child runs every parallel region's blocks in a
+ * loop on its one thread (the same blocks, so the same bits). Registered when the library
+ * loads, so any fork is covered (multiprocessing, os.fork, a server's workers). */
+static volatile int forked = 0;
+
+static void fbp_after_fork_in_child(void) { forked = 1; }
+
+__attribute__((constructor)) static void fbp_register_fork_handler(void)
+{
+    pthread_atfork(NULL, NULL, fbp_after_fork_in_child);
+}
+
+int fbp_forked_child(void) { return forked; }
+
+/* Each block carries its size in a header of FBP_HEADER bytes (a multiple of 64: the block's
+ * alignment stays malloc's). */
+#define FBP_HEADER 64
+static int64_t scratch_live = 0, scratch_peak = 0;
+
+void *fbp_malloc(size_t bytes)
+{
+    char *raw = malloc(bytes + FBP_HEADER);
+    if (!raw)
+        return NULL;
+    memcpy(raw, &bytes, sizeof bytes);
+    int64_t live = __atomic_add_fetch(&scratch_live, (int64_t)bytes, __ATOMIC_RELAXED);
+    int64_t seen = __atomic_load_n(&scratch_peak, __ATOMIC_RELAXED);
+    while (live > seen && !__atomic_compare_exchange_n(&scratch_peak, &seen, live, 1,
+                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+    return raw + FBP_HEADER;
+}
+
+void *fbp_calloc(size_t count, size_t size)
+{
+    void *p = fbp_malloc(count * size);
+    if (p)
+        memset(p, 0, count * size);
+    return p;
+}
+
+void fbp_free(void *p)
+{
+    if (!p)
+        return;
+    char *raw = (char *)p - FBP_HEADER;
+    size_t bytes;
+    memcpy(&bytes, raw, sizeof bytes);
+    __atomic_sub_fetch(&scratch_live, (int64_t)bytes, __ATOMIC_RELAXED);
+    free(raw);
+}
+
+int64_t fbp_scratch_peak(void) { return __atomic_load_n(&scratch_peak, __ATOMIC_RELAXED); }
+
+void fbp_scratch_reset(void)
+{
+    __atomic_store_n(&scratch_peak, __atomic_load_n(&scratch_live, __ATOMIC_RELAXED),
+                     __ATOMIC_RELAXED);
+}
 
 int fbp_threads(void)
 {

@@ -102,8 +102,9 @@ def _demo(args):
         r = measured[-1] if measured else [r for r in rows if r["case"] == case][-1]
         be, f = min(r["fused"].items(), key=lambda kv: kv[1]["s"])
         if measured:
+            mem = _compare.memory_ratio(r["naive_peak_bytes"], f["peak_bytes"], "{:.0f}x less")
             print(f"  {case}, B={r['B']}: fused ({be}) {r['naive_s'] / f['s']:.0f}x faster, "
-                  f"{r['naive_peak_bytes'] / max(f['peak_bytes'], 1):.0f}x less memory than naive")
+                  f"{human_bytes(f['peak_bytes'])} ({mem} memory than naive)")
         else:
             print(f"  {case}, B={r['B']}: naive refused ({human_bytes(r['naive_predicted_bytes'])}"
                   f" of Jacobians); fused ({be}) {_compare.fmt_s(f['s'])}, "

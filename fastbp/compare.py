@@ -2,16 +2,13 @@
 
 Every figure is measured in this run: time is the median of a few calls (``time.perf_counter``),
 peak memory is ``tracemalloc``'s peak during one more call (it sees NumPy's and Numba's array
-allocations) -- except for the C backend, whose ``malloc`` tracemalloc does not see: its rows
-carry the growth of the peak resident set during the call, measured in one fresh subprocess
-(``rss_peak``; Linux). Where the naive path refuses a size (``JacobianTooLarge``), the table
-shows its predicted bytes (``naive.jacobian_bytes``) instead, marked ``>``.
+allocations), plus, for the C backend, the scratch its kernels held at most (counted exactly by
+the kernels' allocator: tracemalloc does not see C's heap). Where the naive path refuses a size
+(``JacobianTooLarge``), the table shows its predicted bytes (``naive.jacobian_bytes``) instead,
+marked ``>``. A ratio is only printed where both sides measured a positive size.
 """
 import ctypes
-import json
 import statistics
-import subprocess
-import sys
 import time
 import tracemalloc
 
@@ -39,12 +36,16 @@ def median_time(fn, repeats):
     return statistics.median(times)
 
 
-def _measure(fn, repeats):
+def _measure(fn, repeats, backend="numpy"):
+    """(median seconds, peak bytes): tracemalloc's peak, plus the C kernels' scratch peak."""
     seconds = median_time(fn, repeats)
+    scratch = _dispatch.backend_module(backend).scratch_bytes if backend == "c" else None
     tracemalloc.start()
     try:
+        if scratch is not None:
+            scratch(reset=True)
         fn()
-        peak = tracemalloc.get_traced_memory()[1]
+        peak = tracemalloc.get_traced_memory()[1] + (scratch() if scratch is not None else 0)
     finally:
         tracemalloc.stop()
     return seconds, peak
@@ -119,7 +120,7 @@ def _row(name, B, dtype, naive_fn, fused, predicted, repeats):
         row["naive_s"], row["naive_peak_bytes"] = _measure(naive_fn, repeats)
     except JacobianTooLarge:
         row["naive_s"] = row["naive_peak_bytes"] = None
-    row["fused"] = {be: dict(zip(("s", "peak_bytes"), _measure(fn, repeats)))
+    row["fused"] = {be: dict(zip(("s", "peak_bytes"), _measure(fn, repeats, be)))
                     for be, fn in fused.items()}
     return row
 
@@ -135,22 +136,6 @@ def _all_cases(sizes, dtype):
     yield name, 100, args
 
 
-def process_peaks(sizes, dtype, backend):
-    """rss_peak of ``backend``'s fused call in every row (None where it has none), after one
-    warm-up call (as the tracemalloc rows: code pages and BLAS buffers are not the call's);
-    meant to run in a fresh interpreter (run() starts one)."""
-    def peak(fn):
-        fn()
-        return rss_peak(fn)
-    return [peak(args[1][backend]) if backend in args[1] else None
-            for _, _, args in _all_cases(sizes, dtype)]
-
-
-_PEAKS_CHILD = ("import json, sys\nfrom fastbp import compare\n"
-                "print(json.dumps(compare.process_peaks(json.loads(sys.argv[1]), sys.argv[2], "
-                "sys.argv[3])))")
-
-
 def run(preset="quick", dtype="float64", progress=None):
     """Measure every case at every size, then the notes' own elementwise case (100 vectors of
     4096 features: the naive path refuses it, the fused path is measured); a list of rows."""
@@ -160,12 +145,6 @@ def run(preset="quick", dtype="float64", progress=None):
         rows.append(_row(name, B, dtype, *args, repeats))
         if progress is not None:
             progress()
-    if any("c" in r["fused"] for r in rows):
-        child = subprocess.run([sys.executable, "-c", _PEAKS_CHILD, json.dumps(list(sizes)),
-                                dtype, "c"], capture_output=True, text=True, check=True)
-        for row, peak in zip(rows, json.loads(child.stdout)):
-            if peak is not None:
-                row["fused"]["c"].update(peak_bytes=peak, peak_method="process RSS")
     return rows
 
 
@@ -182,6 +161,13 @@ def fmt_s(t):
             return f"{t / f:.3g} {unit}"
 
 
+def memory_ratio(naive_bytes, fused_bytes, fmt="{:.3g}"):
+    """naive / fused, or "-" where either measured nothing: 0 bytes has no ratio."""
+    if not naive_bytes or not fused_bytes:
+        return "-"
+    return fmt.format(naive_bytes / fused_bytes)
+
+
 def table(rows):
     """An aligned text table: naive vs the fastest fused backend, per case and size."""
     head = ("case", "B", "naive time", "naive peak", "fused time", "fused peak", "backend",
@@ -195,16 +181,15 @@ def table(rows):
         else:
             naive_mem = human_bytes(r["naive_peak_bytes"])
             speed = f"{r['naive_s'] / f['s']:.3g}"
-            mem = f"{r['naive_peak_bytes'] / max(f['peak_bytes'], 1):.3g}"
+            mem = memory_ratio(r["naive_peak_bytes"], f["peak_bytes"])
         lines.append((r["case"], str(r["B"]), fmt_s(r["naive_s"]), naive_mem, fmt_s(f["s"]),
                       human_bytes(f["peak_bytes"]), be, speed, mem))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                      for i, (c, w) in enumerate(zip(line, widths))) for line in lines]
     out.insert(1, "-" * len(out[0]))
-    out.append("peak memory: tracemalloc's peak during one call; for the c backend, the growth "
-               "of the process's peak resident set (a fresh subprocess: C's malloc is invisible "
-               "to tracemalloc)")
+    out.append("peak memory: tracemalloc's peak during one call (NumPy's and Numba's arrays), "
+               "plus the C kernels' scratch, counted exactly by their allocator")
     return "\n".join(out)
 
 
@@ -233,12 +218,13 @@ def plot(rows, path):
             pts = [(r["B"], r["fused"][be]) for r in rs if be in r["fused"]]
             ax_t.plot([b for b, _ in pts], [f["s"] for _, f in pts], ":", marker=markers[be],
                       color=c)
+            pts = [(b, f) for b, f in pts if f["peak_bytes"] > 0]    # 0 B: no point on a log axis
             ax_m.plot([b for b, _ in pts], [f["peak_bytes"] for _, f in pts], ":",
                       marker=markers[be], color=c)
     ax_t.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="time per call (s)",
              title="time: naive Jacobians vs fused")
     ax_m.set(xscale="log", yscale="log", xlabel="batch size B",
-             ylabel="peak memory (bytes; tracemalloc, c: process RSS)", title="peak memory")
+             ylabel="peak memory (bytes; tracemalloc + C scratch)", title="peak memory")
     for ax in (ax_t, ax_m):
         ax.grid(True, which="both", alpha=0.25)
     style = [Line2D([], [], color="k", marker="o", label="naive, measured"),

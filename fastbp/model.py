@@ -110,9 +110,7 @@ class _Optimizer:
     kind = None
 
     def __init__(self, lr, weight_decay):
-        self.lr = _checks.real("lr", lr, 0.0, np.inf)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+        self.lr = _checks.real("lr", lr, 0.0, np.inf)      # 0: a warm-up's first steps
         self.weight_decay = _checks.real("weight_decay", weight_decay, 0.0, np.inf)
         self.state = None
         self.t = 0

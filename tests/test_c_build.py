@@ -1,7 +1,8 @@
 """The C backend's build: optional at install, and present wherever a compiler was.
 
-``make test`` sets FASTBP_REQUIRE_BACKENDS=numba,c, so a C extension that silently failed to
-build turns the run red instead of quietly dropping the backend's tests.
+A test session refuses to start without every compiled backend (the repository's conftest.py)
+unless FASTBP_ALLOW_MISSING names it, so a C extension that silently failed to build turns the
+run red instead of quietly dropping the backend's tests.
 """
 import os
 import shutil
@@ -18,12 +19,35 @@ from cases import assert_close, cast_floats
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_required_backends_are_available():
-    from fastbp import _dispatch
-    required = [b for b in os.environ.get("FASTBP_REQUIRE_BACKENDS", "").split(",") if b]
-    missing = {b: _dispatch.unavailable_backends().get(b) for b in required
-               if b not in fastbp.available_backends()}
-    assert not missing
+# A sitecustomize that makes the C extension unimportable, as a failed build would.
+_BREAK_C = """
+import sys
+class _NoC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "fastbp.backends._fastbp_c":
+            raise ImportError("simulated: the C extension was not built")
+sys.meta_path.insert(0, _NoC())
+"""
+
+
+def test_a_session_without_a_compiled_backend_fails_unless_allowed(tmp_path):
+    """pytest's header names the backends under test; a missing compiled backend stops the
+    session with the reason, and FASTBP_ALLOW_MISSING=c is the explicit opt-out."""
+    (tmp_path / "sitecustomize.py").write_text(_BREAK_C)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop("FASTBP_ALLOW_MISSING", None)
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+           "tests/test_gradcheck.py"]
+    refused = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert "backend(s) c failed to build or load" in refused.stdout + refused.stderr
+    allowed = subprocess.run(cmd, cwd=ROOT, env=dict(env, FASTBP_ALLOW_MISSING="c"),
+                             capture_output=True, text=True, timeout=300)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "fastbp backends under test: numba, numpy" in allowed.stdout
+    assert "'c' is missing (allowed: FASTBP_ALLOW_MISSING)" in allowed.stdout
+    plain = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "fastbp backends under test: c, numba, numpy" in plain.stdout
 
 
 def test_install_without_a_compiler_drops_only_the_c_backend(tmp_path):
@@ -132,3 +156,25 @@ def test_head_codes_and_struct_are_checked_against_the_c_header(monkeypatch):
     monkeypatch.setattr(c_kernels, "HEAD_DTYPE", np.dtype(fields[::-1], align=True))
     with pytest.raises(ImportError, match="fbp_head layout mismatch"):
         c_kernels._check_abi()
+
+
+@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
+def test_c_scratch_is_counted_exactly():
+    """The chunked path holds one (chunk, n) score block and two float64 n-vectors, whatever B:
+    the kernels' allocator counts exactly that, and frees it all."""
+    import numpy as np
+
+    from fastbp.backends import c_kernels
+    rng = np.random.default_rng(0)
+    B, d, n, chunk = 64, 8, 5, 16
+    X, W, b, y = (rng.standard_normal((B, d)), rng.standard_normal((n, d)),
+                  rng.standard_normal(n), rng.integers(0, n, B))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(c_kernels.TUNING, "FUSED_ANY_N_WEIGHTS", 0)
+        mp.setattr(c_kernels.TUNING, "FUSED_FEW_N", 0)
+        for dtype, item in ((np.float64, 8), (np.float32, 4)):
+            args = [a.astype(dtype) for a in (X, W, b)]
+            c_kernels.scratch_bytes(reset=True)
+            fastbp.linear_head(*args, y, chunk_rows=chunk, backend="c")
+            assert c_kernels.scratch_bytes() == chunk * n * item + 2 * n * 8
+            assert c_kernels.scratch_bytes(reset=True) == 0      # all of it was freed

@@ -246,3 +246,16 @@ def test_extreme_preactivations_match_the_reference(activation, backend, dtype):
     g_got = fastbp.linear_act_backward(dA, cache, backend=backend)[1:]
     for a, w in zip(g_got, g_want):
         np.testing.assert_array_equal(np.isnan(a), np.isnan(w))
+
+
+@pytest.mark.parametrize("activation", ACTS)
+def test_empty_batch_through_a_layer(activation, backend):
+    """B = 0 (the last, empty slice of a dataset) is a valid batch for every activation."""
+    alpha = alpha_for(activation)
+    k = alpha if activation == "maxout" else 1
+    X, W = np.zeros((0, 3)), np.ones((4 * k, 3))
+    A, cache = fastbp.linear_act_forward(X, W, np.zeros(4 * k), activation, alpha=alpha,
+                                         backend=backend)
+    assert A.shape == (0, 4)
+    dX, dW, db = fastbp.linear_act_backward(np.zeros((0, 4)), cache, backend=backend)
+    assert dX.shape == (0, 3) and not dW.any() and not db.any()

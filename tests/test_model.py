@@ -138,7 +138,11 @@ def test_predict_by_head():
 
 
 @pytest.mark.parametrize("make,pattern", [
-    (lambda: fastbp.SGD(lr=0), "lr must be > 0"),
+    (lambda: fastbp.SGD(lr=-0.1), r"lr must be in \[0.0, inf\], got -0.1"),
+    (lambda: fastbp.Adam(lr=-1e-3), r"lr must be in \[0.0, inf\], got -0.001"),
+    (lambda: fastbp.SGD(momentum=-0.5), "momentum must be in"),
+    (lambda: fastbp.SGD(weight_decay=-1), "weight_decay must be in"),
+    (lambda: fastbp.Adam(weight_decay=-1), "weight_decay must be in"),
     (lambda: fastbp.SGD(lr=0.1, nesterov=True), "nesterov"),
     (lambda: fastbp.Adam(betas=(0.9, 1.0)), "betas"),
     (lambda: fastbp.MLP([4]), "sizes"),
@@ -203,3 +207,20 @@ def test_focal_alpha_reaches_the_head_through_the_model(backend):
     assert_close(loss, fastbp.sigmoid_focal(S, Z, alpha=0.9, gamma=1.0)[0], np.float64)
     step_loss = net.step(X, Z, optimizer=fastbp.SGD(lr=0.01), alpha=0.9, gamma=1.0)
     assert_close(step_loss, loss, np.float64)
+
+
+@pytest.mark.parametrize("make", [lambda: fastbp.SGD(lr=0.0, momentum=0.0, weight_decay=0.0),
+                                  lambda: fastbp.SGD(lr=0.0, momentum=0.9, weight_decay=0.1),
+                                  lambda: fastbp.Adam(lr=0.0, weight_decay=0.0)])
+def test_zero_learning_rate_is_accepted_and_leaves_the_weights(make, backend):
+    """A learning-rate warm-up starts at 0 (PyTorch accepts it): the step runs, the optimizer's
+    state advances, the weights stay."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
+    net = fastbp.MLP([4, 5, 3], dtype="float64", backend=backend)
+    before = [W.copy() for W, _ in net.params]
+    opt = make()
+    loss = net.step(X, y, optimizer=opt)
+    assert np.isfinite(loss) and opt.t == 1
+    for (W, _), W0 in zip(net.params, before):
+        np.testing.assert_array_equal(W, W0)

@@ -25,7 +25,7 @@ from .._checks import DEFAULT_OPTIONS
 from .._registry import ARRAY_FIELDS, HEAD_DTYPE
 from .._dispatch import get_num_threads
 from . import _compose
-from ._args import ACT_CODES, CODES, MAXOUT, HeadPack, fast_entry, head_pack, reduced_loss
+from ._args import ACT_CODES, CODES, MAXOUT, fast_entry, head_pack, reduced_loss
 from .tuning import C as TUNING
 from .tuning import score_blocks
 
@@ -117,6 +117,14 @@ _threads = [get_num_threads()]        # the fused path's row blocks (one per thr
 def set_num_threads(n):
     _threads[0] = n
     lib.fbp_set_num_threads(n)
+
+
+def scratch_bytes(reset=False):
+    """The most bytes of scratch the C kernels held at once since the last reset (exact: every
+    kernel allocates through csrc/runtime.c's counting fbp_malloc); ``reset=True`` starts anew."""
+    if reset:
+        lib.fbp_scratch_reset()
+    return lib.fbp_scratch_peak()
 
 
 _STATUS = {lib.FBP_EBADARG: (ValueError, "a precondition failed (shape, size or code)"),

@@ -1,6 +1,6 @@
 """The Numba backend: fused @njit kernels, same kernel set and signatures as ``reference.py``.
 
-Who owns the cores (docs/design.md, "Oversubscription"): a kernel either runs on Numba's threads with
+Who owns the cores (docs/design.md): a kernel either runs on Numba's threads with
 no BLAS call inside, or calls BLAS (SciPy's OpenBLAS, multi-threaded) with a serial epilogue --
 never both at once.
 
@@ -26,6 +26,7 @@ Mean reductions: the total weight ``sum(omega)`` is computed first (O(B)), so ev
 is written already scaled. Compilation is lazy (first call) and cached on disk (``cache=True``).
 """
 import math
+import os
 import sys
 import threading
 
@@ -302,7 +303,7 @@ def head_row(h, s, yi, z, f, g, bits):
             loss += m * (a - 0.5 * m)
             g[j] = f * (sign(r) * m)
         return loss
-    if head == FOCAL:           # alpha_t q^gamma ce, q = 1 - p_t: docs/math.md's finite product form
+    if head == FOCAL:           # alpha_t q^gamma ce, q = 1 - p_t (docs/math.md's finite form)
         return focal_row(s, z, h.alpha, h.gamma, f, g)
     if head != BCE and head != SIGMOID_L2 and head != L2 and head != L1:
         for j in range(n):      # unreachable (the registry's codes only); never a silent head
@@ -531,29 +532,57 @@ def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
     return total, osum
 
 
-@pjit
-def linear_fused(h, X, W, b, mean, nblocks, dW, db, dX):
-    """The fused path over nblocks fixed row blocks (one per thread), partials combined in
-    block order: the same bits for the same nblocks, however the threads are scheduled."""
-    B, d = X.shape
-    scale = mean_scale(h, B) if mean else 1.0
-    n = W.shape[0]
-    pdW = np.zeros((nblocks, n, d))
-    pdb = np.zeros((nblocks, n))
-    parts = np.zeros((nblocks, 2))
-    for t in nb.prange(nblocks):
-        parts[t, 0], parts[t, 1] = linear_rows(
-            h, X, W, b, scale, t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
-    for t in range(1, nblocks):
+@jit
+def _fused_scratch(h, X, W, mean, nblocks):
+    """The mean scale and zeroed float64 partials (dW, db, (loss, omega)) of nblocks blocks."""
+    n, d = W.shape
+    scale = mean_scale(h, X.shape[0]) if mean else 1.0
+    return scale, np.zeros((nblocks, n, d)), np.zeros((nblocks, n)), np.zeros((nblocks, 2))
+
+
+@jit
+def _fused_combine(pdW, pdb, parts, dW, db):
+    """The blocks' partials summed in block order into dW and db: returns (loss, omega)."""
+    for t in range(1, parts.shape[0]):
         pdW[0] += pdW[t]
         pdb[0] += pdb[t]
         parts[0] += parts[t]
-    for j in range(n):
-        for k in range(d):
+    for j in range(dW.shape[0]):
+        for k in range(dW.shape[1]):
             dW[j, k] = pdW[0, j, k]
         if db.size:
             db[j] = pdb[0, j]
     return parts[0, 0], parts[0, 1]
+
+
+@pjit
+def linear_fused(h, X, W, b, mean, nblocks, dW, db, dX):
+    """The fused path over nblocks fixed row blocks (one per thread), partials combined in
+    block order: the same bits for the same nblocks, however the threads are scheduled."""
+    B = X.shape[0]
+    scale, pdW, pdb, parts = _fused_scratch(h, X, W, mean, nblocks)
+    for t in nb.prange(nblocks):
+        parts[t, 0], parts[t, 1] = linear_rows(
+            h, X, W, b, scale, t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
+    return _fused_combine(pdW, pdb, parts, dW, db)
+
+
+@jit
+def linear_fused_blocks(h, X, W, b, mean, nblocks, dW, db, dX):
+    """linear_fused's blocks one after the other on the calling thread (the same bits), for a
+    process forked after Numba's threads ran: Numba's OpenMP layer aborts a forked child's
+    parallel region (libgomp would wait for a pool the child does not have)."""
+    B = X.shape[0]
+    scale, pdW, pdb, parts = _fused_scratch(h, X, W, mean, nblocks)
+    for t in range(nblocks):
+        parts[t, 0], parts[t, 1] = linear_rows(
+            h, X, W, b, scale, t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
+    return _fused_combine(pdW, pdb, parts, dW, db)
+
+
+_forked = [False]       # set in a forked child: linear_fused_blocks instead of linear_fused
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _forked.__setitem__(0, True))
 
 
 @jit
@@ -667,6 +696,8 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         dX_ = _NO_Z[dt] if dX is None else dX
         if threads == 1 or B * n * d < T.PARALLEL_MIN_WORK or B < 2 * threads:
             total, osum = linear_fused_serial(h, X, W, b_, mean, dW, db_, dX_)
+        elif _forked[0]:
+            total, osum = linear_fused_blocks(h, X, W, b_, mean, threads, dW, db_, dX_)
         else:
             total, osum = linear_fused(h, X, W, b_, mean, threads, dW, db_, dX_)
     else:
@@ -817,7 +848,8 @@ def softmax_cols_block(second, S, c0, n, b, h, scale, st, lin, db, x, bits):
     """One column block S (scores c0.. of a panel's rows) in place: bias, then pass 1's
     statistics or (second) pass 2's gradient, lin[r] += its part of the loss, db += sum_r g.
     Ignored rows get a zero gradient (h: the panel's rows)."""
-    y, Z, sw, w, ignore, eps = h.y, h.Z, h.sample_weight, h.weight, h.ignore_index, h.label_smoothing
+    y, Z, sw, w = h.y, h.Z, h.sample_weight, h.weight
+    ignore, eps = h.ignore_index, h.label_smoothing
     dummy = np.empty(0, S.dtype)
     for r in range(S.shape[0]):
         s = S[r]
@@ -843,7 +875,8 @@ def softmax_cols_block(second, S, c0, n, b, h, scale, st, lin, db, x, bits):
 @jit
 def softmax_cols_loss(st, lin, h, n):
     """The panel's (sum_r sw_r l_r, sum_r omega_r): l = lin + total log1p(r)."""
-    y, Z, sw, w, ignore, eps = h.y, h.Z, h.sample_weight, h.weight, h.ignore_index, h.label_smoothing
+    y, Z, sw, w = h.y, h.Z, h.sample_weight, h.weight
+    ignore, eps = h.ignore_index, h.label_smoothing
     plain = not Z.size and not w.size and eps == 0
     dummy = np.empty(0, Z.dtype)
     total = 0.0
@@ -1084,8 +1117,8 @@ def mlp_step(X, params, target, activation, alpha, head, options, reduction, gra
     total, osum = mlp_step_kernel(
         X, tuple(flat[0::2]), tuple(flat[1::2]), tuple(g for g, _ in grads),
         tuple(g for _, g in grads), ACT_CODES[activation], 0.0 if alpha is None else alpha,
-        _pack(head, X, target, options), reduction == "mean", tuple(s1[0::2]), tuple(s1[1::2]), tuple(s2[0::2]),
-        tuple(s2[1::2]), kind, optimizer.lr, getattr(optimizer, "momentum", 0.0),
+        _pack(head, X, target, options), reduction == "mean", tuple(s1[0::2]), tuple(s1[1::2]),
+        tuple(s2[0::2]), tuple(s2[1::2]), kind, optimizer.lr, getattr(optimizer, "momentum", 0.0),
         getattr(optimizer, "nesterov", False), optimizer.weight_decay,
         *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0), optimizer.t)
     return reduced_loss(total, osum, reduction)

@@ -324,7 +324,7 @@ def linear_act_forward(X, W, b, activation, alpha):
         S += b
     if activation != "maxout":
         return activate(activation, S, alpha), None
-    pieces = S.reshape(len(X), alpha, -1)           # W is piece-major: row = piece * n + unit
+    pieces = S.reshape(len(X), alpha, len(W) // alpha)     # W piece-major: piece * n + unit
     argmax = pieces.argmax(axis=1)                  # first piece on ties; a NaN piece wins
     return np.take_along_axis(pieces, argmax[:, None, :], axis=1)[:, 0, :], argmax
 
@@ -334,7 +334,7 @@ def linear_act_backward(dA, cache, dX, dW, db):
     if cache.activation == "maxout":
         dS = np.zeros((len(dA), cache.alpha, dA.shape[1]), dA.dtype)
         np.put_along_axis(dS, cache.argmax[:, None, :], dA[:, None, :], axis=1)
-        dS = dS.reshape(len(dA), -1)
+        dS = dS.reshape(len(dA), len(W))
     else:
         dS = dA * activation_grad(cache.activation, cache.A, cache.alpha)
     np.matmul(dS.T, X, out=dW)
