@@ -45,7 +45,7 @@ CC         ?= cc
 ASAN_RUN    = cd $(ASAN_DIR)/src && \
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	FASTBP_TEST_BACKENDS=c ../venv/bin/python -m pytest -q -p no:cacheprovider
+	FASTBP_TEST_BACKENDS=c $(ASAN_ENV) ../venv/bin/python -m pytest -q -p no:cacheprovider
 asan-build:
 	rm -rf $(ASAN_DIR)/src && mkdir -p $(ASAN_DIR)/src
 	tar -c --exclude=./.venv --exclude=./build --exclude='*.so' --exclude=__pycache__ \
@@ -64,9 +64,10 @@ test-asan: asan-build
 # Every exported C kernel called through cffi with random shapes, exactly-sized buffers, extreme
 # values and random head structs (tests/test_c_abi_fuzz.py), FUZZ_EXAMPLES per kernel, under the
 # sanitizers: a few minutes.
-FUZZ_EXAMPLES ?= 3000
+FUZZ_EXAMPLES ?= 20000
+fuzz: ASAN_ENV = FASTBP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)
 fuzz: asan-build
-	FASTBP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(ASAN_RUN) tests/test_c_abi_fuzz.py
+	$(ASAN_RUN) tests/test_c_abi_fuzz.py
 	@echo "fuzz: $(FUZZ_EXAMPLES) random calls per C kernel family under ASan + UBSan, no report"
 
 # Timed suites -> benchmarks/RESULTS.md. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for this

@@ -29,6 +29,7 @@ TARGET_NAME = {h: spec.target_name for h, spec in SPECS.items()}
 ACTIVATION_ALPHA = {"leaky_relu": ("slope", 0.01), "elu": ("alpha", 1.0), "maxout": ("pieces", 2)}
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_PLAIN = (int, float)       # option values compared with their default by value
 _INTP = np.dtype(np.intp)
 
 
@@ -186,9 +187,15 @@ def pm1_labels(name, y, B):
 def head_target(head, target, B, n, dtype, options, ctx):
     """Validate ``target`` and the head's options for scores of shape (B, n) and ``dtype``.
 
-    Returns ``(target, options)`` with every option present (defaults filled in).
+    Returns ``(target, options)`` with every option present (defaults filled in); with every
+    option at its default, the shared read-only ``DEFAULT_OPTIONS[head]``, which compiled
+    backends recognise with ``is``.
     """
     allowed = HEAD_OPTIONS[head]
+    if options and all(k in allowed and (v is allowed[k]
+                                         or (v.__class__ in _PLAIN and v == allowed[k]))
+                       for k, v in options.items()):
+        options = {}        # every option at its default: the shared defaults (a fast path)
     unknown = set(options).difference(allowed)
     if unknown:
         raise TypeError(f"head {head!r} got unexpected option(s) {sorted(unknown)}; "
@@ -210,6 +217,8 @@ def head_target(head, target, B, n, dtype, options, ctx):
     else:
         target = float_array(name, target, dtype)
         expect_shape(name, target, (B, n), lambda: f" (one target per score of {_where(ctx)})")
+    if not options:     # the defaults are valid: the shared read-only mapping
+        return target, DEFAULT_OPTIONS[head]
 
     def per_row():
         return f" (one weight per row of {_where(ctx)})"
@@ -224,8 +233,7 @@ def head_target(head, target, B, n, dtype, options, ctx):
             opts[key] = optional_vector(key, value, n, dtype, per_class)
         elif opt.check is not None and key != "ignore_index":     # (checked with the labels)
             opts[key] = opt.check(key, value)
-    # no option given: the shared read-only defaults, which compiled backends recognise
-    return target, (opts if options else DEFAULT_OPTIONS[head])
+    return target, opts
 
 
 # ---------------------------------------------------------------------------- heads

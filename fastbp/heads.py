@@ -16,7 +16,7 @@ def _run(name, S, target, reduction, out, backend, **options):
                                                                 reduction, out)
     kernel = getattr(backend_module(backend), name)
     dS = buf if buf is not None else np.empty(S.shape, S.dtype)
-    loss = kernel(S, target, dS, reduction, **opts)
+    loss = kernel(S, target, dS, reduction, opts)
     return loss, (out if out is not None else dS.reshape(shape))
 
 

@@ -173,33 +173,34 @@ _sums = functools.partial(ffi.new, "double[2]")
 _new_head = functools.partial(ffi.new, "fbp_head *")
 
 
-# The fbp_head fields of a call with every option at its default, per head and target ndim:
-# built once (the path of every tiny call), the target's pointer added per call.
+# The fbp_head fields of a call with every option at its default, per head and target ndim
+# (code and scalars): built once; a call adds its target's pointer and any option it sets.
 _DEFAULT_HEADS = {ndim: {name: {k: v for k, v in head_pack(name, np.empty((0,) * ndim), opts)
                                 ._asdict().items() if k not in ARRAY_FIELDS}
                          for name, opts in DEFAULT_OPTIONS.items()}
                   for ndim in (1, 2)}
+_WEIGHTS = frozenset(ARRAY_FIELDS[2:])
 
 
 def _head(t, name, target, options):
-    """The call's fbp_head (a cffi struct; the arrays' pointers, NULL where absent)."""
-    if options is DEFAULT_OPTIONS[name]:
-        ndim = target.ndim
-        fields = _DEFAULT_HEADS[ndim][name]
-        if ndim == 1:
-            return _new_head({**fields, "y": _fb(_I64, target)})
-        return _new_head({**fields, "Z": _fb(t.ty, target)})
-    pack = head_pack(name, target, options)
-    fields = {k: v for k, v in pack._asdict().items() if v is not None}
-    for k in ARRAY_FIELDS:
-        if k in fields:
-            fields[k] = _fb(_I64, fields[k]) if k == "y" else _fb(t.ty, fields[k])
-    return _new_head(fields)
+    """The call's fbp_head (a cffi struct; NULL for every array not given). Written out: this
+    runs on every call."""
+    if target.ndim == 1:
+        h = _new_head(_DEFAULT_HEADS[1][name])
+        h.y = _fb(_I64, target)
+    else:
+        h = _new_head(_DEFAULT_HEADS[2][name])
+        h.Z = _fb(t.ty, target)
+    if options is not DEFAULT_OPTIONS[name]:
+        for k, v in options.items():
+            if v is not None:
+                setattr(h, k, _fb(t.ty, v) if k in _WEIGHTS else v)
+    return h
 
 
 # ---------------------------------------------------------------------------- heads
 def _head_kernel(name):
-    def kernel(S, target, out, reduction, **options):
+    def kernel(S, target, out, reduction, options):
         t, (B, n) = _T[S.dtype], S.shape
         rows = np.empty(B) if reduction == "none" else None
         sums = _sums()

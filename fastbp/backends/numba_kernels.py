@@ -337,9 +337,10 @@ def head_row(h, s, yi, z, f, g, bits):
     return loss
 
 
-@jit
+@nb.njit(inline="always", **_OPTS)
 def row_weight(i, h):
-    """omega_i: sample weight x class weight of the label (0 for ignore_index)."""
+    """omega_i: sample weight x class weight of the label (0 for ignore_index); inlined, as
+    every function taking the pack per row (a call copies the whole pack)."""
     om = h.sample_weight[i] if h.sample_weight.size else 1.0
     if h.y.size:
         if h.y[i] == h.ignore_index:
@@ -427,6 +428,13 @@ def head_rows(h, S, mean, scale, b, db, dS, loss_rows):
     return total, osum
 
 
+@jit
+def rows_entry(S, mean, scale, b, db, dS, loss_rows, *head):
+    """head_rows for Python callers, the pack as flat arguments: Numba's dispatcher types
+    those in C, a namedtuple in Python (a microsecond more on every call)."""
+    return head_rows(HeadPack(*head), S, mean, scale, b, db, dS, loss_rows)
+
+
 # The pack of a call with every option at its default, per (head, target ndim, dtype): built
 # once, the target slotted in (the path of every tiny call).
 _DEFAULT_PACKS = {}
@@ -439,7 +447,9 @@ def _pack(name, S, target, options):
         pack = _DEFAULT_PACKS.get(key)
         if pack is None:
             pack = _DEFAULT_PACKS[key] = _full_pack(name, S, target[:0], options)
-        return pack._replace(y=target) if key[1] == 1 else pack._replace(Z=target)
+        fields = ((pack[0], target, *pack[2:]) if key[1] == 1
+                  else (*pack[:2], target, *pack[3:]))
+        return tuple.__new__(HeadPack, fields)      # (namedtuple's own __new__ is slower)
     return _full_pack(name, S, target, options)
 
 
@@ -451,11 +461,11 @@ _F64 = np.dtype(np.float64)
 
 
 def _head_kernel(name):
-    def kernel(S, target, out, reduction, **options):
+    def kernel(S, target, out, reduction, options):
         B, dt = S.shape[0], S.dtype
         rows = np.empty(B, np.float64) if reduction == "none" else _EMPTY[_F64]
-        total, osum = head_rows(_pack(name, S, target, options), S, reduction == "mean", 1.0,
-                                _EMPTY[dt], _EMPTY[_F64], out, rows)
+        total, osum = rows_entry(S, reduction == "mean", 1.0, _EMPTY[dt], _EMPTY[_F64], out,
+                                 rows, *_pack(name, S, target, options))
         if reduction == "none":
             return rows.astype(dt)
         return reduced_loss(total, osum, reduction)
@@ -556,9 +566,10 @@ def _fused_combine(pdW, pdb, parts, dW, db):
 
 
 @pjit
-def linear_fused(h, X, W, b, mean, nblocks, dW, db, dX):
+def linear_fused(X, W, b, mean, nblocks, dW, db, dX, *head):
     """The fused path over nblocks fixed row blocks (one per thread), partials combined in
     block order: the same bits for the same nblocks, however the threads are scheduled."""
+    h = HeadPack(*head)
     B = X.shape[0]
     scale, pdW, pdb, parts = _fused_scratch(h, X, W, mean, nblocks)
     for t in nb.prange(nblocks):
@@ -568,10 +579,11 @@ def linear_fused(h, X, W, b, mean, nblocks, dW, db, dX):
 
 
 @jit
-def linear_fused_blocks(h, X, W, b, mean, nblocks, dW, db, dX):
+def linear_fused_blocks(X, W, b, mean, nblocks, dW, db, dX, *head):
     """linear_fused's blocks one after the other on the calling thread (the same bits), for a
     process forked after Numba's threads ran: Numba's OpenMP layer aborts a forked child's
     parallel region (libgomp would wait for a pool the child does not have)."""
+    h = HeadPack(*head)
     B = X.shape[0]
     scale, pdW, pdb, parts = _fused_scratch(h, X, W, mean, nblocks)
     for t in range(nblocks):
@@ -586,8 +598,9 @@ if hasattr(os, "register_at_fork"):
 
 
 @jit
-def linear_fused_serial(h, X, W, b, mean, dW, db, dX):
+def linear_fused_serial(X, W, b, mean, dW, db, dX, *head):
     """linear_fused on one thread without a parallel region (tiny problems)."""
+    h = HeadPack(*head)
     n, d = W.shape
     scale = mean_scale(h, X.shape[0]) if mean else 1.0
     pdW = np.zeros((n, d))
@@ -636,14 +649,14 @@ def _fused_c(dW, db, dX, sums, X, W, b, hp, mean, nblocks, B, d, n):
     o = nb.carray(hp, 1)[0]
     rows = nb.carray(X, (B, d))
     empty = rows[0, :0] if B else nb.carray(W, (n, d))[0, :0]
-    h = HeadPack(o.code, _array(o.y, np.empty(0, np.int64), B),
-                 _array(o.Z, rows[:0], (B, n)), _array(o.sample_weight, empty, B),
-                 _array(o.weight, empty, n), _array(o.pos_weight, empty, n),
-                 o.ignore_index, o.label_smoothing, o.margin, o.p, o.delta, o.alpha, o.gamma)
+    head = (o.code, _array(o.y, np.empty(0, np.int64), B), _array(o.Z, rows[:0], (B, n)),
+            _array(o.sample_weight, empty, B), _array(o.weight, empty, n),
+            _array(o.pos_weight, empty, n),     # HeadPack's fields, in its order
+            o.ignore_index, o.label_smoothing, o.margin, o.p, o.delta, o.alpha, o.gamma)
     total, osum = linear_fused_serial(
-        h, rows, nb.carray(W, (n, d)), nb.carray(b, n if _given(b) else 0), mean != 0,
+        rows, nb.carray(W, (n, d)), nb.carray(b, n if _given(b) else 0), mean != 0,
         nb.carray(dW, (n, d)), nb.carray(db, n if _given(db) else 0),
-        nb.carray(dX, (B if _given(dX) else 0, d if _given(dX) else 0)))
+        nb.carray(dX, (B if _given(dX) else 0, d if _given(dX) else 0)), *head)
     out = nb.carray(sums, 2)
     out[0] = total
     out[1] = osum
@@ -695,11 +708,11 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         db_ = _EMPTY[dt] if db is None else db
         dX_ = _NO_Z[dt] if dX is None else dX
         if threads == 1 or B * n * d < T.PARALLEL_MIN_WORK or B < 2 * threads:
-            total, osum = linear_fused_serial(h, X, W, b_, mean, dW, db_, dX_)
+            total, osum = linear_fused_serial(X, W, b_, mean, dW, db_, dX_, *h)
         elif _forked[0]:
-            total, osum = linear_fused_blocks(h, X, W, b_, mean, threads, dW, db_, dX_)
+            total, osum = linear_fused_blocks(X, W, b_, mean, threads, dW, db_, dX_, *h)
         else:
-            total, osum = linear_fused(h, X, W, b_, mean, threads, dW, db_, dX_)
+            total, osum = linear_fused(X, W, b_, mean, threads, dW, db_, dX_, *h)
     else:
         rows, cols = score_blocks(head, B, n, dt.itemsize, chunk_rows)
         if cols < n:
@@ -707,17 +720,18 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         elif B and rows >= B:
             db_ = _EMPTY[dt] if db is None else db
             dX_ = _NO_Z[dt] if dX is None else dX
-            total, osum = linear_one_block(h, X, W, b_, mean, dW, db_, dX_)
+            total, osum = linear_one_block(X, W, b_, mean, dW, db_, dX_, *h)
         else:
             total, osum = _linear_chunked(h, X, W, b_, mean, rows, dW, db, dX)
     return reduced_loss(total, osum, reduction)
 
 
 @jit
-def linear_one_block(h, X, W, b, mean, dW, db, dX):
+def linear_one_block(X, W, b, mean, dW, db, dX, *head):
     """The chunked path when the whole batch is one block of scores, in one compiled call (no
     Python between the products: at B=64, d=64, n=10 the chunked path's glue cost more than
     its arithmetic): S = X W^T, bias + head in place, dW = S^T X, db, dX = S W."""
+    h = HeadPack(*head)
     S = np.empty((X.shape[0], W.shape[0]), X.dtype)
     np.dot(X, W.T, S)
     db64 = np.zeros(W.shape[0]) if db.size else np.empty(0)
@@ -750,7 +764,8 @@ def _linear_chunked(h, X, W, b, mean, chunk, dW, db, dX):
         hi = min(lo + chunk, B)
         S, Xc = block[:hi - lo], X[lo:hi]
         _gemm(S, Xc, W, trans_b=True)
-        t, o = head_rows(_rows_of(h, slice(lo, hi)), S, False, scale, b, db64, S, _EMPTY[_F64])
+        t, o = rows_entry(S, False, scale, b, db64, S, _EMPTY[_F64],
+                          *_rows_of(h, slice(lo, hi)))
         total += t
         osum += o
         _gemm(dW, S, Xc, trans_a=True, beta=1.0)
@@ -1059,11 +1074,12 @@ def optimizer_update(p, g, s1, s2, kind, lr, momentum, nesterov, wd, b1, b2, eps
 
 
 @jit
-def mlp_step_kernel(X, Ws, bs, dWs, dbs, act, alpha, h, mean, s1W, s1b, s2W, s2b, kind, lr,
-                    momentum, nesterov, wd, b1, b2, adam_eps, t):
+def mlp_step_kernel(X, Ws, bs, dWs, dbs, act, alpha, mean, s1W, s1b, s2W, s2b, kind, lr,
+                    momentum, nesterov, wd, b1, b2, adam_eps, t, *head):
     """A whole training step in one call: forward (BLAS products, bias + activation fused),
     the head in place on the last scores, backward (dh * f'(a) fused with the next layer's
     gradient), then the optimizer on every W and b. Returns the loss sums (total, omega)."""
+    h = HeadPack(*head)
     L = len(Ws)
     B = X.shape[0]
     hs = [X]
@@ -1117,10 +1133,11 @@ def mlp_step(X, params, target, activation, alpha, head, options, reduction, gra
     total, osum = mlp_step_kernel(
         X, tuple(flat[0::2]), tuple(flat[1::2]), tuple(g for g, _ in grads),
         tuple(g for _, g in grads), ACT_CODES[activation], 0.0 if alpha is None else alpha,
-        _pack(head, X, target, options), reduction == "mean", tuple(s1[0::2]), tuple(s1[1::2]),
+        reduction == "mean", tuple(s1[0::2]), tuple(s1[1::2]),
         tuple(s2[0::2]), tuple(s2[1::2]), kind, optimizer.lr, getattr(optimizer, "momentum", 0.0),
         getattr(optimizer, "nesterov", False), optimizer.weight_decay,
-        *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0), optimizer.t)
+        *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0), optimizer.t,
+        *_pack(head, X, target, options))
     return reduced_loss(total, osum, reduction)
 
 

@@ -4,7 +4,7 @@ Formulas: ``docs/math.md``. Every backend module exposes these kernels with thes
 are already validated by ``fastbp._checks`` (contiguous, one float dtype, labels in range) and
 outputs are preallocated by the public layer:
 
-    <head>(S, target, out, reduction, **options) -> loss        one per name in HEADS; out may be S
+    <head>(S, target, out, reduction, options) -> loss          one per name in HEADS; out may be S
     linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX) -> loss
     fast_linear_head(X, W, b, target, head, need_dX, out) -> (loss, dW, db, dX) or None
                                  or None itself: the unchecked public call's arguments, checked
@@ -233,7 +233,7 @@ def _reduce(wl, wG, omega, reduction, out):
 def _head_kernel(name):
     rows = ROWS[name]
 
-    def kernel(S, target, out, reduction, **options):
+    def kernel(S, target, out, reduction, options):
         return _reduce(*rows(S, target, **options), reduction, out)
 
     kernel.__name__ = name
