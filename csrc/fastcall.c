@@ -199,5 +199,13 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastcall", NULL, -1
 PyMODINIT_FUNC PyInit__fastcall(void)
 {
     import_array();
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* the target kinds, for the specs fastbp/backends/_args.py builds (one definition) */
+    if (m && (PyModule_AddIntConstant(m, "KIND_LABELS", KIND_LABELS) < 0
+              || PyModule_AddIntConstant(m, "KIND_PROBS", KIND_PROBS) < 0
+              || PyModule_AddIntConstant(m, "KIND_FLOAT", KIND_FLOAT) < 0)) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -71,7 +71,8 @@ def fast_entry(tuning, kernels):
         from . import _fastcall
     except ImportError:         # built without a C compiler: every call takes the checked path
         return None
-    kinds = {"labels": 1, "labels|probs": 3, "float": 4}     # fastcall.c's KIND_* bits
+    kinds = {"labels": _fastcall.KIND_LABELS, "float": _fastcall.KIND_FLOAT,
+             "labels|probs": _fastcall.KIND_LABELS | _fastcall.KIND_PROBS}
     specs = {}
     for name, spec in SPECS.items():
         kind = kinds.get(spec.target)
