@@ -260,6 +260,20 @@ FBP_INLINE double F(bce_term)(double x, double zj, double lw, double pz, double 
     return (1.0 - zj) * x + lw * (fbp_relu(-x) + fbp_log1p_unit(e));
 }
 
+/* sigmoid_focal's term of one score x (target zj): alpha_t q^gamma ce, q = 1 - p_t, and
+ * *gj = f times its gradient, in docs/math.md's finite product form (square: gamma is 2) */
+FBP_INLINE double F(focal_term)(double x, double zj, double al, double ga, int square, double f,
+                                REAL *gj)
+{
+    double e = fbp_exp1(-fabs(x)), big = 1.0 / (1.0 + e);
+    double sp = x >= 0 ? big : e * big, sm = x >= 0 ? e * big : big;
+    double ce = fbp_relu(x) + fbp_log1p_unit(e) - zj * x, q = zj * sm + (1.0 - zj) * sp;
+    double at = al >= 0 ? al * zj + (1.0 - al) * (1.0 - zj) : 1.0;
+    double qg = square ? q * q : pow(q, ga), ratio = q > 0 ? sp * sm / q : 0.0;
+    *gj = (REAL)(f * (at * qg * (ga * (1.0 - 2.0 * zj) * ratio * ce + (sp - zj))));
+    return at * qg * ce;
+}
+
 FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
                                  double f, double *tmp)
 {
@@ -339,17 +353,16 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
         }
         return loss;
     }
-    case FBP_FOCAL: {   /* alpha_t q^gamma ce, q = 1 - p_t: docs/math.md's finite product form */
+    case FBP_FOCAL: {   /* the default gamma = 2 squares: no pow call left in its loop */
         double al = h->o->alpha, ga = h->o->gamma;
-        #pragma omp simd reduction(+ : loss)
-        for (int64_t j = 0; j < n; j++) {
-            double x = s[j], zj = z[j], e = fbp_exp1(-fabs(x)), big = 1.0 / (1.0 + e);
-            double sp = x >= 0 ? big : e * big, sm = x >= 0 ? e * big : big;
-            double ce = fbp_relu(x) + fbp_log1p_unit(e) - zj * x, q = zj * sm + (1.0 - zj) * sp;
-            double at = al >= 0 ? al * zj + (1.0 - al) * (1.0 - zj) : 1.0;
-            double qg = ga == 2.0 ? q * q : pow(q, ga), ratio = q > 0 ? sp * sm / q : 0.0;
-            loss += at * qg * ce;
-            g[j] = (REAL)(f * (at * qg * (ga * (1.0 - 2.0 * zj) * ratio * ce + (sp - zj))));
+        if (ga == 2.0) {
+            #pragma omp simd reduction(+ : loss)
+            for (int64_t j = 0; j < n; j++)
+                loss += F(focal_term)(s[j], z[j], al, 2.0, 1, f, g + j);
+        } else {
+            #pragma omp simd reduction(+ : loss)
+            for (int64_t j = 0; j < n; j++)
+                loss += F(focal_term)(s[j], z[j], al, ga, 0, f, g + j);
         }
         return loss;
     }

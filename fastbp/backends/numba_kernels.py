@@ -247,33 +247,103 @@ def mhinge_row(s, yi, w, margin, p, f, g):
     return wy * loss
 
 
+@nb.njit(inline="always", **_OPTS)
+def log1p_unit(e):
+    """log1p(e) for 0 <= e <= 1 (NaN stays NaN), csrc/common.h's fbp_log1p_unit: 2 atanh(t),
+    t = e / (2 + e), by its series to t^33 (relative: a tiny e keeps its digits). Plain
+    arithmetic, so a loop of it vectorizes (math.log1p is a scalar call)."""
+    t = e / (2.0 + e)
+    u = t * t
+    p = 1.0 + u * (1 / 3 + u * (1 / 5 + u * (1 / 7 + u * (1 / 9 + u * (1 / 11 + u * (
+        1 / 13 + u * (1 / 15 + u * (1 / 17 + u * (1 / 19 + u * (1 / 21 + u * (1 / 23 + u * (
+            1 / 25 + u * (1 / 27 + u * (1 / 29 + u * (1 / 31 + u * (1 / 33))))))))))))))))
+    return 2.0 * t * p
+
+
 @jit
-def focal_row(s, z, alpha, gamma, f, g):
-    """sum_j alpha_t q^gamma ce with p = sigma(s), ce = softplus(s) - z s, q = 1 - p_t =
-    z sigma(-s) + (1 - z) sigma(s); g = alpha_t q^gamma (gamma (1 - 2z) (sigma(s) sigma(-s) / q)
-    ce + sigma(s) - z), the ratio <= 1 (0 where q = 0), so g is finite for every s and gamma."""
+def exp_neg_abs(s, e, bits):
+    """e[j] = exp(-|s[j]|) for a row s (vexp's polynomial; bits: int64 scratch >= s.size)."""
+    for j in range(s.size):
+        e[j] = -abs(s[j])
+    vexp(e, bits)
+
+
+@jit
+def bce_row(s, z, e, pw, f, g):
+    """sum_j (1-z) s + lw softplus(-s), lw = 1 + (pw-1) z; g = lw sigma(s) - pw z (e = exp(-|s|);
+    two loops, so neither reads pw when it is absent)."""
+    loss = 0.0
+    if pw.size:
+        for j in range(s.size):
+            x, zj, ej = s[j], z[j], e[j]
+            big = 1.0 / (1.0 + ej)
+            sig = big if x >= 0 else ej * big
+            lw = 1.0 + (pw[j] - 1.0) * zj
+            loss += (1.0 - zj) * x + lw * (relu(-x) + log1p_unit(ej))
+            g[j] = f * (lw * sig - pw[j] * zj)
+    else:
+        for j in range(s.size):
+            x, zj, ej = s[j], z[j], e[j]
+            big = 1.0 / (1.0 + ej)
+            sig = big if x >= 0 else ej * big
+            loss += (1.0 - zj) * x + (relu(-x) + log1p_unit(ej))
+            g[j] = f * (sig - zj)
+    return loss
+
+
+@jit
+def sigmoid_l2_row(s, z, e, f, g):
+    """sum_j (z - sigma(s))^2, g = -2 (z - sigma) sigma(s) sigma(-s) (e = exp(-|s|))."""
     loss = 0.0
     for j in range(s.size):
-        x, zj = s[j], z[j]
-        e = math.exp(-abs(x))
-        big = 1.0 / (1.0 + e)
-        sp = big if x >= 0 else e * big
-        sm = e * big if x >= 0 else big
-        ce = relu(x) + math.log1p(e) - zj * x
-        q = zj * sm + (1.0 - zj) * sp
-        at = alpha * zj + (1.0 - alpha) * (1.0 - zj) if alpha >= 0 else 1.0
-        qg = q * q if gamma == 2.0 else q ** gamma
-        ratio = sp * sm / q if q > 0 else 0.0
-        loss += at * qg * ce
-        g[j] = f * (at * qg * (gamma * (1.0 - 2.0 * zj) * ratio * ce + (sp - zj)))
+        ej = e[j]
+        big = 1.0 / (1.0 + ej)
+        d = z[j] - (big if s[j] >= 0 else ej * big)
+        loss += d * d
+        g[j] = f * (-2.0 * d * (big * (ej * big)))
+    return loss
+
+
+@nb.njit(inline="always", **_OPTS)
+def focal_term(x, zj, ej, alpha, gamma, square):
+    """sigmoid_focal's term of one score x (e = exp(-|x|)): (loss, gradient) in docs/math.md's
+    finite product form; square: gamma is 2 (no pow call)."""
+    big = 1.0 / (1.0 + ej)
+    sp = big if x >= 0 else ej * big
+    sm = ej * big if x >= 0 else big
+    ce = relu(x) + log1p_unit(ej) - zj * x
+    q = zj * sm + (1.0 - zj) * sp
+    at = alpha * zj + (1.0 - alpha) * (1.0 - zj) if alpha >= 0 else 1.0
+    qg = q * q if square else q ** gamma
+    ratio = sp * sm / q if q > 0 else 0.0
+    return at * qg * ce, at * qg * (gamma * (1.0 - 2.0 * zj) * ratio * ce + (sp - zj))
+
+
+@jit
+def focal_row(s, z, e, alpha, gamma, f, g):
+    """sum_j alpha_t q^gamma ce with p = sigma(s), ce = softplus(s) - z s, q = 1 - p_t =
+    z sigma(-s) + (1 - z) sigma(s); g = alpha_t q^gamma (gamma (1 - 2z) (sigma(s) sigma(-s) / q)
+    ce + sigma(s) - z), the ratio <= 1 (0 where q = 0), so g is finite for every s and gamma.
+    The default gamma = 2 has a loop of its own (no pow call)."""
+    loss = 0.0
+    if gamma == 2.0:
+        for j in range(s.size):
+            l, gj = focal_term(s[j], z[j], e[j], alpha, 2.0, True)
+            loss += l
+            g[j] = f * gj
+    else:
+        for j in range(s.size):
+            l, gj = focal_term(s[j], z[j], e[j], alpha, gamma, False)
+            loss += l
+            g[j] = f * gj
     return loss
 
 
 @nb.njit(inline="always", **_OPTS)
 def head_row(h, s, yi, z, f, g, bits):
     """One row of head h (a HeadPack; yi, z: the row's label and target row): returns the
-    class-weighted loss, writes f * gradient into g (bits: int64 scratch of at least s.size,
-    for the vectorized exp)."""
+    class-weighted loss, writes f * gradient into g (bits: int64 scratch of 2 s.size, for the
+    vectorized exp)."""
     n = s.size
     head = h.code
     if head == SOFTMAX or head == SOFTMAX_PROBS:
@@ -303,32 +373,25 @@ def head_row(h, s, yi, z, f, g, bits):
             loss += m * (a - 0.5 * m)
             g[j] = f * (sign(r) * m)
         return loss
-    if head == FOCAL:           # alpha_t q^gamma ce, q = 1 - p_t (docs/math.md's finite form)
-        return focal_row(s, z, h.alpha, h.gamma, f, g)
-    if head != BCE and head != SIGMOID_L2 and head != L2 and head != L1:
+    if head == BCE or head == SIGMOID_L2 or head == FOCAL:
+        # one exp for sigma(x), sigma(-x) and the rest: e = exp(-|x|), sigma(|x|) = 1/(1+e),
+        # all rows' e first (vexp) into the upper half of bits, so every loop vectorizes
+        e = bits[n:2 * n].view(np.float64)
+        exp_neg_abs(s, e, bits)
+        if head == FOCAL:       # alpha_t q^gamma ce, q = 1 - p_t (docs/math.md's finite form)
+            return focal_row(s, z, e, h.alpha, h.gamma, f, g)
+        if head == SIGMOID_L2:
+            return sigmoid_l2_row(s, z, e, f, g)
+        return bce_row(s, z, e, h.pos_weight, f, g)
+    if head != L2 and head != L1:
         for j in range(n):      # unreachable (the registry's codes only); never a silent head
             g[j] = np.nan
         return np.nan
-    pw = h.pos_weight
     loss = 0.0
     for j in range(n):
         x = s[j]
         zj = z[j]
-        if head == BCE or head == SIGMOID_L2:
-            # one exp for both sigma(x) and the rest: e = exp(-|x|), sigma(|x|) = 1/(1+e)
-            e = math.exp(-abs(x))
-            big = 1.0 / (1.0 + e)
-            sig = big if x >= 0 else e * big
-            if head == BCE:  # (1-z) s + lw softplus(-s), lw = 1 + (pw-1) z; g = lw sigma - pw z
-                lw = 1.0 + (pw[j] - 1.0) * zj if pw.size else 1.0
-                pz = pw[j] * zj if pw.size else zj
-                loss += (1.0 - zj) * x + lw * (relu(-x) + math.log1p(e))
-                g[j] = f * (lw * sig - pz)
-            else:
-                d = zj - sig
-                loss += d * d
-                g[j] = f * (-2.0 * d * (big * (e * big)))      # sigma(x) sigma(-x)
-        elif head == L2:
+        if head == L2:
             loss += (zj - x) * (zj - x)
             g[j] = f * (2.0 * (x - zj))
         else:               # L1
@@ -408,7 +471,7 @@ def head_rows(h, S, mean, scale, b, db, dS, loss_rows):
     total = 0.0
     osum = 0.0
     dummy = Z[0] if Z.shape[0] else np.empty(0, S.dtype)
-    bits = np.empty(S.shape[1], np.int64)
+    bits = np.empty(2 * S.shape[1], np.int64)     # head_row's scratch
     for i in range(S.shape[0]):
         s = S[i]
         if b.size:
@@ -491,7 +554,7 @@ def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
     S4 = np.empty((4, n), X.dtype)
     acc0 = np.empty(d)
     zero = np.zeros(d, X.dtype)        # the x of a missing row in the last block of four
-    bits = np.empty(n, np.int64)
+    bits = np.empty(2 * n, np.int64)             # head_row's scratch
     total = 0.0
     osum = 0.0
     for i0 in range(lo, hi, 4):
