@@ -28,13 +28,14 @@ def _row_name(bench):
     if "peer" in params:
         return params["peer"]
     if "backend" in params:
-        return params["backend"]
+        when = params.get("when", "back to back")
+        return params["backend"] + ("" if when == "back to back" else f", {when}")
     return "bare BLAS" if "bare_blas" in bench["name"] else _NAMES.get(bench["name"],
                                                                         bench["name"])
 
 
 def _is_fastbp(name):
-    return name in ("numpy", "numba", "c")
+    return name.split(",")[0] in ("numpy", "numba", "c")
 
 
 def groups(run):
@@ -195,6 +196,27 @@ def auto_choices(gs):
     return lines
 
 
+def in_a_loop(gs):
+    """Per "in a loop" group and backend: the median back to back, right after a NumPy product,
+    their ratio, and the time relative to the NumPy reference in each setting."""
+    after = ", after a NumPy product"
+    lines = ["| group | backend | back to back (us) | after a NumPy product (us) | after / back to "
+             "back | vs numpy, back to back | vs numpy, after |", "|---|---|---|---|---|---|---|"]
+    for group, rows in sorted(gs.items()):
+        if not group.startswith("in a loop"):
+            continue
+        ref, ref_after = rows.get("numpy"), rows.get("numpy" + after)
+        for backend in ("c", "numba", "numpy"):
+            if backend not in rows or backend + after not in rows:
+                continue
+            t, ta = rows[backend]["stats"]["median"], rows[backend + after]["stats"]["median"]
+            vs = (f"{ref['stats']['median'] / t:.2f}x faster" if ref else "",
+                  f"{ref_after['stats']['median'] / ta:.2f}x faster" if ref_after else "")
+            lines.append(f"| {group[len('in a loop: '):]} | {backend} | {_us(t)} | {_us(ta)} | "
+                         f"{ta / t:.2f}x | {vs[0]} | {vs[1]} |")
+    return lines
+
+
 def main():
     run = json.load(open(sys.argv[1]))
     compile_times = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else None
@@ -237,6 +259,13 @@ def main():
         "row blocks of B/8\" over the same products whole in the same BLAS; column blocks "
         "compute X W^T a second time for the scores they cannot keep (at most dW's, dX's and "
         "the budget's room: `_column_bound` in benchmarks/report.py).",
+        "",
+        "## In a loop: right after the user's own NumPy product",
+        "",
+        "Each call timed back to back, and right after a 256 x 512 @ 512 x 512 float32 NumPy "
+        "product (benchmarks/test_bench_loop.py; only the fastbp call is timed):",
+        "",
+        *in_a_loop(gs),
         "",
         "## Which backend \"auto\" picks",
         "",
