@@ -6,9 +6,11 @@ After a BLAS call, OpenBLAS's threads spin for a while; OpenMP threads that spin
 for a core a whole time slice. Each setting runs in a fresh process (libgomp reads its
 environment once, when it loads): libgomp's default spin (GOMP_SPINCOUNT=300000), fastbp's
 default (GOMP_SPINCOUNT=1000, set by fastbp/_dispatch.py when the user set no policy), and
-OMP_WAIT_POLICY=passive. The last two rows run the C backend's BLAS path with its GEMMs in
-NumPy's OpenBLAS (the default) or in SciPy's, a second OpenBLAS copy whose threads fight
-NumPy's; the Numba backend's GEMMs are always SciPy's. Prints the median microseconds of 300
+OMP_WAIT_POLICY=passive; and fastbp's default with NumPy's BLAS on one thread (no OpenBLAS
+worker left spinning after the matmul). Two rows run the C backend's BLAS path with its GEMMs
+in NumPy's OpenBLAS (the default) or in SciPy's, a second OpenBLAS copy whose threads fight
+NumPy's. The "tiny" rows are linear_head at D (64 x 64 x 10) on each backend, the Numba one on
+its fused rows (the default there) and on its BLAS path. Prints the median microseconds of 300
 calls.
 """
 import os
@@ -17,7 +19,8 @@ import sys
 
 SETTINGS = [("libgomp default spin", {"GOMP_SPINCOUNT": "300000"}),
             ("fastbp default", {}),
-            ("passive", {"OMP_WAIT_POLICY": "passive"})]
+            ("passive", {"OMP_WAIT_POLICY": "passive"}),
+            ("one BLAS thread", {"BENCH_BLAS_THREADS": "1"})]
 
 
 def child():
@@ -30,6 +33,9 @@ def child():
     from fastbp.presets import linear_data
 
     fastbp.set_num_threads(2)
+    if os.environ.get("BENCH_BLAS_THREADS"):
+        import threadpoolctl
+        threadpoolctl.threadpool_limits(int(os.environ["BENCH_BLAS_THREADS"]), "blas")
     rng = np.random.default_rng(0)
     S, Z = rng.standard_normal((256, 1000)), rng.standard_normal((256, 1000))
     X, W, b, y = linear_data("C")
@@ -37,7 +43,16 @@ def child():
     ys = rng.integers(0, 10, 1024)
     A = rng.random((256, 256))
     Xm, Wm, ym = rng.standard_normal((256, 512)), rng.standard_normal((32, 512)), y % 32
-    from fastbp.backends import c_kernels
+    Xd, Wd, bd, yd = linear_data("D")
+    from fastbp.backends import c_kernels, numba_kernels
+
+    def tiny(backend, fused_weights=None):
+        def call():
+            numba_kernels.TUNING.FUSED_ANY_N_WEIGHTS = fused_weights or default_weights
+            return fastbp.linear_head(Xd, Wd, bd, yd, backend=backend)
+        return call
+
+    default_weights = numba_kernels.TUNING.FUSED_ANY_N_WEIGHTS
 
     def chunked():                 # the C backend's BLAS path
         return fastbp.linear_head(Xm, Wm, None, ym, backend="c")
@@ -50,8 +65,12 @@ def child():
               lambda: fastbp.linear_head(Xs, Ws, None, ys, backend="numba")),
              ("c: linear_head 256x512x32, NumPy BLAS", True, chunked),
              ("c: linear_head 256x512x32, SciPy BLAS", False, chunked),
-             ("numba: linear_head 256x512x32 (SciPy BLAS)", True,
-              lambda: fastbp.linear_head(Xm, Wm, None, ym, backend="numba"))]
+             ("numba: linear_head 256x512x32, NumPy BLAS", True,
+              lambda: fastbp.linear_head(Xm, Wm, None, ym, backend="numba")),
+             ("tiny: c", True, tiny("c")),
+             ("tiny: numba, fused rows", True, tiny("numba")),
+             ("tiny: numba, BLAS path", True, tiny("numba", fused_weights=1)),
+             ("tiny: numpy", True, tiny("numpy"))]
     for name, numpy_blas, f in cases:
         c_kernels.set_blas(numpy=numpy_blas)
         for after_matmul in (False, True):
@@ -77,9 +96,9 @@ def main():
         for line in out.splitlines():
             case, when, us = line.split("\t")
             rows.setdefault((case, when), []).append(us)
-    print(f"{'call':44s} {'when':15s}" + "".join(f"{label:>22s}" for label, _ in SETTINGS))
+    print(f"{'call':42s} {'when':15s}" + "".join(f"{label:>21s}" for label, _ in SETTINGS))
     for (case, when), values in rows.items():
-        print(f"{case:44s} {when:15s}" + "".join(f"{v + ' us':>22s}" for v in values))
+        print(f"{case:42s} {when:15s}" + "".join(f"{v + ' us':>21s}" for v in values))
 
 
 if __name__ == "__main__":

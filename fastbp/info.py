@@ -38,8 +38,9 @@ def info():
         "threads": _dispatch.get_num_threads(),
         "blas": [{k: lib.get(k) for k in ("internal_api", "version", "num_threads", "filepath")}
                  for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas"],
-        # whose OpenBLAS the C backend's GEMMs run in ("numpy" or "scipy"), if it is loaded
+        # whose OpenBLAS each compiled backend's GEMMs run in ("numpy" or "scipy"), if loaded
         "c_blas": getattr(_dispatch._modules.get("c"), "BLAS", None),
+        "numba_blas": getattr(_dispatch._modules.get("numba"), "BLAS", None),
         # whether the compiled entry of tiny linear_head calls (csrc/fastcall.c) was built
         "fastcall": importlib.util.find_spec("fastbp.backends._fastcall") is not None,
         "cpu": _cpu_features(),

@@ -76,6 +76,12 @@ def test_threads_knob():
         fastbp.set_num_threads(1)
         assert fastbp.get_num_threads() == 1
         assert all(lib["num_threads"] == 1 for lib in fastbp.info()["blas"])
+        if "numba" in fastbp.available_backends():
+            import numba
+            assert numba.get_num_threads() == 1
+        if "c" in fastbp.available_backends():
+            from fastbp.backends import c_kernels
+            assert c_kernels._threads[0] == 1          # passed to every OpenMP region
     finally:
         fastbp.set_num_threads(before)
     for bad in (0, -1, 1.5, True, "2"):
@@ -90,8 +96,10 @@ def test_info_reports_the_machine():
     assert info["threads"] == fastbp.get_num_threads()
     for key in ("python", "blas", "cpu", "default_backend", "unavailable"):
         assert key in info
+    for backend in ("c", "numba"):
+        if backend in info["backends"]:
+            assert info[f"{backend}_blas"] in ("numpy", "scipy")
     if "c" in info["backends"]:
-        assert info["c_blas"] in ("numpy", "scipy")
         # the fast entry is built by the same compiler, beside the C backend
         assert info["fastcall"]
 

@@ -7,24 +7,20 @@ module raises ImportError and ``"c"`` is only absent from ``fastbp.available_bac
 
 Arrays cross without copies (``ffi.from_buffer`` on arrays ``fastbp._checks`` validated: C
 order, one float dtype, intp labels in range); cffi releases the GIL during each call. The C
-kernels call NumPy's own OpenBLAS (``_numpy_gemms``), or else SciPy's through the ``?gemm``
-pointers of ``scipy.linalg.cython_blas`` (``set_num_threads`` limits both through
-threadpoolctl), and run their own loops on OpenMP threads (``set_num_threads`` below). Who owns
-the cores is the Numba backend's rule: a kernel with a BLAS call inside runs its own loops on
-one thread.
+kernels call NumPy's own OpenBLAS, or else SciPy's (``_blas.py``; ``set_num_threads`` limits
+both through threadpoolctl), and run their own loops on OpenMP threads. Who owns the cores is
+the Numba backend's rule: a kernel with a BLAS call inside runs its own loops on one thread.
 """
-import ctypes
 import functools
 import operator
 import sys
 
 import numpy as np
-from scipy.linalg import cython_blas
 
 from .._checks import DEFAULT_OPTIONS
 from .._registry import ARRAY_FIELDS, HEAD_DTYPE
 from .._dispatch import get_num_threads
-from . import _compose
+from . import _blas, _compose
 from ._args import ACT_CODES, CODES, MAXOUT, fast_entry, head_pack, reduced_loss
 from .tuning import C as TUNING
 from .tuning import score_blocks
@@ -58,56 +54,12 @@ def _check_abi():
 _check_abi()
 
 
-def _capsule_address(name):
-    """The C function pointer inside scipy.linalg.cython_blas's capsule ``name``."""
-    capsule = cython_blas.__pyx_capi__[name]
-    api = ctypes.pythonapi
-    api.PyCapsule_GetName.restype = ctypes.c_char_p
-    api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    return api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
-
-
-def _numpy_gemms():
-    """The (sgemm, dgemm) addresses of NumPy's own OpenBLAS when it is the scipy-openblas64
-    build NumPy's wheels bundle (ILP64: symbols scipy_?gemm_64_), else None.
-
-    Its GEMMs are preferred over SciPy's: OpenBLAS's threads spin for a while after each call,
-    so two OpenBLAS copies in one process fight for the cores (docs/performance.md, "Threads
-    next to the user's own NumPy"). NumPy's copy keeps one pool between the user's matmuls and
-    these kernels."""
-    import pathlib
-
-    import threadpoolctl
-    # wheels put it in numpy.libs/ beside the package (Linux, Windows) or in numpy/.dylibs
-    # (macOS): both paths start with the package's
-    numpy_dir = str(pathlib.Path(np.__file__).resolve().parent)
-    for info in threadpoolctl.threadpool_info():
-        path = info.get("filepath") or ""
-        if info.get("internal_api") != "openblas" or not path.startswith(numpy_dir):
-            continue
-        try:
-            blas = ctypes.CDLL(path)
-            return tuple(ctypes.cast(getattr(blas, f"scipy_{t}gemm_64_"), ctypes.c_void_p).value
-                         for t in "sd")
-        except (OSError, AttributeError):
-            return None
-    return None
-
-
 def set_blas(numpy=True):
     """Point the C kernels at NumPy's OpenBLAS (if found) or at SciPy's, and set ``BLAS`` to
     which ("numpy" or "scipy"). Called at import; tests and benchmarks/threads.py call it too."""
     global BLAS
-    gemms = _numpy_gemms() if numpy else None
-    if gemms is None:
-        lib.fbp_set_blas(ffi.cast("void *", _capsule_address("sgemm")),
-                         ffi.cast("void *", _capsule_address("dgemm")), 0)
-        BLAS = "scipy"
-    else:
-        lib.fbp_set_blas(ffi.cast("void *", gemms[0]), ffi.cast("void *", gemms[1]), 1)
-        BLAS = "numpy"
+    sgemm, dgemm, ilp64, BLAS = _blas.gemms(numpy)
+    lib.fbp_set_blas(ffi.cast("void *", sgemm), ffi.cast("void *", dgemm), int(ilp64))
 
 
 set_blas()

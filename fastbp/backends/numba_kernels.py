@@ -1,8 +1,8 @@
 """The Numba backend: fused @njit kernels, same kernel set and signatures as ``reference.py``.
 
 Who owns the cores (docs/design.md): a kernel either runs on Numba's threads with
-no BLAS call inside, or calls BLAS (SciPy's OpenBLAS, multi-threaded) with a serial epilogue --
-never both at once.
+no BLAS call inside, or calls BLAS (NumPy's own OpenBLAS where NumPy has one, as the C backend:
+``gemm`` below) with a serial epilogue -- never both at once.
 
 - Heads: one serial pass per row (``head_row``), written once, in place when out is S.
 - ``linear_head`` has three paths, chosen per shape (``tuning.Numba``; docs/performance.md):
@@ -33,11 +33,12 @@ import threading
 import numba as nb
 import numpy as np
 from numba.extending import intrinsic
-from scipy.linalg import blas as _blas
+import llvmlite.binding as _llvm
+from numba import types as _nbtypes
 
 from .. import config
 from .._checks import DEFAULT_OPTIONS
-from . import _compose
+from . import _blas, _compose
 from .._registry import HEAD_DTYPE
 from ._args import (ACT_CODES, CODES, ELU, LEAKY, RELU, SIGMOID, TANH, HeadPack, fast_entry,
                     head_pack, reduced_loss)
@@ -431,14 +432,60 @@ def set_num_threads(n):
 
 
 # ---------------------------------------------------------------------------- BLAS
-def _gemm(C, A, B, trans_a=False, trans_b=False, beta=0.0):
-    """C = op(A) op(B) + beta C on C-ordered arrays, in place, no copies: BLAS is column-major,
-    so it computes C^T = op(B)^T op(A)^T on the transposed (Fortran-ordered) views."""
-    gemm = _blas.sgemm if C.dtype == np.float32 else _blas.dgemm
+# The compiled code calls the symbols fastbp_?gemm, bound here at import to NumPy's own
+# OpenBLAS (else SciPy's): a symbol, not an address baked into the code, so the on-disk cache
+# stays valid in the next process. Not np.dot: Numba's is SciPy's OpenBLAS, a second thread
+# pool that fights NumPy's (docs/performance.md, "Threads next to the user's own NumPy").
+_SGEMM, _DGEMM, _ILP64, BLAS = _blas.gemms()
+_llvm.add_symbol("fastbp_sgemm", _SGEMM)
+_llvm.add_symbol("fastbp_dgemm", _DGEMM)
+_vp = _nbtypes.voidptr
+_sgemm = _nbtypes.ExternalFunction("fastbp_sgemm", _nbtypes.void(*[_vp] * 13))
+_dgemm = _nbtypes.ExternalFunction("fastbp_dgemm", _nbtypes.void(*[_vp] * 13))
+
+
+@jit
+def _gemm_call(C, A, B, trans_a, trans_b, beta):
+    """Fortran ?gemm on C-ordered rows (unit inner stride): BLAS is column-major, so it computes
+    C^T = op(B)^T op(A)^T. The ints go by reference as int64, which a 32-bit-int BLAS (SciPy's)
+    reads as the same value on a little-endian machine for dimensions below 2^31."""
+    ints = np.empty(6, np.int64)
+    ints[0] = C.shape[1]
+    ints[1] = C.shape[0]
+    ints[2] = A.shape[0] if trans_a else A.shape[1]
+    ints[3] = max(B.strides[0] // B.itemsize, B.shape[1], 1)
+    ints[4] = max(A.strides[0] // A.itemsize, A.shape[1], 1)
+    ints[5] = max(C.strides[0] // C.itemsize, C.shape[1], 1)
+    ops = np.empty(2, np.uint8)
+    ops[0] = 84 if trans_b else 78          # 'T', 'N'
+    ops[1] = 84 if trans_a else 78
+    scalars = np.empty(2, C.dtype)
+    scalars[0] = 1.0
+    scalars[1] = beta
+    args = (ops[0:].ctypes, ops[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes,
+            scalars[0:].ctypes, B.ctypes, ints[3:].ctypes, A.ctypes, ints[4:].ctypes,
+            scalars[1:].ctypes, C.ctypes, ints[5:].ctypes)
+    if C.itemsize == 8:
+        _dgemm(*args)
+    else:
+        _sgemm(*args)
+
+
+@jit
+def gemm(C, A, B, trans_a=False, trans_b=False, beta=0.0):
+    """C = op(A) op(B) + beta C on C-ordered arrays, in place, no copies."""
     if C.size:
-        gemm(1.0, B.T, A.T, beta, C.T, trans_a=trans_b, trans_b=trans_a, overwrite_c=1)
+        _gemm_call(C, A, B, trans_a, trans_b, beta)
     elif beta == 0.0:
         C[...] = 0
+
+
+if nb.config.DISABLE_JIT:          # interpreted: no compiled code to call the symbols from
+    def gemm(C, A, B, trans_a=False, trans_b=False, beta=0.0):   # noqa: F811
+        """C = op(A) op(B) + beta C, in place, by np.dot."""
+        product = np.dot(A.T if trans_a else A, B.T if trans_b else B)
+        C[...] = product + beta * C if beta else product
+
 
 
 # ---------------------------------------------------------------------------- heads
@@ -796,14 +843,14 @@ def linear_one_block(X, W, b, mean, dW, db, dX, *head):
     its arithmetic): S = X W^T, bias + head in place, dW = S^T X, db, dX = S W."""
     h = HeadPack(*head)
     S = np.empty((X.shape[0], W.shape[0]), X.dtype)
-    np.dot(X, W.T, S)
+    gemm(S, X, W, False, True)
     db64 = np.zeros(W.shape[0]) if db.size else np.empty(0)
     total, osum = head_rows(h, S, mean, 1.0, b, db64, S, np.empty(0))
-    np.dot(S.T, X, dW)
+    gemm(dW, S, X, True, False)
     for j in range(db.size):
         db[j] = db64[j]
     if dX.size:
-        np.dot(S, W, dX)
+        gemm(dX, S, W)
     return total, osum
 
 
@@ -826,14 +873,14 @@ def _linear_chunked(h, X, W, b, mean, chunk, dW, db, dX):
     for lo in range(0, B, chunk):
         hi = min(lo + chunk, B)
         S, Xc = block[:hi - lo], X[lo:hi]
-        _gemm(S, Xc, W, trans_b=True)
+        gemm(S, Xc, W, trans_b=True)
         t, o = rows_entry(S, False, scale, b, db64, S, _EMPTY[_F64],
                           *_rows_of(h, slice(lo, hi)))
         total += t
         osum += o
-        _gemm(dW, S, Xc, trans_a=True, beta=1.0)
+        gemm(dW, S, Xc, trans_a=True, beta=1.0)
         if dX is not None:
-            _gemm(dX[lo:hi], S, W)
+            gemm(dX[lo:hi], S, W)
     if db is not None:
         with np.errstate(over="ignore"):       # a diverging run's inf is the answer
             db[...] = db64
@@ -993,13 +1040,13 @@ def _linear_columns(h, X, W, b, mean, rows, cols, dW, db, dX):
             for c0 in range(0, n, cols):
                 c1 = min(c0 + cols, n)
                 S, Wc = flat[:(hi - lo) * (c1 - c0)].reshape(hi - lo, c1 - c0), W[c0:c1]
-                _gemm(S, Xp, Wc, trans_b=True)
+                gemm(S, Xp, Wc, trans_b=True)
                 softmax_cols_block(second, S, c0, n, b, hp, scale, st, lin, db64, x, bits)
                 if not second:
                     continue
-                _gemm(dW[c0:c1], S, Xp, trans_a=True, beta=1.0 if lo else 0.0)
+                gemm(dW[c0:c1], S, Xp, trans_a=True, beta=1.0 if lo else 0.0)
                 if dX is not None:
-                    _gemm(dX[lo:hi], S, Wc, beta=1.0 if c0 else 0.0)
+                    gemm(dX[lo:hi], S, Wc, beta=1.0 if c0 else 0.0)
         t, o = softmax_cols_loss(st[:hi - lo], lin, hp, n)
         total += t
         osum += o
@@ -1063,7 +1110,7 @@ def maxout_backward(dA, argmax, k, dS, db):
 def linear_act_forward(X, W, b, activation, alpha):
     dt = X.dtype
     S = np.empty((X.shape[0], W.shape[0]), dt)
-    _gemm(S, X, W, trans_b=True)
+    gemm(S, X, W, trans_b=True)
     b_ = _EMPTY[dt] if b is None else b
     if activation == "maxout":
         A = np.empty((X.shape[0], W.shape[0] // alpha), dt)
@@ -1091,9 +1138,9 @@ def _backward_dS(dA, cache, db):
 
 def linear_act_backward(dA, cache, dX, dW, db):
     dS = _backward_dS(dA, cache, db)
-    _gemm(dW, dS, cache.X, trans_a=True)
+    gemm(dW, dS, cache.X, trans_a=True)
     if dX is not None:
-        _gemm(dX, dS, cache.W)
+        gemm(dX, dS, cache.W)
 
 
 def mlp_forward(X, params, activation, alpha):
@@ -1149,17 +1196,17 @@ def mlp_step_kernel(X, Ws, bs, dWs, dbs, act, alpha, mean, s1W, s1b, s2W, s2b, k
     for l in range(L - 1):
         W, b = Ws[l], bs[l]
         S = np.empty((B, W.shape[0]), X.dtype)
-        np.dot(hs[l], W.T, S)
+        gemm(S, hs[l], W, False, True)
         for i in range(B):
             for j in range(S.shape[1]):
                 S[i, j] = activate(act, S[i, j] + b[j], alpha)
         hs.append(S)
     W, b = Ws[L - 1], bs[L - 1]
     G = np.empty((B, W.shape[0]), X.dtype)
-    np.dot(hs[L - 1], W.T, G)
+    gemm(G, hs[L - 1], W, False, True)
     total, osum = head_rows(h, G, mean, 1.0, b, np.empty(0), G, np.empty(0))
     for l in range(L - 1, -1, -1):
-        np.dot(G.T, hs[l], dWs[l])
+        gemm(dWs[l], G, hs[l], True, False)
         db = dbs[l]
         db[:] = 0.0
         for i in range(B):
@@ -1168,7 +1215,7 @@ def mlp_step_kernel(X, Ws, bs, dWs, dbs, act, alpha, mean, s1W, s1b, s2W, s2b, k
         if l > 0:
             A = hs[l]
             dh = np.empty_like(A)
-            np.dot(G, Ws[l], dh)
+            gemm(dh, G, Ws[l])
             for i in range(B):
                 for j in range(A.shape[1]):
                     dh[i, j] *= activation_grad(act, A[i, j], alpha)

@@ -21,7 +21,8 @@ class C:
 
 class Numba:
     """numba_kernels.linear_head's choice between the fused rows and BLAS."""
-    FUSED_ANY_N_WEIGHTS = 64      # n d <= this: tiny W, always fused on one thread
+    FUSED_ANY_N_WEIGHTS = 1024    # n d <= this: tiny W, always fused on one thread (BLAS's
+    #                               packing costs more, most with caches cold after user code)
     FUSED_MAX_N = 32              # fused on all threads: n <= this, n d <= FUSED_MAX_WEIGHTS,
     FUSED_MAX_WEIGHTS = 1 << 13   #   B >= FUSED_MIN_ROWS and B n d >= PARALLEL_MIN_WORK
     FUSED_MIN_ROWS = 128          #   (many rows share the cores; BLAS wins on larger W)
