@@ -12,9 +12,9 @@ $(BIN)/python:
 
 # What each entry point installs; one stamp each, redone when pyproject.toml or the C sources
 # change (pip install compiles the C backend's extensions, fastbp/backends/_fastbp_c*.so and
-# _fastcall*.so).
+# _fastcall*.so). The tests install the peers (PyTorch, JAX) so the adapters' tests run.
 EXTRAS_demo := plot,sklearn
-EXTRAS_test := test,plot,sklearn
+EXTRAS_test := test,plot,sklearn,peers
 EXTRAS_bench := test,plot,sklearn,peers
 C_SOURCES := setup.py fastbp/backends/_cbuild.py $(wildcard csrc/*.c csrc/*.h)
 # PyPI's plain torch on Linux is a CUDA build of several GB: benchmarks/constraints.txt names
@@ -77,8 +77,9 @@ bench: $(VENV)/.installed-bench
 	$(BENCH_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider benchmarks \
 		--benchmark-json=benchmarks/last-run.json --benchmark-columns=median,iqr,rounds
 	$(BENCH_ENV) $(BIN)/python benchmarks/compile_times.py --json benchmarks/last-compile.json
+	$(BENCH_ENV) $(BIN)/python benchmarks/adapters.py --json benchmarks/last-adapters.json
 	$(BIN)/python benchmarks/report.py benchmarks/last-run.json benchmarks/last-compile.json \
-		> benchmarks/RESULTS.md
+		benchmarks/last-adapters.json > benchmarks/RESULTS.md
 	@echo "wrote benchmarks/RESULTS.md"
 
 # The tables behind the compiled backends' fused-vs-BLAS thresholds (FUSED_MAX_N and friends).

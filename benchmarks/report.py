@@ -293,6 +293,11 @@ def main():
                   "later ones only recompilations.", "", "| group | peer | first call |",
                   "|---|---|---|"]
         lines += [f"| {g} | {name} | {sec:.2f} s |" for g, name, sec in compiled]
+    if len(sys.argv) > 3:
+        import adapters
+        lines += ["", "## A training step through the framework adapters", "",
+                  "`benchmarks/adapters.py` (each way in a fresh process; its docstring says "
+                  "what a step is):", "", adapters.table(json.load(open(sys.argv[3])))]
     lines += ["", "## All groups", ""]
     for group in sorted(gs):
         lines += [table(group, gs[group]), ""]

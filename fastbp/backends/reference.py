@@ -249,24 +249,29 @@ for _name in ROWS:
 fast_linear_head = None          # no compiled entry for the whole call: always the checked path
 
 
-def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX):
-    """S = X W^T + b, one row chunk at a time: head rows, then dW += dS^T X, db += sum dS,
-    dX = dS W; "mean" scales the three gradients by 1/sum(omega) at the end."""
-    B = X.shape[0]
-    chunk = chunk_rows or default_chunk_rows(W.shape[0], X.dtype.itemsize)
+def _head_blocks(X, W, b, target, head, options, chunk):
+    """S = X W^T + b one block of ``chunk`` rows at a time, through the head's rows: yields
+    (rows, wl, wG, omega) per block."""
     options = dict(options)
     sample_weight = options.pop("sample_weight")
-    total = omega_sum = 0.0
-    dW[...] = 0
-    if db is not None:
-        db[...] = 0
-    for lo in range(0, B, chunk):
+    for lo in range(0, X.shape[0], chunk):
         rows = slice(lo, lo + chunk)
         S = X[rows] @ W.T
         if b is not None:
             S += b
         sw = None if sample_weight is None else sample_weight[rows]
-        wl, dS, omega = ROWS[head](S, target[rows], sw, **options)
+        yield (rows, *ROWS[head](S, target[rows], sw, **options))
+
+
+def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX):
+    """S = X W^T + b, one row chunk at a time: head rows, then dW += dS^T X, db += sum dS,
+    dX = dS W; "mean" scales the three gradients by 1/sum(omega) at the end."""
+    chunk = chunk_rows or default_chunk_rows(W.shape[0], X.dtype.itemsize)
+    total = omega_sum = 0.0
+    dW[...] = 0
+    if db is not None:
+        db[...] = 0
+    for rows, wl, dS, omega in _head_blocks(X, W, b, target, head, options, chunk):
         total += float(np.sum(wl, dtype=np.float64))
         omega_sum += float(np.sum(omega, dtype=np.float64))
         dW += dS.T @ X[rows]
@@ -281,6 +286,18 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         if g is not None:
             g *= scale
     return loss
+
+
+def linear_losses(X, W, b, target, head, options):
+    """The loss alone, for a caller that needs no gradient (the framework adapters' no-grad
+    and per-row paths): one product of linear_head's three, then the head's rows. Returns
+    (wl, omega_sum): the weighted loss of each row (B,) in float64 and the "mean" denominator."""
+    wl, omega_sum = np.empty(X.shape[0]), 0.0
+    chunk = default_chunk_rows(W.shape[0], X.dtype.itemsize)
+    for rows, block_wl, _, omega in _head_blocks(X, W, b, target, head, options, chunk):
+        wl[rows] = block_wl
+        omega_sum += float(np.sum(omega, dtype=np.float64))
+    return wl, omega_sum
 
 
 # ---------------------------------------------------------------------------- activations

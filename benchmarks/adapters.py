@@ -1,0 +1,188 @@
+"""One training step of an output layer through the framework adapters, each way in a fresh
+process: time (median of the steps after a warm-up) and peak RSS growth over the process's
+state before the first step.
+
+    python benchmarks/adapters.py [--json FILE]        # prints a Markdown table
+
+PyTorch ways, at V (an LM output layer, 1024 x 512 x 32000 float32) and the small D and T:
+fastbp.torch.LinearHead; nn.Linear + F.cross_entropy (eager); F.linear_cross_entropy. Each step
+is forward, backward and SGD's optimizer.step() on the layer's weight and bias, with the input X
+requiring grad (dX is computed, as under a network body). The "floor" row is the same step
+through an autograd.Function that computes nothing (it hands back gradients made once): what
+PyTorch's autograd and optimizer cost any adapter. The JAX rows: one jitted
+value_and_grad of fastbp.jax.linear_head and of the same loss in jax.numpy. Every way's first
+step is checked equal to fastbp's NumPy reference (after the timed steps, so the reference's
+memory is not in the peak).
+"""
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+STEPS = {"V": 4, "D": 300, "T": 300}
+WAYS = ("fastbp.torch LinearHead", "torch eager", "torch linear_cross_entropy",
+        "floor: torch empty autograd.Function", "fastbp.jax", "jax jit")
+
+
+def _rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(way, shape):
+    import numpy as np
+
+    import fastbp
+    from fastbp.presets import linear_data
+    X, W, b, y = linear_data(shape)
+    if way.startswith(("fastbp.jax", "jax")):
+        step, first = _jax_step(way, X, W, b, y)
+    else:
+        step, first = _torch_step(way, X, W, b, y)
+    before = _rss_mb()                 # the peak growth counts the steps only: the reference
+    got_loss, got_dW = first()         # below runs after them
+    times = []
+    for _ in range(STEPS[shape]):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    growth = _rss_mb() - before
+    want = fastbp.linear_head(X, W, b, y, backend="numpy")
+    tol = 1e-9 if X.dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(got_loss, want.loss, rtol=tol)
+    np.testing.assert_allclose(got_dW, want.dW, rtol=tol, atol=tol * np.abs(want.dW).max())
+    return {"way": way, "shape": shape, "median_s": statistics.median(times),
+            "peak_growth_mb": growth}
+
+
+def _torch_step(way, X, W, b, y):
+    import torch
+    import torch.nn.functional as F
+
+    import fastbp
+    import fastbp.torch as fbt
+    torch.set_num_threads(fastbp.get_num_threads())
+    n, d = W.shape
+    Xt, yt = torch.from_numpy(X).requires_grad_(), torch.from_numpy(y)
+    if way == "fastbp.torch LinearHead":
+        layer = fbt.LinearHead(d, n, dtype=Xt.dtype)
+        loss_fn = layer
+    elif way.startswith("floor"):
+        layer = torch.nn.Linear(d, n, dtype=Xt.dtype)
+        g = fastbp.linear_head(X, W, b, y)
+        made = [torch.from_numpy(a) for a in (g.dX, g.dW, g.db)]
+
+        class Nothing(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, X, W, b):
+                return torch.tensor(g.loss, dtype=X.dtype)
+
+            @staticmethod
+            def backward(ctx, grad):
+                return tuple(made)
+
+        def loss_fn(X, y):
+            return Nothing.apply(X, layer.weight, layer.bias)
+    else:
+        layer = torch.nn.Linear(d, n, dtype=Xt.dtype)
+        if way == "torch eager":
+            def loss_fn(X, y):
+                return F.cross_entropy(layer(X), y)
+        else:
+            def loss_fn(X, y):
+                return F.linear_cross_entropy(X, layer.weight, y, linear_bias=layer.bias)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(W))
+        layer.bias.copy_(torch.from_numpy(b))
+    opt = torch.optim.SGD(layer.parameters(), lr=0.0)     # lr 0: every step the same work
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        Xt.grad = None
+        loss = loss_fn(Xt, yt)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def first():
+        loss = step()
+        return float(loss.detach()), layer.weight.grad.numpy().copy()
+
+    return step, first
+
+
+def _jax_step(way, X, W, b, y):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    jax.config.update("jax_enable_x64", True)
+    import fastbp.jax as fbj
+
+    if way == "fastbp.jax":
+        def loss_fn(X, W, b):
+            return fbj.linear_head(X, W, b, y)
+    else:
+        def loss_fn(X, W, b):
+            S = X @ W.T + b
+            return -jnp.mean(jax.nn.log_softmax(S)[jnp.arange(len(y)), y])
+    grad = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1, 2)))
+
+    def step():
+        loss, grads = grad(X, W, b)
+        jax.block_until_ready(grads)
+        return loss, grads
+
+    def first():
+        loss, grads = step()
+        return float(loss), np.asarray(grads[1])
+
+    return step, first
+
+
+def main():
+    rows = []
+    for shape in STEPS:
+        for way in WAYS:
+            run = subprocess.run([sys.executable, __file__, "--child", way, shape],
+                                 capture_output=True, text=True, env=dict(os.environ))
+            if run.returncode:
+                rows.append({"way": way, "shape": shape, "error": run.stderr.strip()[-300:]})
+                continue
+            rows.append(json.loads(run.stdout))
+    if "--json" in sys.argv:
+        with open(sys.argv[sys.argv.index("--json") + 1], "w") as f:
+            json.dump(rows, f, indent=1)
+    print(table(rows))
+
+
+def table(rows):
+    out = ["| shape | way | step (median) | vs the fastest non-fastbp way of its framework "
+           "| peak RSS growth |", "|---|---|---|---|---|"]
+    for shape in STEPS:
+        mine = [r for r in rows if r["shape"] == shape]
+        for r in mine:
+            framework = "jax" if "jax" in r["way"] else "torch"
+            peers = [p["median_s"] for p in mine if "median_s" in p and not
+                     p["way"].startswith(("fastbp", "floor")) and framework in p["way"]]
+            best = min(peers) if peers else None
+            if "error" in r:
+                out.append(f"| {shape} | {r['way']} | failed: {r['error'][-80:]} | | |")
+                continue
+            t = r["median_s"]
+            ratio = f"{best / t:.2f}x faster" if best else ""
+            out.append(f"| {shape} | {r['way']} | {_fmt(t)} | {ratio} | "
+                       f"{r['peak_growth_mb']:.0f} MB |")
+    return "\n".join(out)
+
+
+def _fmt(s):
+    return f"{s * 1e3:.1f} ms" if s >= 1e-3 else f"{s * 1e6:.1f} µs"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        print(json.dumps(child(sys.argv[2], sys.argv[3])))
+    else:
+        main()

@@ -1,0 +1,76 @@
+"""What the framework adapters (``fastbp.torch``, ``fastbp.jax``) share, on NumPy arrays, so
+each adapter only converts its arrays and wires its autograd.
+
+- ``reduction="mean"`` / ``"sum"``: one fused call computes the loss and every wanted gradient
+  in the forward; the backward scales them by the upstream scalar.
+- ``reduction="none"`` (row losses): for linear_head the forward computes the losses alone and
+  the backward the gradient of ``sum_i g_i L_i`` for the upstream vector ``g``, which is the
+  fused ``"sum"`` call with the sample weights multiplied by ``g``; a head returns its rows'
+  gradients in the forward, and the backward scales row i by ``g_i``.
+- No gradient wanted: the losses alone (one product of linear_head's three, no dS).
+"""
+import numpy as np
+
+from . import _checks, heads, layers
+from .backends import reference
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def split_reduction(options):
+    """``reduction`` out of the head options: ("mean" | "sum" | "none", the other options)."""
+    options = dict(options)
+    return _checks.choice("reduction", options.pop("reduction", "mean"), REDUCTIONS), options
+
+
+def _reduced(wl, omega_sum, reduction, dtype):
+    if reduction == "none":
+        return wl.astype(dtype)
+    total = float(np.sum(wl))
+    return total if reduction == "sum" else reference.mean_scale(total, omega_sum)[0]
+
+
+# ---------------------------------------------------------------------------- linear_head
+def linear_loss(X, W, b, target, head, options, reduction):
+    """The loss alone: a float, or the row losses (B,) for "none"."""
+    X, W, b, target, head, opts, _, _, _, _ = _checks.check_linear_head(
+        X, W, b, target, head, dict(options, reduction="sum"), False, None, None)
+    return _reduced(*reference.linear_losses(X, W, b, target, head, opts), reduction, X.dtype)
+
+
+def linear_forward(X, W, b, target, head, options, reduction, need, backend):
+    """(loss, dX, dW, db) with ``need`` = (dX, dW, db) flags: gradients only where needed (None
+    elsewhere), none at all for "none" (they come in ``linear_rows_backward``)."""
+    if reduction == "none" or not any(need):
+        return linear_loss(X, W, b, target, head, options, reduction), None, None, None
+    if reduction != "mean":             # (no options at all: the tiny call's compiled entry)
+        options = dict(options, reduction=reduction)
+    g = layers.linear_head(X, W, b, target, head, need_dX=bool(need[0]), backend=backend,
+                           **options)
+    return g.loss, g.dX, g.dW if need[1] else None, g.db if need[2] else None
+
+
+def linear_rows_backward(X, W, b, target, head, options, g, need, backend):
+    """(dX, dW, db) of sum_i g_i L_i: the fused "sum" call with sample weights times g."""
+    options = _times_sample_weight(options, g, X.dtype)
+    grads = layers.linear_head(X, W, b, target, head, need_dX=bool(need[0]), backend=backend,
+                               reduction="sum", **options)
+    return grads.dX, grads.dW, grads.db
+
+
+# ---------------------------------------------------------------------------- heads
+def head_forward(head, S, target, options, reduction, backend):
+    """(loss, dS); for "none" the row losses and the rows of the sum's gradient, which the
+    backward scales by the upstream vector (``rows_times``)."""
+    return getattr(heads, head)(S, target, reduction=reduction, backend=backend, **options)
+
+
+def rows_times(dS, g):
+    """dS of sum_i g_i L_i from the rows of the sum's gradient: row i times g_i."""
+    return dS * g.reshape((-1,) + (1,) * (dS.ndim - 1))
+
+
+def _times_sample_weight(options, g, dtype):
+    g = np.asarray(g, dtype).reshape(-1)
+    sw = options.get("sample_weight")
+    return dict(options, sample_weight=g if sw is None else np.asarray(sw, dtype) * g)

@@ -1,0 +1,235 @@
+"""fastbp.torch: the fused kernels inside PyTorch's autograd (docs/api.md section 8). Skipped
+where PyTorch is not installed (`make test` installs it)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+from cases import case_id, head_cases, make_head_inputs
+
+torch = pytest.importorskip("torch")
+fbt = pytest.importorskip("fastbp.torch")
+F = torch.nn.functional
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _tol(dtype):
+    return dict(rtol=1e-9, atol=1e-12) if np.dtype(dtype) == np.float64 else \
+        dict(rtol=2e-4, atol=1e-6)
+
+
+def _close(got, want, dtype):
+    got = got.detach().numpy() if isinstance(got, torch.Tensor) else got
+    want = np.asarray(want, np.float64)
+    tol = _tol(dtype)
+    np.testing.assert_allclose(got, want, rtol=tol["rtol"],
+                               atol=tol["atol"] + tol["rtol"] * np.abs(want).max(initial=0))
+
+
+def _t(a):
+    return a if a is None or not isinstance(a, np.ndarray) else torch.from_numpy(a.copy())
+
+
+def _upstream(loss, rng):
+    g = rng.standard_normal(loss.shape) + 1.5
+    return torch.as_tensor(g, dtype=loss.dtype), g
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", head_cases(), ids=case_id)
+def test_every_head_and_option_matches_the_kernels(case, reduction, dtype, rng):
+    """loss and dS under an upstream gradient g: g dS ("mean"/"sum") or row i times g_i
+    ("none"), against fastbp's NumPy reference."""
+    head, spec = case
+    S, target, opts = make_head_inputs(head, spec, 9, 4, dtype, rng)
+    S_t = _t(S).requires_grad_()
+    loss = getattr(fbt, head)(S_t, _t(target), reduction=reduction,
+                              **{k: _t(v) for k, v in opts.items()})
+    g_t, g = _upstream(loss, rng)
+    loss.backward(g_t)
+    want_loss, want_dS = getattr(fastbp, head)(S, target, reduction=reduction, backend="numpy",
+                                               **opts)
+    _close(loss, want_loss, dtype)
+    scale = g.reshape((-1,) + (1,) * (S.ndim - 1)) if reduction == "none" else g
+    _close(S_t.grad, scale * want_dS, dtype)
+    assert S_t.grad.dtype == S_t.dtype
+
+
+def _linear_inputs(head, spec, dtype, rng, B=11, d=6, n=4):
+    n = 1 if head == "binary_hinge" else n
+    X = rng.standard_normal((B, d)).astype(dtype)
+    W = (0.5 * rng.standard_normal((n, d))).astype(dtype)
+    b = (0.1 * rng.standard_normal(n)).astype(dtype)
+    _, target, opts = make_head_inputs(head, dict(spec, target=spec["target"].replace(
+        "pm1_col", "pm1")), B, n, dtype, rng)
+    if head == "nll":                           # probabilities: a softmax layer's output
+        X = np.abs(X)
+    return X, W, b, target, opts
+
+
+def _linear_reference(X, W, b, target, head, opts, reduction, g):
+    """Loss and (dX, dW, db) of sum(g * loss) from the reference head on S = X W^T + b."""
+    S = X @ W.T + b
+    if head == "binary_hinge":
+        S = S[:, 0]
+    loss, dS = getattr(fastbp, head)(S, target, reduction=reduction, backend="numpy", **opts)
+    dS = dS.reshape(len(X), -1)
+    dS = dS * (g.reshape(-1, 1) if reduction == "none" else g)
+    return loss, dS @ W, dS.T @ X, dS.sum(axis=0)
+
+
+LINEAR_CASES = [c for c in head_cases() if c[0] != "nll" and c[1]["target"] != "pm1_col"]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", LINEAR_CASES, ids=case_id)
+def test_linear_head_every_head_and_option(case, reduction, dtype, rng):
+    head, spec = case
+    X, W, b, target, opts = _linear_inputs(head, spec, dtype, rng)
+    Xt, Wt, bt = (_t(a).requires_grad_() for a in (X, W, b))
+    loss = fbt.linear_head(Xt, Wt, bt, _t(target), head, reduction=reduction,
+                           **{k: _t(v) for k, v in opts.items()})
+    g_t, g = _upstream(loss, rng)
+    loss.backward(g_t)
+    want = _linear_reference(X, W, b, target, head, opts, reduction, g)
+    _close(loss, want[0], dtype)
+    for got, w in zip((Xt.grad, Wt.grad, bt.grad), want[1:]):
+        _close(got, w, dtype)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"ignore_index": 2},
+                                     {"weight": "on"}])
+def test_linear_head_is_torch_linear_plus_cross_entropy(options, reduction, dtype, rng):
+    """PyTorch's own autograd as the oracle, for every reduction."""
+    X, W, b, y, _ = _linear_inputs("softmax_nll", {"target": "labels"}, dtype, rng)
+    if options.get("weight") == "on":
+        options = {"weight": torch.from_numpy(rng.random(4).astype(dtype) + 0.5)}
+    ours = [_t(a).requires_grad_() for a in (X, W, b)]
+    theirs = [_t(a).requires_grad_() for a in (X, W, b)]
+    loss = fbt.linear_head(*ours, torch.from_numpy(y), reduction=reduction, **options)
+    want = F.cross_entropy(F.linear(*theirs), torch.from_numpy(y), reduction=reduction,
+                           **options)
+    g = torch.linspace(0.5, 2.0, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+    loss.backward(g)
+    want.backward(g)
+    _close(loss, want.detach().numpy(), dtype)
+    for a, c in zip(ours, theirs):
+        _close(a.grad, c.grad.numpy(), dtype)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("head", ["softmax_nll", "multiclass_hinge", "sigmoid_bce", "huber",
+                                  "sigmoid_focal", "l2"])
+def test_gradcheck_float64(head, reduction, rng):
+    spec = {"target": "labels" if head in ("softmax_nll", "multiclass_hinge") else "float"}
+    X, W, b, target, _ = _linear_inputs(head, spec, np.float64, rng, B=5, d=3, n=3)
+    args = tuple(_t(a).requires_grad_() for a in (X, W, b))
+    tt = _t(target)
+    assert torch.autograd.gradcheck(
+        lambda X, W, b: fbt.linear_head(X, W, b, tt, head, reduction=reduction), args)
+    S = args[0] @ args[1].T
+    S = S.detach().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda S: getattr(fbt, head)(S, tt, reduction=reduction), (S,))
+
+
+def test_gradients_only_for_what_requires_grad(monkeypatch, rng):
+    """A first layer's X needs no dX: the kernel is asked for none; under torch.no_grad() (or
+    nothing requiring grad) no gradient is computed at all."""
+    X, W, b, y, _ = _linear_inputs("softmax_nll", {"target": "labels"}, np.float64, rng)
+    calls = []
+    real = fastbp.layers.linear_head
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["need_dX"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastbp.layers, "linear_head", spy)
+    Wt, bt = _t(W).requires_grad_(), _t(b).requires_grad_()
+    loss = fbt.linear_head(_t(X), Wt, bt, _t(y))
+    loss.backward()
+    assert calls == [False] and Wt.grad is not None and bt.grad is not None
+    want = fastbp.linear_head(X, W, b, y, backend="numpy")
+    with torch.no_grad():
+        quiet = fbt.linear_head(_t(X), Wt, bt, _t(y))
+    frozen = fbt.linear_head(_t(X), _t(W), None, _t(y))
+    assert calls == [False]                   # neither called the gradient kernel
+    _close(quiet, want.loss, np.float64)
+    _close(frozen, fastbp.linear_head(X, W, None, y, backend="numpy").loss, np.float64)
+    assert not quiet.requires_grad
+
+
+def test_non_contiguous_inputs_are_read_correctly_and_left_alone(rng):
+    """Transposed and sliced tensors (the known failure of other fused losses)."""
+    A = rng.standard_normal((6, 13))                # X = A^T: (13, 6), column-major
+    Wbig = rng.standard_normal((4, 12))
+    y = rng.integers(0, 4, 13)
+    Xt = torch.from_numpy(A).T.requires_grad_()
+    Wt = torch.from_numpy(Wbig)[:, ::2].requires_grad_()      # every other column
+    bt = torch.zeros(8, dtype=torch.float64)[::2].requires_grad_()
+    before = (A.copy(), Wbig.copy())
+    loss = fbt.linear_head(Xt, Wt, bt, torch.from_numpy(y))
+    loss.backward()
+    X, W = A.T.copy(), Wbig[:, ::2].copy()
+    want = fastbp.linear_head(X, W, np.zeros(4), y, backend="numpy")
+    _close(loss, want.loss, np.float64)
+    for got, w in zip((Xt.grad, Wt.grad, bt.grad), (want.dX, want.dW, want.db)):
+        _close(got, w, np.float64)
+    np.testing.assert_array_equal(A, before[0])
+    np.testing.assert_array_equal(Wbig, before[1])
+
+
+def test_upstream_scalar_scales_and_retain_graph_repeats(rng):
+    X, W, b, y, _ = _linear_inputs("softmax_nll", {"target": "labels"}, np.float64, rng)
+    Wt = _t(W).requires_grad_()
+    loss = fbt.linear_head(_t(X), Wt, _t(b), _t(y))
+    (first,) = torch.autograd.grad(3.0 * loss, Wt, retain_graph=True)
+    (again,) = torch.autograd.grad(3.0 * loss, Wt)
+    want = fastbp.linear_head(X, W, b, y, backend="numpy").dW
+    _close(first, 3 * want, np.float64)
+    _close(again, 3 * want, np.float64)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda X: X.half(), r"X must be float32 or float64, got torch.float16; .*X.float\(\)"),
+    (lambda X: X.bfloat16(), r"got torch.bfloat16"),
+    (lambda X: X.to("meta"), r"X must be a CPU tensor, got one on meta.*X.cpu\(\)")])
+def test_other_devices_and_dtypes_are_type_errors(bad, match):
+    X, W, y = torch.ones(3, 2), torch.ones(4, 2), torch.zeros(3, dtype=torch.int64)
+    with pytest.raises(TypeError, match=match):
+        fbt.linear_head(bad(X), W, None, y)
+
+
+def test_bad_options_name_the_option():
+    X, W, y = torch.ones(3, 2), torch.ones(4, 2), torch.zeros(3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        fbt.linear_head(X, W, None, y, reduction="avg")
+    with pytest.raises(ValueError, match="head must be one of"):
+        fbt.linear_head(X, W, None, y, "nope")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        fbt.linear_head(X, W, None, y, label_smoothing=2.0)
+
+
+def test_linear_head_module_is_initialised_as_nn_linear():
+    torch.manual_seed(3)
+    ours = fbt.LinearHead(7, 5, dtype=torch.float64)
+    torch.manual_seed(3)
+    theirs = torch.nn.Linear(7, 5, dtype=torch.float64)
+    assert torch.equal(ours.weight, theirs.weight) and torch.equal(ours.bias, theirs.bias)
+    assert [n for n, _ in ours.named_parameters()] == ["weight", "bias"]
+    X = torch.randn(4, 7, dtype=torch.float64)
+    assert torch.allclose(ours.logits(X), theirs(X))
+    y = torch.tensor([0, 1, 2, 4])
+    assert torch.allclose(ours(X, y), F.cross_entropy(theirs(X), y))
+    assert fbt.LinearHead(3, 2, bias=False).bias is None
+
+
+def test_import_fastbp_imports_neither_torch_nor_jax():
+    code = "import sys, fastbp; print(sorted(m for m in ('torch', 'jax') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
