@@ -277,15 +277,16 @@ def test_fast_entry_takes_the_few_classes_window_where_the_backend_has_one(backe
     T = fastbp._dispatch.backend_module(backend).TUNING
     X, W, b = (rng.standard_normal(s) for s in ((64, 64), (10, 64), (10,)))
     y = rng.integers(0, 10, 64)
-    got = fast(X, W, b, y, "softmax_nll", True, None)
-    assert (got is not None) == (T.FUSED_FEW_N >= 10 and T.FUSED_FEW_MIN_D <= 64
-                                 and T.FUSED_FEW_WEIGHTS >= 640)
-    if got is not None:
-        want = fastbp.linear_head(X, W, b, y, chunk_rows=64, backend=backend)
-        assert got[0] == want.loss
-        for a, exp in zip(got[1:], want[1:]):
-            np.testing.assert_array_equal(a, exp)
-    assert fast(X[:, :32].copy(), W[:, :32].copy(), b, y, "softmax_nll", True, None) is None
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(T, "FUSED_ANY_N_WEIGHTS", 0)      # the few-classes window alone
+        got = fast(X, W, b, y, "softmax_nll", True, None)
+        assert (got is not None) == (T.FUSED_FEW_N >= 10 and T.FUSED_FEW_MIN_D <= 64
+                                     and T.FUSED_FEW_WEIGHTS >= 640)
+        if got is not None:
+            want = fastbp.linear_head(X, W, b, y, chunk_rows=64, backend=backend)
+            assert got[0] == want.loss
+            for a, exp in zip(got[1:], want[1:]):
+                np.testing.assert_array_equal(a, exp)
+        assert fast(X[:, :32].copy(), W[:, :32].copy(), b, y, "softmax_nll", True, None) is None
         mp.setattr(T, "FUSED_FEW_N", 0)
         assert fast(X, W, b, y, "softmax_nll", True, None) is None
