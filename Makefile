@@ -5,17 +5,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: demo test test-asan asan-build fuzz bench crossover clean
+.PHONY: demo test test-asan asan-build fuzz bench bench-dask crossover clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # What each entry point installs; one stamp each, redone when pyproject.toml or the C sources
 # change (pip install compiles the C backend's extensions, fastbp/backends/_fastbp_c*.so and
-# _fastcall*.so). The tests install the peers (PyTorch, JAX) so the adapters' tests run.
+# _fastcall*.so). The tests install the peers (PyTorch, JAX, dask-ml) and Dask so the adapters'
+# and fastbp.dask's tests run.
 EXTRAS_demo := plot,sklearn
-EXTRAS_test := test,plot,sklearn,peers
-EXTRAS_bench := test,plot,sklearn,peers
+EXTRAS_test := test,plot,sklearn,dask,peers
+EXTRAS_bench := test,plot,sklearn,dask,peers
 C_SOURCES := setup.py fastbp/backends/_cbuild.py $(wildcard csrc/*.c csrc/*.h)
 # PyPI's plain torch on Linux is a CUDA build of several GB: benchmarks/constraints.txt names
 # the CPU build to install instead (PEERS_CONSTRAINTS= to let pip choose).
@@ -73,14 +74,21 @@ fuzz: asan-build
 # Timed suites -> benchmarks/RESULTS.md. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for this
 # command only: the workplace sets them for old OpenBLAS builds, and they slow a current one.
 BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
+REPORT = $(BIN)/python benchmarks/report.py benchmarks/last-run.json benchmarks/last-compile.json \
+	benchmarks/last-adapters.json benchmarks/last-dask.json > benchmarks/RESULTS.md
 bench: $(VENV)/.installed-bench
 	$(BENCH_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider benchmarks \
 		--benchmark-json=benchmarks/last-run.json --benchmark-columns=median,iqr,rounds
 	$(BENCH_ENV) $(BIN)/python benchmarks/compile_times.py --json benchmarks/last-compile.json
 	$(BENCH_ENV) $(BIN)/python benchmarks/adapters.py --json benchmarks/last-adapters.json
-	$(BIN)/python benchmarks/report.py benchmarks/last-run.json benchmarks/last-compile.json \
-		benchmarks/last-adapters.json > benchmarks/RESULTS.md
+	$(REPORT)
 	@echo "wrote benchmarks/RESULTS.md"
+
+# fastbp.dask against dask-ml on 2,000,000 rows (about 25 min: dask-ml's default solver takes
+# most of it); RESULTS.md's Dask section is its last run's.
+bench-dask: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/dask_scaling.py --json benchmarks/last-dask.json
+	$(REPORT)
 
 # The tables behind the compiled backends' fused-vs-BLAS thresholds (FUSED_MAX_N and friends).
 crossover: $(VENV)/.installed-test

@@ -1,6 +1,6 @@
 """Turn a pytest-benchmark JSON (and compile_times.py's JSON) into benchmarks/RESULTS.md.
 
-    python benchmarks/report.py RUN.json COMPILE.json > benchmarks/RESULTS.md
+    python benchmarks/report.py RUN.json COMPILE.json [ADAPTERS.json [DASK.json]] > benchmarks/RESULTS.md
 
 `make bench` runs the suites and this script. Every figure comes from those two files: medians
 per row, ratios within a group (rows of a group were measured in the same run).
@@ -298,6 +298,11 @@ def main():
         lines += ["", "## A training step through the framework adapters", "",
                   "`benchmarks/adapters.py` (each way in a fresh process; its docstring says "
                   "what a step is):", "", adapters.table(json.load(open(sys.argv[3])))]
+    if len(sys.argv) > 4:
+        import dask_scaling
+        lines += ["", "## Data beyond one machine: fastbp.dask against dask-ml", "",
+                  "`make bench-dask` (`benchmarks/dask_scaling.py`; its docstring says what "
+                  "each row is):", "", dask_scaling.table(json.load(open(sys.argv[4])))]
     lines += ["", "## All groups", ""]
     for group in sorted(gs):
         lines += [table(group, gs[group]), ""]

@@ -66,6 +66,25 @@ def _scaled(w, G):
     return w[:, None] * G
 
 
+def label_weights(y, weight, ignore_index, dtype):
+    """Each labelled row's class weight ``weight[y]`` (1 without one), 0 where ``y`` is
+    ``ignore_index``: its share of the "mean" denominator before sample weights."""
+    keep = np.ones(len(y), bool) if ignore_index is None else y != ignore_index
+    if weight is None:
+        return keep.astype(dtype)
+    return (weight[np.where(keep, y, 0)] * keep).astype(dtype, copy=False)
+
+
+def row_weights(head, target, options, dtype):
+    """omega, the rows' weights whose sum divides under "mean", from the checked target and
+    options alone (no scores): what a caller that sums chunks itself divides by."""
+    omega = _row_weights(len(target), dtype, options.get("sample_weight"))
+    if target.ndim == 1 and ("weight" in options or "ignore_index" in options):
+        omega = omega * label_weights(target, options.get("weight"),
+                                      options.get("ignore_index"), dtype)
+    return omega
+
+
 # ---------------------------------------------------------------------------- head rows
 def softmax_targets(n, target, sample_weight, weight, ignore_index, label_smoothing, dtype):
     """Every softmax_nll option folded into one matrix C (B, n) and the 'mean' weights omega.
@@ -83,7 +102,7 @@ def softmax_targets(n, target, sample_weight, weight, ignore_index, label_smooth
     else:
         keep = target != ignore_index
         y = np.where(keep, target, 0)
-        omega = w[y] * keep
+        omega = label_weights(target, weight, ignore_index, dtype)
         C = np.zeros((B, n), dtype)
         C[np.arange(B), y] = (1 - eps) * omega
         C += (eps / n) * w * keep[:, None]
@@ -126,9 +145,8 @@ def _multiclass_hinge_rows(S, y, sample_weight, margin, p, weight):
     active[rows, y] = 0
     l, G = (H.sum(axis=1), active) if p == 1 else ((H * H).sum(axis=1), 2 * H)
     G[rows, y] = -G.sum(axis=1)
-    omega = _row_weights(len(y), S.dtype, sample_weight)
-    if weight is not None:
-        omega = omega * weight[y]
+    omega = row_weights("multiclass_hinge", y, dict(sample_weight=sample_weight, weight=weight),
+                        S.dtype)
     return omega * l, _scaled(omega, G), omega
 
 
