@@ -30,7 +30,7 @@ typedef struct {
     const int64_t *y;
     const void *Z, *sample_weight, *weight, *pos_weight;
     int64_t ignore_index;
-    double label_smoothing, margin;
+    double label_smoothing, z_loss, softcap, margin;    /* softcap 0: off */
     int64_t p;
     double delta, alpha, gamma;
 } fbp_head;

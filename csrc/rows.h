@@ -123,6 +123,40 @@ FBP_INLINE double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, R
     return lin + total * log1p(r);
 }
 
+/* softmax_row with softcap c (s' = c tanh(s / c), the gradient times 1 - tanh^2) and z_loss
+ * zeta (+ zeta lse^2, gradient + 2 zeta lse p; labels without class weights: the checks' rule),
+ * in double from s': loss = sum_j C_j (lse - s'_j) + zeta lse^2. x: n doubles of scratch. */
+FBP_INLINE double F(softmax_llm_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
+                                        double f, double *x)
+{
+    int64_t n = h->n, yi = h->y ? h->y[i] : 0;
+    const REAL *z = h->Z ? h->Z + i * n : NULL;
+    double cap = h->o->softcap, zeta = h->o->z_loss, M = -INFINITY, sum = 0.0;
+    double a = 1.0 - h->o->label_smoothing, e_n = h->o->label_smoothing / n;
+    for (int64_t j = 0; j < n; j++) {
+        double v = cap > 0 ? cap * tanh((double)s[j] / cap) : (double)s[j];
+        x[j] = v;
+        M = v > M || v != v ? v : M;    /* a NaN score wins (and propagates) */
+    }
+    for (int64_t j = 0; j < n; j++)
+        sum += exp(x[j] - M);
+    double lse = M + log(sum), loss = zeta * lse * lse, total = 0.0;
+#define FBP_C(j) ((h->w ? (double)h->w[j] : 1.0) * (a * (z ? (double)z[j] : (j) == yi) + e_n))
+    for (int64_t j = 0; j < n; j++) {
+        double c = FBP_C(j);
+        total += c;
+        loss += c != 0 ? c * (lse - x[j]) : 0.0;
+    }
+    for (int64_t j = 0; j < n; j++) {   /* (s[j] is read before g[j], which may be it, is written) */
+        double p = exp(x[j] - lse), e = cap > 0 ? exp(-2.0 * fabs((double)s[j] / cap)) : 1.0;
+        /* 1 - tanh^2 = 4 e / (1 + e)^2, e = exp(-2 |s| / c): no cancellation where tanh ~ 1 */
+        double cap_factor = 4.0 * e / ((1.0 + e) * (1.0 + e));
+        g[j] = (REAL)(f * ((total + 2.0 * zeta * lse) * p - FBP_C(j)) * cap_factor);
+    }
+#undef FBP_C
+    return loss;
+}
+
 /* C_j of softmax_row (labels or probability row z; j, yi: class indices), for the column
  * blocks below */
 FBP_INLINE double F(softmax_c)(const F(head_t) *h, const REAL *z, int64_t yi, int64_t j)
@@ -289,6 +323,8 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
         }
         /* fall through */
     case FBP_SOFTMAX_PROBS:
+        if (h->o->softcap > 0 || h->o->z_loss > 0)
+            return F(softmax_llm_row)(h, i, s, g, f, tmp);
         return F(softmax_row)(h, i, s, g, f, tmp);
     case FBP_MHINGE:
         return F(mhinge_row)(h, i, s, g, f);

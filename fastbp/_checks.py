@@ -233,6 +233,8 @@ def head_target(head, target, B, n, dtype, options, ctx):
             opts[key] = optional_vector(key, value, n, dtype, per_class)
         elif opt.check is not None and key != "ignore_index":     # (checked with the labels)
             opts[key] = opt.check(key, value)
+    if SPECS[head].rule is not None:
+        SPECS[head].rule(target, opts)
     return target, opts
 
 
@@ -278,12 +280,13 @@ def linear_operands(X, W, b, w_rows_per_output=1):
     return X, W, b
 
 
-def head_reduction(options):
-    """``reduction`` inside the ``**head_options`` of linear_head / mlp_loss_grad."""
+def head_reduction(options, allowed=("mean", "sum")):
+    """``reduction`` inside the ``**head_options`` of linear_head ("none" too) and
+    mlp_loss_grad."""
     if not options:
         return "mean", options
     options = dict(options)
-    reduction = choice("reduction", options.pop("reduction", "mean"), ("mean", "sum"))
+    reduction = choice("reduction", options.pop("reduction", "mean"), allowed)
     return reduction, options
 
 
@@ -364,7 +367,7 @@ def check_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
     if head == "binary_hinge" and n != 1:
         raise ValueError(f"W must have shape (1, d) for head 'binary_hinge', got {W.shape}")
     need_dX = flag("need_dX", need_dX)
-    reduction, options = head_reduction(options)
+    reduction, options = head_reduction(options, REDUCTIONS)
     target, opts = head_target(head, target, B, n, X.dtype, options, ("W", n, "rows"))
     if chunk_rows is not None:
         chunk_rows = integer("chunk_rows", chunk_rows, lo=1)

@@ -63,6 +63,16 @@ def _focal_alpha(name, value):
     return value
 
 
+def _softcap(name, value):
+    return None if value is None else _positive(name, value)
+
+
+def _softmax_rule(target, opts):
+    if opts["z_loss"] and (opts["weight"] is not None or target.ndim == 2):
+        raise ValueError("z_loss cannot be combined with class weights or probability targets "
+                         "(docs/math.md section 6: no agreed definition)")
+
+
 def _power(name, value):
     if isinstance(value, bool) or value not in (1, 2):
         raise ValueError(f"{name} must be 1 or 2, got {value!r}")
@@ -90,6 +100,7 @@ class HeadSpec(NamedTuple):
     options: dict
     doc: str                # the public function's docstring (math: docs/math.md)
     rows_code: Optional[int] = None     # labels|probs: the code for probability rows
+    rule: Optional[Callable] = None     # rule(target, options): options that exclude each other
     scores_name: str = "S"              # the public function's argument names
     target_name: str = "Z"
     predicts: str = "labels"            # MLP.predict: "labels" (argmax), "sign" or "scores"
@@ -100,14 +111,16 @@ SPECS = {
     "softmax_nll": HeadSpec(0, "SOFTMAX", "labels|probs", dict(
         weight=CLASS_WEIGHT, sample_weight=SAMPLE_WEIGHT,
         ignore_index=Option(-100, "int", integer),
-        label_smoothing=Option(0.0, "float", lambda k, v: real(k, v, 0.0, 1.0))),
+        label_smoothing=Option(0.0, "float", lambda k, v: real(k, v, 0.0, 1.0)),
+        z_loss=Option(0.0, "float", _nonnegative), softcap=Option(None, "float", _softcap)),
         """Softmax + negative log-likelihood on logits ``S`` (B, n): ``(loss, dS)``.
 
         ``target`` is labels (B,) or class probabilities (B, n). Same loss and gradient as
         ``torch.nn.functional.cross_entropy`` for every ``weight`` / ``ignore_index`` /
         ``label_smoothing`` / ``reduction``; ``sample_weight`` (B,) multiplies each row's loss
-        and its weight in the "mean" denominator.""",
-        rows_code=1, target_name="target"),
+        and its weight in the "mean" denominator. ``softcap`` c: the scores pass through
+        ``c tanh(s / c)`` first; ``z_loss`` z adds ``z lse^2`` per row (docs/math.md s. 6).""",
+        rows_code=1, target_name="target", rule=_softmax_rule),
     "multiclass_hinge": HeadSpec(2, "MHINGE", "labels", dict(
         margin=Option(1.0, "float", _finite), p=Option(1, "int", _power),
         weight=CLASS_WEIGHT, sample_weight=SAMPLE_WEIGHT),
@@ -163,5 +176,6 @@ HEAD_DTYPE = np.dtype(
     + [(f, np.int64 if o.kind == "int" else np.float64) for f, o in SCALAR_FIELDS.items()],
     align=True)
 # A head without an option runs with its default (ignore_index's -100 can match no label of
-# a head that lacks it: only labels-in-range reach the kernels there).
+# a head that lacks it: only labels-in-range reach the kernels there). A float option that is
+# None (softcap: off) travels as 0.
 SCALAR_DEFAULTS = {f: o.default for f, o in SCALAR_FIELDS.items()}

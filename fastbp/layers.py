@@ -5,6 +5,7 @@ import numpy as np
 
 from . import _checks
 from ._dispatch import backend_module
+from .backends.tuning import default_chunk_rows
 
 
 class Grads(NamedTuple):
@@ -31,7 +32,8 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
     Returns ``Grads(loss, dW, db, dX)``. Never builds a Jacobian, and never holds more than
     ``chunk_rows x n`` scores (default: ``fastbp.config.score_block_bytes`` worth), so peak extra
     memory does not grow with the batch. ``head_options``: the head's keyword options, with
-    ``reduction`` "mean" (default) or "sum".
+    ``reduction`` "mean" (default), "sum" or "none" (the (B,) row losses, and the gradients of
+    their sum).
     """
     module = backend_module(backend)
     if module.fast_linear_head is not None and not head_options and chunk_rows is None:
@@ -47,8 +49,29 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
     dW = np.empty_like(W) if bufs["dW"] is None else bufs["dW"]
     db = None if b is None else (np.empty_like(b) if bufs["db"] is None else bufs["db"])
     dX = None if not need_dX else (np.empty_like(X) if bufs["dX"] is None else bufs["dX"])
-    loss = module.linear_head(X, W, b, target, head, opts, reduction, chunk_rows, dW, db, dX)
+    if reduction == "none":
+        module.linear_head(X, W, b, target, head, opts, "sum", chunk_rows, dW, db, dX)
+        loss = _row_losses(module, X, W, b, target, head, opts, chunk_rows)
+    else:
+        loss = module.linear_head(X, W, b, target, head, opts, reduction, chunk_rows, dW, db, dX)
     return _new_grads(Grads, (loss, dW, db, dX))      # Grads(...) without its Python __new__
+
+
+def _row_losses(module, X, W, b, target, head, opts, chunk_rows):
+    """reduction="none"'s (B,) row losses, their gradients being the fused "sum" call's: one
+    product per block of rows (within the score budget) and the backend's head on it."""
+    B, n = X.shape[0], W.shape[0]
+    chunk = chunk_rows or default_chunk_rows(n, X.dtype.itemsize)
+    losses = np.empty(B, X.dtype)
+    kernel, sw = getattr(module, head), opts["sample_weight"]
+    for lo in range(0, B, chunk):
+        rows = slice(lo, lo + chunk)
+        S = X[rows] @ W.T
+        if b is not None:
+            S += b
+        options = opts if sw is None else dict(opts, sample_weight=sw[rows])
+        losses[rows] = kernel(S, target[rows], S, "none", options)
+    return losses
 
 
 def linear_act_forward(X, W, b, activation, *, alpha=None, backend=None):

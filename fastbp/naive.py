@@ -37,7 +37,7 @@ def default_max_bytes():
 
 
 # ---------------------------------------------------------------------------- the plan
-def _plan(op, B, d, n, h=None, head="softmax_nll", bias=True):
+def _plan(op, B, d, n, h=None, head="softmax_nll", bias=True, softcap=False):
     """[(name, rows, cols)] of every Jacobian ``op`` builds, in the order it builds them."""
     if op == "elementwise":
         return [("df/ds", B * n, B * n)]
@@ -57,20 +57,24 @@ def _plan(op, B, d, n, h=None, head="softmax_nll", bias=True):
             plan.append((f"ds{l}/dh{l - 1}", B * n_out, B * n_in))
         if l < len(widths) - 1:
             plan.append((f"dh{l}/ds{l}", B * n_out, B * n_out))
+    if softcap:
+        plan.append(("ds'/ds", B * n, B * n))
     if head in _PROB_HEADS:
         plan.append(("dp/ds", B * n, B * n))
     return plan
 
 
-def jacobian_bytes(op, *, B, d=None, n, h=None, dtype="float64", head="softmax_nll", bias=True):
+def jacobian_bytes(op, *, B, d=None, n, h=None, dtype="float64", head="softmax_nll", bias=True,
+                   softcap=False):
     """Bytes of the dense Jacobians the naive path builds for ``op``:
 
     - ``"elementwise"``: an elementwise layer on (B, n): one (B*n) x (B*n) matrix;
     - ``"linear_head"``: S = X W^T + b on X (B, d), W (n, d), then ``head``;
     - ``"mlp"``: the network d -> h... -> n (``h`` an int or a sequence of widths), then ``head``.
+    ``softcap``: softmax_nll's soft-capping is on (one more (B*n) x (B*n) matrix, ds'/ds).
     """
     itemsize = np.dtype(dtype).itemsize
-    return itemsize * sum(r * c for _, r, c in _plan(op, B, d, n, h, head, bias))
+    return itemsize * sum(r * c for _, r, c in _plan(op, B, d, n, h, head, bias, softcap))
 
 
 def _guard(what, needed, max_bytes):
@@ -106,35 +110,62 @@ def _linear_jacobians(h, W, bias, need_input):
 
 def _head_backward(head, S, target, opts, reduction, tape):
     """Loss and dL/d vec(S); probability heads append their dense dp/ds to ``tape``."""
-    sample_weight = opts.get("sample_weight")
     wl, wG, omega = reference.ROWS[head](S, target, **opts)
     total = float(np.sum(wl, dtype=np.float64))
-    loss, scale = ((total, 1.0) if reduction == "sum"
-                   else reference.mean_scale(total, float(np.sum(omega, dtype=np.float64))))
+    if reduction == "none":                 # the row losses, the gradient of their sum
+        loss, scale = wl.astype(S.dtype), 1.0
+    elif reduction == "sum":
+        loss, scale = total, 1.0
+    else:
+        loss, scale = reference.mean_scale(total, float(np.sum(omega, dtype=np.float64)))
     kind = _PROB_HEADS.get(head)
     if kind is None:                                    # the head's own dL/ds
         return loss, (wG * scale).ravel()
+    return loss, _prob_backward(head, kind, S, target, opts, omega, scale, tape)
+
+
+def _prob_backward(head, kind, S, target, opts, omega, scale, tape):
+    """dL/d vec(S) of a probability head, its dense dp/ds (and ds'/ds) on ``tape``."""
+    sample_weight = opts.get("sample_weight")
     if kind == "softmax":
-        C, _ = reference.softmax_targets(S.shape[1], target, sample_weight, opts["weight"],
-                                         opts["ignore_index"], opts["label_smoothing"], S.dtype)
-        P = np.exp(reference.log_softmax(S))
-        dP = np.where(C != 0, -C / np.where(C != 0, P, 1), 0)          # d(-sum C log p)/dp
-        J = np.zeros((S.size, S.size), S.dtype)                         # dp_a/ds_b per row:
-        blocks = np.einsum("ia,ab->iab", P, np.eye(S.shape[1])) - P[:, :, None] * P[:, None, :]
-        rows = np.arange(len(S))
-        J.reshape(len(S), S.shape[1], len(S), S.shape[1])[rows, :, rows, :] = blocks
+        return _softmax_backward(S, target, opts, omega, scale, tape)
+    P = reference.sigmoid(S)
+    w = np.ones(len(S), S.dtype) if sample_weight is None else sample_weight
+    if head == "sigmoid_l2":
+        dP = -2 * (target - P)
     else:
-        P = reference.sigmoid(S)
-        w = np.ones(len(S), S.dtype) if sample_weight is None else sample_weight
-        if head == "sigmoid_l2":
-            dP = -2 * (target - P)
-        else:
-            pw = 1 if opts["pos_weight"] is None else opts["pos_weight"]
-            dP = -pw * target / P + (1 - target) / (1 - P)
-        dP = w[:, None] * dP
-        J = _diag(reference.sigmoid_prime(S))
+        pw = 1 if opts["pos_weight"] is None else opts["pos_weight"]
+        dP = -pw * target / P + (1 - target) / (1 - P)
+    dP = w[:, None] * dP
+    J = _diag(reference.sigmoid_prime(S))
     tape.append(J)
-    return loss, J.T @ (dP.ravel() * scale)
+    return J.T @ (dP.ravel() * scale)
+
+
+def _softmax_backward(S, target, opts, omega, scale, tape):
+    """dL/d vec(S) of softmax_nll through p = softmax(s'), s' = c tanh(s / c) with softcap c
+    (its diagonal ds'/ds on the tape too), the z_loss term's 2 z lse p added at s'."""
+    cap = opts["softcap"]
+    Sc = S if cap is None else cap * np.tanh(S / cap)
+    C, _ = reference.softmax_targets(S.shape[1], target, opts["sample_weight"], opts["weight"],
+                                     opts["ignore_index"], opts["label_smoothing"], S.dtype)
+    logP = reference.log_softmax(Sc)
+    P = np.exp(logP)
+    dP = np.where(C != 0, -C / np.where(C != 0, P, 1), 0)              # d(-sum C log p)/dp
+    J = np.zeros((S.size, S.size), S.dtype)                             # dp_a/ds'_b per row:
+    blocks = np.einsum("ia,ab->iab", P, np.eye(S.shape[1])) - P[:, :, None] * P[:, None, :]
+    rows = np.arange(len(S))
+    J.reshape(len(S), S.shape[1], len(S), S.shape[1])[rows, :, rows, :] = blocks
+    tape.append(J)
+    g = J.T @ (dP.ravel() * scale)
+    if opts["z_loss"]:                  # z lse^2 per row, weighted as the row: 2 z lse p
+        lse = (Sc - logP)[:, :1]
+        g += (scale * 2 * opts["z_loss"] * omega[:, None] * lse * P).ravel()
+    if cap is not None:
+        J = _diag(1 - np.tanh(S / cap) ** 2)                             # ds'/ds
+        tape.append(J)
+        g = J.T @ g
+    return g
 
 
 # ---------------------------------------------------------------------------- public
@@ -145,7 +176,8 @@ def linear_head(X, W, b, target, head="softmax_nll", *, max_bytes=None, **head_o
     (B, d), n = X.shape, W.shape[0]
     _guard(f"naive linear_head ({head}, B={B}, d={d}, n={n})",
            jacobian_bytes("linear_head", B=B, d=d, n=n, dtype=X.dtype, head=head,
-                          bias=b is not None), max_bytes)
+                          bias=b is not None, softcap=opts.get("softcap") is not None),
+           max_bytes)
     tape = _linear_jacobians(X, W, b is not None, True)
     S = X @ W.T + (0 if b is None else b)
     loss, g = _head_backward(head, S, target, opts, reduction, tape)
@@ -168,7 +200,8 @@ def mlp_loss_grad(X, params, target, *, activation="relu", head="softmax_nll", a
     widths = [W.shape[0] for W, _ in params]
     _guard(f"naive mlp_loss_grad ({activation}, {head}, B={len(X)}, sizes={widths})",
            jacobian_bytes("mlp", B=len(X), d=X.shape[1], n=widths[-1], h=widths[:-1],
-                          dtype=X.dtype, head=head, bias=bias), max_bytes)
+                          dtype=X.dtype, head=head, bias=bias,
+                          softcap=opts.get("softcap") is not None), max_bytes)
     # forward: record every local Jacobian
     layers, h = [], X
     for l, (W, b) in enumerate(params):

@@ -27,6 +27,8 @@ _AXES = {
     "delta": (1.0, 0.3),
     "alpha": (0.25, -1.0),
     "gamma": (2.0, 0.5, 0.0),
+    "z_loss": (0.0, 0.1),
+    "softcap": (None, 2.5),
 }
 # Target kinds per head (softmax_nll takes labels or probability rows; binary_hinge s as (B,)
 # or (B, 1)).
@@ -48,8 +50,26 @@ def head_cases():
                 spec = dict(zip(names, values), target=kind)
                 if kind == "probs" and spec.get("ignore_index", -100) != -100:
                     continue   # ignore_index applies to labels only
+                if _llm_case_skipped(spec):
+                    continue
                 out.append((head, spec))
     return out
+
+
+def _llm_case_skipped(spec):
+    """softcap and z_loss: with the other options all off or all on, not in every combination;
+    z_loss never with class weights or probability rows (a ValueError, tested in
+    test_errors)."""
+    z, cap = spec.get("z_loss", 0.0) != 0.0, spec.get("softcap") is not None
+    if not (z or cap):
+        return False
+    if z and (spec.get("weight") is not None or spec["target"] == "probs"):
+        return True
+    others = [k for k in ("weight", "sample_weight", "ignore_index", "label_smoothing")
+              if not (z and k == "weight") and not (spec["target"] == "probs"
+                                                    and k == "ignore_index")]
+    on = [k for k in others if spec.get(k) not in (None, -100, 0.0)]
+    return 0 < len(on) < len(others)
 
 
 def case_id(case):
@@ -150,10 +170,11 @@ def tiny_linear_jobs(count, seed):
 def column_blocks(rows=3, cols=None):
     """A score_blocks giving softmax_nll column blocks wherever they can run: panels of
     ``rows`` rows, ``cols`` columns (default n // 2: several panels, blocks, partial ones)."""
-    def blocks(head, B, n, itemsize, chunk_rows):
+    def blocks(head, B, n, itemsize, chunk_rows, options):
         c = n // 2 if cols is None else cols
-        if head != "softmax_nll" or chunk_rows or not 1 <= c < n:
-            return score_blocks(head, B, n, itemsize, chunk_rows)
+        if (head != "softmax_nll" or chunk_rows or not 1 <= c < n or options.get("softcap")
+                or options.get("z_loss")):
+            return score_blocks(head, B, n, itemsize, chunk_rows, options)
         return rows, c
     return blocks
 

@@ -55,6 +55,24 @@ def test_backends_match_reference(case, backend, dtype, rng):
         assert_close(got[1], want[1], dtype, f"{reduction} dS")
 
 
+# every head and target kind, with and without row weights (the row-indexed operands)
+ROW_CASES = [c for c in CASES if case_id(c).replace("-sample_weight", "").count("-") == 1]
+
+
+@pytest.mark.parametrize("case", ROW_CASES, ids=case_id)
+def test_many_scores_split_over_threads_match_reference(case, backend, dtype, rng):
+    """B n >= 2^16 scores: the compiled heads cut the rows into one block per thread."""
+    head, spec = case
+    n = 1 if head == "binary_hinge" else 200
+    S, target, opts = make_head_inputs(head, spec, (1 << 16) // n + 3, n, np.float64, rng)
+    S_d, tgt, cast = cast_floats(dtype, S, target, options=opts)
+    for reduction in ("mean", "none"):
+        want = call(head, S, target, reduction=reduction, backend="numpy", **opts)
+        got = call(head, S_d, tgt, reduction=reduction, backend=backend, **cast)
+        assert_close(got[0], want[0], dtype, f"{reduction} loss")
+        assert_close(got[1], want[1], dtype, f"{reduction} dS")
+
+
 # ---------------------------------------------------------------- direct formulas (docs/math.md)
 def test_softmax_nll_by_hand():
     S = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]])

@@ -24,9 +24,10 @@ def make_linear(head, spec, B, d, n, dtype, rng, bias=True):
     return X, W, b, target, make_options(head, spec, B, n, dtype, rng)
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_gradients_match_finite_differences(case, reduction, linear_backend, rng):
+    """("none": the gradients are those of the row losses' sum.)"""
     head, spec = case
     X, W, b, target, opts = make_linear(head, spec, 5, 3, 4, np.float64, rng)
     if opts.get("ignore_index") is not None and (target == opts["ignore_index"]).all():
@@ -34,7 +35,7 @@ def test_gradients_match_finite_differences(case, reduction, linear_backend, rng
 
     def f(X, W, b):
         g = fastbp.linear_head(X, W, b, target, head, reduction=reduction, backend=linear_backend, **opts)
-        return g.loss, g.dX, g.dW, g.db
+        return np.sum(g.loss), g.dX, g.dW, g.db
 
     assert fastbp.gradcheck(f, X, W, b) <= 1e-5
 
@@ -44,11 +45,13 @@ def test_equals_head_on_explicit_scores(case, linear_backend, dtype, rng):
     """dS from the head, then dW = dS^T X, db = sum dS, dX = dS W."""
     head, spec = case
     X, W, b, target, opts = make_linear(head, spec, 11, 6, 5, dtype, rng)
-    for reduction in ("mean", "sum"):
+    for reduction in ("mean", "sum", "none"):
         S = X @ W.T + b
         loss, dS = getattr(fastbp, head)(S, target, reduction=reduction, backend="numpy", **opts)
         g = fastbp.linear_head(X, W, b, target, head, reduction=reduction, backend=linear_backend,
                                **opts)
+        if reduction == "none":     # row losses; the gradients of their sum
+            assert g.loss.shape == (len(X),) and g.loss.dtype == dtype
         assert isinstance(g, fastbp.Grads)
         assert g.dW.dtype == g.db.dtype == g.dX.dtype == dtype
         assert_close(g.loss, loss, dtype)
@@ -127,7 +130,7 @@ def test_empty_batch(linear_backend):
 def test_naive_path_equals_fused(case, rng):
     head, spec = case
     X, W, b, target, opts = make_linear(head, spec, 5, 3, 4, np.float64, rng)
-    for reduction in ("mean", "sum"):
+    for reduction in ("mean", "sum", "none"):
         want = fastbp.linear_head(X, W, b, target, head, reduction=reduction, backend="numpy",
                                   **opts)
         got = fastbp.naive.linear_head(X, W, b, target, head, reduction=reduction, **opts)

@@ -10,7 +10,8 @@ from cases import assert_close, case_id, head_cases, make_head_inputs
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-# softmax_nll must equal cross_entropy for every option but sample_weight (torch has none).
+# softmax_nll must equal cross_entropy for every option but sample_weight (torch has none), with
+# softcap and z_loss written in torch ops.
 SOFTMAX = [c for c in head_cases() if c[0] == "softmax_nll" and c[1]["sample_weight"] is None]
 
 
@@ -24,10 +25,17 @@ def test_softmax_nll_is_torch_cross_entropy(case, reduction, backend, dtype, rng
     _, spec = case
     S, target, opts = make_head_inputs("softmax_nll", spec, 8, 5, dtype, rng)
     S_t = _t(S).requires_grad_()
-    loss_t = F.cross_entropy(S_t, _t(target), weight=_t(opts.get("weight")),
-                             ignore_index=opts.get("ignore_index", -100),
-                             label_smoothing=opts.get("label_smoothing", 0.0),
-                             reduction=reduction)
+    cap, z = opts.get("softcap"), opts.get("z_loss", 0.0)
+    Sc = S_t if cap is None else cap * torch.tanh(S_t / cap)     # Gemma 2's soft-capping
+    ce = dict(weight=_t(opts.get("weight")), ignore_index=opts.get("ignore_index", -100),
+              label_smoothing=opts.get("label_smoothing", 0.0))
+    if z:       # PaLM's z-loss: + z lse^2 on each kept row, "mean" over the kept rows
+        keep = (_t(target) != ce["ignore_index"]).to(S_t.dtype)
+        rows = (F.cross_entropy(Sc, _t(target), reduction="none", **ce)
+                + z * torch.logsumexp(Sc, 1) ** 2 * keep)
+        loss_t = {"none": rows, "sum": rows.sum(), "mean": rows.sum() / keep.sum()}[reduction]
+    else:
+        loss_t = F.cross_entropy(Sc, _t(target), reduction=reduction, **ce)
     loss_t.sum().backward()
     loss, dS = fastbp.softmax_nll(S, target, reduction=reduction, backend=backend, **opts)
     rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (1e-5, 1e-6)

@@ -30,12 +30,17 @@ def head_code(name, target):
     return spec.rows_code if target.ndim == 2 and spec.rows_code is not None else spec.code
 
 
+def _or0(value):
+    return 0 if value is None else value
+
+
 def head_pack(name, target, options, empty=None, labels_empty=None, rows_empty=None):
     """HeadPack for a call: absent arrays as ``empty`` (weights), ``labels_empty`` (y) and
     ``rows_empty`` (Z); scalar options a head lacks at their registry default."""
     y, Z = (None, target) if target.ndim == 2 else (target, None)
     get = options.get
-    scalars = (kind(get(f, SCALAR_DEFAULTS[f])) for f, kind in zip(SCALAR_FIELDS, _SCALAR_TYPES))
+    scalars = (kind(_or0(get(f, SCALAR_DEFAULTS[f])))
+               for f, kind in zip(SCALAR_FIELDS, _SCALAR_TYPES))
     return HeadPack(head_code(name, target), labels_empty if y is None else y,
                     rows_empty if Z is None else Z,
                     *(empty if get(f) is None else get(f) for f in ARRAY_FIELDS[2:]), *scalars)

@@ -196,8 +196,8 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     elif n <= T.FUSED_FEW_N and T.FUSED_FEW_MIN_D <= d and n * d <= T.FUSED_FEW_WEIGHTS:
         status = t.linear_fused(*args, 1, B, d, n)
     else:
-        status = t.linear_chunked(*args, *score_blocks(head, B, n, X.dtype.itemsize, chunk_rows),
-                                  B, d, n)
+        blocks = score_blocks(head, B, n, X.dtype.itemsize, chunk_rows, options)
+        status = t.linear_chunked(*args, *blocks, B, d, n)
     if status:
         _check(status, "linear_head")
     return reduced_loss(sums[0], sums[1], reduction)

@@ -224,6 +224,38 @@ def softmax_row(s, yi, z, w, eps, f, g, bits):
 
 
 @jit
+def softmax_llm_row(s, yi, z, w, eps, cap, zeta, f, g, x):
+    """softmax_row with softcap cap (s' = cap tanh(s / cap), the gradient times 1 - tanh^2 =
+    4 e / (1 + e)^2 with e = exp(-2 |s| / cap)) and z_loss zeta (+ zeta lse^2, gradient
+    + 2 zeta lse p), in float64 from s' (csrc/rows.h's softmax_llm_row). x: float64 scratch."""
+    n = s.size
+    M = -np.inf
+    for j in range(n):
+        v = cap * math.tanh(s[j] / cap) if cap > 0 else float(s[j])
+        x[j] = v
+        M = v if (v > M or v != v) else M       # a NaN score wins (and propagates)
+    total_exp = 0.0
+    for j in range(n):
+        total_exp += math.exp(x[j] - M)
+    lse = M + math.log(total_exp)
+    loss = zeta * lse * lse
+    a, e_n = 1.0 - eps, eps / n
+    total = 0.0
+    for j in range(n):
+        t = z[j] if z.size else (1.0 if j == yi else 0.0)
+        c = (w[j] if w.size else 1.0) * (a * t + e_n)
+        total += c
+        loss += c * (lse - x[j]) if c != 0 else 0.0
+    k = total + 2.0 * zeta * lse
+    for j in range(n):
+        t = z[j] if z.size else (1.0 if j == yi else 0.0)
+        c = (w[j] if w.size else 1.0) * (a * t + e_n)
+        e = math.exp(-2.0 * abs(s[j] / cap)) if cap > 0 else 1.0   # (s[j] before g[j] = s[j])
+        g[j] = f * (k * math.exp(x[j] - lse) - c) * (4.0 * e / ((1.0 + e) * (1.0 + e)))
+    return loss
+
+
+@jit
 def mhinge_row(s, yi, w, margin, p, f, g):
     """sum_{j != y} max(0, s_j - s_y + m)^p (p = 1, 2), times w_y; g_y = -sum of the others."""
     n = s.size
@@ -352,6 +384,9 @@ def head_row(h, s, yi, z, f, g, bits):
             for j in range(n):
                 g[j] = 0.0
             return 0.0
+        if h.softcap > 0 or h.z_loss > 0:
+            return softmax_llm_row(s, yi, z, h.weight, h.label_smoothing, h.softcap, h.z_loss,
+                                   f, g, bits[:n].view(np.float64))
         return softmax_row(s, yi, z, h.weight, h.label_smoothing, f, g, bits)
     if head == MHINGE:
         return mhinge_row(s, yi, h.weight, h.margin, h.p, f, g)
@@ -514,12 +549,18 @@ def head_rows(h, S, mean, scale, b, db, dS, loss_rows):
     sum_i omega_i); db (float64, if given) += sum_i dS[i]."""
     if mean:
         scale *= mean_scale(h, S.shape[0])
+    return head_block(h, S, scale, b, db, dS, loss_rows, 0, S.shape[0])
+
+
+@jit
+def head_block(h, S, scale, b, db, dS, loss_rows, lo, hi):
+    """head_rows' rows lo..hi with the final scale."""
     y, Z, sw = h.y, h.Z, h.sample_weight
     total = 0.0
     osum = 0.0
     dummy = Z[0] if Z.shape[0] else np.empty(0, S.dtype)
     bits = np.empty(2 * S.shape[1], np.int64)     # head_row's scratch
-    for i in range(S.shape[0]):
+    for i in range(lo, hi):
         s = S[i]
         if b.size:
             for j in range(s.size):
@@ -543,6 +584,45 @@ def rows_entry(S, mean, scale, b, db, dS, loss_rows, *head):
     """head_rows for Python callers, the pack as flat arguments: Numba's dispatcher types
     those in C, a namedtuple in Python (a microsecond more on every call)."""
     return head_rows(HeadPack(*head), S, mean, scale, b, db, dS, loss_rows)
+
+
+@pjit
+def heads_parallel(S, mean, nblocks, dS, loss_rows, *head):
+    """head_rows over nblocks fixed row blocks (one per thread), sums combined in block order:
+    the same bits for the same nblocks, however the threads are scheduled (csrc/heads.c)."""
+    h = HeadPack(*head)
+    B = S.shape[0]
+    scale = mean_scale(h, B) if mean else 1.0
+    parts = np.zeros((nblocks, 2))
+    for t in nb.prange(nblocks):
+        parts[t, 0], parts[t, 1] = head_block(h, S, scale, np.empty(0, S.dtype), np.empty(0),
+                                              dS, loss_rows, t * B // nblocks,
+                                              (t + 1) * B // nblocks)
+    return _sum_parts(parts)
+
+
+@jit
+def heads_blocks(S, mean, nblocks, dS, loss_rows, *head):
+    """heads_parallel's blocks one after the other (the same bits), in a forked child."""
+    h = HeadPack(*head)
+    B = S.shape[0]
+    scale = mean_scale(h, B) if mean else 1.0
+    parts = np.zeros((nblocks, 2))
+    for t in range(nblocks):
+        parts[t, 0], parts[t, 1] = head_block(h, S, scale, np.empty(0, S.dtype), np.empty(0),
+                                              dS, loss_rows, t * B // nblocks,
+                                              (t + 1) * B // nblocks)
+    return _sum_parts(parts)
+
+
+@jit
+def _sum_parts(parts):
+    total = 0.0
+    osum = 0.0
+    for t in range(parts.shape[0]):
+        total += parts[t, 0]
+        osum += parts[t, 1]
+    return total, osum
 
 
 # The pack of a call with every option at its default, per (head, target ndim, dtype): built
@@ -574,8 +654,13 @@ def _head_kernel(name):
     def kernel(S, target, out, reduction, options):
         B, dt = S.shape[0], S.dtype
         rows = np.empty(B, np.float64) if reduction == "none" else _EMPTY[_F64]
-        total, osum = rows_entry(S, reduction == "mean", 1.0, _EMPTY[dt], _EMPTY[_F64], out,
-                                 rows, *_pack(name, S, target, options))
+        mean, pack = reduction == "mean", _pack(name, S, target, options)
+        nblocks = min(_threads[0], B) if B * S.shape[1] >= TUNING.HEADS_PARALLEL_MIN else 1
+        if nblocks > 1:
+            entry = heads_blocks if _forked[0] else heads_parallel
+            total, osum = entry(S, mean, nblocks, out, rows, *pack)
+        else:
+            total, osum = rows_entry(S, mean, 1.0, _EMPTY[dt], _EMPTY[_F64], out, rows, *pack)
         if reduction == "none":
             return rows.astype(dt)
         return reduced_loss(total, osum, reduction)
@@ -762,7 +847,8 @@ def _fused_c(dW, db, dX, sums, X, W, b, hp, mean, nblocks, B, d, n):
     head = (o.code, _array(o.y, np.empty(0, np.int64), B), _array(o.Z, rows[:0], (B, n)),
             _array(o.sample_weight, empty, B), _array(o.weight, empty, n),
             _array(o.pos_weight, empty, n),     # HeadPack's fields, in its order
-            o.ignore_index, o.label_smoothing, o.margin, o.p, o.delta, o.alpha, o.gamma)
+            o.ignore_index, o.label_smoothing, o.z_loss, o.softcap, o.margin, o.p, o.delta,
+            o.alpha, o.gamma)
     total, osum = linear_fused_serial(
         rows, nb.carray(W, (n, d)), nb.carray(b, n if _given(b) else 0), mean != 0,
         nb.carray(dW, (n, d)), nb.carray(db, n if _given(db) else 0),
@@ -824,7 +910,7 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         else:
             total, osum = linear_fused(X, W, b_, mean, threads, dW, db_, dX_, *h)
     else:
-        rows, cols = score_blocks(head, B, n, dt.itemsize, chunk_rows)
+        rows, cols = score_blocks(head, B, n, dt.itemsize, chunk_rows, options)
         if cols < n:
             total, osum = _linear_columns(h, X, W, b_, mean, rows, cols, dW, db, dX)
         elif B and rows >= B:

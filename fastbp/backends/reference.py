@@ -112,7 +112,21 @@ def softmax_targets(n, target, sample_weight, weight, ignore_index, label_smooth
     return C.astype(dtype, copy=False), omega.astype(dtype, copy=False)
 
 
-def _softmax_nll_rows(S, target, sample_weight, weight, ignore_index, label_smoothing):
+def _softmax_nll_rows(S, target, sample_weight, weight, ignore_index, label_smoothing, z_loss,
+                      softcap):
+    """softcap c: s <- c tanh(s / c), and the gradient times 1 - tanh^2; z_loss z: + z lse^2
+    per row, weighted as the row, gradient + 2 z lse p (docs/math.md s. 6)."""
+    if softcap is None:
+        return _softmax_ce_rows(S, target, sample_weight, weight, ignore_index, label_smoothing,
+                                z_loss)
+    U = S / S.dtype.type(softcap)
+    e = np.exp(-2 * np.abs(U))
+    wl, wG, omega = _softmax_ce_rows(softcap * np.tanh(U), target, sample_weight, weight,
+                                     ignore_index, label_smoothing, z_loss)
+    return wl, wG * (4 * e / (1 + e) ** 2), omega     # 1 - tanh^2 without its cancellation
+
+
+def _softmax_ce_rows(S, target, sample_weight, weight, ignore_index, label_smoothing, z_loss):
     """loss_i = sum_j C_ij (lse_i - s_ij), g_i = (sum_j C_ij) p_i - C_i, in a form that keeps
     float32 accurate for confident rows: with m = argmax_j s_j, M = s_m, e_j = exp(s_j - M) and
     r = sum_{j != m} e_j, lse - s_j = (M - s_j) + log1p(r), p_j = e_j / (1 + r), and
@@ -133,6 +147,12 @@ def _softmax_nll_rows(S, target, sample_weight, weight, ignore_index, label_smoo
     C[rows, m] = C_m
     wG = (rest + C_m)[:, None] * (E / (1 + r)) - C
     wG[rows, m] = (rest - C_m * r[:, 0]) / (1 + r[:, 0])
+    if z_loss:
+        lse = M + np.log1p(r)                   # (B, 1)
+        P = E / (1 + r)
+        P[rows, m] = 1 / (1 + r[:, 0])
+        wl = wl + omega * z_loss * lse[:, 0] ** 2
+        wG += (omega[:, None] * (2 * z_loss) * lse) * P
     return wl, wG, omega
 
 

@@ -20,13 +20,14 @@ class C:
 
 
 class Numba:
-    """numba_kernels.linear_head's choice between the fused rows and BLAS."""
+    """numba_kernels: linear_head's choice between the fused rows and BLAS; the heads' threads."""
     FUSED_ANY_N_WEIGHTS = 1024    # n d <= this: tiny W, always fused on one thread (BLAS's
     #                               packing costs more, most with caches cold after user code)
     FUSED_MAX_N = 32              # fused on all threads: n <= this, n d <= FUSED_MAX_WEIGHTS,
     FUSED_MAX_WEIGHTS = 1 << 13   #   B >= FUSED_MIN_ROWS and B n d >= PARALLEL_MIN_WORK
     FUSED_MIN_ROWS = 128          #   (many rows share the cores; BLAS wins on larger W)
     PARALLEL_MIN_WORK = 1 << 16   # B n d below this: one thread
+    HEADS_PARALLEL_MIN = 1 << 16  # heads on scores: B n below this, one thread (csrc/heads.c's)
     FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0     # no few-classes window: its BLAS
     #                                                           path wins there
 
@@ -42,13 +43,15 @@ def default_chunk_rows(n, itemsize):
     return max(1, config.score_block_bytes // (n * itemsize))
 
 
-def score_blocks(head, B, n, itemsize, chunk_rows):
+def score_blocks(head, B, n, itemsize, chunk_rows, options):
     """(rows, cols) of the score block linear_head holds: cols < n means column blocks (only
-    softmax_nll, and only without an explicit chunk_rows, which asks for row blocks)."""
+    softmax_nll without softcap / z_loss, whose rows need every score at once, and only without
+    an explicit chunk_rows, which asks for row blocks)."""
     if chunk_rows:
         return chunk_rows, n
     rows = default_chunk_rows(n, itemsize)
-    if head != "softmax_nll" or rows >= min(B, COLUMN_MIN_ROWS):
+    if (head != "softmax_nll" or rows >= min(B, COLUMN_MIN_ROWS) or options.get("softcap")
+            or options.get("z_loss")):
         return rows, n
     panel = min(B, PANEL_ROWS)
     return panel, max(1, config.score_block_bytes // (panel * itemsize))
