@@ -30,13 +30,28 @@ fastbp.set_num_threads(2)
 def work(_=None):
     rng = np.random.default_rng(0)
     out = {}
-    # linear_head: fused rows on all threads (Numba: n d <= 8192; C: B n d >= 2^23), BLAS row
-    # blocks, softmax_nll's column blocks (a small score budget)
+    # linear_head: fused rows (C: on all threads from B n d >= 2^23), BLAS row blocks,
+    # softmax_nll's column blocks (a small score budget)
     for name, (B, d, n) in {"fused": (1024, 64, 10), "fused_big": (1024, 1024, 10),
                             "chunked": (512, 300, 40)}.items():
         X, W = rng.standard_normal((B, d)), rng.standard_normal((n, d))
         b, y = rng.standard_normal(n), rng.integers(0, n, B)
         out[name] = fastbp.linear_head(X, W, b, y)
+    # the fused rows on all threads, whatever the thresholds pick at this shape
+    T = fastbp._dispatch.backend_module(backend).TUNING
+    saved = dict(FUSED_ANY_N_WEIGHTS=T.FUSED_ANY_N_WEIGHTS, FUSED_MAX_N=T.FUSED_MAX_N,
+                 PARALLEL_MIN_WORK=T.PARALLEL_MIN_WORK)
+    forced = dict(FUSED_ANY_N_WEIGHTS=0, FUSED_MAX_N=64, PARALLEL_MIN_WORK=0)
+    for k, v in forced.items():
+        setattr(T, k, v)
+    for k in ("FUSED_MIN_WORK", "FUSED_MIN_ROWS"):
+        if hasattr(T, k):
+            saved[k] = getattr(T, k)
+            setattr(T, k, 0)
+    X, W = rng.standard_normal((1024, 64)), rng.standard_normal((10, 64))
+    out["fused_threads"] = fastbp.linear_head(X, W, None, rng.integers(0, 10, 1024))
+    for k, v in saved.items():
+        setattr(T, k, v)
     fastbp.config.score_block_bytes = 1 << 14
     X, W = rng.standard_normal((256, 32)), rng.standard_normal((600, 32))
     y = rng.integers(0, 600, 256)
