@@ -77,9 +77,10 @@ def _empty_rows(a):
 
 
 def _split(X, target, head, options):
-    """Checks the call once on the client (zero rows: every check but the labels' range, which
-    the chunks make) and splits the row operands: (target blocks, [row options per block],
-    the other options, reduction)."""
+    """The row operands split per chunk of X: (head, reduction, target blocks, [row options
+    per block], the other options, target and row options with zero rows). The callers check
+    the call once on the client with the zero-row operands (every check but the labels'
+    range, which the chunks make)."""
     head = _checks.choice("head", head, _checks.HEADS)
     reduction, options = _checks.head_reduction(options)
     row_names = [k for k, v in options.items()
@@ -272,13 +273,9 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         return {**super().get_params(deep), **self.head_options}
 
     def set_params(self, **params):
-        for key in [k for k in params if k not in self._param_names()]:
+        for key in [k for k in params if k not in self._get_param_names()]:
             self.head_options[key] = params.pop(key)
         return super().set_params(**params)
-
-    @classmethod
-    def _param_names(cls):
-        return cls._get_param_names()
 
     def _check_params(self):
         _checks.choice("head", self.head, CLASSIFIER_HEADS)

@@ -155,6 +155,8 @@ def test_bad_operands_get_clear_errors(rng):
         fbd.linear_head(Xd, W[:, :2], b, y)
     with pytest.raises(TypeError, match="unexpected option"):
         fbd.mlp_loss_grad(Xd, [(W, b)], y, margin=1.0)
+    with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', got 'none'"):
+        fbd.linear_head(Xd, W, b, y, reduction="none")
     # a label out of range is found by the chunk that holds it
     bad = y.copy()
     bad[15] = 9
