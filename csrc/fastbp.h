@@ -66,13 +66,18 @@ int linear_fused_f32(float *dW, float *db, float *dX, double *sums, const float 
 
 /* linear_head, chunked BLAS: per block of chunk rows S = X_c W^T, bias + head in place,
  * dW += S^T X_c, dX_c = S W; only one (chunk, n) score block is ever held. cols < n (softmax
- * heads only): blocks of (chunk, cols) scores in two passes over the columns instead. */
+ * heads without softcap or z_loss only): blocks of (chunk, cols) scores in two passes over the
+ * columns instead.
+ * filter_eps > 0 (softmax heads, cols = n): the backward products skip, per block of rows, the
+ * classes whose every |g_ij| < filter_eps omega_i (0: exact). */
 int linear_chunked_f64(double *dW, double *db, double *dX, double *sums, const double *X,
                        const double *W, const double *b, const fbp_head *head, int mean,
-                       int64_t chunk, int64_t cols, int64_t B, int64_t d, int64_t n);
+                       int64_t chunk, int64_t cols, double filter_eps, int64_t B, int64_t d,
+                       int64_t n);
 int linear_chunked_f32(float *dW, float *db, float *dX, double *sums, const float *X,
                        const float *W, const float *b, const fbp_head *head, int mean,
-                       int64_t chunk, int64_t cols, int64_t B, int64_t d, int64_t n);
+                       int64_t chunk, int64_t cols, double filter_eps, int64_t B, int64_t d,
+                       int64_t n);
 
 /* A = f(X W^T + b): X (B, d), W (m, d), b (m,) or NULL; A (B, m), or (B, m / k) for maxout
  * with winners (B, m / k) the winning piece (W piece-major: row = piece * (m / k) + unit). */

@@ -271,16 +271,73 @@ FBP_HOT static void F(linear_columns)(const F(head_t) *h, REAL *dW, double *db64
     }
 }
 
+/* filter_eps's backward for one block of rows whose gradient G (rows, n) is in S: only the
+ * classes with some |g_ij| >= thr_i (thr_i = eps omega_i, scaled as G) take part in dW += G^T X_c
+ * and dX_c = G W (docs/math.md, "filter_eps"). Their columns are packed in place at the front
+ * of S (row i at i na: never past what is still to be read), then per group of at most `group`
+ * classes W's rows are gathered into Wg and dW's partial into Tg (group d REALs each, and n
+ * more in Tg: the flags), the partial added to dW's rows. Mostly active blocks take the dense
+ * products, with the inactive classes' entries zeroed. */
+static void F(filtered_products)(const F(head_t) *h, REAL *S, const REAL *Xc, const REAL *W,
+                                    REAL *dW, REAL *dXc, double thr, int64_t lo, int64_t rows,
+                                    int64_t d, int64_t group, int64_t *idx, REAL *Wg, REAL *Tg)
+{
+    int64_t n = h->n, na = 0;
+    char *act = (char *)Tg;         /* n flags, read before Tg is written */
+    memset(act, 0, (size_t)n);
+    for (int64_t r = 0; r < rows; r++) {
+        REAL t = (REAL)(thr * F(row_weight)(h, lo + r));
+        const REAL *g = S + r * n;
+        for (int64_t j = 0; j < n; j++)
+            act[j] |= g[j] != 0 && !(fabs(g[j]) < t);    /* NaN is kept, as an active entry */
+    }
+    for (int64_t j = 0; j < n; j++)
+        if (act[j])
+            idx[na++] = j;
+    if (2 * na > n) {             /* mostly active: the dense products, the rest zeroed */
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < n; j++)
+                S[r * n + j] = act[j] ? S[r * n + j] : (REAL)0;
+        F(gemm)(1, 0, n, d, rows, S, n, Xc, d, 1, dW);
+        if (dXc)
+            F(gemm)(0, 0, rows, d, n, S, n, W, d, 0, dXc);
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < na; k++)
+            S[r * na + k] = S[r * n + idx[k]];
+    if (dXc && !na)
+        memset(dXc, 0, (size_t)(rows * d) * sizeof(REAL));
+    for (int64_t g0 = 0; g0 < na; g0 += group) {
+        int64_t ng = fbp_min(group, na - g0);
+        for (int64_t k = 0; k < ng; k++)
+            memcpy(Wg + k * d, W + idx[g0 + k] * d, (size_t)d * sizeof(REAL));
+        F(gemm)(1, 0, ng, d, rows, S + g0, na, Xc, d, 0, Tg);
+        for (int64_t k = 0; k < ng; k++) {
+            REAL *dst = dW + idx[g0 + k] * d, *src = Tg + k * d;
+            for (int64_t q = 0; q < d; q++)
+                dst[q] += src[q];
+        }
+        if (dXc)
+            F(gemm)(0, 0, rows, d, ng, S + g0, na, Wg, d, g0 ? 1 : 0, dXc);
+    }
+}
+
 /* Per block of chunk rows: S = X_c W^T (BLAS), bias + head in place (serial: BLAS owns the
  * cores, docs/design.md "Who owns the cores"), dW += S^T X_c (beta = 1), dX_c = S W. Scratch:
  * one (chunk, n) score block and two n-vectors, whatever B. cols < n: softmax heads in
- * (chunk, cols) blocks instead (linear_columns). */
+ * (chunk, cols) blocks instead (linear_columns). filter_eps > 0 (softmax heads, cols = n):
+ * the two backward products on the active classes only (filtered_products), within one more
+ * half of the score block's bytes. */
 int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
                       const REAL *W, const REAL *b, const fbp_head *head, int mean,
-                      int64_t chunk, int64_t cols, int64_t B, int64_t d, int64_t n)
+                      int64_t chunk, int64_t cols, double filter_eps, int64_t B, int64_t d,
+                      int64_t n)
 {
+    int softmax = head && (head->code == FBP_SOFTMAX || head->code == FBP_SOFTMAX_PROBS);
     if (B < 0 || d < 0 || n < 1 || chunk < 1 || cols < 1 || !fbp_known_head(head)
-            || (cols < n && head->code != FBP_SOFTMAX && head->code != FBP_SOFTMAX_PROBS))
+            || (cols < n && (!softmax || head->softcap != 0 || head->z_loss != 0))
+            || !(filter_eps >= 0) || (filter_eps > 0 && !softmax))
         return FBP_EBADARG;
     if (!fbp_fits_int(B) || !fbp_fits_int(d) || !fbp_fits_int(n))
         return FBP_ETOOBIG;
@@ -290,12 +347,19 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
     chunk = fbp_min(chunk, fbp_max(B, 1));
     cols = fbp_min(cols, n);
-    REAL *S = fbp_malloc((size_t)(chunk * cols) * sizeof(REAL));
+    int filter = filter_eps > 0 && cols == n;
+    /* filter_eps's groups: Wg and Tg within half the score block, and Tg holds n flags first */
+    int64_t group = fbp_min(n, fbp_max(1, chunk * n / (4 * fbp_max(d, 1))));
+    REAL *S = fbp_malloc((size_t)(chunk * cols) * sizeof(REAL)),
+         *Wg = filter ? fbp_malloc((size_t)(2 * group * d + n) * sizeof(REAL)) : NULL;
+    int64_t *idx = filter ? fbp_malloc((size_t)n * sizeof(int64_t)) : NULL;
     double *db64 = fbp_calloc((size_t)n, sizeof(double)),
            *tmp = fbp_malloc((size_t)n * sizeof(double)),
            *st = cols < n ? fbp_malloc((size_t)(5 * chunk) * sizeof(double)) : tmp;
-    if (!S || !db64 || !tmp || !st) {
+    if (!S || !db64 || !tmp || !st || (filter && (!Wg || !idx))) {
         fbp_free(S);
+        fbp_free(Wg);
+        fbp_free(idx);
         fbp_free(db64);
         fbp_free(tmp);
         if (st != tmp)
@@ -316,14 +380,21 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
         F(head_block)(&h, S, b, S, NULL, db ? db64 : NULL, scale, lo, lo + rows, lo, tmp, part);
         sums[0] += part[0];
         sums[1] += part[1];
-        F(gemm)(1, 0, n, d, rows, S, n, Xc, d, 1, dW);
-        if (dX)
-            F(gemm)(0, 0, rows, d, n, S, n, W, d, 0, dX + lo * d);
+        if (filter)
+            F(filtered_products)(&h, S, Xc, W, dW, dX ? dX + lo * d : NULL, filter_eps * scale,
+                                 lo, rows, d, group, idx, Wg, Wg + group * d);
+        else {
+            F(gemm)(1, 0, n, d, rows, S, n, Xc, d, 1, dW);
+            if (dX)
+                F(gemm)(0, 0, rows, d, n, S, n, W, d, 0, dX + lo * d);
+        }
     }
     if (db)
         for (int64_t j = 0; j < n; j++)
             db[j] = (REAL)db64[j];
     fbp_free(S);
+    fbp_free(Wg);
+    fbp_free(idx);
     fbp_free(db64);
     fbp_free(tmp);
     if (st != tmp)

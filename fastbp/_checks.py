@@ -348,7 +348,7 @@ def _fast_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
                 if owner is dW or owner is db or owner is dX:
                     return None
         bufs = {"dW": dW, "db": db, "dX": dX}
-    return X, W, b, target, head, DEFAULT_OPTIONS[head], "mean", need_dX, None, bufs
+    return X, W, b, target, head, DEFAULT_OPTIONS[head], "mean", need_dX, None, bufs, 0.0
 
 
 def _own_buffer(arr, like, dt):
@@ -368,17 +368,31 @@ def check_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
         raise ValueError(f"W must have shape (1, d) for head 'binary_hinge', got {W.shape}")
     need_dX = flag("need_dX", need_dX)
     reduction, options = head_reduction(options, REDUCTIONS)
+    filter_eps = options.pop("filter_eps", None) if options else None
     target, opts = head_target(head, target, B, n, X.dtype, options, ("W", n, "rows"))
+    filter_eps = 0.0 if filter_eps is None else filter_option(head, filter_eps, X.dtype)
     if chunk_rows is not None:
         chunk_rows = integer("chunk_rows", chunk_rows, lo=1)
     bufs = _NO_BUFFERS if out is None else grads_out(
         out, {"dW": W.shape, "db": None if b is None else b.shape,
               "dX": X.shape if need_dX else None},
         X.dtype, [("X", X), ("W", W), ("b", b), ("target", target)])
-    return X, W, b, target, head, opts, reduction, need_dX, chunk_rows, bufs
+    return X, W, b, target, head, opts, reduction, need_dX, chunk_rows, bufs, filter_eps
 
 
 _NO_BUFFERS = {"dW": None, "db": None, "dX": None}   # read-only by convention
+
+
+def filter_option(head, value, dtype):
+    """linear_head's filter_eps (softmax_nll only) as the float the backends use: "auto" is
+    the dtype's machine epsilon / 32 (Cut Cross-Entropy's choice), 0.0 is exact."""
+    if head != "softmax_nll":
+        raise ValueError(f"filter_eps applies to head 'softmax_nll' only, got head {head!r}")
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"filter_eps must be None, a float >= 0 or 'auto', got {value!r}")
+        return float(np.finfo(dtype).eps) / 32
+    return real("filter_eps", value, 0.0, np.inf)
 
 
 def grads_out(out, shapes, dtype, inputs):

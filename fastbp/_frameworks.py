@@ -33,7 +33,7 @@ def _reduced(wl, omega_sum, reduction, dtype):
 # ---------------------------------------------------------------------------- linear_head
 def linear_loss(X, W, b, target, head, options, reduction):
     """The loss alone: a float, or the row losses (B,) for "none"."""
-    X, W, b, target, head, opts, _, _, _, _ = _checks.check_linear_head(
+    X, W, b, target, head, opts, *_ = _checks.check_linear_head(
         X, W, b, target, head, dict(options, reduction="sum"), False, None, None)
     return _reduced(*reference.linear_losses(X, W, b, target, head, opts), reduction, X.dtype)
 

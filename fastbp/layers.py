@@ -42,18 +42,20 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
         got = module.fast_linear_head(X, W, b, target, head, need_dX, out)
         if got is not None:
             return _new_grads(Grads, got)
-    (X, W, b, target, head, opts, reduction, need_dX, chunk_rows,
-     bufs) = _checks.check_linear_head(X, W, b, target, head, head_options, need_dX, chunk_rows,
-                                       out)
+    (X, W, b, target, head, opts, reduction, need_dX, chunk_rows, bufs,
+     filter_eps) = _checks.check_linear_head(X, W, b, target, head, head_options, need_dX,
+                                             chunk_rows, out)
     # _buffer inlined: this is the hot path of every tiny call
     dW = np.empty_like(W) if bufs["dW"] is None else bufs["dW"]
     db = None if b is None else (np.empty_like(b) if bufs["db"] is None else bufs["db"])
     dX = None if not need_dX else (np.empty_like(X) if bufs["dX"] is None else bufs["dX"])
     if reduction == "none":
-        module.linear_head(X, W, b, target, head, opts, "sum", chunk_rows, dW, db, dX)
+        module.linear_head(X, W, b, target, head, opts, "sum", chunk_rows, dW, db, dX,
+                           filter_eps=filter_eps)
         loss = _row_losses(module, X, W, b, target, head, opts, chunk_rows)
     else:
-        loss = module.linear_head(X, W, b, target, head, opts, reduction, chunk_rows, dW, db, dX)
+        loss = module.linear_head(X, W, b, target, head, opts, reduction, chunk_rows, dW, db, dX,
+                                  filter_eps=filter_eps)
     return _new_grads(Grads, (loss, dW, db, dX))      # Grads(...) without its Python __new__
 
 

@@ -171,7 +171,7 @@ def _softmax_backward(S, target, opts, omega, scale, tape):
 # ---------------------------------------------------------------------------- public
 def linear_head(X, W, b, target, head="softmax_nll", *, max_bytes=None, **head_options):
     """``fastbp.linear_head``'s numbers, by dense Jacobian products. Returns ``Grads``."""
-    (X, W, b, target, head, opts, reduction, _, _, _) = _checks.check_linear_head(
+    (X, W, b, target, head, opts, reduction, *_) = _checks.check_linear_head(
         X, W, b, target, head, head_options, True, None, None)
     (B, d), n = X.shape, W.shape[0]
     _guard(f"naive linear_head ({head}, B={B}, d={d}, n={n})",

@@ -130,12 +130,15 @@ def test_heads_kernel(case, B, n, dtype, values, mean, seed):
 @fuzz
 @given(case=st.sampled_from(CASES), B=st.integers(0, 9), d=st.integers(0, 7),
        n=st.integers(1, 9), dtype=dtypes, values=st.sampled_from(["ordinary", "extreme"]),
-       path=st.sampled_from(["fused", "chunked", "columns"]), nblocks=st.integers(1, 5),
+       path=st.sampled_from(["fused", "chunked", "columns", "filtered"]),
+       nblocks=st.integers(1, 5),
        chunk=st.integers(1, 6), bias=st.booleans(), need_dX=st.booleans(), seed=seeds)
 def test_linear_kernels(case, B, d, n, dtype, values, path, nblocks, chunk, bias, need_dX, seed):
     rng, t = np.random.default_rng(seed), c_kernels._T[np.dtype(dtype)]
     head = case[0]
-    cols = max(1, n // 2) if path == "columns" and head == "softmax_nll" else None
+    # column blocks: softmax_nll without softcap / z_loss (whose rows need all their scores)
+    cols = (max(1, n // 2) if path == "columns" and head == "softmax_nll"
+            and not case[1].get("softcap") and not case[1].get("z_loss") else None)
     with Exact() as ex:
         h, S, target, opts = random_head(rng, t, case, B, n, dtype, ex, values)
         n = S.shape[1]
@@ -147,12 +150,16 @@ def test_linear_kernels(case, B, d, n, dtype, values, path, nblocks, chunk, bias
         dX = ex(np.empty((B, d), dtype)) if need_dX else None
         sums = ffi.new("double[2]")
         args = (p(t, dW), p(t, db), p(t, dX), sums, p(t, X), p(t, W), p(t, b), h, 1)
+        # filter_eps: on softmax_nll's row blocks, 1e30 skips every finite gradient entry
+        filter_eps = 1e30 if path == "filtered" and head == "softmax_nll" else 0.0
         if path == "fused":
             status = t.linear_fused(*args, nblocks, B, d, n)
         else:
-            status = t.linear_chunked(*args, chunk, cols or n, B, d, n)
+            status = t.linear_chunked(*args, chunk, cols or n, filter_eps, B, d, n)
         assert status == lib.FBP_OK
-        if values == "ordinary" and B:
+        if filter_eps and values == "ordinary":
+            assert not dW.any() and (dX is None or not dX.any())
+        elif values == "ordinary" and B:
             # against float64 on the same inputs, to the rounding of float32's terms
             X64, W64, b64, t64, o64 = cast_floats(np.float64, X, W, b, target, options=opts)
             S64 = X64 @ W64.T + (0 if b64 is None else b64)
@@ -168,12 +175,14 @@ def test_linear_kernels(case, B, d, n, dtype, values, path, nblocks, chunk, bias
 
 @fuzz
 @given(bad=st.sampled_from(["B", "n", "d", "nblocks", "chunk", "cols", "code", "NULL head",
-                            "columns of a non-softmax head"]),
+                            "columns of a non-softmax head", "columns with softcap",
+                            "filter_eps", "filter_eps of a non-softmax head"]),
        value=st.integers(-3, 0), dtype=dtypes, seed=seeds)
 def test_broken_preconditions_are_refused_before_writing(bad, value, dtype, seed):
     rng, t = np.random.default_rng(seed), c_kernels._T[np.dtype(dtype)]
     B, d, n = 4, 3, 5
-    case = ("multiclass_hinge" if bad == "columns of a non-softmax head" else "softmax_nll",
+    non_softmax = bad in ("columns of a non-softmax head", "filter_eps of a non-softmax head")
+    case = ("multiclass_hinge" if non_softmax else "softmax_nll",
             {"target": "labels", "weight": None, "sample_weight": None, "ignore_index": -100,
              "label_smoothing": 0.0, "margin": 1.0, "p": 1})
     case = (case[0], {k: v for k, v in case[1].items()
@@ -189,16 +198,22 @@ def test_broken_preconditions_are_refused_before_writing(bad, value, dtype, seed
                 dims[bad] = -1
         if bad == "code":
             h.code = int(rng.choice([-1, lib.FBP_NUM_HEADS, 1 << 40]))
-        if bad == "columns of a non-softmax head":
+        if bad in ("columns of a non-softmax head", "columns with softcap"):
             dims["cols"] = 2
+        if bad == "columns with softcap":
+            h.softcap = 5.0
+        # negative, NaN, or any filter on a hinge
+        filter_eps = {"filter_eps": [-1e-3, float("nan")][value % 2],
+                      "filter_eps of a non-softmax head": 1e-3}.get(bad, 0.0)
         head = ffi.NULL if bad == "NULL head" else h
         common = (p(t, dW), ffi.NULL, p(t, dX), ffi.new("double[2]"), p(t, X), p(t, W),
                   ffi.NULL, head, 1)
         statuses = []
         if bad != "nblocks":
-            statuses.append(t.linear_chunked(*common, dims["chunk"], dims["cols"], dims["B"],
-                                             dims["d"], dims["n"]))
-        if bad not in ("chunk", "cols", "columns of a non-softmax head"):
+            statuses.append(t.linear_chunked(*common, dims["chunk"], dims["cols"], filter_eps,
+                                             dims["B"], dims["d"], dims["n"]))
+        if bad not in ("chunk", "cols", "columns of a non-softmax head", "columns with softcap",
+                       "filter_eps", "filter_eps of a non-softmax head"):
             statuses.append(t.linear_fused(*common, dims["nblocks"], dims["B"], dims["d"],
                                            dims["n"]))
         if bad in ("B", "n", "code", "NULL head"):

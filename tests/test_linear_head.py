@@ -1,5 +1,7 @@
 """linear_head (docs/api.md s. 2): the fused S = X W^T + b -> head -> backward, for every head and
 option, against finite differences, the head on explicit scores, and the naive Jacobian path."""
+import functools
+
 import numba
 import numpy as np
 import pytest
@@ -293,3 +295,122 @@ def test_fast_entry_takes_the_few_classes_window_where_the_backend_has_one(backe
         assert fast(X[:, :32].copy(), W[:, :32].copy(), b, y, "softmax_nll", True, None) is None
         mp.setattr(T, "FUSED_FEW_N", 0)
         assert fast(X, W, b, y, "softmax_nll", True, None) is None
+
+
+# ---------------------------------------------------------------------------- filter_eps
+# A peaked softmax (a Zipf-like class bias, as presets.P) over n * d above every fused window,
+# so explicit chunk_rows take the row blocks, where the filter runs.
+def _peaked(dtype, rng, B=40, d=24, n=60, options=None):
+    X = rng.standard_normal((B, d)).astype(dtype)
+    W = (2 * rng.standard_normal((n, d)) / np.sqrt(d)).astype(dtype)
+    b = (-3 * np.log(rng.permutation(n) + 1.0)).astype(dtype)
+    y = rng.integers(0, 4, B)
+    return X, W, b, y, dict(options or {})
+
+
+FILTER_OPTIONS = [{}, {"sample_weight": "on", "weight": "on", "ignore_index": 1},
+                  {"label_smoothing": 0.1}, {"softcap": 5.0, "z_loss": 1e-3},
+                  {"reduction": "sum"}]
+
+
+def _filter_eps(spec, eps):
+    """label smoothing's targets t_ij = alpha / n and softcap's narrower range keep every p_ij
+    further from t_ij: larger eps skip there"""
+    return 1e-2 if "label_smoothing" in spec else 1e-3 if "softcap" in spec else eps
+
+
+def _filter_options(spec, dtype, rng, B, n):
+    opts = dict(spec)
+    if opts.get("sample_weight") == "on":
+        opts["sample_weight"] = rng.uniform(0.5, 2.0, B).astype(dtype)
+    if opts.get("weight") == "on":
+        opts["weight"] = rng.uniform(0.5, 2.0, n).astype(dtype)
+    return opts
+
+
+@pytest.mark.parametrize("spec", FILTER_OPTIONS, ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_filter_eps_skips_what_the_reference_rule_skips(spec, backend, rng):
+    """Every backend's filtered row blocks equal the NumPy reference's (reference.active_classes
+    on each block) and differ from the exact result: classes were skipped. The loss and db stay
+    those of the exact call, bit for bit. In float64: float32's rounding can move an entry
+    across the threshold (its bound: the next test)."""
+    dtype = np.float64
+    X, W, b, y, _ = _peaked(dtype, rng)
+    opts = _filter_options(spec, dtype, rng, *y.shape, W.shape[0])
+    eps = _filter_eps(spec, 1e-4)
+    call = functools.partial(fastbp.linear_head, X, W, b, y, chunk_rows=8, **opts)
+    exact, got = call(backend=backend), call(backend=backend, filter_eps=eps)
+    want = call(backend="numpy", filter_eps=eps)
+    for a, c, name in zip(got, want, fastbp.Grads._fields):
+        assert_close(a, c, dtype, name)
+    assert got.loss == exact.loss and np.array_equal(got.db, exact.db)
+    assert not np.array_equal(got.dW, exact.dW)
+
+
+@pytest.mark.parametrize("spec", FILTER_OPTIONS, ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_filter_eps_error_is_within_its_bound(spec, backend, dtype, rng):
+    """Each dropped gradient entry is below eps times its row's weight omega_i, scaled as the
+    gradient (1 / sum omega under "mean"): with thr_i that product, |dW - dW_exact| <=
+    sum_i thr_i |x_i| and |dX_i - dX_exact_i| <= thr_i sum_j |w_j|, against the exact float64
+    call."""
+    X, W, b, y, _ = _peaked(np.float64, rng)
+    opts = _filter_options(spec, np.float64, rng, *y.shape, W.shape[0])
+    eps = _filter_eps(spec, 1e-3)
+    exact = fastbp.linear_head(X, W, b, y, chunk_rows=8, backend=backend, **opts)
+    X_d, W_d, b_d, _, o_d = cast_floats(dtype, X, W, b, y, options=opts)
+    got = fastbp.linear_head(X_d, W_d, b_d, y, chunk_rows=8, filter_eps=eps, backend=backend,
+                             **o_d)
+    omega = np.asarray(opts.get("sample_weight", 1.0)) * np.ones(len(y))
+    if "weight" in opts:
+        omega = omega * opts["weight"][y] * (y != opts["ignore_index"])
+    thr = eps * omega / (1.0 if opts.get("reduction") == "sum" else omega.sum())
+    slack = 1e-9 if dtype == np.float64 else 1e-4         # the dtype's own rounding
+    bound_dW = thr @ np.abs(X) + slack * np.abs(exact.dW).max()
+    bound_dX = np.outer(thr, np.abs(W).sum(0)) + slack * np.abs(exact.dX).max()
+    assert (np.abs(got.dW - exact.dW) <= bound_dW).all()
+    assert (np.abs(got.dX - exact.dX) <= bound_dX).all()
+    assert np.abs(got.dW - exact.dW).max() > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_filter_eps_does_not_depend_on_the_class_order(backend, dtype, rng):
+    """Classes permuted (W's rows, b, the labels): the same gradients, permuted back."""
+    X, W, b, y, _ = _peaked(dtype, rng)
+    perm = rng.permutation(W.shape[0])
+    inv = np.argsort(perm)
+    call = functools.partial(fastbp.linear_head, chunk_rows=8, filter_eps=1e-4, backend=backend)
+    g = call(X, W, b, y)
+    h = call(X, W[perm], b[perm], inv[y])
+    assert_close(h.loss, g.loss, dtype)
+    assert_close(h.dW[inv], g.dW, dtype)
+    assert_close(h.db[inv], g.db, dtype)
+    assert_close(h.dX, g.dX, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_filter_eps_none_and_zero_are_exact(backend, rng):
+    X, W, b, y, _ = _peaked(np.float32, rng)
+    exact = fastbp.linear_head(X, W, b, y, chunk_rows=8, backend=backend)
+    for eps in (None, 0.0):
+        got = fastbp.linear_head(X, W, b, y, chunk_rows=8, filter_eps=eps, backend=backend)
+        for a, c in zip(got, exact):
+            np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_filter_eps_auto_on_a_trained_models_softmax(backend, rng):
+    """"auto" (float32's eps / 32) on presets.P's recipe at a small shape:
+    most classes of a block are skipped, and dW, dX stay within 1e-4 relative Frobenius error
+    of the exact call (the issue's bound)."""
+    from fastbp.presets import peaked_lm_data
+    X, W, b, y = peaked_lm_data(128, 64, 8000, "float32")
+    exact = fastbp.linear_head(X, W, b, y, chunk_rows=32, backend=backend)
+    got = fastbp.linear_head(X, W, b, y, chunk_rows=32, filter_eps="auto", backend=backend)
+    for a, c in ((got.dW, exact.dW), (got.dX, exact.dX)):
+        assert np.linalg.norm(a - c) <= 1e-4 * np.linalg.norm(c)
+    assert got.loss == exact.loss
+    from fastbp.backends.reference import active_classes
+    _, G = fastbp.softmax_nll(X[:32] @ W.T + b, y[:32], reduction="sum", backend="numpy")
+    assert active_classes(G, np.full(32, np.finfo(np.float32).eps / 32)).mean() < 0.5

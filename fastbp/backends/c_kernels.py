@@ -175,9 +175,10 @@ for _name in DEFAULT_OPTIONS:
 
 
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
-                threads=None):
+                threads=None, filter_eps=0.0):
     """``threads``: row blocks of the fused path (default: the set_num_threads value; 1 inside
-    a BLAS-driven network)."""
+    a BLAS-driven network). ``filter_eps`` > 0: the row blocks' backward skips inactive
+    classes (the fused rows and column blocks stay exact)."""
     (B, d), n = X.shape, W.shape[0]
     t = _T[X.dtype]
     ty = t.ty
@@ -197,7 +198,7 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         status = t.linear_fused(*args, 1, B, d, n)
     else:
         blocks = score_blocks(head, B, n, X.dtype.itemsize, chunk_rows, options)
-        status = t.linear_chunked(*args, *blocks, B, d, n)
+        status = t.linear_chunked(*args, *blocks, filter_eps, B, d, n)
     if status:
         _check(status, "linear_head")
     return reduced_loss(sums[0], sums[1], reduction)

@@ -889,9 +889,11 @@ fast_linear_head = None if nb.config.DISABLE_JIT else fast_entry(TUNING,
 
 
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
-                threads=None):
+                threads=None, filter_eps=0.0):
     """``threads``: row blocks of the fused path (default: get_num_threads(); 1 inside a
-    BLAS-driven network, so Numba's threads never wait on BLAS's spinning ones)."""
+    BLAS-driven network, so Numba's threads never wait on BLAS's spinning ones).
+    ``filter_eps`` > 0: the row blocks' backward skips inactive classes (the fused rows and
+    column blocks stay exact)."""
     (B, d), n, dt = X.shape, W.shape[0], X.dtype
     h = _pack(head, X, target, options)
     mean = reduction == "mean"
@@ -918,7 +920,8 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
             dX_ = _NO_Z[dt] if dX is None else dX
             total, osum = linear_one_block(X, W, b_, mean, dW, db_, dX_, *h)
         else:
-            total, osum = _linear_chunked(h, X, W, b_, mean, rows, dW, db, dX)
+            total, osum = _linear_chunked(h, X, W, b_, mean, rows, dW, db, dX,
+                                          filter_eps)
     return reduced_loss(total, osum, reduction)
 
 
@@ -940,33 +943,92 @@ def linear_one_block(X, W, b, mean, dW, db, dX, *head):
     return total, osum
 
 
+@jit
+def filtered_products(block, rows, Xc, W, dW, dXc, thr, Wg, Tg, idx, *head):
+    """filter_eps's backward for one block of rows whose gradient is block[:rows] (as
+    csrc/linear.c's filtered_products): only the classes with some |g_ij| >= thr omega_i take
+    part in dW += G^T X_c and dX_c = G W, packed in place at the front of the block, W's rows
+    and dW's partials in groups of Wg's rows; mostly active blocks take the dense products, with
+    the inactive classes' entries zeroed."""
+    h = HeadPack(*head)
+    n, d, group = W.shape[0], W.shape[1], Wg.shape[0]
+    S = block[:rows]
+    active = np.zeros(n, np.bool_)
+    for r in range(rows):
+        t = thr * row_weight(r, h)
+        for j in range(n):
+            g = S[r, j]
+            if g != 0 and not abs(g) < t:               # NaN is kept, as an active entry
+                active[j] = True
+    na = 0
+    for j in range(n):
+        if active[j]:
+            idx[na] = j
+            na += 1
+    if 2 * na > n:                      # mostly active: the dense products, the rest zeroed
+        for r in range(rows):
+            for j in range(n):
+                if not active[j]:
+                    S[r, j] = 0
+        gemm(dW, S, Xc, True, False, 1.0)
+        if dXc.size:
+            gemm(dXc, S, W)
+        return
+    flat = block.reshape(-1)
+    for r in range(rows):
+        for k in range(na):
+            flat[r * na + k] = flat[r * n + idx[k]]
+    G = flat[:rows * na].reshape((rows, na))
+    if dXc.size and na == 0:
+        dXc[...] = 0
+    for g0 in range(0, na, group):
+        ng = min(group, na - g0)
+        for k in range(ng):
+            Wg[k] = W[idx[g0 + k]]
+        gemm(Tg[:ng], G[:, g0:g0 + ng], Xc, True, False)
+        for k in range(ng):
+            dW[idx[g0 + k]] += Tg[k]
+        if dXc.size:
+            gemm(dXc, G[:, g0:g0 + ng], Wg[:ng], False, False, 1.0 if g0 else 0.0)
+
+
 def _rows_of(h, rows):
     """The pack for a block of rows: its labels, targets and sample weights (absent stay empty)."""
     return h._replace(**{k: getattr(h, k)[rows] for k in ("y", "Z", "sample_weight")
                          if getattr(h, k).size})
 
 
-def _linear_chunked(h, X, W, b, mean, chunk, dW, db, dX):
+def _linear_chunked(h, X, W, b, mean, chunk, dW, db, dX, filter_eps=0.0):
     """Per row block: S = X_c W^T (BLAS), bias + head in place (one compiled pass, db in
-    float64), dW += S^T X_c, dX_c = S W (BLAS). Only one block of scores is ever held."""
-    B, n, dt = X.shape[0], W.shape[0], X.dtype
+    float64), dW += S^T X_c, dX_c = S W (BLAS). Only one block of scores is ever held.
+    filter_eps > 0: the two backward products on the block's active classes only
+    (filtered_products, csrc/linear.c's), within one more half of the block's bytes."""
+    B, (n, d), dt = X.shape[0], W.shape, X.dtype
     scale = mean_scale(h, B) if mean else 1.0
     chunk = min(chunk, max(B, 1))
     block = np.empty((chunk, n), dt)
     db64 = np.zeros(n) if db is not None else _EMPTY[_F64]
+    if filter_eps:
+        group = min(n, max(1, chunk * n // (4 * max(d, 1))))
+        Wg, Tg, idx = np.empty((group, d), dt), np.empty((group, d), dt), np.empty(n, np.intp)
     total = osum = 0.0
     dW[...] = 0
     for lo in range(0, B, chunk):
         hi = min(lo + chunk, B)
         S, Xc = block[:hi - lo], X[lo:hi]
         gemm(S, Xc, W, trans_b=True)
-        t, o = rows_entry(S, False, scale, b, db64, S, _EMPTY[_F64],
-                          *_rows_of(h, slice(lo, hi)))
+        hc = _rows_of(h, slice(lo, hi))
+        t, o = rows_entry(S, False, scale, b, db64, S, _EMPTY[_F64], *hc)
         total += t
         osum += o
+        dXc = _NO_Z[dt] if dX is None else dX[lo:hi]
+        if filter_eps:
+            filtered_products(block, hi - lo, Xc, W, dW, dXc, filter_eps * scale, Wg, Tg, idx,
+                              *hc)
+            continue
         gemm(dW, S, Xc, trans_a=True, beta=1.0)
         if dX is not None:
-            gemm(dX[lo:hi], S, W)
+            gemm(dXc, S, W)
     if db is not None:
         with np.errstate(over="ignore"):       # a diverging run's inf is the answer
             db[...] = db64

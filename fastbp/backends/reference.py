@@ -301,7 +301,8 @@ def _head_blocks(X, W, b, target, head, options, chunk):
         yield (rows, *ROWS[head](S, target[rows], sw, **options))
 
 
-def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX):
+def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
+                filter_eps=0.0):
     """S = X W^T + b, one row chunk at a time: head rows, then dW += dS^T X, db += sum dS,
     dX = dS W; "mean" scales the three gradients by 1/sum(omega) at the end."""
     chunk = chunk_rows or default_chunk_rows(W.shape[0], X.dtype.itemsize)
@@ -312,9 +313,11 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     for rows, wl, dS, omega in _head_blocks(X, W, b, target, head, options, chunk):
         total += float(np.sum(wl, dtype=np.float64))
         omega_sum += float(np.sum(omega, dtype=np.float64))
-        dW += dS.T @ X[rows]
         if db is not None:
             db += dS.sum(axis=0)
+        if filter_eps:
+            dS = dS * active_classes(dS, filter_eps * omega)
+        dW += dS.T @ X[rows]
         if dX is not None:
             np.matmul(dS, W, out=dX[rows])
     if reduction == "sum":
@@ -324,6 +327,13 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         if g is not None:
             g *= scale
     return loss
+
+
+def active_classes(G, thr):
+    """filter_eps's rule (docs/math.md) on the gradient G of a block of rows: the classes j
+    with some g_ij != 0 and not |g_ij| < thr_i (NaN counts as active) take part in the backward
+    products; the others are skipped in the block."""
+    return ((G != 0) & ~(np.abs(G) < thr[:, None])).any(axis=0)
 
 
 def linear_losses(X, W, b, target, head, options):
