@@ -1,12 +1,19 @@
-"""The benchmark suites share tests/cases.py (put on the path here), the reference check every
-row passes before it is timed, and the peak-memory probes."""
+"""The benchmark suites share tests/cases.py (put on the path here), the presets' data, the
+reference check every row passes before it is timed, and the peak-memory probes."""
+import functools
 import sys
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
+from fastbp import presets
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+# each preset's data made once per session (P's takes a second); read-only by convention, as
+# every fastbp call and peer leaves its inputs untouched
+linear_data = functools.lru_cache(maxsize=None)(presets.linear_data)
 
 
 def assert_matches_reference(got, want, dtype):
@@ -37,27 +44,33 @@ def peak_extra_bytes(fn):
 
 
 _RSS_PROBE = r"""
-import sys, numpy as np, fastbp
+import json, sys, numpy as np, fastbp
 from fastbp.compare import rss_peak
 from fastbp.presets import linear_data
 
 X, W, b, target = linear_data(sys.argv[1], sys.argv[2])
+options = json.loads(sys.argv[4])
+fastbp.config.score_block_bytes = int(sys.argv[5]) or fastbp.config.score_block_bytes
 out = fastbp.Grads(None, np.zeros_like(W), np.zeros_like(b), np.zeros_like(X))
-call = lambda: fastbp.linear_head(X, W, b, target, sys.argv[2], out=out, backend=sys.argv[3])
+call = lambda: fastbp.linear_head(X, W, b, target, sys.argv[2], out=out, backend=sys.argv[3],
+                                  **options)
 call()      # warm-up, as before tracemalloc's figure: BLAS's own buffers are then resident
 print(rss_peak(call))
 """
 
 
-def peak_extra_rss(shape, head, backend):
+def peak_extra_rss(shape, head, backend, options=None, score_block_bytes=None):
     """Peak extra memory of one linear_head call as the process sees it (C mallocs included,
     which tracemalloc misses; docs/design.md "Peak memory"): fastbp.compare.rss_peak in a fresh
     interpreter, after a warm-up call (inputs, outputs, imports and BLAS's own buffers for the
-    same products already resident; the call's freed scratch is returned first). Linux only."""
+    same products already resident; the call's freed scratch is returned first). Linux only.
+    ``options``: linear_head's keywords; ``score_block_bytes``: fastbp.config's, if given."""
+    import json
     import os
     import subprocess
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    run = subprocess.run([sys.executable, "-c", _RSS_PROBE, shape, head, backend],
+    run = subprocess.run([sys.executable, "-c", _RSS_PROBE, shape, head, backend,
+                          json.dumps(options or {}), str(score_block_bytes or 0)],
                          capture_output=True, text=True, check=True, env=env)
     return int(run.stdout.split()[-1])
 

@@ -27,6 +27,8 @@ def _row_name(bench):
         return "bare BLAS, SciPy's" + ("" if part == 1 else f", row blocks of B/{part}")
     if "peer" in params:
         return params["peer"]
+    if "variant" in params:
+        return f"{params['backend']}, {params['variant']}"
     if "backend" in params:
         when = params.get("when", "back to back")
         return params["backend"] + ("" if when == "back to back" else f", {when}")
@@ -90,10 +92,37 @@ def table(group, rows):
 
 
 def _median(gs, prefix, row):
+    """(median, bench) of ``row`` in the first group named ``prefix`` and a space, then more
+    (a shape's name never matches a longer one's: C is not C1k)."""
     for name, rows in gs.items():
-        if name.startswith(prefix) and row in rows:
+        if name.startswith(prefix + " ") and row in rows:
             return rows[row]["stats"]["median"], rows[row]
     return None, None
+
+
+def _group_named(gs, head, shape, dtype):
+    from fastbp.presets import SHAPES
+    B, d, n, _ = SHAPES[shape]
+    name = f"linear_head {head} {shape} (B={B}, d={d}, n={n}, {dtype})"
+    return name, gs.get(name, {})
+
+
+def _peers(rows):
+    """(fastest peer's name, median) of a group, or (None, None)."""
+    times = {name: r["stats"]["median"] for name, r in rows.items()
+             if not _is_fastbp(name) and not name.startswith("bare BLAS")}
+    if not times:
+        return None, None
+    best = min(times, key=times.get)
+    return best, times[best]
+
+
+def _gemm_rate(gs, dtype):
+    """BLAS's flops per second on the 1024^3 product of ``dtype`` (the machine's rate on a large
+    square GEMM), or None."""
+    prefix = "dgemm" if dtype == "float64" else "sgemm"
+    peak = next((r["bare BLAS"] for g, r in gs.items() if g.startswith(prefix)), None)
+    return peak["extra_info"]["flops"] / peak["stats"]["median"] if peak else None
 
 
 def _column_bound(shape):
@@ -105,60 +134,103 @@ def _column_bound(shape):
     return 1 + max(0.0, 1 - d / B - d / n - 1 / 8) / 3
 
 
+FEW = [("softmax_nll", "C"), ("multiclass_hinge", "C"), ("sigmoid_l2", "C"),
+       ("softmax_nll", "C1k"), ("softmax_nll", "M"), ("softmax_nll", "K")]
+
+
 def targets(gs, compile_times):
-    """The Numba backend issue's figures, checked against this run; beside the unmet ones, the
-    floors of the same run that bound them."""
+    """The open issues' targets, checked against this run (met / not met), then the earlier
+    issues' targets still held, then tracked numbers of retired targets."""
     out = []
-    rate = None
-    peak = next((r["bare BLAS"] for g, r in gs.items() if g.startswith("dgemm")), None)
-    if peak:
-        rate = peak["extra_info"]["flops"] / peak["stats"]["median"]
 
     def check(label, ok, detail):
         out.append(f"| {label} | {detail} | {'met' if ok else '**not met**'} |")
 
+    def track(label, detail):
+        out.append(f"| {label} | {detail} | tracked |")
+
+    # Few classes, wide inputs: c >= 1.5x the fastest peer (or 1.1x the flops' time at the
+    # GEMM rate, where that is the smaller demand) and >= 2x numpy; numba >= 1.2x the fastest
+    for head, shape in FEW:
+        for dtype in ("float32", "float64"):
+            group, rows = _group_named(gs, head, shape, dtype)
+            peer, pt = _peers(rows)
+            if peer is None or "c" not in rows:
+                continue
+            rate = _gemm_rate(gs, dtype)
+            flops = rows["c"]["extra_info"].get("flops")
+            floor = flops / rate if rate and flops else None
+            want = pt / 1.5
+            bound = ""
+            if floor and want < 1.1 * floor:
+                want, bound = 1.1 * floor, f"; bound 1.1x the flops at the GEMM rate: {_us(want)} us"
+            ref = rows.get("numpy", {}).get("stats", {}).get("median")
+            for backend, factor in (("c", 1.5), ("numba", 1.2)):
+                if backend not in rows:
+                    continue
+                t = rows[backend]["stats"]["median"]
+                goal = want if backend == "c" else max(pt / factor, want)
+                vs_np = f", {ref / t:.2f}x numpy" if ref else ""
+                ok = t <= goal and (backend != "c" or not ref or ref / t >= 2)
+                check(f"{backend}: {shape} {head} {dtype} >= {factor}x fastest peer"
+                      + (" and >= 2x numpy" if backend == "c" else ""), ok,
+                      f"{pt / t:.2f}x {peer}{vs_np} ({_us(t)} us; goal {_us(goal)} us{bound})")
+    worst = []
+    for group, rows in sorted(gs.items()):
+        if "c" in rows and "numba" in rows:
+            worst.append((rows["numba"]["stats"]["median"] / rows["c"]["stats"]["median"], group))
+    if worst:
+        over = [f"{g.split(' (')[0]} {r:.2f}" for r, g in sorted(worst, reverse=True) if r > 1.5]
+        check("numba <= 1.5x c in every group", not over,
+              f"worst {max(worst)[0]:.2f}x ({max(worst)[1].split(' (')[0]})"
+              + (f"; over 1.5x: {', '.join(over)}" if over else ""))
+
+    # The large-vocabulary layer
+    _, vrows = _group_named(gs, "softmax_nll", "V", "float32")
+    peer, pt = _peers(vrows)
+    for backend in ("c", "numba"):
+        for variant, factor, frac in (("score budget 1/16", 1.05, 1 / 16),
+                                      ("score budget 1/4", 1.25, 1 / 4)):
+            r = vrows.get(f"{backend}, {variant}")
+            if r is None or peer is None:
+                continue
+            t, extra = r["stats"]["median"], r["extra_info"]
+            mem = extra.get("peak_extra_bytes", 0) / extra.get("score_bytes", 1)
+            check(f"{backend}: V, {variant} of the scores: >= {factor}x the fastest peer",
+                  pt / t >= factor and mem <= frac,
+                  f"{pt / t:.2f}x {peer} ({_us(t)} us), peak extra memory {mem:.3f} of the "
+                  f"scores ({extra.get('peak_extra_method', 'tracemalloc')})")
+    _, prows = _group_named(gs, "softmax_nll", "P", "float32")
+    bare = prows.get("bare BLAS")
+    for backend in ("c", "numba"):
+        r = prows.get(f"{backend}, filter_eps auto")
+        if r is None or bare is None:
+            continue
+        t, extra = r["stats"]["median"], r["extra_info"]
+        ratio = t / bare["stats"]["median"]
+        errors = max(extra.get("relative_error_dW", 1.0), extra.get("relative_error_dX", 1.0))
+        skipped = extra.get("skipped_tiles")
+        check(f"{backend}: P, filter_eps auto <= 0.6x bare BLAS, dW and dX within 1e-4",
+              ratio <= 0.6 and errors <= 1e-4,
+              f"{ratio:.2f}x ({_us(t)} us), relative errors dW {extra['relative_error_dW']:.1e}"
+              f", dX {extra['relative_error_dX']:.1e}"
+              + (f", {100 * skipped:.1f}% of (row block, class) tiles skipped"
+                 if skipped is not None else ""))
+
+    # The earlier issues' targets still held (T and D: no regression)
     for backend in ("numba", "c"):
         ref_t, _ = _median(gs, "linear_head softmax_nll T", "numpy")
         t, _ = _median(gs, "linear_head softmax_nll T", backend)
         if t is None:
             continue
-        check(f"{backend}: T softmax_nll >= 10x numpy, call <= 5 us", ref_t / t >= 10 and t <= 5e-6,
-              f"{ref_t / t:.2f}x, {t * 1e6:.2f} us")
-        for shape in ("D", "C"):
-            for head in ("softmax_nll", "multiclass_hinge", "sigmoid_l2"):
-                ref, _ = _median(gs, f"linear_head {head} {shape}", "numpy")
-                mine, _ = _median(gs, f"linear_head {head} {shape}", backend)
-                bare, _ = _median(gs, f"linear_head softmax_nll {shape}", "bare BLAS")
-                check(f"{backend}: {shape} {head} >= 2x numpy", ref / mine >= 2,
-                      f"{ref / mine:.2f}x (numpy / bare BLAS: {ref / bare:.2f}x)")
-        bare, _ = _median(gs, "linear_head softmax_nll V", "bare BLAS")
-        mine, row = _median(gs, "linear_head softmax_nll V", backend)
-        whole, _ = _median(gs, "linear_head softmax_nll V", "bare BLAS, SciPy's")
-        floors = []
-        for part in (8, 4):
-            t, _ = _median(gs, "linear_head softmax_nll V",
-                           f"bare BLAS, SciPy's, row blocks of B/{part}")
-            if t and whole:
-                floors.append(f"row blocks of B/{part}: {t / whole:.2f}x")
-        check(f"{backend}: V time <= 1.10x bare BLAS", mine / bare <= 1.10,
-              f"{mine / bare:.2f}x ({'; '.join(floors + [''])}column blocks at best "
-              f"{_column_bound('V'):.2f}x)")
-        extra = row["extra_info"]
-        frac = extra["peak_extra_bytes"] / extra["score_bytes"]
-        how = extra.get("peak_extra_method", "tracemalloc")
-        check(f"{backend}: V peak extra memory <= 1/8 of scores", frac <= 0.125,
-              f"{extra['peak_extra_bytes'] / 1e6:.1f} MB = {frac:.3f} of "
-              f"{extra['score_bytes'] / 1e6:.0f} MB ({how})")
-        ref, _ = _median(gs, "mlp_loss_grad", "numpy")
-        mine, _ = _median(gs, "mlp_loss_grad", backend)
-        bare, prods = _median(gs, "mlp_loss_grad", "bare BLAS")
-        floor = f" (numpy / its two products: {ref / bare:.2f}x" if bare else ""
-        if bare and rate:
-            best = prods["extra_info"]["flops"] / rate      # the products' time at that rate
-            floor += (f"; / their flops at BLAS's {rate / 1e9:.0f} GFLOPS on "
-                      f"{peak['group'].split()[1]}: {ref / best:.2f}x")
-        check(f"{backend}: 2-layer 3072-100-10 mlp_loss_grad >= 1.5x numpy", ref / mine >= 1.5,
-              f"{ref / mine:.2f}x{floor + ')' if floor else ''}")
+        check(f"{backend}: T softmax_nll >= 10x numpy, call <= 5 us",
+              ref_t / t >= 10 and t <= 5e-6, f"{ref_t / t:.2f}x, {t * 1e6:.2f} us")
+        for head in ("softmax_nll", "multiclass_hinge", "sigmoid_l2"):
+            ref, _ = _median(gs, f"linear_head {head} D", "numpy")
+            mine, _ = _median(gs, f"linear_head {head} D", backend)
+            bare, _ = _median(gs, "linear_head softmax_nll D", "bare BLAS")
+            check(f"{backend}: D {head} >= 2x numpy", ref / mine >= 2,
+                  f"{ref / mine:.2f}x (numpy / bare BLAS: {ref / bare:.2f}x)")
     rows = next((r for g, r in gs.items() if g.startswith("train digits")), {})
     for backend in ("numba", "c"):
         if backend not in rows:
@@ -173,9 +245,38 @@ def targets(gs, compile_times):
         check(f"{backend}: digits test accuracy >= 97% (defaults, 50 epochs)", acc >= 0.97,
               f"{100 * acc:.2f}%")
     if compile_times:
-        worst = max(r["warm_s"] for r in compile_times.values())
-        check("numba: first call per kernel family from a warm cache <= 1 s", worst <= 1.0,
-              f"worst {worst:.3f} s")
+        worst_s = max(r["warm_s"] for r in compile_times.values())
+        check("numba: first call per kernel family from a warm cache <= 1 s", worst_s <= 1.0,
+              f"worst {worst_s:.3f} s")
+
+    # Retired targets (unreachable with OpenBLAS's products), kept as tracked numbers
+    rate = _gemm_rate(gs, "float64")
+    for backend in ("numba", "c"):
+        bare, _ = _median(gs, "linear_head softmax_nll V", "bare BLAS")
+        mine, row = _median(gs, "linear_head softmax_nll V", backend)
+        if mine is None:
+            continue
+        whole, _ = _median(gs, "linear_head softmax_nll V", "bare BLAS, SciPy's")
+        floors = []
+        for part in (8, 4):
+            t, _ = _median(gs, "linear_head softmax_nll V",
+                           f"bare BLAS, SciPy's, row blocks of B/{part}")
+            if t and whole:
+                floors.append(f"row blocks of B/{part}: {t / whole:.2f}x")
+        extra = row["extra_info"]
+        frac = extra.get("peak_extra_bytes", 0) / extra.get("score_bytes", 1)
+        track(f"{backend}: V time / bare BLAS (was: <= 1.10x within 1/8 of the scores)",
+              f"{mine / bare:.2f}x at {frac:.3f} of the scores "
+              f"({'; '.join(floors + [''])}column blocks at best {_column_bound('V'):.2f}x)")
+        ref, _ = _median(gs, "mlp_loss_grad", "numpy")
+        mine, _ = _median(gs, "mlp_loss_grad", backend)
+        bare, prods = _median(gs, "mlp_loss_grad", "bare BLAS")
+        floor = f" (numpy / its two products: {ref / bare:.2f}x" if bare else ""
+        if bare and rate:
+            best = prods["extra_info"]["flops"] / rate      # the products' time at that rate
+            floor += f"; / their flops at BLAS's {rate / 1e9:.0f} GFLOPS on 1024^3: {ref / best:.2f}x"
+        track(f"{backend}: 2-layer 3072-100-10 mlp_loss_grad vs numpy (was: >= 1.5x)",
+              f"{ref / mine:.2f}x{floor + ')' if floor else ''}")
     return ["| target | measured | |", "|---|---|---|"] + out
 
 
@@ -246,19 +347,24 @@ def main():
            if run["fastbp"].get("fastcall") else ""),
         f"- run at {run['datetime']}",
         "",
-        "## Targets of the Numba backend, C backend and training issues",
+        "## Targets",
+        "",
+        "The open issues' targets first (few classes on wide inputs; the large-vocabulary "
+        "layer), then the earlier issues' targets still held, then retired targets as tracked "
+        "numbers.",
         "",
         *targets(gs, compile_times),
         "",
-        "In brackets, the ceilings this run measured for a target: numpy's time over the bare "
-        "products it cannot skip (bare BLAS rows) is the most any backend could gain by "
-        "running those products as fast as NumPy's BLAS does; the 2-layer row adds the same "
-        "flops at the rate of a large square product. V's time is bounded by its memory "
-        "budget: row blocks that hold 1/8 (or 1/4) of the scores run the three products in "
-        "blocks of B/8 (B/4) rows, at best as fast as the V group's row \"bare BLAS, SciPy's, "
-        "row blocks of B/8\" over the same products whole in the same BLAS; column blocks "
-        "compute X W^T a second time for the scores they cannot keep (at most dW's, dX's and "
-        "the budget's room: `_column_bound` in benchmarks/report.py).",
+        "\"Fastest peer\": the fastest of PyTorch eager, torch.compile, PyTorch's "
+        "linear_cross_entropy (both paths) and JAX jit in the group. Where 1.5x the fastest "
+        "peer would ask for less time than the group's flops (three products) take at the "
+        "rate of a 1024^3 product of its dtype (the dgemm / sgemm groups), the goal is 1.1x "
+        "that time instead. Tracked rows: numpy's time over the bare products it cannot skip "
+        "(bare BLAS rows) is the most any backend could gain by running them as fast as "
+        "NumPy's BLAS; V's row blocks of B/8 (B/4) run the three products at best as fast as "
+        "the row \"bare BLAS, SciPy's, row blocks of B/8\" over the same products whole; "
+        "column blocks compute X W^T a second time for the scores they cannot keep "
+        "(`_column_bound` in benchmarks/report.py).",
         "",
         "## In a loop: right after the user's own NumPy product",
         "",

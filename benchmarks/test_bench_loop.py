@@ -5,12 +5,12 @@ steps), side by side in one group per shape; the NumPy reference's rows are the 
 the fastbp call is timed (the product is pytest-benchmark's setup)."""
 import numpy as np
 import pytest
-from conftest import assert_matches_reference
+from conftest import assert_matches_reference, linear_data
 from test_bench_linear_head import reference
 from test_bench_mlp import net
 
 import fastbp
-from fastbp.presets import SHAPES, linear_data
+from fastbp.presets import SHAPES
 
 WHEN = ("back to back", "after a NumPy product")
 ROUNDS = {"D": 300, "C": 60, "K": 60, "V": 5, "2-layer": 60}

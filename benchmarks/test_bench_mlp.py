@@ -52,11 +52,12 @@ def test_bare_blas(benchmark):
     benchmark(two_gemms)
 
 
-def test_bare_blas_peak(benchmark):
-    """BLAS's float64 rate on a PEAK_N^3 product (RESULTS.md: the fastest the two products above
-    could run on this machine)."""
-    A = np.random.default_rng(0).standard_normal((PEAK_N, PEAK_N))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_bare_blas_peak(benchmark, dtype):
+    """BLAS's rate on a PEAK_N^3 product (RESULTS.md: the fastest the products of a group
+    could run on this machine, in its dtype)."""
+    A = np.random.default_rng(0).standard_normal((PEAK_N, PEAK_N)).astype(dtype)
     C = np.empty_like(A)
-    benchmark.group = f"dgemm {PEAK_N}^3 (float64)"
+    benchmark.group = f"{'d' if dtype == 'float64' else 's'}gemm {PEAK_N}^3 ({dtype})"
     benchmark.extra_info["flops"] = 2 * PEAK_N ** 3
     benchmark(np.matmul, A, A, out=C)

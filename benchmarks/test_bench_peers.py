@@ -2,26 +2,27 @@
 PyTorch eager, torch.compile, PyTorch's linear_cross_entropy and JAX jit, when installed. Each checks it computes fastbp's numbers
 before it is timed."""
 import pytest
-from conftest import assert_matches_reference
+from conftest import assert_matches_reference, linear_data
 from test_bench_linear_head import CASES, _group, reference
 
 from fastbp import peers
-from fastbp.presets import linear_data
 
 
 # torch.compile only for softmax_nll: its compilation takes tens of seconds per shape;
 # PyTorch's linear_cross_entropy (reference and chunked paths) is softmax_nll's counterpart
-COMBOS = [(p, h, s) for p in ("torch eager", "jax jit") for h, s in CASES] + [
-    (p, h, s) for p in ("torch.compile",) + peers.SOFTMAX_ONLY for h, s in CASES
-    if h == "softmax_nll"]
+COMBOS = [(p, *case) for p in ("torch eager", "jax jit") for case in CASES] + [
+    (p, *case) for p in ("torch.compile",) + peers.SOFTMAX_ONLY for case in CASES
+    if case[0] == "softmax_nll"]
 
 
-@pytest.mark.parametrize("peer,head,shape", COMBOS)
-def test_peer_linear_head(benchmark, peer, head, shape):
+@pytest.mark.parametrize("peer,head,shape,dtype", COMBOS)
+def test_peer_linear_head(benchmark, peer, head, shape, dtype):
     pytest.importorskip(peers.module(peer))     # the `peers` extra: make bench installs it
-    X, W, b, target = linear_data(shape, head)
-    run = peers.linear_head(peer, head, X, W, b, target)
-    assert_matches_reference(tuple(run.result()), tuple(reference(head, shape)), X.dtype)
-    benchmark.group = _group(head, shape)
-    benchmark.extra_info["first_call_s"] = run.first_call_s     # compilation, not timed
+    X, W, b, target = linear_data(shape, head, dtype)
+    run = peers.linear_head(peer, head, X, W, b, target, warm_up=not benchmark.disabled)
+    assert_matches_reference(tuple(run.result()), tuple(reference(head, shape, dtype)),
+                             X.dtype)
+    benchmark.group = _group(head, shape, dtype)
+    if run.first_call_s is not None:
+        benchmark.extra_info["first_call_s"] = run.first_call_s     # compilation, not timed
     benchmark(run)

@@ -6,9 +6,11 @@ from . import _dispatch, peers, presets
 from .compare import fmt_s, median_time
 from .layers import linear_head
 
-GRIDS = {"quick": ("T", "D", "C"), "full": ("T", "D", "C", "V", "L")}
+GRIDS = {"quick": ("T", "D", "C"), "full": ("T", "D", "C", "V", "P", "L")}
 HEADS = ("softmax_nll", "multiclass_hinge", "sigmoid_l2")
-LARGE = ("V", "L")          # output layers of many classes: softmax_nll only
+LARGE = ("V", "P", "L")     # output layers of many classes: softmax_nll only
+FILTERED = ("P",)           # a trained model's peaked softmax: the compiled backends with
+#                             filter_eps="auto" too
 
 
 def cases(preset):
@@ -24,6 +26,10 @@ def run(preset="quick", with_peers=False, progress=None):
         repeats = 5 if shape in ("C",) + LARGE else 200
         timed = {be: (lambda be=be: linear_head(X, W, b, target, head, backend=be))
                  for be in _dispatch.available_backends()}
+        if shape in FILTERED:
+            timed.update({f"{be}, filter_eps auto": (
+                lambda be=be: linear_head(X, W, b, target, head, backend=be, filter_eps="auto"))
+                for be in _dispatch.available_backends() if be != "numpy"})
         dS = np.full((X.shape[0], W.shape[0]), 0.5, X.dtype)
         timed["bare BLAS"] = lambda: (X @ W.T, dS.T @ X, dS @ W)
         if with_peers:
@@ -45,7 +51,7 @@ def table(rows):
         sec = r["seconds"]
         peer_times = [t for name, t in sec.items() if name in peers.PEERS]
         for name, t in sorted(sec.items(), key=lambda kv: kv[1]):
-            ours = name in _dispatch.available_backends()
+            ours = name.split(",")[0] in _dispatch.available_backends()
             lines.append((r["shape"], r["head"], name, fmt_s(t), f"{sec['numpy'] / t:.2f}x",
                           f"{t / sec['bare BLAS']:.2f}x",
                           f"{min(peer_times) / t:.2f}x" if ours and peer_times else ""))

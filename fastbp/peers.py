@@ -29,9 +29,10 @@ def available(peer):
     return peer in PEERS and importlib.util.find_spec(module(peer)) is not None
 
 
-def linear_head(peer, head, X, W, b, target):
+def linear_head(peer, head, X, W, b, target, warm_up=True):
+    """``warm_up=False``: no first call here (a caller that runs it once anyway)."""
     if module(peer) == "jax":
-        return _jax_linear_head(head, X, W, b, target)
+        return _jax_linear_head(head, X, W, b, target, warm_up)
     import torch
     import torch.nn.functional as F
 
@@ -67,20 +68,21 @@ def linear_head(peer, head, X, W, b, target):
         loss = run()
         return (float(loss.detach()), Wt.grad.numpy(), bt.grad.numpy(), Xt.grad.numpy())
 
-    _warm_up(run)
-    run.result = result
+    return _warm_up(run, result, warm_up)
+
+
+def _warm_up(run, result, warm_up):
+    """The first call (tracing and compilation for torch.compile and jax.jit): excluded from
+    the timings, its seconds kept as ``run.first_call_s`` for the report."""
+    run.result, run.first_call_s = result, None
+    if warm_up:
+        t0 = time.perf_counter()
+        run()
+        run.first_call_s = time.perf_counter() - t0
     return run
 
 
-def _warm_up(run):
-    """The first call (tracing and compilation for torch.compile and jax.jit): excluded from
-    the timings, its seconds kept as ``run.first_call_s`` for the report."""
-    t0 = time.perf_counter()
-    run()
-    run.first_call_s = time.perf_counter() - t0
-
-
-def _jax_linear_head(head, X, W, b, target):
+def _jax_linear_head(head, X, W, b, target, warm_up):
     """jit(value_and_grad(...)) of the same loss, waited on with block_until_ready."""
     import jax
     import jax.numpy as jnp
@@ -109,6 +111,4 @@ def _jax_linear_head(head, X, W, b, target):
         loss, (dW, db, dX) = run()
         return float(loss), np.asarray(dW), np.asarray(db), np.asarray(dX)
 
-    _warm_up(run)
-    run.result = result
-    return run
+    return _warm_up(run, result, warm_up)
