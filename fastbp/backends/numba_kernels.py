@@ -558,6 +558,22 @@ def head_block(h, S, scale, b, db, dS, loss_rows, lo, hi):
     y, Z, sw = h.y, h.Z, h.sample_weight
     total = 0.0
     osum = 0.0
+    if h.code == BHINGE:        # one score per row: scalars, no row views (a view per row
+        for i in range(lo, hi):  # cost more than the row's arithmetic)
+            x = S[i, 0] + b[0] if b.size else S[i, 0]
+            S[i, 0] = x
+            swi = sw[i] if sw.size else 1.0
+            m = h.margin - y[i] * x
+            g = -(swi * scale) * y[i] * step(m)
+            dS[i, 0] = g
+            loss = relu(m)
+            total += swi * loss
+            osum += row_weight(i, h)
+            if loss_rows.size:
+                loss_rows[i] = swi * loss
+            if db.size:
+                db[0] += g
+        return total, osum
     dummy = Z[0] if Z.shape[0] else np.empty(0, S.dtype)
     bits = np.empty(2 * S.shape[1], np.int64)     # head_row's scratch
     for i in range(lo, hi):
