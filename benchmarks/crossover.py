@@ -28,26 +28,39 @@ from fastbp.compare import median_time  # noqa: E402
 def main(backend, hot=False):
     rng = np.random.default_rng(0)
     print(f"backend {backend!r}{', back to back' if hot else ''}")
-    print(f"{'B':>5} {'d':>5} {'n':>5} {'fused us':>10} {'parallel us':>12} {'chunked us':>11}  best")
+    print(f"{'dtype':>7} {'B':>5} {'d':>5} {'n':>5} {'fused us':>10} {'parallel us':>12} "
+          f"{'chunked us':>11}  best")
+    for dtype, B, d, n in _grid():
+        X = rng.standard_normal((B, d)).astype(dtype)
+        W = (rng.standard_normal((n, d)) / np.sqrt(d)).astype(dtype)
+        b, y = np.zeros(n, dtype), rng.integers(0, n, B)
+        row = {}
+        for name, path in (("fused", "serial"), ("parallel", "parallel"),
+                           ("chunked", "chunked")):
+            # BLAS threads spin for a while after a call, and OpenMP threads started
+            # meanwhile wait for a core (ms): let the previous path's threads sleep
+            if not hot:
+                time.sleep(0.15)
+            with variant(f"{backend}:{path}") as be:
+                row[name] = 1e6 * median_time(
+                    lambda: fastbp.linear_head(X, W, b, y, backend=be), 25 if hot else 9)
+        best = min(row, key=row.get)
+        print(f"{dtype:>7} {B:>5} {d:>5} {n:>5} {row['fused']:>10.1f} "
+              f"{row['parallel']:>12.1f} {row['chunked']:>11.1f}  {best}")
+
+
+def _grid():
+    """float64 over the small shapes where the tiny-call windows are set, then both dtypes over
+    the few-classes shapes (C, C1k, M and K's widths; n up to 128)."""
     for B in (8, 64, 256, 1024):
         for d in (16, 32, 64, 512, 3072):
             for n in (3, 10, 16, 32, 64, 128):
-                X = rng.standard_normal((B, d))
-                W = rng.standard_normal((n, d)) / np.sqrt(d)
-                b, y = np.zeros(n), rng.integers(0, n, B)
-                row = {}
-                for name, path in (("fused", "serial"), ("parallel", "parallel"),
-                                   ("chunked", "chunked")):
-                    # BLAS threads spin for a while after a call, and OpenMP threads started
-                    # meanwhile wait for a core (ms): let the previous path's threads sleep
-                    if not hot:
-                        time.sleep(0.15)
-                    with variant(f"{backend}:{path}") as be:
-                        row[name] = 1e6 * median_time(
-                            lambda: fastbp.linear_head(X, W, b, y, backend=be), 25 if hot else 9)
-                best = min(row, key=row.get)
-                print(f"{B:>5} {d:>5} {n:>5} {row['fused']:>10.1f} {row['parallel']:>12.1f} "
-                      f"{row['chunked']:>11.1f}  {best}")
+                yield "float64", B, d, n
+    for dtype in ("float32", "float64"):
+        for B in (256, 512, 1024):
+            for d in (784, 1024, 3072):
+                for n in (10, 16, 32, 64, 100):
+                    yield dtype, B, d, n
 
 
 def columns(backend):

@@ -7,16 +7,6 @@
 #define FUSED_R 8          /* rows per register block of the fused rows */
 #define FUSED_KT 512       /* k tile of their forward: its rows of x and w stay in L1 */
 
-/* m rounded up to whole vectors of FBP_VL doubles */
-static int64_t vceil(int64_t m) { return (m + FBP_VL - 1) / FBP_VL * FBP_VL; }
-
-/* doubles of scratch one block of fused rows needs (carved in linear_rows): whole vectors, so
- * every part (and the next block's scratch) starts on a 64-byte boundary when scratch does */
-static int64_t fused_scratch(int64_t n, int64_t ld)
-{
-    return n * ld + vceil(n) + (FUSED_R + 1) * ld + FUSED_R * n * (2 + FBP_VL) + vceil(n);
-}
-
 #define TEMPLATE_FILE "linear.c"
 #include "template.h"
 #else
@@ -25,76 +15,100 @@ static int64_t fused_scratch(int64_t n, int64_t ld)
 
 /* ------------------------------------------------------------------ linear + head, fused */
 
-/* dst[0 .. m) = v[0 .. m) as REAL (m <= FBP_VL: the last vector of a row may be partial) */
-FBP_INLINE void F(store_lanes)(REAL *dst, fbp_vd v, int64_t m)
+/* The fused rows' vectors: 64 bytes of REAL, VLR lanes (8 doubles or 16 floats: one AVX-512
+ * register, two AVX2 ones). Each dtype runs in its own precision, as BLAS's products do. */
+#define VLR ((int64_t)(64 / sizeof(REAL)))
+typedef REAL F(vec) __attribute__((vector_size(64)));
+FBP_INLINE F(vec) F(vload)(const REAL *p)
 {
-    if (m == FBP_VL) {
-        typedef REAL vr __attribute__((vector_size(FBP_VL * sizeof(REAL))));
-        vr c = __builtin_convertvector(v, vr);
-        memcpy(dst, &c, sizeof c);
-    } else
-        for (int64_t l = 0; l < m; l++)
-            dst[l] = (REAL)v[l];
+    F(vec) v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+FBP_INLINE void F(vstore)(REAL *p, F(vec) v) { memcpy(p, &v, sizeof v); }
+/* the sum of the lanes in double, in a fixed tree order */
+FBP_INLINE double F(vsum)(F(vec) v)
+{
+    double t[64 / sizeof(REAL)];
+    for (int64_t l = 0; l < VLR; l++)
+        t[l] = v[l];
+    for (int64_t w = VLR / 2; w; w /= 2)
+        for (int64_t l = 0; l < w; l++)
+            t[l] += t[l + w];
+    return t[0];
 }
 
-/* Rows lo..hi, FUSED_R at a time, in vectors of FBP_VL doubles (both dtypes run in double):
+/* m rounded up to whole vectors */
+static int64_t F(vceil)(int64_t m) { return (m + VLR - 1) / VLR * VLR; }
+
+/* REALs of scratch one block of fused rows needs (carved in linear_rows): whole vectors, so
+ * every part (and the next block's scratch) starts on a 64-byte boundary when scratch does */
+static int64_t F(fused_scratch)(int64_t n, int64_t ld)
+{
+    int64_t nd = F(vceil)(n * (int64_t)(sizeof(double) / sizeof(REAL)));   /* n doubles */
+    return n * ld + nd + (FUSED_R + 1) * ld + F(vceil)(FUSED_R * n) + FUSED_R * n * VLR
+           + F(vceil)(n * FUSED_R) + nd;
+}
+
+/* Rows lo..hi, FUSED_R at a time, in vectors of VLR REALs:
  *   s_r = W x_r + b           j in pairs: 16 accumulators, each load feeds 2 or 8 FMAs;
- *   g_r = head(s_r)           in place on s_r (f = sw_r scale);
+ *   g_r = head(s_r)           in place on s_r (f = sw_r scale; the head's own sums in double);
  *   pdW += sum_r g_r x_r^T, pdb += sum_r g_r, dX_r = W^T g_r
  *                             one pass over k with x_r and dX_r in registers.
- * The rows are first copied to xs in double with row stride ld (see linear_fused), zero past d
- * and for missing rows, so every k loop runs whole vectors. Wp: W the same way.
- * scratch (fused_scratch(n, ld) doubles, 64-byte aligned): the partials pdW (n, ld) and pdb
- * (n,), xs (FUSED_R + 1, ld), S (FUSED_R, n) REALs, accv (FUSED_R, n) vectors, g (n, FUSED_R),
- * tmp (n,); each part 64-byte aligned (so no vector load is split across two cache lines). */
-FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const double *Wp,
+ * The rows are first copied to xs with row stride ld (see linear_fused), zero past d and for
+ * missing rows, so every k loop runs whole vectors. Wp: W the same way.
+ * scratch (F(fused_scratch)(n, ld) REALs, 64-byte aligned): the partials pdW (n, ld) and pdb
+ * (n doubles: db's terms cancel, so they add in double), xs (FUSED_R + 1, ld), S (FUSED_R, n),
+ * accv (FUSED_R, n) vectors, g (n, FUSED_R), tmp (n doubles); each part 64-byte aligned (so no
+ * vector load is split across two cache lines). */
+FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const REAL *Wp,
                                    const REAL *b, double scale, int64_t lo, int64_t hi,
-                                   int64_t d, int64_t ld, double *scratch, REAL *dX,
+                                   int64_t d, int64_t ld, REAL *scratch, REAL *dX,
                                    double *out)
 {
-    enum { R = FUSED_R, VL = FBP_VL };
-    int64_t n = h->n, kw = vceil(d);
-    double *pdW = scratch, *pdb = pdW + n * ld, *xs = pdb + vceil(n),
-           *accv = xs + (R + 1) * ld + R * n, *g = accv + R * n * VL, *tmp = g + R * n;
-    REAL *S = (REAL *)(xs + (R + 1) * ld), *spare = (REAL *)(xs + R * ld); /* spare: dX of
-                                                                             missing rows */
+    enum { R = FUSED_R };
+    int64_t n = h->n, kw = F(vceil)(d);
+    int64_t nd = F(vceil)(n * (int64_t)(sizeof(double) / sizeof(REAL)));     /* n doubles */
+    REAL *pdW = scratch, *xs = pdW + n * ld + nd, *S = xs + (R + 1) * ld,
+         *accv = S + F(vceil)(R * n), *g = accv + R * n * VLR,
+         *spare = xs + R * ld;                                 /* spare: dX of missing rows */
+    double *pdb = (double *)(pdW + n * ld), *tmp = (double *)(g + F(vceil)(n * R));
     double total = 0.0, osum = 0.0;
-    memset(pdW, 0, (size_t)(n * ld + n) * sizeof(double));
+    memset(pdW, 0, (size_t)(n * ld) * sizeof(REAL));
+    memset(pdb, 0, (size_t)n * sizeof(double));
     for (int r = 0; r < R; r++)            /* the padding past d stays 0 */
-        memset(xs + r * ld + d, 0, (size_t)(ld - d) * sizeof(double));
+        memset(xs + r * ld + d, 0, (size_t)(ld - d) * sizeof(REAL));
     for (int64_t i0 = lo; i0 < hi; i0 += R) {
         int64_t cnt = fbp_min(R, hi - i0);
         for (int64_t r = 0; r < R; r++) {
-            double *xr = xs + r * ld;
-            const REAL *src = X + (i0 + r) * d;
+            REAL *xr = xs + r * ld;
             if (r < cnt)
-                for (int64_t k = 0; k < d; k++)
-                    xr[k] = src[k];
+                memcpy(xr, X + (i0 + r) * d, (size_t)d * sizeof(REAL));
             else
-                memset(xr, 0, (size_t)d * sizeof(double));
+                memset(xr, 0, (size_t)d * sizeof(REAL));
         }
-        memset(accv, 0, (size_t)(R * n * VL) * sizeof(double));
+        memset(accv, 0, (size_t)(R * n * VLR) * sizeof(REAL));
         for (int64_t k0 = 0; k0 < kw; k0 += FUSED_KT) {
             int64_t k1 = fbp_min(k0 + FUSED_KT, kw);
             for (int64_t j = 0; j < n; j += 2) {
                 int64_t j1 = fbp_min(j + 1, n - 1);  /* odd n: the last pair is (j, j) */
-                const double *w0 = Wp + j * ld, *w1 = Wp + j1 * ld;
-                fbp_vd a0[R], a1[R];
+                const REAL *w0 = Wp + j * ld, *w1 = Wp + j1 * ld;
+                F(vec) a0[R], a1[R];
                 for (int r = 0; r < R; r++) {
-                    a0[r] = fbp_vload(accv + (r * n + j) * VL);
-                    a1[r] = fbp_vload(accv + (r * n + j1) * VL);
+                    a0[r] = F(vload)(accv + (r * n + j) * VLR);
+                    a1[r] = F(vload)(accv + (r * n + j1) * VLR);
                 }
-                for (int64_t k = k0; k < k1; k += VL) {
-                    fbp_vd u = fbp_vload(w0 + k), v = fbp_vload(w1 + k);
+                for (int64_t k = k0; k < k1; k += VLR) {
+                    F(vec) u = F(vload)(w0 + k), v = F(vload)(w1 + k);
                     for (int r = 0; r < R; r++) {
-                        fbp_vd xv = fbp_vload(xs + r * ld + k);
+                        F(vec) xv = F(vload)(xs + r * ld + k);
                         a0[r] += xv * u;
                         a1[r] += xv * v;
                     }
                 }
                 for (int r = 0; r < R; r++) {
-                    fbp_vstore(accv + (r * n + j) * VL, a0[r]);
-                    fbp_vstore(accv + (r * n + j1) * VL, a1[r]);
+                    F(vstore)(accv + (r * n + j) * VLR, a0[r]);
+                    F(vstore)(accv + (r * n + j1) * VLR, a1[r]);
                 }
             }
         }
@@ -103,45 +117,51 @@ FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const doub
             if (r < cnt) {
                 int64_t i = i0 + r;
                 for (int64_t j = 0; j < n; j++)
-                    s[j] = (REAL)(fbp_vsum(fbp_vload(accv + (r * n + j) * VL))
+                    s[j] = (REAL)(F(vsum)(F(vload)(accv + (r * n + j) * VLR))
                                   + (b ? (double)b[j] : 0.0));
                 double swi = h->sw ? h->sw[i] : 1.0;
                 total += swi * F(head_row)(h, i, s, s, swi * scale, tmp);
                 osum += F(row_weight)(h, i);
             }
             for (int64_t j = 0; j < n; j++)
-                g[j * R + r] = r < cnt ? (double)s[j] : 0.0;
+                g[j * R + r] = r < cnt ? s[j] : (REAL)0;
         }
         for (int64_t j = 0; j < n; j++) {
-            const double *gj = g + j * R;
-            pdb[j] += ((gj[0] + gj[1]) + (gj[2] + gj[3])) + ((gj[4] + gj[5]) + (gj[6] + gj[7]));
+            const REAL *gj = g + j * R;
+            pdb[j] += (((double)gj[0] + gj[1]) + ((double)gj[2] + gj[3]))
+                      + (((double)gj[4] + gj[5]) + ((double)gj[6] + gj[7]));
         }
         /* the next block's rows, fetched while this one computes (copying them to xs waited
          * on L3: 13% of the time at shape C) */
         int64_t ahead = fbp_min(R, hi - i0 - R);
         const REAL *next = ahead > 0 ? X + (i0 + R) * d : X;   /* (no pointer past the end) */
-        for (int64_t k = 0; k < kw; k += VL) {
-            fbp_vd xv[R], dx[R];
+        for (int64_t k = 0; k < kw; k += VLR) {
+            F(vec) xv[R], dx[R];
             for (int r = 0; r < R; r++) {
-                xv[r] = fbp_vload(xs + r * ld + k);
-                dx[r] = (fbp_vd){0};
+                xv[r] = F(vload)(xs + r * ld + k);
+                dx[r] = (F(vec)){0};
             }
             for (int64_t r = 0; r < ahead; r++)      /* k < d: inside row r */
                 __builtin_prefetch(next + r * d + k);
             for (int64_t j = 0; j < n; j++) {
-                const double *gj = g + j * R;
-                fbp_vd w = fbp_vload(Wp + j * ld + k), q[R / 2];
+                const REAL *gj = g + j * R;
+                F(vec) w = F(vload)(Wp + j * ld + k), q[R / 2];
                 for (int r = 0; r < R; r++)
                     dx[r] += gj[r] * w;
                 for (int r = 0; r < R / 2; r++)   /* a tree, not a chain of 8 dependent FMAs */
                     q[r] = gj[2 * r] * xv[2 * r] + gj[2 * r + 1] * xv[2 * r + 1];
-                fbp_vstore(pdW + j * ld + k,
-                           fbp_vload(pdW + j * ld + k) + ((q[0] + q[1]) + (q[2] + q[3])));
+                F(vstore)(pdW + j * ld + k,
+                          F(vload)(pdW + j * ld + k) + ((q[0] + q[1]) + (q[2] + q[3])));
             }
             if (dX) {
-                int64_t m = fbp_min(VL, d - k);
-                for (int r = 0; r < R; r++)     /* missing rows go to the spare row */
-                    F(store_lanes)((r < cnt ? dX + (i0 + r) * d : spare) + k, dx[r], m);
+                int64_t m = fbp_min(VLR, d - k);
+                for (int r = 0; r < R; r++) {   /* missing rows go to the spare row */
+                    REAL *dst = (r < cnt ? dX + (i0 + r) * d : spare) + k;
+                    if (m == VLR)                /* a whole vector: no libc call */
+                        F(vstore)(dst, dx[r]);
+                    else
+                        memcpy(dst, &dx[r], (size_t)m * sizeof(REAL));
+                }
             }
         }
     }
@@ -158,25 +178,25 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     F(head_t) h = F(head_view)(head, n);
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
     int nb = (int)fbp_min(fbp_min(nblocks, FBP_MAX_BLOCKS), fbp_max(B, 1));
-    /* Row stride of the double copies: d rounded up to whole vectors, and an odd number of
-     * cache lines, so the FUSED_R rows of xs and the n of Wp and pdW fall in different L1 sets
+    /* Row stride of the copies: d rounded up to whole vectors, and an odd number of cache
+     * lines, so the FUSED_R rows of xs and the n of Wp and pdW fall in different L1 sets
      * (rows a power of two apart share one set: docs/performance.md, "C loop structure"). */
-    int64_t kw = vceil(d), ld = kw + ((kw / FBP_VL) % 2 ? 0 : FBP_VL);
+    int64_t kw = F(vceil)(d), ld = kw + ((kw / VLR) % 2 ? 0 : VLR);
     /* Wp (n, ld), then one linear_rows scratch per block. Tiny problems use the stack: a
      * malloc would cost more than their arithmetic (a few microseconds in all). */
-    int64_t nld = n * ld, per = fused_scratch(n, ld);
-    double small[1024 + FBP_VL], part[2 * FBP_MAX_BLOCKS];
-    int on_stack = nb == 1 && nld + per <= 1024;
-    void *raw = on_stack ? NULL : fbp_malloc((size_t)(nld + nb * per + FBP_VL) * sizeof(double));
+    int64_t nld = n * ld, per = F(fused_scratch)(n, ld);
+    REAL small[2048 + 64 / sizeof(REAL)];
+    double part[2 * FBP_MAX_BLOCKS];
+    int on_stack = nb == 1 && nld + per <= 2048;
+    void *raw = on_stack ? NULL : fbp_malloc((size_t)(nld + nb * per + VLR) * sizeof(REAL));
     if (!on_stack && !raw)
         return FBP_ENOMEM;
     /* 64-byte aligned, so every part of every block's scratch is (see linear_rows) */
-    double *buf = (double *)(((uintptr_t)(on_stack ? (void *)small : raw) + 63) & ~(uintptr_t)63);
+    REAL *buf = (REAL *)(((uintptr_t)(on_stack ? (void *)small : raw) + 63) & ~(uintptr_t)63);
     for (int64_t j = 0; j < n; j++) {
-        double *wr = buf + j * ld;
-        for (int64_t k = 0; k < d; k++)
-            wr[k] = W[j * d + k];
-        memset(wr + d, 0, (size_t)(ld - d) * sizeof(double));
+        REAL *wr = buf + j * ld;
+        memcpy(wr, W + j * d, (size_t)d * sizeof(REAL));
+        memset(wr + d, 0, (size_t)(ld - d) * sizeof(REAL));
     }
     if (nb == 1 || fbp_forked_child())    /* one block: a region costs more than tiny work;
                                              * a forked child has no OpenMP (runtime.c) */
@@ -192,20 +212,24 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
                            buf + nld + t * per, dX, part + 2 * t);
     }
     sums[0] = sums[1] = 0.0;
-    double *p0 = buf + nld;
+    REAL *p0 = buf + nld;
+    double *pb0 = (double *)(p0 + nld);
     for (int t = 0; t < nb; t++) {          /* block order: deterministic */
         sums[0] += part[2 * t];
         sums[1] += part[2 * t + 1];
-        if (t)
-            for (int64_t q = 0; q < nld + n; q++)
+        if (t) {
+            const double *pbt = (const double *)(p0 + t * per + nld);
+            for (int64_t q = 0; q < nld; q++)
                 p0[q] += p0[t * per + q];
+            for (int64_t j = 0; j < n; j++)
+                pb0[j] += pbt[j];
+        }
     }
     for (int64_t j = 0; j < n; j++)
-        for (int64_t k = 0; k < d; k++)
-            dW[j * d + k] = (REAL)p0[j * ld + k];
+        memcpy(dW + j * d, p0 + j * ld, (size_t)d * sizeof(REAL));
     if (db)
         for (int64_t j = 0; j < n; j++)
-            db[j] = (REAL)p0[nld + j];
+            db[j] = (REAL)pb0[j];
     fbp_free(raw);
     return FBP_OK;
 }

@@ -189,8 +189,9 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
             reduction == "mean")
     threads = _threads[0] if threads is None else threads
     work, T = B * n * d, TUNING
+    min_work = T.FUSED_MIN_WORK if X.dtype.itemsize == 8 else T.FUSED_MIN_WORK_F32
     if n * d <= T.FUSED_ANY_N_WEIGHTS or (threads > 1 and n <= T.FUSED_MAX_N
-                                          and work >= T.FUSED_MIN_WORK):
+                                          and work >= min_work):
         blocks = (1 if work < T.PARALLEL_MIN_WORK or B < 2 * threads
                   else min(T.BLOCKS_PER_THREAD * threads, max(threads, B // 8)))
         status = t.linear_fused(*args, blocks, B, d, n)

@@ -14,7 +14,8 @@ class C:
     FUSED_FEW_MIN_D = 64          #   and n d <= FUSED_FEW_WEIGHTS: the fused rows beat BLAS's
     FUSED_FEW_WEIGHTS = 5120      #   packing there, lose beyond
     FUSED_MAX_N = 12              # fused on all threads: n <= this and B n d >= FUSED_MIN_WORK
-    FUSED_MIN_WORK = 1 << 23      #   (a region needing both cores for long loses them below)
+    FUSED_MIN_WORK = 1 << 23      #   (a region needing both cores for long loses them below);
+    FUSED_MIN_WORK_F32 = 1 << 20  #   float32's rows run 16 lanes and beat BLAS from smaller work
     PARALLEL_MIN_WORK = 1 << 16   # B n d below this: one block (a fork/join costs more)
     BLOCKS_PER_THREAD = 4         # row blocks per thread (of 8 rows or more): load balance
 

@@ -1,0 +1,48 @@
+"""The Numba backend's row loops compile to vector code (docs/performance.md, "Heads on many
+scores"): Numba did not pick up SVML here, so the exponential is a polynomial written for LLVM's
+loop vectorizer. Each kernel is compiled afresh (the on-disk cache keeps no assembly) and its
+machine code must hold packed double FMAs on ymm (AVX2) or zmm (AVX-512) registers."""
+import re
+
+import numba as nb
+import numpy as np
+import pytest
+
+from fastbp.backends import numba_kernels as nk
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(re.findall(r"\b(avx2|avx512f)\b", f.read()))
+    except OSError:
+        return set()
+
+
+needs_vectors = pytest.mark.skipif(
+    nb.config.DISABLE_JIT or not _cpu_flags(),
+    reason="interpreted (NUMBA_DISABLE_JIT), or a CPU without AVX2: no vector code to check")
+
+
+def _asm(kernel, *args):
+    fresh = nb.njit(**{**nk._OPTS, "cache": False})(kernel.py_func)
+    fresh(*args)
+    return next(iter(fresh.inspect_asm().values()))
+
+
+def _packed_fmas(asm):
+    return re.findall(r"vfmadd\w*pd\s+[^\n]*%[yz]mm", asm)
+
+
+@needs_vectors
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_vexp_is_vector_code(dtype):
+    x, bits = np.linspace(-5, 5, 1000).astype(dtype), np.empty(1000, np.int64)
+    assert len(_packed_fmas(_asm(nk.vexp, x, bits))) >= 8      # the polynomial's 13 steps
+
+
+@needs_vectors
+def test_the_sigmoid_heads_exponential_is_vector_code():
+    s, e, bits = np.linspace(-5, 5, 1000), np.empty(1000), np.empty(1000, np.int64)
+    asm = _asm(nk.exp_neg_abs, s, e, bits)
+    assert len(_packed_fmas(asm)) >= 8
