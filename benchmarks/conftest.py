@@ -13,7 +13,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 # each preset's data made once per session (P's takes a second); read-only by convention, as
 # every fastbp call and peer leaves its inputs untouched
-linear_data = functools.lru_cache(maxsize=None)(presets.linear_data)
+@functools.lru_cache(maxsize=None)
+def _linear_data(shape, head, dtype):
+    return presets.linear_data(shape, head, dtype)
+
+
+def linear_data(shape, head="softmax_nll", dtype=None):
+    """presets.linear_data, cached: one entry per (shape, head, dtype), the dtype filled in."""
+    return _linear_data(shape, head, dtype or presets.SHAPES[shape][3])
 
 
 def assert_matches_reference(got, want, dtype):
@@ -31,6 +38,20 @@ def assert_matches_reference(got, want, dtype):
     want = np.asarray(want, np.float64)
     scale = float(np.abs(want).max(initial=0.0))
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol, atol=rtol * scale)
+
+
+def checked_run(benchmark, call, check, timed=None, time=None):
+    """``check(call())``, then ``benchmark(timed or call)`` times it (or ``time()`` does);
+    under --benchmark-disable (make test's pass) the benchmark's one untimed call is the checked
+    one (one call fewer)."""
+    if benchmark.disabled:
+        check(benchmark(call))
+        return
+    check(call())
+    if time is not None:
+        time()
+    else:
+        benchmark(timed or call)
 
 
 def peak_extra_bytes(fn):

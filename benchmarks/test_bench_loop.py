@@ -5,7 +5,7 @@ steps), side by side in one group per shape; the NumPy reference's rows are the 
 the fastbp call is timed (the product is pytest-benchmark's setup)."""
 import numpy as np
 import pytest
-from conftest import assert_matches_reference, linear_data
+from conftest import assert_matches_reference, checked_run, linear_data
 from test_bench_linear_head import reference
 from test_bench_mlp import net
 
@@ -39,9 +39,10 @@ def test_linear_head_in_a_loop(benchmark, shape, backend, when):
     def call():
         return fastbp.linear_head(X, W, b, target, out=out, backend=backend)
 
-    assert_matches_reference(call(), reference("softmax_nll", shape), X.dtype)
+    want = reference("softmax_nll", shape)
     benchmark.group = f"in a loop: linear_head softmax_nll {shape} (B={B}, d={d}, n={n}, {dtype})"
-    _time(benchmark, call, shape, when)
+    checked_run(benchmark, call, lambda got: assert_matches_reference(got, want, X.dtype),
+                time=lambda: _time(benchmark, call, shape, when))
 
 
 @pytest.mark.parametrize("when", WHEN)
@@ -55,6 +56,6 @@ def test_mlp_in_a_loop(benchmark, backend, when):
                                     backend=backend)
 
     want = fastbp.mlp_loss_grad(X, params, y, activation="sigmoid", backend="numpy")
-    assert_matches_reference(call(), want, X.dtype)
     benchmark.group = "in a loop: mlp_loss_grad 3072-100-10 B=256 sigmoid softmax_nll (float64)"
-    _time(benchmark, call, "2-layer", when)
+    checked_run(benchmark, call, lambda got: assert_matches_reference(got, want, X.dtype),
+                time=lambda: _time(benchmark, call, "2-layer", when))

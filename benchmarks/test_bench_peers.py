@@ -2,7 +2,7 @@
 PyTorch eager, torch.compile, PyTorch's linear_cross_entropy and JAX jit, when installed. Each checks it computes fastbp's numbers
 before it is timed."""
 import pytest
-from conftest import assert_matches_reference, linear_data
+from conftest import assert_matches_reference, checked_run, linear_data
 from test_bench_linear_head import CASES, _group, reference
 
 from fastbp import peers
@@ -20,9 +20,9 @@ def test_peer_linear_head(benchmark, peer, head, shape, dtype):
     pytest.importorskip(peers.module(peer))     # the `peers` extra: make bench installs it
     X, W, b, target = linear_data(shape, head, dtype)
     run = peers.linear_head(peer, head, X, W, b, target, warm_up=not benchmark.disabled)
-    assert_matches_reference(tuple(run.result()), tuple(reference(head, shape, dtype)),
-                             X.dtype)
     benchmark.group = _group(head, shape, dtype)
     if run.first_call_s is not None:
         benchmark.extra_info["first_call_s"] = run.first_call_s     # compilation, not timed
-    benchmark(run)
+    want = tuple(reference(head, shape, dtype))
+    checked_run(benchmark, run.result,
+                lambda got: assert_matches_reference(tuple(got), want, X.dtype), timed=run)
