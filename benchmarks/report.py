@@ -7,6 +7,7 @@ per row, ratios within a group (rows of a group were measured in the same run).
 """
 import json
 import platform
+import re
 import sys
 
 PAGE = 4096         # RSS grows in pages: a smaller growth is below what it can resolve
@@ -134,8 +135,15 @@ def _column_bound(shape):
     return 1 + max(0.0, 1 - d / B - d / n - 1 / 8) / 3
 
 
-FEW = [("softmax_nll", "C"), ("multiclass_hinge", "C"), ("sigmoid_l2", "C"),
-       ("softmax_nll", "C1k"), ("softmax_nll", "M"), ("softmax_nll", "K")]
+FEW_SHAPES = ("C", "C1k", "M", "K")      # few classes, wide inputs: issue 14's targets
+
+
+def _few_groups(gs):
+    """(head, shape, dtype, rows) of every linear_head group of the run at a FEW_SHAPES shape."""
+    for group in sorted(gs):
+        m = re.fullmatch(r"linear_head (\w+) (\w+) \(.*, (float\d+)\)", group)
+        if m and m[2] in FEW_SHAPES:
+            yield m[1], m[2], m[3], gs[group]
 
 
 def targets(gs, compile_times):
@@ -151,31 +159,29 @@ def targets(gs, compile_times):
 
     # Few classes, wide inputs: c >= 1.5x the fastest peer (or 1.1x the flops' time at the
     # GEMM rate, where that is the smaller demand) and >= 2x numpy; numba >= 1.2x the fastest
-    for head, shape in FEW:
-        for dtype in ("float32", "float64"):
-            group, rows = _group_named(gs, head, shape, dtype)
-            peer, pt = _peers(rows)
-            if peer is None or "c" not in rows:
+    for head, shape, dtype, rows in _few_groups(gs):
+        peer, pt = _peers(rows)
+        if peer is None or "c" not in rows:
+            continue
+        rate = _gemm_rate(gs, dtype)
+        flops = rows["c"]["extra_info"].get("flops")
+        floor = flops / rate if rate and flops else None
+        want = pt / 1.5
+        bound = f"; flops at the GEMM rate: {_us(floor)} us" if floor else ""
+        if floor and want < 1.1 * floor:
+            want = 1.1 * floor
+            bound += ", so the goal is 1.1x that"
+        ref = rows.get("numpy", {}).get("stats", {}).get("median")
+        for backend, factor in (("c", 1.5), ("numba", 1.2)):
+            if backend not in rows:
                 continue
-            rate = _gemm_rate(gs, dtype)
-            flops = rows["c"]["extra_info"].get("flops")
-            floor = flops / rate if rate and flops else None
-            want = pt / 1.5
-            bound = f"; flops at the GEMM rate: {_us(floor)} us" if floor else ""
-            if floor and want < 1.1 * floor:
-                want = 1.1 * floor
-                bound += ", so the goal is 1.1x that"
-            ref = rows.get("numpy", {}).get("stats", {}).get("median")
-            for backend, factor in (("c", 1.5), ("numba", 1.2)):
-                if backend not in rows:
-                    continue
-                t = rows[backend]["stats"]["median"]
-                goal = want if backend == "c" else max(pt / factor, want)
-                vs_np = f", {ref / t:.2f}x numpy" if ref else ""
-                ok = t <= goal and (backend != "c" or not ref or ref / t >= 2)
-                check(f"{backend}: {shape} {head} {dtype} >= {factor}x fastest peer"
-                      + (" and >= 2x numpy" if backend == "c" else ""), ok,
-                      f"{pt / t:.2f}x {peer}{vs_np} ({_us(t)} us; goal {_us(goal)} us{bound})")
+            t = rows[backend]["stats"]["median"]
+            goal = want if backend == "c" else max(pt / factor, want)
+            vs_np = f", {ref / t:.2f}x numpy" if ref else ""
+            ok = t <= goal and (backend != "c" or not ref or ref / t >= 2)
+            check(f"{backend}: {shape} {head} {dtype} >= {factor}x fastest peer"
+                  + (" and >= 2x numpy" if backend == "c" else ""), ok,
+                  f"{pt / t:.2f}x {peer}{vs_np} ({_us(t)} us; goal {_us(goal)} us{bound})")
     worst = []
     for group, rows in sorted(gs.items()):
         if "c" in rows and "numba" in rows:

@@ -30,26 +30,11 @@
 
 #define FBP_MAX_BLOCKS 64          /* cap on the fixed row blocks of a parallel kernel */
 
-/* Vectors of FBP_VL doubles (GCC / Clang vector extensions): the fused rows' register blocks,
- * explicit because the compiler does not block a loop nest over registers by itself. Loads and
- * stores go through memcpy: no alignment is assumed. */
-#define FBP_VL 8
+/* The fused rows' register blocks are 64-byte vectors (GCC / Clang vector extensions, linear.c),
+ * explicit because the compiler does not block a loop nest over registers by itself. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"     /* the vector helpers are always inlined: no ABI */
 #endif
-typedef double fbp_vd __attribute__((vector_size(FBP_VL * sizeof(double))));
-FBP_INLINE fbp_vd fbp_vload(const double *p)
-{
-    fbp_vd v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-FBP_INLINE void fbp_vstore(double *p, fbp_vd v) { memcpy(p, &v, sizeof v); }
-/* the sum of the lanes, in a fixed tree order */
-FBP_INLINE double fbp_vsum(fbp_vd v)
-{
-    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-}
 
 /* ---- runtime (runtime.c) */
 extern void *fbp_sgemm, *fbp_dgemm;     /* Fortran ?gemm (layer_ops.h casts them) */

@@ -16,7 +16,8 @@
 /* ------------------------------------------------------------------ linear + head, fused */
 
 /* The fused rows' vectors: 64 bytes of REAL, VLR lanes (8 doubles or 16 floats: one AVX-512
- * register, two AVX2 ones). Each dtype runs in its own precision, as BLAS's products do. */
+ * register, two AVX2 ones). Each dtype runs in its own precision, as BLAS's products do.
+ * Loads and stores go through memcpy: no alignment is assumed. */
 #define VLR ((int64_t)(64 / sizeof(REAL)))
 typedef REAL F(vec) __attribute__((vector_size(64)));
 FBP_INLINE F(vec) F(vload)(const REAL *p)
