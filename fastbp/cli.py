@@ -128,7 +128,8 @@ def build_parser():
     p.set_defaults(fn=_run_compare)
     p = sub.add_parser("bench", help="linear_head: backends vs NumPy, bare BLAS and peers")
     p.add_argument("--preset", choices=("quick", "full"), default="quick",
-                   help="quick: shapes T, D, C; full: and V (1024 x 512 x 32000) and L "
+                   help="quick: shapes T, D, C; full: and V (1024 x 512 x 32000), P (V's shape, "
+                        "a trained model's peaked softmax, also with filter_eps='auto') and L "
                         "(256 x 256 x 65536)")
     p.add_argument("--peers", action="store_true", help="also time PyTorch when installed")
     p.add_argument("--json", metavar="PATH", help="write the medians as JSON")
