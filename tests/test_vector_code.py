@@ -1,7 +1,9 @@
 """The Numba backend's row loops compile to vector code (docs/performance.md, "Heads on many
 scores"): Numba did not pick up SVML here, so the exponential is a polynomial written for LLVM's
 loop vectorizer. Each kernel is compiled afresh (the on-disk cache keeps no assembly) and its
-machine code must hold packed double FMAs on ymm (AVX2) or zmm (AVX-512) registers."""
+machine code must hold packed FMAs on ymm (AVX2) or zmm (AVX-512) registers: double FMAs for
+the exponentials, and for linear_head's fused rows FMAs in X's own dtype, with no gathers (a k
+loop indexed with a possibly negative index compiles to gathers)."""
 import re
 
 import numba as nb
@@ -30,8 +32,8 @@ def _asm(kernel, *args):
     return next(iter(fresh.inspect_asm().values()))
 
 
-def _packed_fmas(asm):
-    return re.findall(r"vfmadd\w*pd\s+[^\n]*%[yz]mm", asm)
+def _packed_fmas(asm, kind="pd"):
+    return re.findall(rf"vfmadd\w*{kind}\s+[^\n]*%[yz]mm", asm)
 
 
 @needs_vectors
@@ -46,3 +48,20 @@ def test_the_sigmoid_heads_exponential_is_vector_code():
     s, e, bits = np.linspace(-5, 5, 1000), np.empty(1000), np.empty(1000, np.int64)
     asm = _asm(nk.exp_neg_abs, s, e, bits)
     assert len(_packed_fmas(asm)) >= 8
+
+
+@needs_vectors
+@pytest.mark.parametrize("dtype, kind", [(np.float64, "pd"), (np.float32, "ps")])
+def test_the_fused_rows_are_vector_code_in_their_dtype(dtype, kind):
+    from fastbp._checks import DEFAULT_OPTIONS
+    rng = np.random.default_rng(0)
+    B, d, n = 8, 300, 5
+    X, W = rng.standard_normal((B, d)).astype(dtype), rng.standard_normal((n, d)).astype(dtype)
+    y = rng.integers(0, n, B)
+    h = nk._pack("softmax_nll", X, y, DEFAULT_OPTIONS["softmax_nll"])
+    asm = _asm(nk.linear_rows, h, X, W, np.zeros(n, dtype), 1.0, 0, B, np.zeros_like(W),
+               np.zeros(n), np.zeros_like(X))
+    # the forward's 8 accumulators and the backward's 16 multiply-adds, unrolled: 60 in float32
+    # (accumulating float32 products in float64, as before, left 20) and hundreds in float64
+    assert len(_packed_fmas(asm, kind)) >= 40
+    assert "gather" not in asm

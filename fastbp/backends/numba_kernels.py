@@ -691,65 +691,155 @@ for _name in DEFAULT_OPTIONS:
 
 
 # ---------------------------------------------------------------------------- linear + head
+FUSED_KT_F32, FUSED_KT_F64 = 512, 128    # k tile of the fused rows: the tile's rows stay in L1
+
+
+@jit
+def _padded_stride(d, itemsize):
+    """A row stride for copies of d-element rows: whole 64-byte lines, an odd number of them,
+    so rows of the copies fall in different L1 sets (rows a multiple of 4 KiB apart, as C's
+    3072-float rows, share one set: docs/performance.md, "C loop structure")."""
+    lines = (d * itemsize + 63) // 64
+    return (lines + 1 - lines % 2) * 64 // itemsize
+
+
 @jit
 def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
-    """Rows lo..hi of the fused path, four rows at a time (each pass over W or dW serves four
-    rows): s_r = W x_r + b, the head in place on s_r, then dW += sum_r s_r x_r^T and
-    db += sum_r s_r (float64 partials), dX[r] = W^T s_r. Returns the (loss, omega) sums."""
+    """Rows lo..hi of the fused path, four rows and two classes at a time in k tiles (each
+    load of x, w or dW feeds two to four multiply-adds; LLVM vectorizes every k loop):
+    s_r = W x_r + b, the head in place on s_r, then dW += sum_r g_r x_r^T (partials in X's
+    dtype, as BLAS accumulates), db += sum_r g_r (float64), dX[r] = W^T g_r. W, the four rows,
+    dW's partials and dX's rows are worked on in copies of padded stride (_padded_stride).
+    Returns the (loss, omega) sums."""
     n, d = W.shape
+    dt = X.dtype
     y, Z, sw = h.y, h.Z, h.sample_weight
-    dummy = Z[0] if Z.shape[0] else np.empty(0, X.dtype)
-    S4 = np.empty((4, n), X.dtype)
-    acc0 = np.empty(d)
-    zero = np.zeros(d, X.dtype)        # the x of a missing row in the last block of four
-    bits = np.empty(2 * n, np.int64)             # head_row's scratch
+    dummy = Z[0] if Z.shape[0] else np.empty(0, dt)
+    ld = _padded_stride(d, X.itemsize)
+    kt = FUSED_KT_F32 if X.itemsize == 4 else FUSED_KT_F64
+    nl = n * ld                        # one scratch in X's dtype, one of 8-byte words
+    buf = np.empty(2 * nl + 8 * ld + 4 * n, dt)     # (tiny calls: an allocation costs ~0.1 us)
+    Wp = buf[:nl].reshape((n, ld))     # W; the padding of every copy is never read
+    P = buf[nl:2 * nl].reshape((n, ld))               # dW's partials
+    xs = buf[2 * nl:2 * nl + 4 * ld].reshape((4, ld))   # four rows of X (0 for missing rows)
+    es = buf[2 * nl + 4 * ld:2 * nl + 8 * ld].reshape((4, ld))   # their rows of dX
+    S = buf[2 * nl + 8 * ld:].reshape((4, n))         # their scores, then their gradients
+    words = np.empty(6 * n, np.int64)
+    bits = words[:2 * n]               # head_row's scratch
+    acc = words[2 * n:].view(np.float64).reshape((4, n))   # the scores' tile sums (float64)
+    S[0, 0] = 0.0
+    zero = S[0, 0]                     # dt's zero: the k loops accumulate in dt
+    for j in range(n):
+        wj, src, pj = Wp[j], W[j], P[j]
+        for k in range(d):
+            wj[k] = src[k]
+            pj[k] = zero
+    keep = dX.shape[0] > 0
+    npair = n - n % 2
     total = 0.0
     osum = 0.0
     for i0 in range(lo, hi, 4):
         cnt = min(4, hi - i0)
-        x0 = X[i0]
-        x1 = X[i0 + 1] if cnt > 1 else zero
-        x2 = X[i0 + 2] if cnt > 2 else zero
-        x3 = X[i0 + 3] if cnt > 3 else zero
-        for j in range(n):
-            wj = W[j]
-            a0 = a1 = a2 = a3 = 0.0
-            for k in range(d):
-                wk = wj[k]
-                a0 += wk * x0[k]
-                a1 += wk * x1[k]
-                a2 += wk * x2[k]
-                a3 += wk * x3[k]
-            bj = b[j] if b.size else 0.0
-            S4[0, j] = a0 + bj
-            S4[1, j] = a1 + bj
-            S4[2, j] = a2 + bj
-            S4[3, j] = a3 + bj
+        for r in range(4):            # (plain loops: Numba's slice assignment is scalar)
+            xr = xs[r]
+            if r < cnt:
+                xi = X[i0 + r]
+                for k in range(d):
+                    xr[k] = xi[k]
+            else:
+                for k in range(d):
+                    xr[k] = zero
+        acc[:] = 0.0
+        for k0 in range(0, d, kt):
+            m = min(kt, d - k0)        # the k loops index views from 0: no wraparound check
+            t0, t1, t2, t3 = xs[0, k0:k0 + m], xs[1, k0:k0 + m], xs[2, k0:k0 + m], xs[3, k0:k0 + m]
+            for j in range(0, npair, 2):
+                w0, w1 = Wp[j, k0:k0 + m], Wp[j + 1, k0:k0 + m]
+                a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = zero
+                for k in range(m):
+                    u, v = w0[k], w1[k]
+                    a0 += t0[k] * u
+                    a1 += t1[k] * u
+                    a2 += t2[k] * u
+                    a3 += t3[k] * u
+                    c0 += t0[k] * v
+                    c1 += t1[k] * v
+                    c2 += t2[k] * v
+                    c3 += t3[k] * v
+                acc[0, j] += a0
+                acc[1, j] += a1
+                acc[2, j] += a2
+                acc[3, j] += a3
+                acc[0, j + 1] += c0
+                acc[1, j + 1] += c1
+                acc[2, j + 1] += c2
+                acc[3, j + 1] += c3
+            if npair < n:
+                w0 = Wp[npair, k0:k0 + m]
+                a0 = a1 = a2 = a3 = zero
+                for k in range(m):
+                    u = w0[k]
+                    a0 += t0[k] * u
+                    a1 += t1[k] * u
+                    a2 += t2[k] * u
+                    a3 += t3[k] * u
+                acc[0, npair] += a0
+                acc[1, npair] += a1
+                acc[2, npair] += a2
+                acc[3, npair] += a3
         for r in range(4):
             if r < cnt:
                 i = i0 + r
+                for j in range(n):
+                    S[r, j] = acc[r, j] + (b[j] if b.size else 0.0)
                 swi = sw[i] if sw.size else 1.0
-                total += swi * head_row(h, S4[r], y[i] if y.size else 0,
-                                        Z[i] if Z.shape[0] else dummy, swi * scale, S4[r], bits)
+                total += swi * head_row(h, S[r], y[i] if y.size else 0,
+                                        Z[i] if Z.shape[0] else dummy, swi * scale, S[r], bits)
                 osum += row_weight(i, h)
             else:
-                S4[r, :] = 0.0
+                S[r, :] = 0.0
         for j in range(n):
-            g0, g1, g2, g3 = S4[0, j], S4[1, j], S4[2, j], S4[3, j]
-            db[j] += (g0 + g1) + (g2 + g3)
-            dWj = dW[j]
-            for k in range(d):
-                dWj[k] += (g0 * x0[k] + g1 * x1[k]) + (g2 * x2[k] + g3 * x3[k])
-        if dX.size:             # row by row: one accumulator row stays in L1 over the n passes
-            for r in range(cnt):
-                acc0[:] = 0.0
-                for j in range(n):
-                    g = S4[r, j]
-                    wj = W[j]
-                    for k in range(d):
-                        acc0[k] += g * wj[k]
-                for k in range(d):
-                    dX[i0 + r, k] = acc0[k]
+            db[j] += (float(S[0, j]) + S[1, j]) + (float(S[2, j]) + S[3, j])
+        for k0 in range(0, d, kt):
+            m = min(kt, d - k0)
+            t0, t1, t2, t3 = xs[0, k0:k0 + m], xs[1, k0:k0 + m], xs[2, k0:k0 + m], xs[3, k0:k0 + m]
+            o0, o1, o2, o3 = es[0, k0:k0 + m], es[1, k0:k0 + m], es[2, k0:k0 + m], es[3, k0:k0 + m]
+            for k in range(m):
+                o0[k] = o1[k] = o2[k] = o3[k] = zero
+            for j in range(0, npair, 2):
+                w0, w1 = Wp[j, k0:k0 + m], Wp[j + 1, k0:k0 + m]
+                p0, p1 = P[j, k0:k0 + m], P[j + 1, k0:k0 + m]
+                g0, g1, g2, g3 = S[0, j], S[1, j], S[2, j], S[3, j]
+                f0, f1, f2, f3 = S[0, j + 1], S[1, j + 1], S[2, j + 1], S[3, j + 1]
+                for k in range(m):
+                    u, v = w0[k], w1[k]
+                    xa, xb, xc, xd = t0[k], t1[k], t2[k], t3[k]
+                    o0[k] += g0 * u + f0 * v
+                    o1[k] += g1 * u + f1 * v
+                    o2[k] += g2 * u + f2 * v
+                    o3[k] += g3 * u + f3 * v
+                    p0[k] += (g0 * xa + g1 * xb) + (g2 * xc + g3 * xd)
+                    p1[k] += (f0 * xa + f1 * xb) + (f2 * xc + f3 * xd)
+            if npair < n:
+                w0, p0 = Wp[npair, k0:k0 + m], P[npair, k0:k0 + m]
+                g0, g1, g2, g3 = S[0, npair], S[1, npair], S[2, npair], S[3, npair]
+                for k in range(m):
+                    u = w0[k]
+                    xa, xb, xc, xd = t0[k], t1[k], t2[k], t3[k]
+                    o0[k] += g0 * u
+                    o1[k] += g1 * u
+                    o2[k] += g2 * u
+                    o3[k] += g3 * u
+                    p0[k] += (g0 * xa + g1 * xb) + (g2 * xc + g3 * xd)
+            if keep:
+                for r in range(cnt):
+                    src, dst = es[r, k0:k0 + m], dX[i0 + r, k0:k0 + m]
+                    for k in range(m):
+                        dst[k] = src[k]
+    for j in range(n):
+        pj, dWj = P[j], dW[j]
+        for k in range(d):
+            dWj[k] += pj[k]
     return total, osum
 
 
@@ -758,7 +848,8 @@ def _fused_scratch(h, X, W, mean, nblocks):
     """The mean scale and zeroed float64 partials (dW, db, (loss, omega)) of nblocks blocks."""
     n, d = W.shape
     scale = mean_scale(h, X.shape[0]) if mean else 1.0
-    return scale, np.zeros((nblocks, n, d)), np.zeros((nblocks, n)), np.zeros((nblocks, 2))
+    return (scale, np.zeros((nblocks, n, d), X.dtype), np.zeros((nblocks, n)),
+            np.zeros((nblocks, 2)))
 
 
 @jit
@@ -814,7 +905,7 @@ def linear_fused_serial(X, W, b, mean, dW, db, dX, *head):
     h = HeadPack(*head)
     n, d = W.shape
     scale = mean_scale(h, X.shape[0]) if mean else 1.0
-    pdW = np.zeros((n, d))
+    pdW = np.zeros((n, d), X.dtype)
     pdb = np.zeros(n)
     total, osum = linear_rows(h, X, W, b, scale, 0, X.shape[0], pdW, pdb, dX)
     for j in range(n):
@@ -916,9 +1007,10 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     b_ = _EMPTY[dt] if b is None else b
     threads = _threads[0] if threads is None else threads
     T = TUNING
+    min_work = T.FUSED_MIN_WORK if dt.itemsize == 8 else T.FUSED_MIN_WORK_F32
     if n * d <= T.FUSED_ANY_N_WEIGHTS or (
-            threads > 1 and n <= T.FUSED_MAX_N and n * d <= T.FUSED_MAX_WEIGHTS
-            and B >= T.FUSED_MIN_ROWS and B * n * d >= T.PARALLEL_MIN_WORK):
+            threads > 1 and n <= T.FUSED_MAX_N and B >= T.FUSED_MIN_ROWS
+            and B * n * d >= max(min_work, T.PARALLEL_MIN_WORK)):
         db_ = _EMPTY[dt] if db is None else db
         dX_ = _NO_Z[dt] if dX is None else dX
         if threads == 1 or B * n * d < T.PARALLEL_MIN_WORK or B < 2 * threads:

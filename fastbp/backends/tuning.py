@@ -24,9 +24,10 @@ class Numba:
     """numba_kernels: linear_head's choice between the fused rows and BLAS; the heads' threads."""
     FUSED_ANY_N_WEIGHTS = 1024    # n d <= this: tiny W, always fused on one thread (BLAS's
     #                               packing costs more, most with caches cold after user code)
-    FUSED_MAX_N = 0               # fused on all threads: n <= this, n d <= FUSED_MAX_WEIGHTS,
-    FUSED_MAX_WEIGHTS = 1 << 13   #   B >= FUSED_MIN_ROWS and B n d >= PARALLEL_MIN_WORK; closed
-    FUSED_MIN_ROWS = 128          #   since Numba's products run in NumPy's BLAS, which wins
+    FUSED_MAX_N = 12              # fused on all threads: n <= this, B >= FUSED_MIN_ROWS and
+    FUSED_MIN_WORK = 1 << 23      #   B n d >= FUSED_MIN_WORK (float64) / _F32 (float32): as C's
+    FUSED_MIN_WORK_F32 = 1 << 20  #   fused rows, since their k loops run in X's dtype too
+    FUSED_MIN_ROWS = 128
     PARALLEL_MIN_WORK = 1 << 16   # B n d below this: one thread
     HEADS_PARALLEL_MIN = 1 << 16  # heads on scores: B n below this, one thread (csrc/heads.c's)
     FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0     # no few-classes window: its BLAS
