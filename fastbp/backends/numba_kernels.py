@@ -7,9 +7,10 @@ no BLAS call inside, or calls BLAS (NumPy's own OpenBLAS where NumPy has one, as
 - Heads: one serial pass per row (``head_row``), written once, in place when out is S.
 - ``linear_head`` has three paths, chosen per shape (``tuning.Numba``; docs/performance.md):
   *fused rows* -- for four rows at a time: scores, head, ``dW += g x^T``, ``db += g``,
-  ``dX = g W``, all in one compiled call with plain loops (four rows of scores per thread; rows
-  split over ``get_num_threads()`` fixed blocks with float64 partials, combined in block order,
-  so results are bit-identical run to run); *chunked BLAS* -- per block of ``chunk_rows``
+  ``dX = g W``, all in one compiled call with plain loops that LLVM vectorizes in X's dtype
+  (rows split over ``get_num_threads()`` fixed blocks with partials combined in block order,
+  so results are bit-identical run to run): tiny weights, and few classes on large work;
+  *chunked BLAS* -- per block of ``chunk_rows``
   rows: GEMM, head epilogue in place, ``dW += dS^T X`` (BLAS with beta = 1), ``dX = dS W``:
   peak extra memory is one score block, whatever ``B``; and, when the whole batch is one
   block, the same in a single compiled call (*one block*); softmax_nll with many classes in
@@ -845,7 +846,8 @@ def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
 
 @jit
 def _fused_scratch(h, X, W, mean, nblocks):
-    """The mean scale and zeroed float64 partials (dW, db, (loss, omega)) of nblocks blocks."""
+    """The mean scale and zeroed partials (dW in X's dtype; db and (loss, omega) in float64) of
+    nblocks blocks."""
     n, d = W.shape
     scale = mean_scale(h, X.shape[0]) if mean else 1.0
     return (scale, np.zeros((nblocks, n, d), X.dtype), np.zeros((nblocks, n)),
