@@ -35,6 +35,7 @@ import numba as nb
 import numpy as np
 from numba.extending import intrinsic
 import llvmlite.binding as _llvm
+from llvmlite import ir as _ir
 from numba import types as _nbtypes
 
 from .. import config
@@ -140,26 +141,36 @@ _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 
 
+@intrinsic
+def _as_float64(typingctx, i):
+    """The float64 whose IEEE bits are the int64 i."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], _ir.DoubleType())
+    return nb.types.float64(nb.types.int64), codegen
+
+
+@nb.njit(inline="always", **_OPTS)
+def exp1(v):
+    """exp(v) for a float64 v. NaN stays NaN; v is clamped to 709 above, and below -708 the
+    result is 0 (libm's is subnormal there, < 3e-308, and 0 from -745), as fbp_exp1's."""
+    c = min(max(v, -708.0), 709.0) if v == v else 0.0     # NaN: any k; restored below
+    k = math.floor(c * _LOG2E + 0.5)
+    y = (c - k * _LN2_HI) - k * _LN2_LO
+    y2 = y * y                 # Estrin's scheme: a chain of 4 multiply-adds, not Horner's 13
+    y4 = y2 * y2
+    p = (((1.0 + y) + y2 * (1 / 2 + y * (1 / 6))) + y4 * (
+        (1 / 24 + y * (1 / 120)) + y2 * (1 / 720 + y * (1 / 5040)))) + (y4 * y4) * (
+        ((1 / 40320 + y * (1 / 362880)) + y2 * (1 / 3628800 + y * (1 / 39916800))) + y4 * (
+            1 / 479001600 + y * (1 / 6227020800)))
+    p *= _as_float64((np.int64(k) + 1023) << 52)
+    return (0.0 if v < -708.0 else p) if v == v else v
+
+
 @jit
 def vexp(x, bits):
-    """x[j] = exp(x[j]) in place, for a float32 or float64 row; bits: int64 scratch >= x.size.
-    NaN stays NaN; x is clamped to 709 above, and below -708 the result is 0 (libm's is
-    subnormal there, < 3e-308, and 0 from -745), as fbp_exp1's."""
-    n = x.size
-    for j in range(n):
-        v = float(x[j])
-        c = min(max(v, -708.0), 709.0) if v == v else 0.0     # NaN: any k; restored below
-        k = math.floor(c * _LOG2E + 0.5)
-        y = (c - k * _LN2_HI) - k * _LN2_LO
-        p = 1.0 + y * (1.0 + y * (1 / 2 + y * (1 / 6 + y * (1 / 24 + y * (1 / 120 + y * (
-            1 / 720 + y * (1 / 5040 + y * (1 / 40320 + y * (1 / 362880 + y * (
-                1 / 3628800 + y * (1 / 39916800 + y * (1 / 479001600 + y * (
-                    1 / 6227020800)))))))))))))
-        bits[j] = (np.int64(k) + 1023) << 52
-        x[j] = (0.0 if v < -708.0 else p) if v == v else v
-    scale = bits[:n].view(np.float64)
-    for j in range(n):
-        x[j] = x[j] * scale[j]
+    """x[j] = exp(x[j]) in place (exp1), for a float32 or float64 row."""
+    for j in range(x.size):
+        x[j] = exp1(float(x[j]))
 
 
 @nb.njit(inline="always", **_OPTS)
@@ -691,8 +702,50 @@ for _name in DEFAULT_OPTIONS:
     globals()[_name] = _head_kernel(_name)
 
 
+@intrinsic
+def _pointer(typingctx, addr, like):
+    """The address ``addr`` (an integer field of fbp_head) as a pointer to ``like``'s dtype."""
+    sig = nb.types.CPointer(like.dtype)(addr, like)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+    return sig, codegen
+
+
 # ---------------------------------------------------------------------------- linear + head
 FUSED_KT_F32, FUSED_KT_F64 = 512, 128    # k tile of the fused rows: the tile's rows stay in L1
+
+
+@nb.njit(inline="always", **_OPTS)
+def _carve(addr, like, shape):
+    """The memory at addr as an array of ``shape`` in like's dtype, without an owner: its views
+    are not reference-counted (each count of an owned view is an atomic instruction; per row
+    they cost more than a small row's arithmetic), so something else must keep the memory
+    alive (_keep). Carved parts of one allocation are separate bases to LLVM: it vectorizes a
+    loop writing one part and reading another with a runtime overlap check, where slices of
+    one array (one base, offsets it cannot compare) leave the loop scalar."""
+    return nb.carray(_pointer(addr, like), shape)
+
+
+@nb.njit(inline="always", **_OPTS)
+def _unowned(a):
+    """a as an array without an owner (_carve): the caller keeps a alive."""
+    return _carve(a.ctypes.data, a, a.shape)
+
+
+@jit
+def _unowned_pack(h):
+    """h with its arrays unowned (_unowned): a kernel's per-row copies of the pack are then
+    free. The caller's pack owns them."""
+    return HeadPack(h.code, _unowned(h.y), _unowned(h.Z), _unowned(h.sample_weight),
+                    _unowned(h.weight), _unowned(h.pos_weight), *h[6:])
+
+
+@jit
+def _keep(owner):
+    """Nothing: a use that keeps owner alive to this point (Numba frees an array after its
+    last use)."""
+    pass
 
 
 @jit
@@ -710,63 +763,78 @@ def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
     load of x, w or dW feeds two to four multiply-adds; LLVM vectorizes every k loop):
     s_r = W x_r + b, the head in place on s_r, then dW += sum_r g_r x_r^T (partials in X's
     dtype, as BLAS accumulates), db += sum_r g_r (float64), dX[r] = W^T g_r. W, the four rows,
-    dW's partials and dX's rows are worked on in copies of padded stride (_padded_stride).
-    Returns the (loss, omega) sums."""
+    dW's partials and dX's rows are worked on in copies of padded stride (_padded_stride);
+    dW and db (when given) get the rows' sums added at the end. Returns the (loss, omega)
+    sums.
+
+    Rule of the k loops: element indices only, unsigned (u, k below), no slices. A slice is an
+    atomically reference-counted view (two locked instructions each), and a signed index keeps
+    Numba's negative-index wraparound, which LLVM compiles to gathers."""
     n, d = W.shape
     dt = X.dtype
+    h = _unowned_pack(h)
     y, Z, sw = h.y, h.Z, h.sample_weight
-    dummy = Z[0] if Z.shape[0] else np.empty(0, dt)
+    dummy = Z.reshape(Z.size)[:0]       # an empty row, contiguous as Z[i]
     ld = _padded_stride(d, X.itemsize)
     kt = FUSED_KT_F32 if X.itemsize == 4 else FUSED_KT_F64
-    nl = n * ld                        # one scratch in X's dtype, one of 8-byte words
-    buf = np.empty(2 * nl + 8 * ld + 4 * n, dt)     # (tiny calls: an allocation costs ~0.1 us)
-    Wp = buf[:nl].reshape((n, ld))     # W; the padding of every copy is never read
-    P = buf[nl:2 * nl].reshape((n, ld))               # dW's partials
-    xs = buf[2 * nl:2 * nl + 4 * ld].reshape((4, ld))   # four rows of X (0 for missing rows)
-    es = buf[2 * nl + 4 * ld:2 * nl + 8 * ld].reshape((4, ld))   # their rows of dX
-    S = buf[2 * nl + 8 * ld:].reshape((4, n))         # their scores, then their gradients
-    words = np.empty(6 * n, np.int64)
-    bits = words[:2 * n]               # head_row's scratch
-    acc = words[2 * n:].view(np.float64).reshape((4, n))   # the scores' tile sums (float64)
+    ud = np.uint64(d)
+    # Scratch, one allocation carved into: W's copy Wp, dW's partials of the even and of the
+    # odd classes (Pe, Po: two bases, as LLVM checks a loop's writes for overlap over the
+    # whole class loop), four rows of X (xs, zero past hi), their dX rows (es), their scores
+    # S, and 8-byte words (head_row's scratch, the scores' tile sums, db's sums); each part on
+    # a 64-byte line (ld is whole lines), so no vector load spans two lines.
+    ne = (n + 1) // 2
+    row = ld * X.itemsize
+    at_S = (2 * n + 8) * row
+    at_words = at_S + (4 * n * X.itemsize + 63) // 64 * 64
+    own = np.empty((at_words + 7 * n * 8 + 64) // X.itemsize, dt)
+    at = own.ctypes.data
+    at += (64 - at % 64) % 64
+    Wp = _carve(at, own, (n, ld))
+    Pe = _carve(at + n * row, own, (ne, ld))
+    Po = _carve(at + (n + ne) * row, own, (n // 2, ld))
+    xs = _carve(at + 2 * n * row, own, (4, ld))
+    es = _carve(at + (2 * n + 4) * row, own, (4, ld))
+    S = _carve(at + at_S, own, (4, n))
+    words = _carve(at + at_words, _NO_LABELS, (7 * n,))
+    bits = words[:2 * n]
+    acc = words[2 * n:6 * n].view(np.float64).reshape((4, n))
+    dbs = words[6 * n:].view(np.float64)
+    dbs[:] = 0.0
     S[0, 0] = 0.0
-    zero = S[0, 0]                     # dt's zero: the k loops accumulate in dt
+    zero = S[0, 0]                         # dt's zero: the k loops accumulate in dt
     for j in range(n):
-        wj, src, pj = Wp[j], W[j], P[j]
-        for k in range(d):
-            wj[k] = src[k]
-            pj[k] = zero
+        for k in range(ud):
+            Wp[j, k] = W[j, k]
+            (Pe if j % 2 == 0 else Po)[j // 2, k] = zero
     keep = dX.shape[0] > 0
     npair = n - n % 2
     total = 0.0
     osum = 0.0
     for i0 in range(lo, hi, 4):
         cnt = min(4, hi - i0)
-        for r in range(4):            # (plain loops: Numba's slice assignment is scalar)
-            xr = xs[r]
+        for r in range(4):
             if r < cnt:
-                xi = X[i0 + r]
-                for k in range(d):
-                    xr[k] = xi[k]
+                for k in range(ud):
+                    xs[r, k] = X[i0 + r, k]
             else:
-                for k in range(d):
-                    xr[k] = zero
+                for k in range(ud):
+                    xs[r, k] = zero
         acc[:] = 0.0
         for k0 in range(0, d, kt):
-            m = min(kt, d - k0)        # the k loops index views from 0: no wraparound check
-            t0, t1, t2, t3 = xs[0, k0:k0 + m], xs[1, k0:k0 + m], xs[2, k0:k0 + m], xs[3, k0:k0 + m]
+            u, m = np.uint64(k0), np.uint64(min(kt, d - k0))
             for j in range(0, npair, 2):
-                w0, w1 = Wp[j, k0:k0 + m], Wp[j + 1, k0:k0 + m]
                 a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = zero
-                for k in range(m):
-                    u, v = w0[k], w1[k]
-                    a0 += t0[k] * u
-                    a1 += t1[k] * u
-                    a2 += t2[k] * u
-                    a3 += t3[k] * u
-                    c0 += t0[k] * v
-                    c1 += t1[k] * v
-                    c2 += t2[k] * v
-                    c3 += t3[k] * v
+                for k in range(u, u + m):
+                    w0, w1 = Wp[j, k], Wp[j + 1, k]
+                    a0 += xs[0, k] * w0
+                    a1 += xs[1, k] * w0
+                    a2 += xs[2, k] * w0
+                    a3 += xs[3, k] * w0
+                    c0 += xs[0, k] * w1
+                    c1 += xs[1, k] * w1
+                    c2 += xs[2, k] * w1
+                    c3 += xs[3, k] * w1
                 acc[0, j] += a0
                 acc[1, j] += a1
                 acc[2, j] += a2
@@ -776,14 +844,13 @@ def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
                 acc[2, j + 1] += c2
                 acc[3, j + 1] += c3
             if npair < n:
-                w0 = Wp[npair, k0:k0 + m]
                 a0 = a1 = a2 = a3 = zero
-                for k in range(m):
-                    u = w0[k]
-                    a0 += t0[k] * u
-                    a1 += t1[k] * u
-                    a2 += t2[k] * u
-                    a3 += t3[k] * u
+                for k in range(u, u + m):
+                    w0 = Wp[npair, k]
+                    a0 += xs[0, k] * w0
+                    a1 += xs[1, k] * w0
+                    a2 += xs[2, k] * w0
+                    a3 += xs[3, k] * w0
                 acc[0, npair] += a0
                 acc[1, npair] += a1
                 acc[2, npair] += a2
@@ -794,53 +861,51 @@ def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
                 for j in range(n):
                     S[r, j] = acc[r, j] + (b[j] if b.size else 0.0)
                 swi = sw[i] if sw.size else 1.0
-                total += swi * head_row(h, S[r], y[i] if y.size else 0,
-                                        Z[i] if Z.shape[0] else dummy, swi * scale, S[r], bits)
+                s = S[r]
+                total += swi * head_row(h, s, y[i] if y.size else 0,
+                                        Z[i] if Z.shape[0] else dummy, swi * scale, s, bits)
                 osum += row_weight(i, h)
             else:
-                S[r, :] = 0.0
+                for j in range(n):
+                    S[r, j] = zero
         for j in range(n):
-            db[j] += (float(S[0, j]) + S[1, j]) + (float(S[2, j]) + S[3, j])
+            dbs[j] += (float(S[0, j]) + S[1, j]) + (float(S[2, j]) + S[3, j])
         for k0 in range(0, d, kt):
-            m = min(kt, d - k0)
-            t0, t1, t2, t3 = xs[0, k0:k0 + m], xs[1, k0:k0 + m], xs[2, k0:k0 + m], xs[3, k0:k0 + m]
-            o0, o1, o2, o3 = es[0, k0:k0 + m], es[1, k0:k0 + m], es[2, k0:k0 + m], es[3, k0:k0 + m]
-            for k in range(m):
-                o0[k] = o1[k] = o2[k] = o3[k] = zero
+            u, m = np.uint64(k0), np.uint64(min(kt, d - k0))
+            for k in range(u, u + m):
+                es[0, k] = es[1, k] = es[2, k] = es[3, k] = zero
             for j in range(0, npair, 2):
-                w0, w1 = Wp[j, k0:k0 + m], Wp[j + 1, k0:k0 + m]
-                p0, p1 = P[j, k0:k0 + m], P[j + 1, k0:k0 + m]
                 g0, g1, g2, g3 = S[0, j], S[1, j], S[2, j], S[3, j]
                 f0, f1, f2, f3 = S[0, j + 1], S[1, j + 1], S[2, j + 1], S[3, j + 1]
-                for k in range(m):
-                    u, v = w0[k], w1[k]
-                    xa, xb, xc, xd = t0[k], t1[k], t2[k], t3[k]
-                    o0[k] += g0 * u + f0 * v
-                    o1[k] += g1 * u + f1 * v
-                    o2[k] += g2 * u + f2 * v
-                    o3[k] += g3 * u + f3 * v
-                    p0[k] += (g0 * xa + g1 * xb) + (g2 * xc + g3 * xd)
-                    p1[k] += (f0 * xa + f1 * xb) + (f2 * xc + f3 * xd)
+                for k in range(u, u + m):
+                    w0, w1 = Wp[j, k], Wp[j + 1, k]
+                    xa, xb, xc, xd = xs[0, k], xs[1, k], xs[2, k], xs[3, k]
+                    es[0, k] += g0 * w0 + f0 * w1
+                    es[1, k] += g1 * w0 + f1 * w1
+                    es[2, k] += g2 * w0 + f2 * w1
+                    es[3, k] += g3 * w0 + f3 * w1
+                    Pe[j // 2, k] += (g0 * xa + g1 * xb) + (g2 * xc + g3 * xd)
+                    Po[j // 2, k] += (f0 * xa + f1 * xb) + (f2 * xc + f3 * xd)
             if npair < n:
-                w0, p0 = Wp[npair, k0:k0 + m], P[npair, k0:k0 + m]
                 g0, g1, g2, g3 = S[0, npair], S[1, npair], S[2, npair], S[3, npair]
-                for k in range(m):
-                    u = w0[k]
-                    xa, xb, xc, xd = t0[k], t1[k], t2[k], t3[k]
-                    o0[k] += g0 * u
-                    o1[k] += g1 * u
-                    o2[k] += g2 * u
-                    o3[k] += g3 * u
-                    p0[k] += (g0 * xa + g1 * xb) + (g2 * xc + g3 * xd)
+                for k in range(u, u + m):
+                    w0 = Wp[npair, k]
+                    xa, xb, xc, xd = xs[0, k], xs[1, k], xs[2, k], xs[3, k]
+                    es[0, k] += g0 * w0
+                    es[1, k] += g1 * w0
+                    es[2, k] += g2 * w0
+                    es[3, k] += g3 * w0
+                    Pe[npair // 2, k] += (g0 * xa + g1 * xb) + (g2 * xc + g3 * xd)
             if keep:
                 for r in range(cnt):
-                    src, dst = es[r, k0:k0 + m], dX[i0 + r, k0:k0 + m]
-                    for k in range(m):
-                        dst[k] = src[k]
+                    for k in range(u, u + m):
+                        dX[i0 + r, k] = es[0 + r, k]
     for j in range(n):
-        pj, dWj = P[j], dW[j]
-        for k in range(d):
-            dWj[k] += pj[k]
+        for k in range(ud):
+            dW[j, k] += (Pe if j % 2 == 0 else Po)[j // 2, k]
+        if db.size:
+            db[j] += dbs[j]
+    _keep(own)
     return total, osum
 
 
@@ -903,39 +968,21 @@ if hasattr(os, "register_at_fork"):
 
 @jit
 def linear_fused_serial(X, W, b, mean, dW, db, dX, *head):
-    """linear_fused on one thread without a parallel region (tiny problems)."""
+    """linear_fused on one thread without a parallel region (tiny problems): the rows add
+    into dW and db, zeroed here."""
     h = HeadPack(*head)
-    n, d = W.shape
     scale = mean_scale(h, X.shape[0]) if mean else 1.0
-    pdW = np.zeros((n, d), X.dtype)
-    pdb = np.zeros(n)
-    total, osum = linear_rows(h, X, W, b, scale, 0, X.shape[0], pdW, pdb, dX)
-    for j in range(n):
-        for k in range(d):
-            dW[j, k] = pdW[j, k]
-        if db.size:
-            db[j] = pdb[j]
-    return total, osum
+    dW[:] = 0.0
+    db[:] = 0.0
+    return linear_rows(h, X, W, b, scale, 0, X.shape[0], dW, db, dX)
 
 
-
-
-@intrinsic
-def _pointer(typingctx, addr, like):
-    """The address ``addr`` (an integer field of fbp_head) as a pointer to ``like``'s dtype."""
-    sig = nb.types.CPointer(like.dtype)(addr, like)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-    return sig, codegen
 
 
 @jit
 def _array(addr, like, shape):
     """The caller's array at addr (shape ``shape``), or ``like`` (empty) for NULL."""
-    if addr == 0:
-        return like
-    return nb.carray(_pointer(addr, like), shape)
+    return like if addr == 0 else _carve(addr, like, shape)
 
 
 _HEAD_RECORD = nb.from_dtype(HEAD_DTYPE)
