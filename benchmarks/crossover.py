@@ -3,6 +3,7 @@
     make crossover                                  # both compiled backends
     python benchmarks/crossover.py c                # one of them
     python benchmarks/crossover.py --hot c          # calls back to back
+    python benchmarks/crossover.py --tiny           # Numba's rows one at a time vs in blocks
 
 Prints median times of the three linear_head paths over a grid of shapes. Each path is timed
 after the previous one's threads went to sleep, or with ``--hot`` back to back (as a benchmark
@@ -97,7 +98,44 @@ def columns(backend):
               f"{1e3 * median_time(bare, 5):>8.1f}")
 
 
+def tiny_rows():
+    """Numba's fused rows one at a time (linear_rows_tiny) against its blocks of four
+    (linear_rows) on one thread, softmax_nll, ns per call of the kernel alone: where
+    FUSED_TINY_SCORES (B n) sits."""
+    import numba
+    from fastbp.backends import numba_kernels as nk
+
+    @numba.njit
+    def calls(tiny, reps, X, W, b, dW, db, dX, pack):
+        total = 0.0
+        for _ in range(reps):
+            if tiny:
+                total += nk.linear_rows_tiny(pack, X, W, b, 1.0, 0, len(X), dW, db, dX)[0]
+            else:
+                total += nk.linear_rows(pack, X, W, b, 1.0, 0, len(X), dW, db, dX)[0]
+        return total
+
+    rng = np.random.default_rng(0)
+    print(f"{'dtype':>7} {'B':>4} {'d':>4} {'n':>4} {'B n':>5} {'one at a time ns':>16} "
+          f"{'blocks ns':>10}")
+    for dtype in ("float64", "float32"):
+        for B in (5, 16, 64):
+            for n, d in ((3, 4), (3, 64), (10, 8), (4, 32), (10, 64), (32, 8)):
+                X = rng.standard_normal((B, d)).astype(dtype)
+                W = rng.standard_normal((n, d)).astype(dtype)
+                b, y = np.zeros(n, dtype), rng.integers(0, n, B)
+                pack = nk._pack("softmax_nll", X, y, {})
+                out = (np.zeros_like(W), np.zeros_like(b), np.empty_like(X))
+                reps = 100000 // B
+                ns = [1e9 / reps * median_time(lambda: calls(t, reps, X, W, b, *out, pack), 5)
+                      for t in (True, False)]
+                print(f"{dtype:>7} {B:>4} {d:>4} {n:>4} {B * n:>5} {ns[0]:>16.0f} {ns[1]:>10.0f}")
+
+
 if __name__ == "__main__":
+    if "--tiny" in sys.argv[1:]:
+        tiny_rows()
+        sys.exit()
     hot = "--hot" in sys.argv[1:]
     names = [a for a in sys.argv[1:] if a != "--hot"]
     for name in names or [b for b in ("numba", "c") if b in fastbp.available_backends()]:

@@ -116,11 +116,15 @@ def make_head_inputs(head, spec, B, n, dtype, rng, scale=1.0):
     return S, target, make_options(head, spec, B, n, dtype, rng)
 
 
-def assert_close(actual, expected, dtype, what=""):
-    """float64: 1e-10 relative; float32: 1e-4 relative (of the float64 reference)."""
+def assert_close(actual, expected, dtype, what="", scale=None):
+    """float64: 1e-10 relative; float32: 1e-4 relative (of the float64 reference), and within
+    that share of ``scale`` (default: the largest |expected|; a sum that cancels to rounding
+    passes the sum of its terms' sizes)."""
     rtol = 1e-10 if np.dtype(dtype) == np.float64 else 1e-4
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-30)
+    if scale is None:
+        scale = np.max(np.abs(expected), initial=0.0)
+    scale = max(float(np.max(scale)), 1e-30)
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 

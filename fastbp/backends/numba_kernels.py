@@ -26,6 +26,7 @@ term for term, so float64 results agree to rounding; sums run in float64.
 Mean reductions: the total weight ``sum(omega)`` is computed first (O(B)), so every gradient row
 is written already scaled. Compilation is lazy (first call) and cached on disk (``cache=True``).
 """
+import ctypes
 import math
 import os
 import sys
@@ -714,6 +715,7 @@ def _pointer(typingctx, addr, like):
 
 # ---------------------------------------------------------------------------- linear + head
 FUSED_KT_F32, FUSED_KT_F64 = 512, 128    # k tile of the fused rows: the tile's rows stay in L1
+TINY_SCORES = TUNING.FUSED_TINY_SCORES    # (a global: compiled in as a constant)
 
 
 @nb.njit(inline="always", **_OPTS)
@@ -731,6 +733,15 @@ def _carve(addr, like, shape):
 def _unowned(a):
     """a as an array without an owner (_carve): the caller keeps a alive."""
     return _carve(a.ctypes.data, a, a.shape)
+
+
+if nb.config.DISABLE_JIT:       # interpreted: the same memory, through NumPy
+    def _carve(addr, like, shape):
+        size = int(np.prod(shape)) * like.itemsize
+        return np.frombuffer((ctypes.c_char * size).from_address(addr), like.dtype).reshape(shape)
+
+    def _as_float64(i):
+        return np.int64(i).view(np.float64)
 
 
 @jit
@@ -910,6 +921,58 @@ def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
 
 
 @jit
+def linear_rows_tiny(h, X, W, b, scale, lo, hi, dW, db, dX):
+    """linear_rows for a few scores (B n <= FUSED_TINY_SCORES), one row at a time on the
+    caller's arrays: no copies, tiles or blocks, whose setup is most of such a call. The same
+    sums: s_i = W x_i + b, the head in place, dW += g_i x_i^T, db += g_i (float64),
+    dX[i] = W^T g_i."""
+    n, d = W.shape
+    h = _unowned_pack(h)
+    y, Z, sw = h.y, h.Z, h.sample_weight
+    dummy = Z.reshape(Z.size)[:0]       # an empty row, contiguous as Z[i]
+    own = np.empty(n + 3 * n * 8 // X.itemsize, X.dtype)     # s, then 3 n words
+    at = own.ctypes.data
+    s = _carve(at, own, (n,))
+    words = _carve(at + n * X.itemsize, _NO_LABELS, (3 * n,))
+    bits = words[:2 * n]                # head_row's scratch
+    dbs = words[2 * n:].view(np.float64)
+    dbs[:] = 0.0
+    s[0] = 0.0
+    zero = s[0]                         # X's dtype: the products accumulate in it
+    ud = np.uint64(d)
+    keep = dX.shape[0] > 0
+    total = 0.0
+    osum = 0.0
+    for i in range(lo, hi):
+        for j in range(n):
+            a = zero
+            for k in range(ud):
+                a += W[j, k] * X[i, k]
+            s[j] = a + (b[j] if b.size else 0.0)
+        swi = sw[i] if sw.size else 1.0
+        total += swi * head_row(h, s, y[i] if y.size else 0, Z[i] if Z.shape[0] else dummy,
+                                swi * scale, s, bits)
+        osum += row_weight(i, h)
+        for j in range(n):
+            g = s[j]
+            dbs[j] += g
+            for k in range(ud):
+                dW[j, k] += g * X[i, k]
+        if keep:
+            for k in range(ud):
+                dX[i, k] = s[0] * W[0, k]
+            for j in range(1, n):
+                g = s[j]
+                for k in range(ud):
+                    dX[i, k] += g * W[j, k]
+    if db.size:
+        for j in range(n):
+            db[j] += dbs[j]
+    _keep(own)
+    return total, osum
+
+
+@jit
 def _fused_scratch(h, X, W, mean, nblocks):
     """The mean scale and zeroed partials (dW in X's dtype; db and (loss, omega) in float64) of
     nblocks blocks."""
@@ -974,6 +1037,8 @@ def linear_fused_serial(X, W, b, mean, dW, db, dX, *head):
     scale = mean_scale(h, X.shape[0]) if mean else 1.0
     dW[:] = 0.0
     db[:] = 0.0
+    if X.shape[0] * W.shape[0] <= TINY_SCORES:
+        return linear_rows_tiny(h, X, W, b, scale, 0, X.shape[0], dW, db, dX)
     return linear_rows(h, X, W, b, scale, 0, X.shape[0], dW, db, dX)
 
 

@@ -28,6 +28,8 @@ class Numba:
     FUSED_MIN_WORK = 1 << 23      #   B n d >= FUSED_MIN_WORK (float64) / _F32 (float32): as C's
     FUSED_MIN_WORK_F32 = 1 << 20  #   fused rows, since their k loops run in X's dtype too
     FUSED_MIN_ROWS = 128
+    FUSED_TINY_SCORES = 64        # one thread, B n <= this: the rows one at a time (their
+    #                               blocks' setup costs more than such a call's arithmetic)
     PARALLEL_MIN_WORK = 1 << 16   # B n d below this: one thread
     HEADS_PARALLEL_MIN = 1 << 16  # heads on scores: B n below this, one thread (csrc/heads.c's)
     FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0     # no few-classes window: its BLAS
