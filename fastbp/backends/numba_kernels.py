@@ -168,14 +168,14 @@ def exp1(v):
 
 
 @jit
-def vexp(x, bits):
+def vexp(x):
     """x[j] = exp(x[j]) in place (exp1), for a float32 or float64 row."""
     for j in range(x.size):
         x[j] = exp1(float(x[j]))
 
 
 @nb.njit(inline="always", **_OPTS)
-def softmax_row(s, yi, z, w, eps, f, g, bits):
+def softmax_row(s, yi, z, w, eps, f, g):
     """C_j = w_j ((1 - eps) t_j + eps/n), t = e_y (labels) or z (probability rows);
     loss = sum_j C_j (lse - s_j), g_j = (sum C) p_j - C_j, in the reference's float32-accurate
     form: m = argmax s, r = sum_{j != m} exp(s_j - s_m), lse - s_j = (s_m - s_j) + log1p(r),
@@ -195,7 +195,7 @@ def softmax_row(s, yi, z, w, eps, f, g, bits):
         else:
             for j in range(n):
                 g[j] = s[j] - M
-            vexp(g, bits)
+            vexp(g)
             g[m] = 0.0
             for j in range(n):
                 r += g[j]
@@ -221,7 +221,7 @@ def softmax_row(s, yi, z, w, eps, f, g, bits):
         g[j] = x
     c_m = (w[m] if w.size else 1.0) * (a * (z[m] if z.size else (1.0 if m == yi else 0.0)) + e_n)
     total = rest + c_m
-    vexp(g, bits)
+    vexp(g)
     g[m] = 0.0
     r = 0.0
     for j in range(n):
@@ -307,11 +307,11 @@ def log1p_unit(e):
 
 
 @jit
-def exp_neg_abs(s, e, bits):
-    """e[j] = exp(-|s[j]|) for a row s (vexp's polynomial; bits: int64 scratch >= s.size)."""
+def exp_neg_abs(s, e):
+    """e[j] = exp(-|s[j]|) for a row s (vexp's polynomial)."""
     for j in range(s.size):
         e[j] = -abs(s[j])
-    vexp(e, bits)
+    vexp(e)
 
 
 @jit
@@ -386,10 +386,9 @@ def focal_row(s, z, e, alpha, gamma, f, g):
 
 
 @nb.njit(inline="always", **_OPTS)
-def head_row(h, s, yi, z, f, g, bits):
+def head_row(h, s, yi, z, f, g, tmp):
     """One row of head h (a HeadPack; yi, z: the row's label and target row): returns the
-    class-weighted loss, writes f * gradient into g (bits: int64 scratch of 2 s.size, for the
-    vectorized exp)."""
+    class-weighted loss, writes f * gradient into g (tmp: float64 scratch of 2 s.size)."""
     n = s.size
     head = h.code
     if head == SOFTMAX or head == SOFTMAX_PROBS:
@@ -399,8 +398,8 @@ def head_row(h, s, yi, z, f, g, bits):
             return 0.0
         if h.softcap > 0 or h.z_loss > 0:
             return softmax_llm_row(s, yi, z, h.weight, h.label_smoothing, h.softcap, h.z_loss,
-                                   f, g, bits[:n].view(np.float64))
-        return softmax_row(s, yi, z, h.weight, h.label_smoothing, f, g, bits)
+                                   f, g, tmp[:n])
+        return softmax_row(s, yi, z, h.weight, h.label_smoothing, f, g)
     if head == MHINGE:
         return mhinge_row(s, yi, h.weight, h.margin, h.p, f, g)
     if head == BHINGE:
@@ -424,9 +423,9 @@ def head_row(h, s, yi, z, f, g, bits):
         return loss
     if head == BCE or head == SIGMOID_L2 or head == FOCAL:
         # one exp for sigma(x), sigma(-x) and the rest: e = exp(-|x|), sigma(|x|) = 1/(1+e),
-        # all rows' e first (vexp) into the upper half of bits, so every loop vectorizes
-        e = bits[n:2 * n].view(np.float64)
-        exp_neg_abs(s, e, bits)
+        # all rows' e first (vexp) into the upper half of tmp, so every loop vectorizes
+        e = tmp[n:2 * n]
+        exp_neg_abs(s, e)
         if head == FOCAL:       # alpha_t q^gamma ce, q = 1 - p_t (docs/math.md's finite form)
             return focal_row(s, z, e, h.alpha, h.gamma, f, g)
         if head == SIGMOID_L2:
@@ -467,6 +466,7 @@ def row_weight(i, h):
 nb.config.THREADING_LAYER = "threadsafe"
 
 _NO_LABELS = np.empty(0, np.intp)
+_NO_FLOATS = np.empty(0)
 _EMPTY = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 _NO_Z = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
 
@@ -588,7 +588,7 @@ def head_block(h, S, scale, b, db, dS, loss_rows, lo, hi):
                 db[0] += g
         return total, osum
     dummy = Z[0] if Z.shape[0] else np.empty(0, S.dtype)
-    bits = np.empty(2 * S.shape[1], np.int64)     # head_row's scratch
+    tmp = np.empty(2 * S.shape[1])                # head_row's scratch
     for i in range(lo, hi):
         s = S[i]
         if b.size:
@@ -596,7 +596,7 @@ def head_block(h, S, scale, b, db, dS, loss_rows, lo, hi):
                 s[j] += b[j]
         swi = sw[i] if sw.size else 1.0
         loss = head_row(h, s, y[i] if y.size else 0, Z[i] if Z.shape[0] else dummy,
-                        swi * scale, dS[i], bits)
+                        swi * scale, dS[i], tmp)
         total += swi * loss
         osum += row_weight(i, h)
         if loss_rows.size:
@@ -807,10 +807,10 @@ def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
     xs = _carve(at + 2 * n * row, own, (4, ld))
     es = _carve(at + (2 * n + 4) * row, own, (4, ld))
     S = _carve(at + at_S, own, (4, n))
-    words = _carve(at + at_words, _NO_LABELS, (7 * n,))
-    bits = words[:2 * n]
-    acc = words[2 * n:6 * n].view(np.float64).reshape((4, n))
-    dbs = words[6 * n:].view(np.float64)
+    words = _carve(at + at_words, _NO_FLOATS, (7 * n,))
+    tmp = words[:2 * n]
+    acc = words[2 * n:6 * n].reshape((4, n))
+    dbs = words[6 * n:]
     dbs[:] = 0.0
     S[0, 0] = 0.0
     zero = S[0, 0]                         # dt's zero: the k loops accumulate in dt
@@ -874,7 +874,7 @@ def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
                 swi = sw[i] if sw.size else 1.0
                 s = S[r]
                 total += swi * head_row(h, s, y[i] if y.size else 0,
-                                        Z[i] if Z.shape[0] else dummy, swi * scale, s, bits)
+                                        Z[i] if Z.shape[0] else dummy, swi * scale, s, tmp)
                 osum += row_weight(i, h)
             else:
                 for j in range(n):
@@ -910,7 +910,7 @@ def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
             if keep:
                 for r in range(cnt):
                     for k in range(u, u + m):
-                        dX[i0 + r, k] = es[0 + r, k]
+                        dX[i0 + r, k] = es[r, k]
     for j in range(n):
         for k in range(ud):
             dW[j, k] += (Pe if j % 2 == 0 else Po)[j // 2, k]
@@ -930,12 +930,12 @@ def linear_rows_tiny(h, X, W, b, scale, lo, hi, dW, db, dX):
     h = _unowned_pack(h)
     y, Z, sw = h.y, h.Z, h.sample_weight
     dummy = Z.reshape(Z.size)[:0]       # an empty row, contiguous as Z[i]
-    own = np.empty(n + 3 * n * 8 // X.itemsize, X.dtype)     # s, then 3 n words
+    own = np.empty(3 * n * 8 // X.itemsize + n, X.dtype)     # 3 n float64s, then s
     at = own.ctypes.data
-    s = _carve(at, own, (n,))
-    words = _carve(at + n * X.itemsize, _NO_LABELS, (3 * n,))
-    bits = words[:2 * n]                # head_row's scratch
-    dbs = words[2 * n:].view(np.float64)
+    words = _carve(at, _NO_FLOATS, (3 * n,))
+    s = _carve(at + 3 * n * 8, own, (n,))
+    tmp = words[:2 * n]                 # head_row's scratch
+    dbs = words[2 * n:]
     dbs[:] = 0.0
     s[0] = 0.0
     zero = s[0]                         # X's dtype: the products accumulate in it
@@ -951,7 +951,7 @@ def linear_rows_tiny(h, X, W, b, scale, lo, hi, dW, db, dX):
             s[j] = a + (b[j] if b.size else 0.0)
         swi = sw[i] if sw.size else 1.0
         total += swi * head_row(h, s, y[i] if y.size else 0, Z[i] if Z.shape[0] else dummy,
-                                swi * scale, s, bits)
+                                swi * scale, s, tmp)
         osum += row_weight(i, h)
         for j in range(n):
             g = s[j]
@@ -1265,7 +1265,7 @@ def softmax_c(z, w, eps, n, yi, j):
 
 
 @jit
-def softmax_cols_stats(s, c0, n, z, yi, w, eps, st, x, bits):
+def softmax_cols_stats(s, c0, n, z, yi, w, eps, st, x):
     """Pass 1 of the column blocks on s = scores c0.. of one row (bias added): over the blocks
     seen so far, st = (M, r, rest, m): the first argmax m (value M), r = sum_{j != m}
     exp(s_j - M), rest = sum_{j != m} C_j. A block whose maximum beats M (or is the first NaN)
@@ -1279,7 +1279,7 @@ def softmax_cols_stats(s, c0, n, z, yi, w, eps, st, x, bits):
     ref = Mc if wins else M
     for j in range(nc):
         x[j] = s[j] - ref
-    vexp(x[:nc], bits)
+    vexp(x[:nc])
     if wins:
         x[mc] = 0.0
     total = 0.0
@@ -1304,7 +1304,7 @@ def softmax_cols_stats(s, c0, n, z, yi, w, eps, st, x, bits):
 
 
 @jit
-def softmax_cols_grad(s, c0, n, z, yi, w, eps, f, st, x, bits):
+def softmax_cols_grad(s, c0, n, z, yi, w, eps, f, st, x):
     """Pass 2, in place on one row's block (bias added): g_j = f (total p_j - C_j), g_m and the
     loss as softmax_row's. Returns the block's part of lin = sum_j C_j (M - s_j)."""
     nc = s.size
@@ -1316,7 +1316,7 @@ def softmax_cols_grad(s, c0, n, z, yi, w, eps, f, st, x, bits):
     if not z.size and not w.size and eps == 0:          # plain labels: C = e_y
         if c0 <= yi < c0 + nc:
             part = -x[yi - c0]
-        vexp(x[:nc], bits)
+        vexp(x[:nc])
         fi = f * inv
         for j in range(nc):
             s[j] = fi * x[j]
@@ -1330,7 +1330,7 @@ def softmax_cols_grad(s, c0, n, z, yi, w, eps, f, st, x, bits):
     for j in range(nc):
         c = softmax_c(z, w, eps, n, yi, c0 + j)
         part -= c * x[j] if c != 0 else 0.0
-    vexp(x[:nc], bits)
+    vexp(x[:nc])
     for j in range(nc):
         s[j] = ft * x[j] - f * softmax_c(z, w, eps, n, yi, c0 + j)
     if c0 <= m < c0 + nc:
@@ -1339,7 +1339,7 @@ def softmax_cols_grad(s, c0, n, z, yi, w, eps, f, st, x, bits):
 
 
 @jit
-def softmax_cols_block(second, S, c0, n, b, h, scale, st, lin, db, x, bits):
+def softmax_cols_block(second, S, c0, n, b, h, scale, st, lin, db, x):
     """One column block S (scores c0.. of a panel's rows) in place: bias, then pass 1's
     statistics or (second) pass 2's gradient, lin[r] += its part of the loss, db += sum_r g.
     Ignored rows get a zero gradient (h: the panel's rows)."""
@@ -1357,11 +1357,11 @@ def softmax_cols_block(second, S, c0, n, b, h, scale, st, lin, db, x, bits):
         z = Z[r] if Z.shape[0] else dummy
         yi = y[r] if y.size else 0
         if not second:
-            softmax_cols_stats(s, c0, n, z, yi, w, eps, st[r], x, bits)
+            softmax_cols_stats(s, c0, n, z, yi, w, eps, st[r], x)
             continue
         f = (sw[r] if sw.size else 1.0) * scale
         lin[r] = (lin[r] if c0 else 0.0) + softmax_cols_grad(s, c0, n, z, yi, w, eps, f, st[r],
-                                                             x, bits)
+                                                             x)
         if db.size:
             for j in range(s.size):
                 db[c0 + j] += s[j]
@@ -1398,7 +1398,7 @@ def _linear_columns(h, X, W, b, mean, rows, cols, dW, db, dX):
     rows = min(rows, max(B, 1))
     flat = np.empty(rows * cols, dt)          # a block of any shape, C-contiguous for BLAS
     st, lin = np.empty((rows, 4)), np.empty(rows)
-    x, bits = np.empty(cols), np.empty(cols, np.int64)
+    x = np.empty(cols)
     db64 = np.zeros(n) if db is not None else _EMPTY[_F64]
     total = osum = 0.0
     if B == 0:
@@ -1411,7 +1411,7 @@ def _linear_columns(h, X, W, b, mean, rows, cols, dW, db, dX):
                 c1 = min(c0 + cols, n)
                 S, Wc = flat[:(hi - lo) * (c1 - c0)].reshape(hi - lo, c1 - c0), W[c0:c1]
                 gemm(S, Xp, Wc, trans_b=True)
-                softmax_cols_block(second, S, c0, n, b, hp, scale, st, lin, db64, x, bits)
+                softmax_cols_block(second, S, c0, n, b, hp, scale, st, lin, db64, x)
                 if not second:
                     continue
                 gemm(dW[c0:c1], S, Xp, trans_a=True, beta=1.0 if lo else 0.0)
