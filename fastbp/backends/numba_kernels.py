@@ -467,6 +467,7 @@ nb.config.THREADING_LAYER = "threadsafe"
 
 _NO_LABELS = np.empty(0, np.intp)
 _NO_FLOATS = np.empty(0)
+_NO_BYTES = np.empty(0, np.uint8)
 _EMPTY = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 _NO_Z = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
 
@@ -477,6 +478,59 @@ _threads = [nb.config.NUMBA_NUM_THREADS]     # the row blocks of the fused path 
 def set_num_threads(n):
     _threads[0] = min(n, nb.config.NUMBA_NUM_THREADS)
     nb.set_num_threads(_threads[0])
+
+
+# ---------------------------------------------------------------------------- memory
+# Arrays without an owner, and addresses: no reference counts in the hot loops.
+@intrinsic
+def _pointer(typingctx, addr, like):
+    """The integer address ``addr`` as a pointer to ``like``'s dtype."""
+    sig = nb.types.CPointer(like.dtype)(addr, like)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+    return sig, codegen
+
+
+@intrinsic
+def _address(typingctx, addr):
+    """The integer addr as a void pointer (an argument of the BLAS symbols)."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(nb.types.voidptr))
+    return nb.types.voidptr(addr), codegen
+
+
+@nb.njit(inline="always", **_OPTS)
+def _carve(addr, like, shape):
+    """The memory at addr as an array of ``shape`` in like's dtype, without an owner: its views
+    are not reference-counted (each count of an owned view is an atomic instruction; per row
+    they cost more than a small row's arithmetic), so something else must keep the memory
+    alive (_keep). Carved parts of one allocation are separate bases to LLVM: it vectorizes a
+    loop writing one part and reading another with a runtime overlap check, where slices of
+    one array (one base, offsets it cannot compare) leave the loop scalar."""
+    return nb.carray(_pointer(addr, like), shape)
+
+
+@nb.njit(inline="always", **_OPTS)
+def _unowned(a):
+    """a as an array without an owner (_carve): the caller keeps a alive."""
+    return _carve(a.ctypes.data, a, a.shape)
+
+
+if nb.config.DISABLE_JIT:       # interpreted: the same memory, through NumPy
+    def _carve(addr, like, shape):
+        size = int(np.prod(shape)) * like.itemsize
+        return np.frombuffer((ctypes.c_char * size).from_address(addr), like.dtype).reshape(shape)
+
+    def _as_float64(i):
+        return np.int64(i).view(np.float64)
+
+
+@jit
+def _keep(owner):
+    """Nothing: a use that keeps owner alive to this point (Numba frees an array after its
+    last use)."""
+    pass
 
 
 # ---------------------------------------------------------------------------- BLAS
@@ -496,27 +550,32 @@ _dgemm = _nbtypes.ExternalFunction("fastbp_dgemm", _nbtypes.void(*[_vp] * 13))
 def _gemm_call(C, A, B, trans_a, trans_b, beta):
     """Fortran ?gemm on C-ordered rows (unit inner stride): BLAS is column-major, so it computes
     C^T = op(B)^T op(A)^T. The ints go by reference as int64, which a 32-bit-int BLAS (SciPy's)
-    reads as the same value on a little-endian machine for dimensions below 2^31."""
-    ints = np.empty(6, np.int64)
-    ints[0] = C.shape[1]
-    ints[1] = C.shape[0]
-    ints[2] = A.shape[0] if trans_a else A.shape[1]
-    ints[3] = max(B.strides[0] // B.itemsize, B.shape[1], 1)
-    ints[4] = max(A.strides[0] // A.itemsize, A.shape[1], 1)
-    ints[5] = max(C.strides[0] // C.itemsize, C.shape[1], 1)
-    ops = np.empty(2, np.uint8)
+    reads as the same value on a little-endian machine for dimensions below 2^31. Every
+    argument is an address into one scratch (each .ctypes of an array is two atomic reference
+    counts; a training step makes several products)."""
+    w = np.empty(9, np.int64)   # the six ints; 'N' / 'T' twice (bytes 48, 49); alpha, beta
+    p = w.ctypes.data
+    w[0] = C.shape[1]
+    w[1] = C.shape[0]
+    w[2] = A.shape[0] if trans_a else A.shape[1]
+    w[3] = max(B.strides[0] // B.itemsize, B.shape[1], 1)
+    w[4] = max(A.strides[0] // A.itemsize, A.shape[1], 1)
+    w[5] = max(C.strides[0] // C.itemsize, C.shape[1], 1)
+    ops = _carve(p + 48, _NO_BYTES, (2,))
     ops[0] = 84 if trans_b else 78          # 'T', 'N'
     ops[1] = 84 if trans_a else 78
-    scalars = np.empty(2, C.dtype)
+    scalars = _carve(p + 56, C, (2,))
     scalars[0] = 1.0
     scalars[1] = beta
-    args = (ops[0:].ctypes, ops[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes,
-            scalars[0:].ctypes, B.ctypes, ints[3:].ctypes, A.ctypes, ints[4:].ctypes,
-            scalars[1:].ctypes, C.ctypes, ints[5:].ctypes)
+    ai, bi, ci = _address(A.ctypes.data), _address(B.ctypes.data), _address(C.ctypes.data)
+    args = (_address(p + 48), _address(p + 49), _address(p), _address(p + 8), _address(p + 16),
+            _address(p + 56), bi, _address(p + 24), ai, _address(p + 32),
+            _address(p + 56 + C.itemsize), ci, _address(p + 40))
     if C.itemsize == 8:
         _dgemm(*args)
     else:
         _sgemm(*args)
+    _keep(w)
 
 
 @jit
@@ -703,45 +762,9 @@ for _name in DEFAULT_OPTIONS:
     globals()[_name] = _head_kernel(_name)
 
 
-@intrinsic
-def _pointer(typingctx, addr, like):
-    """The address ``addr`` (an integer field of fbp_head) as a pointer to ``like``'s dtype."""
-    sig = nb.types.CPointer(like.dtype)(addr, like)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-    return sig, codegen
-
-
 # ---------------------------------------------------------------------------- linear + head
 FUSED_KT_F32, FUSED_KT_F64 = 512, 128    # k tile of the fused rows: the tile's rows stay in L1
 TINY_SCORES = TUNING.FUSED_TINY_SCORES    # (a global: compiled in as a constant)
-
-
-@nb.njit(inline="always", **_OPTS)
-def _carve(addr, like, shape):
-    """The memory at addr as an array of ``shape`` in like's dtype, without an owner: its views
-    are not reference-counted (each count of an owned view is an atomic instruction; per row
-    they cost more than a small row's arithmetic), so something else must keep the memory
-    alive (_keep). Carved parts of one allocation are separate bases to LLVM: it vectorizes a
-    loop writing one part and reading another with a runtime overlap check, where slices of
-    one array (one base, offsets it cannot compare) leave the loop scalar."""
-    return nb.carray(_pointer(addr, like), shape)
-
-
-@nb.njit(inline="always", **_OPTS)
-def _unowned(a):
-    """a as an array without an owner (_carve): the caller keeps a alive."""
-    return _carve(a.ctypes.data, a, a.shape)
-
-
-if nb.config.DISABLE_JIT:       # interpreted: the same memory, through NumPy
-    def _carve(addr, like, shape):
-        size = int(np.prod(shape)) * like.itemsize
-        return np.frombuffer((ctypes.c_char * size).from_address(addr), like.dtype).reshape(shape)
-
-    def _as_float64(i):
-        return np.int64(i).view(np.float64)
 
 
 @jit
@@ -750,13 +773,6 @@ def _unowned_pack(h):
     free. The caller's pack owns them."""
     return HeadPack(h.code, _unowned(h.y), _unowned(h.Z), _unowned(h.sample_weight),
                     _unowned(h.weight), _unowned(h.pos_weight), *h[6:])
-
-
-@jit
-def _keep(owner):
-    """Nothing: a use that keeps owner alive to this point (Numba frees an array after its
-    last use)."""
-    pass
 
 
 @jit
@@ -1559,7 +1575,31 @@ def mlp_step_kernel(X, Ws, bs, dWs, dbs, act, alpha, mean, s1W, s1b, s2W, s2b, k
     """A whole training step in one call: forward (BLAS products, bias + activation fused),
     the head in place on the last scores, backward (dh * f'(a) fused with the next layer's
     gradient), then the optimizer on every W and b. Returns the loss sums (total, omega)."""
-    h = HeadPack(*head)
+    return _mlp_step(_unowned_pack(HeadPack(*head)), X, Ws, bs, dWs, dbs, act, alpha, mean,
+                     s1W, s1b, s2W, s2b, kind, lr, momentum, nesterov, wd, b1, b2, adam_eps, t)
+
+
+@jit
+def mlp_epoch_kernel(X, Ws, bs, dWs, dbs, act, alpha, mean, s1W, s1b, s2W, s2b, kind, lr,
+                     momentum, nesterov, wd, b1, b2, adam_eps, t0, batch, sums, *head):
+    """mlp_step_kernel on each block of ``batch`` consecutive rows (the head's per-row arrays
+    sliced alike) with step counts t0 + 1, t0 + 2, ...: the epoch in one call (a call from
+    Python costs more than a small step). sums[s]: block s's loss sums (total, omega)."""
+    h = _unowned_pack(HeadPack(*head))
+    for s, lo in enumerate(range(0, X.shape[0], batch)):
+        hi = min(lo + batch, X.shape[0])
+        hb = HeadPack(h.code, h.y[lo:hi] if h.y.size else h.y, h.Z[lo:hi] if h.Z.shape[0] else h.Z,
+                      h.sample_weight[lo:hi] if h.sample_weight.size else h.sample_weight,
+                      h.weight, h.pos_weight, *h[6:])
+        sums[s, 0], sums[s, 1] = _mlp_step(hb, X[lo:hi], Ws, bs, dWs, dbs, act, alpha, mean,
+                                           s1W, s1b, s2W, s2b, kind, lr, momentum, nesterov,
+                                           wd, b1, b2, adam_eps, t0 + s + 1)
+
+
+@jit
+def _mlp_step(h, X, Ws, bs, dWs, dbs, act, alpha, mean, s1W, s1b, s2W, s2b, kind, lr, momentum,
+              nesterov, wd, b1, b2, adam_eps, t):
+    """mlp_step_kernel on a HeadPack."""
     L = len(Ws)
     B = X.shape[0]
     hs = [X]
@@ -1601,27 +1641,49 @@ def mlp_step_kernel(X, Ws, bs, dWs, dbs, act, alpha, mean, s1W, s1b, s2W, s2b, k
 def mlp_step(X, params, target, activation, alpha, head, options, reduction, grads, optimizer):
     """One compiled call for SGD / Adam on elementwise activations; otherwise mlp_loss_grad
     and the optimizer's own update."""
-    kind = {"sgd": _SGD, "adam": _ADAM}.get(getattr(optimizer, "kind", None))
-    if kind is None or activation == "maxout" or X.shape[0] == 0:
+    if not _compiled_steps(X, activation, optimizer):
         return _compose.mlp_step(sys.modules[__name__], X, params, target, activation, alpha,
                                  head, options, reduction, grads, optimizer)
-    flat = [a for pair in params for a in pair]
-    optimizer.begin(flat)
-    state = [s if kind == _ADAM else (s if s is not None else p, p)
-             for s, p in zip(optimizer.state, flat)]        # SGD without momentum: unused
-    s1, s2 = [s[0] for s in state], [s[1] for s in state]
     total, osum = mlp_step_kernel(
-        X, tuple(flat[0::2]), tuple(flat[1::2]), tuple(g for g, _ in grads),
-        tuple(g for _, g in grads), ACT_CODES[activation], 0.0 if alpha is None else alpha,
-        reduction == "mean", tuple(s1[0::2]), tuple(s1[1::2]),
-        tuple(s2[0::2]), tuple(s2[1::2]), kind, optimizer.lr, getattr(optimizer, "momentum", 0.0),
-        getattr(optimizer, "nesterov", False), optimizer.weight_decay,
-        *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0), optimizer.t,
+        X, *_step_args(params, activation, alpha, reduction, grads, optimizer, 1),
         *_pack(head, X, target, options))
     return reduced_loss(total, osum, reduction)
 
 
 def mlp_epoch(X, params, target, activation, alpha, head, options, reduction, grads, optimizer,
               batch_size):
-    return _compose.mlp_epoch(sys.modules[__name__], X, params, target, activation, alpha, head,
-                              options, reduction, grads, optimizer, batch_size)
+    """Every step of the epoch in one compiled call where mlp_step runs one, else mlp_step
+    per batch."""
+    if not _compiled_steps(X, activation, optimizer):
+        return _compose.mlp_epoch(sys.modules[__name__], X, params, target, activation, alpha,
+                                  head, options, reduction, grads, optimizer, batch_size)
+    steps = -(-X.shape[0] // batch_size)
+    sums = np.empty((steps, 2))
+    mlp_epoch_kernel(X, *_step_args(params, activation, alpha, reduction, grads, optimizer,
+                                    steps)[:-1], optimizer.t - steps, batch_size, sums,
+                     *_pack(head, X, target, options))
+    return [reduced_loss(total, osum, reduction) for total, osum in sums]
+
+
+def _compiled_steps(X, activation, optimizer):
+    """Whether mlp_step_kernel runs these steps: SGD or Adam, an elementwise activation."""
+    return (getattr(optimizer, "kind", None) in ("sgd", "adam") and activation != "maxout"
+            and X.shape[0] > 0)
+
+
+def _step_args(params, activation, alpha, reduction, grads, optimizer, steps):
+    """mlp_step_kernel's arguments after X and before the head, for the optimizer's next
+    ``steps`` updates (counted here): the last one is the step count of the first."""
+    kind = _SGD if optimizer.kind == "sgd" else _ADAM
+    flat = [a for pair in params for a in pair]
+    optimizer.begin(flat, steps)
+    state = [s if kind == _ADAM else (s if s is not None else p, p)
+             for s, p in zip(optimizer.state, flat)]        # SGD without momentum: unused
+    s1, s2 = [s[0] for s in state], [s[1] for s in state]
+    return (tuple(flat[0::2]), tuple(flat[1::2]), tuple(g for g, _ in grads),
+            tuple(g for _, g in grads), ACT_CODES[activation], 0.0 if alpha is None else alpha,
+            reduction == "mean", tuple(s1[0::2]), tuple(s1[1::2]), tuple(s2[0::2]),
+            tuple(s2[1::2]), kind, optimizer.lr, getattr(optimizer, "momentum", 0.0),
+            getattr(optimizer, "nesterov", False), optimizer.weight_decay,
+            *getattr(optimizer, "betas", (0.0, 0.0)), getattr(optimizer, "eps", 0.0),
+            optimizer.t - steps + 1)
