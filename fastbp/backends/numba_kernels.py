@@ -10,6 +10,7 @@ no BLAS call inside, or calls BLAS (NumPy's own OpenBLAS where NumPy has one, as
   ``dX = g W``, all in one compiled call with plain loops that LLVM vectorizes in X's dtype
   (rows split over ``get_num_threads()`` fixed blocks with partials combined in block order,
   so results are bit-identical run to run): tiny weights, and few classes on large work;
+  a few scores (B n <= FUSED_TINY_SCORES) go one row at a time instead (``linear_rows_tiny``);
   *chunked BLAS* -- per block of ``chunk_rows``
   rows: GEMM, head epilogue in place, ``dW += dS^T X`` (BLAS with beta = 1), ``dX = dS W``:
   peak extra memory is one score block, whatever ``B``; and, when the whole batch is one
