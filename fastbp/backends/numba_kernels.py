@@ -35,7 +35,7 @@ import threading
 
 import numba as nb
 import numpy as np
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 import llvmlite.binding as _llvm
 from llvmlite import ir as _ir
 from numba import types as _nbtypes
@@ -190,7 +190,7 @@ def softmax_row(s, yi, z, w, eps, f, g):
         r = 0.0
         if n < 32:          # short rows: the scalar exp beats vexp's fixed cost
             for j in range(n):
-                e = math.exp(s[j] - M) if j != m else 0.0
+                e = exp1(float(s[j] - M)) if j != m else 0.0
                 g[j] = e
                 r += e
         else:
@@ -512,10 +512,17 @@ def _carve(addr, like, shape):
     return nb.carray(_pointer(addr, like), shape)
 
 
-@nb.njit(inline="always", **_OPTS)
 def _unowned(a):
-    """a as an array without an owner (_carve): the caller keeps a alive."""
-    return _carve(a.ctypes.data, a, a.shape)
+    """a as an array without an owner (_carve) when it is typed C-contiguous, else a itself
+    (a carved array is C-ordered): the caller keeps a alive."""
+    return a
+
+
+@overload(_unowned, jit_options=_OPTS)
+def _unowned_typed(a):
+    if isinstance(a, nb.types.Array) and a.layout == "C":
+        return lambda a: _carve(a.ctypes.data, a, a.shape)
+    return lambda a: a
 
 
 if nb.config.DISABLE_JIT:       # interpreted: the same memory, through NumPy
@@ -628,6 +635,7 @@ def head_rows(h, S, mean, scale, b, db, dS, loss_rows):
 @jit
 def head_block(h, S, scale, b, db, dS, loss_rows, lo, hi):
     """head_rows' rows lo..hi with the final scale."""
+    h = _unowned_pack(h)
     y, Z, sw = h.y, h.Z, h.sample_weight
     total = 0.0
     osum = 0.0
