@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: demo test test-asan asan-build fuzz bench bench-dask crossover clean
+.PHONY: demo test lint test-asan asan-build fuzz bench bench-dask crossover clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,17 @@ demo: $(VENV)/.installed-demo
 
 # A compiled backend that failed to build or load stops the run (conftest.py) instead of
 # silently dropping its tests; FASTBP_ALLOW_MISSING=c opts out where there is no compiler.
-test: $(VENV)/.installed-test
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests benchmarks --benchmark-disable
 	@echo "The Numba backend's tests again, interpreted (NUMBA_DISABLE_JIT=1):"
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests -k numba
+
+# The Python code against ruff's rules and the C code against .clang-format (pyproject.toml has
+# ruff's configuration); both tools come with the test extras.
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/clang-format --dry-run --Werror csrc/*.c csrc/*.h
+	@echo "lint: ruff and clang-format found nothing"
 
 # The C backend under AddressSanitizer + UndefinedBehaviorSanitizer: the extension is built with
 # the sanitizers (FASTBP_CFLAGS) from a copy of the tree into its own virtual environment (.venv's

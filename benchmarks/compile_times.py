@@ -15,7 +15,8 @@ import tempfile
 PROBE = r"""
 import json, time, numpy as np, fastbp
 rng = np.random.default_rng(0)
-X, W, b, y = rng.standard_normal((64, 8)), rng.standard_normal((5, 8)), np.zeros(5), rng.integers(0, 5, 64)
+X, W = rng.standard_normal((64, 8)), rng.standard_normal((5, 8))
+b, y = np.zeros(5), rng.integers(0, 5, 64)
 Xbig, Wbig = rng.standard_normal((64, 200)), rng.standard_normal((300, 200))    # n*d: BLAS
 Xpar = rng.standard_normal((4096, 8))                                        # B*n*d: 2 threads
 fams = {
@@ -32,11 +33,11 @@ fams = {
         X[:, :5], fastbp.linear_act_forward(X, W, b, "tanh", backend="numba")[1], backend="numba"),
     "mlp_loss_grad (2 layers)": lambda: fastbp.mlp_loss_grad(
         X, [(W, b), (W[:, :5], b)], y, activation="relu", backend="numba"),
-    "MLP.step (one-call SGD step)": lambda: fastbp.MLP([8, 6, 5], dtype="float64", backend="numba").step(
-        X, y, optimizer=fastbp.SGD(momentum=0.9)),
+    "MLP.step (one-call SGD step)": lambda: fastbp.MLP(
+        [8, 6, 5], dtype="float64", backend="numba").step(X, y, optimizer=fastbp.SGD(momentum=0.9)),
 }
 out = {}
-import fastbp.backends.numba_kernels  # the import itself is not a compile
+import fastbp.backends.numba  # the import itself is not a compile
 for name, fn in fams.items():
     t0 = time.perf_counter(); fn(); out[name] = time.perf_counter() - t0
 print(json.dumps(out))

@@ -103,16 +103,17 @@ def tiny_rows():
     (linear_rows) on one thread, softmax_nll, ns per call of the kernel alone: where
     FUSED_TINY_SCORES (B n) sits."""
     import numba
-    from fastbp.backends import numba_kernels as nk
+    import fastbp.backends.numba as nk
+    from fastbp.backends.numba import linear
 
     @numba.njit
     def calls(tiny, reps, X, W, b, dW, db, dX, pack):
         total = 0.0
         for _ in range(reps):
             if tiny:
-                total += nk.linear_rows_tiny(pack, X, W, b, 1.0, 0, len(X), dW, db, dX)[0]
+                total += linear.linear_rows_tiny(pack, X, W, b, 1.0, 0, len(X), dW, db, dX)[0]
             else:
-                total += nk.linear_rows(pack, X, W, b, 1.0, 0, len(X), dW, db, dX)[0]
+                total += linear.linear_rows(pack, X, W, b, 1.0, 0, len(X), dW, db, dX)[0]
         return total
 
     rng = np.random.default_rng(0)

@@ -1,6 +1,7 @@
 """Turn a pytest-benchmark JSON (and compile_times.py's JSON) into benchmarks/RESULTS.md.
 
-    python benchmarks/report.py RUN.json COMPILE.json [ADAPTERS.json [DASK.json]] > benchmarks/RESULTS.md
+    python benchmarks/report.py RUN.json COMPILE.json [ADAPTERS.json [DASK.json]] \
+        > benchmarks/RESULTS.md
 
 `make bench` runs the suites and this script. Every figure comes from those two files: medians
 per row, ratios within a group (rows of a group were measured in the same run).
@@ -281,7 +282,8 @@ def targets(gs, compile_times):
         floor = f" (numpy / its two products: {ref / bare:.2f}x" if bare else ""
         if bare and rate:
             best = prods["extra_info"]["flops"] / rate      # the products' time at that rate
-            floor += f"; / their flops at BLAS's {rate / 1e9:.0f} GFLOPS on 1024^3: {ref / best:.2f}x"
+            floor += (f"; / their flops at BLAS's {rate / 1e9:.0f} GFLOPS on 1024^3: "
+                      f"{ref / best:.2f}x")
         track(f"{backend}: 2-layer 3072-100-10 mlp_loss_grad vs numpy (was: >= 1.5x)",
               f"{ref / mine:.2f}x{floor + ')' if floor else ''}")
     return ["| target | measured | |", "|---|---|---|"] + out
@@ -299,7 +301,8 @@ def auto_choices(gs):
             continue
         c, nb = rows["c"]["stats"]["median"], rows["numba"]["stats"]["median"]
         faster = "c" if c < nb else "numba"
-        lines.append(f"| {group} | {_us(c)} | {_us(nb)} | {faster} ({max(c, nb) / min(c, nb):.2f}x) "
+        lines.append(f"| {group} | {_us(c)} | {_us(nb)} | {faster} "
+                     f"({max(c, nb) / min(c, nb):.2f}x) "
                      f"| {auto}{'' if auto == faster else ' (**not the faster**)'} |")
     return lines
 

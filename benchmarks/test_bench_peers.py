@@ -1,6 +1,6 @@
 """linear_head's peers in the same groups as fastbp's rows (see test_bench_linear_head.py):
-PyTorch eager, torch.compile, PyTorch's linear_cross_entropy and JAX jit, when installed. Each checks it computes fastbp's numbers
-before it is timed."""
+PyTorch eager, torch.compile, PyTorch's linear_cross_entropy and JAX jit, when installed. Each
+checks it computes fastbp's numbers before it is timed."""
 import pytest
 from conftest import assert_matches_reference, checked_run, linear_data
 from test_bench_linear_head import CASES, _group, reference

@@ -44,15 +44,16 @@ def child():
     A = rng.random((256, 256))
     Xm, Wm, ym = rng.standard_normal((256, 512)), rng.standard_normal((32, 512)), y % 32
     Xd, Wd, bd, yd = linear_data("D")
-    from fastbp.backends import c_kernels, numba_kernels
+    import fastbp.backends.numba as numba_backend
+    from fastbp.backends import c_kernels
 
     def tiny(backend, fused_weights=None):
         def call():
-            numba_kernels.TUNING.FUSED_ANY_N_WEIGHTS = fused_weights or default_weights
+            numba_backend.TUNING.FUSED_ANY_N_WEIGHTS = fused_weights or default_weights
             return fastbp.linear_head(Xd, Wd, bd, yd, backend=backend)
         return call
 
-    default_weights = numba_kernels.TUNING.FUSED_ANY_N_WEIGHTS
+    default_weights = numba_backend.TUNING.FUSED_ANY_N_WEIGHTS
 
     def chunked():                 # the C backend's BLAS path
         return fastbp.linear_head(Xm, Wm, None, ym, backend="c")

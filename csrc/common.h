@@ -14,7 +14,7 @@
  * (GCC function multi-versioning): the build never uses -march=native, so a wheel runs on any
  * x86-64. FBP_HOT is empty where multi-versioning is not available. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
-    && !defined(FBP_NO_CLONES)
+        && !defined(FBP_NO_CLONES)
 #define FBP_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define FBP_HOT
@@ -80,10 +80,12 @@ FBP_INLINE double fbp_exp1(double x)
     memcpy(&kbits, &kd, sizeof kbits);
     kd -= shifter;
     double r = (c - kd * ln2_hi) - kd * ln2_lo;
+    /* clang-format off */
     double p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (
         1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (
         1.0 / 362880 + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (
         1.0 / 479001600 + r * (1.0 / 6227020800.0)))))))))))));
+    /* clang-format on */
     /* k = kbits - bits(shifter) = low bits of kbits; 2^k = (k + 1023) << 52 */
     int64_t sbits = (int64_t)(((uint64_t)(kbits - 0x4338000000000000LL) + 1023) << 52);
     double scale;
@@ -105,10 +107,12 @@ FBP_INLINE void fbp_vexp(double *x, int64_t n)
 FBP_INLINE double fbp_log1p_unit(double e)
 {
     double t = e / (2.0 + e), u = t * t;
+    /* clang-format off */
     double p = 1.0 + u * (1.0 / 3 + u * (1.0 / 5 + u * (1.0 / 7 + u * (1.0 / 9 + u * (
         1.0 / 11 + u * (1.0 / 13 + u * (1.0 / 15 + u * (1.0 / 17 + u * (1.0 / 19 + u * (
         1.0 / 21 + u * (1.0 / 23 + u * (1.0 / 25 + u * (1.0 / 27 + u * (1.0 / 29 + u * (
         1.0 / 31 + u * (1.0 / 33))))))))))))))));
+    /* clang-format on */
     return 2.0 * t * p;
 }
 
@@ -119,10 +123,12 @@ FBP_INLINE double fbp_log1p_unit(double e)
 FBP_INLINE double fbp_expm1_neg(double y)
 {
     double p = 1.0 + y / 16, q;
+    /* clang-format off */
     p = 1.0 + y / 15 * p; p = 1.0 + y / 14 * p; p = 1.0 + y / 13 * p; p = 1.0 + y / 12 * p;
     p = 1.0 + y / 11 * p; p = 1.0 + y / 10 * p; p = 1.0 + y / 9 * p; p = 1.0 + y / 8 * p;
     p = 1.0 + y / 7 * p; p = 1.0 + y / 6 * p; p = 1.0 + y / 5 * p; p = 1.0 + y / 4 * p;
     p = 1.0 + y / 3 * p; p = 1.0 + y / 2 * p;
+    /* clang-format on */
     q = fbp_exp1(y) - 1.0;
     return y >= -0.5 ? y * p : q;
 }

@@ -18,8 +18,20 @@
 
 /* heads: the codes of fastbp/_registry.py's SPECS (checked at import; softmax_nll has two,
  * labels and probability rows) */
-enum { FBP_SOFTMAX, FBP_SOFTMAX_PROBS, FBP_MHINGE, FBP_BHINGE, FBP_BCE, FBP_SIGMOID_L2,
-       FBP_L2, FBP_L1, FBP_NLL, FBP_HUBER, FBP_FOCAL, FBP_NUM_HEADS };
+enum {
+    FBP_SOFTMAX,
+    FBP_SOFTMAX_PROBS,
+    FBP_MHINGE,
+    FBP_BHINGE,
+    FBP_BCE,
+    FBP_SIGMOID_L2,
+    FBP_L2,
+    FBP_L1,
+    FBP_NLL,
+    FBP_HUBER,
+    FBP_FOCAL,
+    FBP_NUM_HEADS
+};
 
 /* One head's arguments (fastbp/_registry.py's HEAD_DTYPE, field by field; checked at import):
  * the code, the target and weight arrays (NULL: absent; floats of the kernel's type: y (B,)
@@ -49,10 +61,10 @@ void fbp_scratch_reset(void);
 
 /* A head on scores S (B, n): dS (B, n, may be S) = gradient; loss_rows (B,) or NULL = weighted
  * per-row losses. */
-int heads_f64(double *dS, double *loss_rows, double *sums, const double *S,
-              const fbp_head *head, int mean, int64_t B, int64_t n);
-int heads_f32(float *dS, double *loss_rows, double *sums, const float *S,
-              const fbp_head *head, int mean, int64_t B, int64_t n);
+int heads_f64(double *dS, double *loss_rows, double *sums, const double *S, const fbp_head *head,
+              int mean, int64_t B, int64_t n);
+int heads_f32(float *dS, double *loss_rows, double *sums, const float *S, const fbp_head *head,
+              int mean, int64_t B, int64_t n);
 
 /* linear_head, fused rows (no BLAS; small W): dW (n, d), db (n,) or NULL, dX (B, d) or NULL;
  * X (B, d), W (n, d), b (n,) or NULL; head as heads_*; nblocks fixed row blocks run
@@ -60,9 +72,9 @@ int heads_f32(float *dS, double *loss_rows, double *sums, const float *S,
 int linear_fused_f64(double *dW, double *db, double *dX, double *sums, const double *X,
                      const double *W, const double *b, const fbp_head *head, int mean, int nblocks,
                      int64_t B, int64_t d, int64_t n);
-int linear_fused_f32(float *dW, float *db, float *dX, double *sums, const float *X,
-                     const float *W, const float *b, const fbp_head *head, int mean, int nblocks,
-                     int64_t B, int64_t d, int64_t n);
+int linear_fused_f32(float *dW, float *db, float *dX, double *sums, const float *X, const float *W,
+                     const float *b, const fbp_head *head, int mean, int nblocks, int64_t B,
+                     int64_t d, int64_t n);
 
 /* linear_head, chunked BLAS: per block of chunk rows S = X_c W^T, bias + head in place,
  * dW += S^T X_c, dX_c = S W; only one (chunk, n) score block is ever held. cols < n (softmax
@@ -82,18 +94,17 @@ int linear_chunked_f32(float *dW, float *db, float *dX, double *sums, const floa
 /* A = f(X W^T + b): X (B, d), W (m, d), b (m,) or NULL; A (B, m), or (B, m / k) for maxout
  * with winners (B, m / k) the winning piece (W piece-major: row = piece * (m / k) + unit). */
 int linear_act_forward_f64(double *A, int64_t *winners, const double *X, const double *W,
-                           const double *b, int act, double alpha, int k, int64_t B,
-                           int64_t d, int64_t m);
+                           const double *b, int act, double alpha, int k, int64_t B, int64_t d,
+                           int64_t m);
 int linear_act_forward_f32(float *A, int64_t *winners, const float *X, const float *W,
-                           const float *b, int act, double alpha, int k, int64_t B,
-                           int64_t d, int64_t m);
+                           const float *b, int act, double alpha, int k, int64_t B, int64_t d,
+                           int64_t m);
 
 /* dS = dA * f'(a) (or dA routed to the winners), dW (m, d) = dS^T X, db (m,) = sum_i dS_i or
  * NULL, dX (B, d) = dS W or NULL; dA and A (B, m_out), winners (B, m / k) or NULL. */
-int linear_act_backward_f64(double *dX, double *dW, double *db, const double *dA,
-                            const double *A, const int64_t *winners, const double *X,
-                            const double *W, int act, double alpha, int k, int64_t B,
-                            int64_t d, int64_t m);
+int linear_act_backward_f64(double *dX, double *dW, double *db, const double *dA, const double *A,
+                            const int64_t *winners, const double *X, const double *W, int act,
+                            double alpha, int k, int64_t B, int64_t d, int64_t m);
 int linear_act_backward_f32(float *dX, float *dW, float *db, const float *dA, const float *A,
                             const int64_t *winners, const float *X, const float *W, int act,
                             double alpha, int k, int64_t B, int64_t d, int64_t m);
@@ -103,11 +114,11 @@ int linear_act_backward_f32(float *dX, float *dW, float *db, const float *dA, co
  * every parameter with step count t, t + 1, ...; losses (one per step). ptrs (8 L,): W_0, b_0,
  * W_1, ..., then their gradients, then the optimizer's two buffers of each; widths (L + 1,);
  * X (B, widths[0]). */
-int mlp_step_f64(double *losses, double *const *ptrs, const int64_t *widths, int L,
-                 const double *X, int act, double alpha, const fbp_head *head, int mean,
-                 int kind, double lr, double momentum, int nesterov, double wd, double b1,
-                 double b2, double adam_eps, int64_t t, int64_t batch, int64_t B);
-int mlp_step_f32(double *losses, float *const *ptrs, const int64_t *widths, int L,
-                 const float *X, int act, double alpha, const fbp_head *head, int mean,
-                 int kind, double lr, double momentum, int nesterov, double wd, double b1,
-                 double b2, double adam_eps, int64_t t, int64_t batch, int64_t B);
+int mlp_step_f64(double *losses, double *const *ptrs, const int64_t *widths, int L, const double *X,
+                 int act, double alpha, const fbp_head *head, int mean, int kind, double lr,
+                 double momentum, int nesterov, double wd, double b1, double b2, double adam_eps,
+                 int64_t t, int64_t batch, int64_t B);
+int mlp_step_f32(double *losses, float *const *ptrs, const int64_t *widths, int L, const float *X,
+                 int act, double alpha, const fbp_head *head, int mean, int kind, double lr,
+                 double momentum, int nesterov, double wd, double b1, double b2, double adam_eps,
+                 int64_t t, int64_t batch, int64_t B);

@@ -35,8 +35,8 @@ static PyArrayObject *array_like(PyObject *o, int tn, npy_intp d0, npy_intp d1, 
     PyArrayObject *a = (PyArrayObject *)o;
     int nd = d1 < 0 ? 1 : 2;
     if (PyArray_TYPE(a) != tn || PyArray_NDIM(a) != nd || PyArray_DIM(a, 0) != d0
-            || (nd == 2 && PyArray_DIM(a, 1) != d1) || !PyArray_ISNOTSWAPPED(a)
-            || !(out ? PyArray_ISCARRAY(a) : PyArray_ISCARRAY_RO(a)))
+        || (nd == 2 && PyArray_DIM(a, 1) != d1) || !PyArray_ISNOTSWAPPED(a)
+        || !(out ? PyArray_ISCARRAY(a) : PyArray_ISCARRAY_RO(a)))
         return NULL;
     return a;
 }
@@ -62,17 +62,16 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
     (void)self;
     if (nargs != 13 || !PyTuple_CheckExact(args[12]) || PyTuple_GET_SIZE(args[12]) != 2) {
         PyErr_SetString(PyExc_TypeError, "_fastcall.linear_head takes 13 arguments, the last "
-                        "a pair of kernel addresses");
+                                         "a pair of kernel addresses");
         return NULL;
     }
     PyObject *spec = args[4], *need = args[5], *out = args[6];
     PyObject *oX = args[0], *oW = args[1];
     if (spec == Py_None || !PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 4
-            || (need != Py_True && need != Py_False)
-            || (out != Py_None && (!PyTuple_Check(out) || PyTuple_GET_SIZE(out) != 4))
-            || sizeof(npy_intp) != sizeof(int64_t)
-            || !PyArray_CheckExact(oX) || !PyArray_CheckExact(oW)
-            || PyArray_NDIM((PyArrayObject *)oX) != 2 || PyArray_NDIM((PyArrayObject *)oW) != 2)
+        || (need != Py_True && need != Py_False)
+        || (out != Py_None && (!PyTuple_Check(out) || PyTuple_GET_SIZE(out) != 4))
+        || sizeof(npy_intp) != sizeof(int64_t) || !PyArray_CheckExact(oX) || !PyArray_CheckExact(oW)
+        || PyArray_NDIM((PyArrayObject *)oX) != 2 || PyArray_NDIM((PyArrayObject *)oW) != 2)
         Py_RETURN_NONE;
     long long max_weights = PyLong_AsLongLong(args[7]), few_n = PyLong_AsLongLong(args[8]),
               few_min_d = PyLong_AsLongLong(args[9]), few_weights = PyLong_AsLongLong(args[10]),
@@ -85,7 +84,7 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyArrayObject *X = array_like(oX, tn, B, d, 0), *W = array_like(oW, tn, n, d, 0), *b = NULL,
                   *T = NULL, *dW, *db = NULL, *dX = NULL;
     if ((tn != NPY_DOUBLE && tn != NPY_FLOAT) || !X || !W || n < 1 || B * n * d >= max_work
-            || (n * d > max_weights && (n > few_n || d < few_min_d || n * d > few_weights)))
+        || (n * d > max_weights && (n > few_n || d < few_min_d || n * d > few_weights)))
         Py_RETURN_NONE;
     if (args[2] != Py_None && !(b = array_like(args[2], tn, n, -1, 0)))
         Py_RETURN_NONE;
@@ -135,8 +134,8 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
         /* out: dW, db exactly when b, dX exactly when need_dX; no buffer overlaps another */
         PyObject *odb = PyTuple_GET_ITEM(out, 2), *odX = PyTuple_GET_ITEM(out, 3);
         if (!(dW = array_like(PyTuple_GET_ITEM(out, 1), tn, n, d, 1))
-                || (b ? !(db = array_like(odb, tn, n, -1, 1)) : odb != Py_None)
-                || (need == Py_True ? !(dX = array_like(odX, tn, B, d, 1)) : odX != Py_None))
+            || (b ? !(db = array_like(odb, tn, n, -1, 1)) : odb != Py_None)
+            || (need == Py_True ? !(dX = array_like(odX, tn, B, d, 1)) : odX != Py_None))
             Py_RETURN_NONE;
         PyArrayObject *outs[3] = {dW, db, dX}, *ins[4] = {X, W, b, T};
         for (int i = 0; i < 3; i++) {
@@ -156,15 +155,18 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
 #define FBP_DATA(a) ((a) ? PyArray_DATA(a) : NULL)
     Py_BEGIN_ALLOW_THREADS
     if (tn == NPY_DOUBLE)
-        status = fused_f64(FBP_DATA(dW), FBP_DATA(db), FBP_DATA(dX), sums, FBP_DATA(X),
-                           FBP_DATA(W), FBP_DATA(b), &head, 1, 1, B, d, n);
+        status = fused_f64(FBP_DATA(dW), FBP_DATA(db), FBP_DATA(dX), sums, FBP_DATA(X), FBP_DATA(W),
+                           FBP_DATA(b), &head, 1, 1, B, d, n);
     else
-        status = fused_f32(FBP_DATA(dW), FBP_DATA(db), FBP_DATA(dX), sums, FBP_DATA(X),
-                           FBP_DATA(W), FBP_DATA(b), &head, 1, 1, B, d, n);
+        status = fused_f32(FBP_DATA(dW), FBP_DATA(db), FBP_DATA(dX), sums, FBP_DATA(X), FBP_DATA(W),
+                           FBP_DATA(b), &head, 1, 1, B, d, n);
     Py_END_ALLOW_THREADS
 #undef FBP_DATA
-    PyObject *loss = status ? NULL : PyFloat_FromDouble(
-        sums[1] != 0 ? sums[0] / sums[1] : NAN);  /* reduced_loss's "mean": nan if no weight */
+    PyObject *loss =
+            status ? NULL
+                   : PyFloat_FromDouble(
+                             sums[1] != 0 ? sums[0] / sums[1]
+                                          : NAN);  /* reduced_loss's "mean": nan if no weight */
     if (!loss) {
         Py_DECREF(dW);
         Py_XDECREF(db);
@@ -173,8 +175,8 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
             Py_RETURN_NONE;
         return NULL;
     }
-    PyObject *res = PyTuple_New(4), *items[4] = {loss, (PyObject *)dW, (PyObject *)db,
-                                                 (PyObject *)dX};
+    PyObject *res = PyTuple_New(4),
+             *items[4] = {loss, (PyObject *)dW, (PyObject *)db, (PyObject *)dX};
     for (int i = 0; i < 4; i++) {
         PyObject *item = items[i] ? items[i] : Py_NewRef(Py_None);
         if (res)
@@ -186,24 +188,25 @@ static PyObject *linear_head(PyObject *self, PyObject *const *args, Py_ssize_t n
 }
 
 static PyMethodDef methods[] = {
-    {"linear_head", (PyCFunction)(void (*)(void))linear_head, METH_FASTCALL,
-     "linear_head(X, W, b, target, spec, need_dX, out, max_weights, few_n, few_min_d, "
-     "few_weights, max_work, kernels) -> (loss, dW, db, dX), or None when the call is not the "
-     "common small one (nothing written then)."},
-    {NULL, NULL, 0, NULL},
+        {"linear_head", (PyCFunction)(void (*)(void))linear_head, METH_FASTCALL,
+         "linear_head(X, W, b, target, spec, need_dX, out, max_weights, few_n, few_min_d, "
+         "few_weights, max_work, kernels) -> (loss, dW, db, dX), or None when the call is not the "
+         "common small one (nothing written then)."},
+        {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastcall", NULL, -1, methods,
-                                    NULL, NULL, NULL, NULL};
+static struct PyModuleDef module = {
+        PyModuleDef_HEAD_INIT, "_fastcall", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__fastcall(void)
 {
     import_array();
     PyObject *m = PyModule_Create(&module);
     /* the target kinds, for the specs fastbp/backends/_args.py builds (one definition) */
-    if (m && (PyModule_AddIntConstant(m, "KIND_LABELS", KIND_LABELS) < 0
-              || PyModule_AddIntConstant(m, "KIND_PROBS", KIND_PROBS) < 0
-              || PyModule_AddIntConstant(m, "KIND_FLOAT", KIND_FLOAT) < 0)) {
+    if (m
+        && (PyModule_AddIntConstant(m, "KIND_LABELS", KIND_LABELS) < 0
+            || PyModule_AddIntConstant(m, "KIND_PROBS", KIND_PROBS) < 0
+            || PyModule_AddIntConstant(m, "KIND_FLOAT", KIND_FLOAT) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

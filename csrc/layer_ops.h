@@ -10,14 +10,15 @@
 #endif
 
 /* Fortran ?gemm with int (LP64) or int64_t (ILP64) integer arguments */
-#define FBP_GEMM_T(INT) void (*)(char *, char *, INT *, INT *, INT *, REAL *, REAL *, INT *, \
-                                 REAL *, INT *, REAL *, REAL *, INT *)
+#define FBP_GEMM_T(INT) \
+    void (*)(char *, char *, INT *, INT *, INT *, REAL *, REAL *, INT *, REAL *, INT *, REAL *, \
+             REAL *, INT *)
 
 /* C (M, N) = op(A) op(B) + beta C on row-major arrays with row lengths lda, ldb (ta, tb: use
  * the transpose). BLAS is column-major, so it computes C^T = op(B)^T op(A)^T. The callers have
  * checked that every dimension fits an int. */
-static void F(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, const REAL *A,
-                    int64_t lda, const REAL *B, int64_t ldb, REAL beta, REAL *C)
+static void F(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                    const REAL *B, int64_t ldb, REAL beta, REAL *C)
 {
     if (M == 0 || N == 0)
         return;
@@ -30,8 +31,8 @@ static void F(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, const REAL 
     REAL one = 1;
     if (fbp_blas_ilp64) {
         int64_t m = N, n = M, k = K, la = fbp_max(1, lda), lb = fbp_max(1, ldb), lc = N;
-        ((FBP_GEMM_T(int64_t))FBP_GEMM)(&TB, &TA, &m, &n, &k, &one, (REAL *)B, &lb, (REAL *)A,
-                                        &la, &beta, C, &lc);
+        ((FBP_GEMM_T(int64_t))FBP_GEMM)(&TB, &TA, &m, &n, &k, &one, (REAL *)B, &lb, (REAL *)A, &la,
+                                        &beta, C, &lc);
     } else {
         int m = (int)N, n = (int)M, k = (int)K, la = (int)fbp_max(1, lda),
             lb = (int)fbp_max(1, ldb), lc = (int)N;
@@ -44,14 +45,32 @@ static void F(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, const REAL 
  * outside the loops, so fbp_activate(ACT, ...) folds to a few selects that vectorize and no
  * data-dependent branch is left to mispredict. */
 #undef FBP_PER_ACTIVATION
-#define FBP_PER_ACTIVATION(act, ...)                                  \
-    switch (act) {                                                    \
-    case FBP_SIGMOID: { enum { ACT = FBP_SIGMOID }; __VA_ARGS__ } break; \
-    case FBP_TANH: { enum { ACT = FBP_TANH }; __VA_ARGS__ } break;    \
-    case FBP_RELU: { enum { ACT = FBP_RELU }; __VA_ARGS__ } break;    \
-    case FBP_LEAKY: { enum { ACT = FBP_LEAKY }; __VA_ARGS__ } break;  \
-    case FBP_ELU: { enum { ACT = FBP_ELU }; __VA_ARGS__ } break;      \
-    default: { enum { ACT = FBP_IDENTITY }; __VA_ARGS__ } break;      \
+#define FBP_PER_ACTIVATION(act, ...) \
+    switch (act) { \
+    case FBP_SIGMOID: { \
+        enum { ACT = FBP_SIGMOID }; \
+        __VA_ARGS__ \
+    } break; \
+    case FBP_TANH: { \
+        enum { ACT = FBP_TANH }; \
+        __VA_ARGS__ \
+    } break; \
+    case FBP_RELU: { \
+        enum { ACT = FBP_RELU }; \
+        __VA_ARGS__ \
+    } break; \
+    case FBP_LEAKY: { \
+        enum { ACT = FBP_LEAKY }; \
+        __VA_ARGS__ \
+    } break; \
+    case FBP_ELU: { \
+        enum { ACT = FBP_ELU }; \
+        __VA_ARGS__ \
+    } break; \
+    default: { \
+        enum { ACT = FBP_IDENTITY }; \
+        __VA_ARGS__ \
+    } break; \
     }
 
 /* A = f(S + b) in place (one pass after the GEMM). The sigmoid takes its exp from the
@@ -85,23 +104,20 @@ FBP_HOT static void F(bias_activate)(REAL *S, const REAL *b, int act, double alp
         }
         return;
     }
-    FBP_PER_ACTIVATION(act,
-        for (int64_t i = 0; i < B; i++) {
-            REAL *s = S + i * m;
-            for (int64_t j = 0; j < m; j++)
-                s[j] = (REAL)fbp_activate(ACT, b ? (double)(s[j] + b[j]) : (double)s[j],
-                                          alpha);
-        })
+    FBP_PER_ACTIVATION(
+            act, for (int64_t i = 0; i < B; i++) {
+                REAL *s = S + i * m;
+                for (int64_t j = 0; j < m; j++)
+                    s[j] = (REAL)fbp_activate(ACT, b ? (double)(s[j] + b[j]) : (double)s[j], alpha);
+            })
 }
 
 /* dS = dA * f'(a), db64 += sum_i dS_i, in one pass */
-FBP_HOT static void F(activation_backward)(REAL *dS, double *db64, const REAL *dA,
-                                           const REAL *A, int act, double alpha, int64_t B,
-                                           int64_t m)
+FBP_HOT static void F(activation_backward)(REAL *dS, double *db64, const REAL *dA, const REAL *A,
+                                           int act, double alpha, int64_t B, int64_t m)
 {
-    FBP_PER_ACTIVATION(act,
-        for (int64_t i = 0; i < B; i++)
-            for (int64_t j = 0; j < m; j++) {
+    FBP_PER_ACTIVATION(
+            act, for (int64_t i = 0; i < B; i++) for (int64_t j = 0; j < m; j++) {
                 double g = dA[i * m + j] * fbp_activation_grad(ACT, A[i * m + j], alpha);
                 dS[i * m + j] = (REAL)g;
                 if (db64)

@@ -62,10 +62,9 @@ static int64_t F(fused_scratch)(int64_t n, int64_t ld)
  * (n doubles: db's terms cancel, so they add in double), xs (FUSED_R + 1, ld), S (FUSED_R, n),
  * accv (FUSED_R, n) vectors, g (n, FUSED_R), tmp (n doubles); each part 64-byte aligned (so no
  * vector load is split across two cache lines). */
-FBP_HOT static void F(linear_rows)(const F(head_t) *h, const REAL *X, const REAL *Wp,
-                                   const REAL *b, double scale, int64_t lo, int64_t hi,
-                                   int64_t d, int64_t ld, REAL *scratch, REAL *dX,
-                                   double *out)
+FBP_HOT static void F(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp,
+                                   const REAL *b, double scale, int64_t lo, int64_t hi, int64_t d,
+                                   int64_t ld, REAL *scratch, REAL *dX, double *out)
 {
     enum { R = FUSED_R };
     int64_t n = h->n, kw = F(vceil)(d);
@@ -207,7 +206,7 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     else {
         /* blocks handed out as threads free up (a core the host takes away for a while then
          * delays one block, not half the rows); their partials still combine in block order */
-        #pragma omp parallel for num_threads((int)fbp_min(nb, fbp_threads())) schedule(dynamic, 1)
+#pragma omp parallel for num_threads((int)fbp_min(nb, fbp_threads())) schedule(dynamic, 1)
         for (int t = 0; t < nb; t++)
             F(linear_rows)(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld,
                            buf + nld + t * per, dX, part + 2 * t);
@@ -243,10 +242,10 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
  * pass 2, S again, the gradient in place, dW_c += S^T X_p (written once per panel), dX_p += S W_c.
  * Four products instead of three, all of full size. st: per row M, r, rest and the argmax (as a
  * double: exact below 2^53); lin: per row the linear part of the loss. */
-FBP_HOT static void F(linear_columns)(const F(head_t) *h, REAL *dW, double *db64, REAL *dX,
-                                      double *sums, const REAL *X, const REAL *W,
-                                      const REAL *b, double scale, int64_t chunk, int64_t cols,
-                                      int64_t B, int64_t d, REAL *S, double *st, double *tmp)
+FBP_HOT static void F(linear_columns)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX,
+                                      double *sums, const REAL *X, const REAL *W, const REAL *b,
+                                      double scale, int64_t chunk, int64_t cols, int64_t B,
+                                      int64_t d, REAL *S, double *st, double *tmp)
 {
     int64_t n = h->n;
     double *lin = st + 4 * chunk;
@@ -290,8 +289,8 @@ FBP_HOT static void F(linear_columns)(const F(head_t) *h, REAL *dW, double *db64
             double om = F(row_weight)(h, i);
             sums[1] += om;
             if (!(h->code == FBP_SOFTMAX && h->y[i] == h->ignore))
-                sums[0] += (h->sw ? h->sw[i] : 1.0) * F(softmax_cols_loss)(h, i, st + 4 * r,
-                                                                           lin[r]);
+                sums[0] +=
+                        (h->sw ? h->sw[i] : 1.0) * F(softmax_cols_loss)(h, i, st + 4 * r, lin[r]);
         }
     }
 }
@@ -303,9 +302,9 @@ FBP_HOT static void F(linear_columns)(const F(head_t) *h, REAL *dW, double *db64
  * classes W's rows are gathered into Wg and dW's partial into Tg (group d REALs each, and n
  * more in Tg: the flags), the partial added to dW's rows. Mostly active blocks take the dense
  * products, with the inactive classes' entries zeroed. */
-static void F(filtered_products)(const F(head_t) *h, REAL *S, const REAL *Xc, const REAL *W,
-                                    REAL *dW, REAL *dXc, double thr, int64_t lo, int64_t rows,
-                                    int64_t d, int64_t group, int64_t *idx, REAL *Wg, REAL *Tg)
+static void F(filtered_products)(const F(head_t) * h, REAL *S, const REAL *Xc, const REAL *W,
+                                 REAL *dW, REAL *dXc, double thr, int64_t lo, int64_t rows,
+                                 int64_t d, int64_t group, int64_t *idx, REAL *Wg, REAL *Tg)
 {
     int64_t n = h->n, na = 0;
     char *act = (char *)Tg;         /* n flags, read before Tg is written */
@@ -354,15 +353,14 @@ static void F(filtered_products)(const F(head_t) *h, REAL *S, const REAL *Xc, co
  * (chunk, cols) blocks instead (linear_columns). filter_eps > 0 (softmax heads, cols = n):
  * the two backward products on the active classes only (filtered_products), within one more
  * half of the score block's bytes. */
-int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
-                      const REAL *W, const REAL *b, const fbp_head *head, int mean,
-                      int64_t chunk, int64_t cols, double filter_eps, int64_t B, int64_t d,
-                      int64_t n)
+int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, const REAL *W,
+                      const REAL *b, const fbp_head *head, int mean, int64_t chunk, int64_t cols,
+                      double filter_eps, int64_t B, int64_t d, int64_t n)
 {
     int softmax = head && (head->code == FBP_SOFTMAX || head->code == FBP_SOFTMAX_PROBS);
     if (B < 0 || d < 0 || n < 1 || chunk < 1 || cols < 1 || !fbp_known_head(head)
-            || (cols < n && (!softmax || head->softcap != 0 || head->z_loss != 0))
-            || !(filter_eps >= 0) || (filter_eps > 0 && !softmax))
+        || (cols < n && (!softmax || head->softcap != 0 || head->z_loss != 0)) || !(filter_eps >= 0)
+        || (filter_eps > 0 && !softmax))
         return FBP_EBADARG;
     if (!fbp_fits_int(B) || !fbp_fits_int(d) || !fbp_fits_int(n))
         return FBP_ETOOBIG;
@@ -395,25 +393,26 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
     if (B == 0 || cols == n)
         memset(dW, 0, (size_t)(n * d) * sizeof(REAL));
     if (cols < n)
-        F(linear_columns)(&h, dW, db ? db64 : NULL, dX, sums, X, W, b, scale, chunk, cols, B, d,
-                          S, st, tmp);
-    else for (int64_t lo = 0; lo < B; lo += chunk) {
-        int64_t rows = fbp_min(chunk, B - lo);
-        const REAL *Xc = X + lo * d;
-        double part[2];
-        F(gemm)(0, 1, rows, n, d, Xc, d, W, d, 0, S);
-        F(head_block)(&h, S, b, S, NULL, db ? db64 : NULL, scale, lo, lo + rows, lo, tmp, part);
-        sums[0] += part[0];
-        sums[1] += part[1];
-        if (filter)
-            F(filtered_products)(&h, S, Xc, W, dW, dX ? dX + lo * d : NULL, filter_eps * scale,
-                                 lo, rows, d, group, idx, Wg, Wg + group * d);
-        else {
-            F(gemm)(1, 0, n, d, rows, S, n, Xc, d, 1, dW);
-            if (dX)
-                F(gemm)(0, 0, rows, d, n, S, n, W, d, 0, dX + lo * d);
+        F(linear_columns)(&h, dW, db ? db64 : NULL, dX, sums, X, W, b, scale, chunk, cols, B, d, S,
+                          st, tmp);
+    else
+        for (int64_t lo = 0; lo < B; lo += chunk) {
+            int64_t rows = fbp_min(chunk, B - lo);
+            const REAL *Xc = X + lo * d;
+            double part[2];
+            F(gemm)(0, 1, rows, n, d, Xc, d, W, d, 0, S);
+            F(head_block)(&h, S, b, S, NULL, db ? db64 : NULL, scale, lo, lo + rows, lo, tmp, part);
+            sums[0] += part[0];
+            sums[1] += part[1];
+            if (filter)
+                F(filtered_products)(&h, S, Xc, W, dW, dX ? dX + lo * d : NULL, filter_eps * scale,
+                                     lo, rows, d, group, idx, Wg, Wg + group * d);
+            else {
+                F(gemm)(1, 0, n, d, rows, S, n, Xc, d, 1, dW);
+                if (dX)
+                    F(gemm)(0, 0, rows, d, n, S, n, W, d, 0, dX + lo * d);
+            }
         }
-    }
     if (db)
         for (int64_t j = 0; j < n; j++)
             db[j] = (REAL)db64[j];
@@ -432,7 +431,7 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
 static int F(check_layer)(int act, int k, int64_t B, int64_t d, int64_t m)
 {
     if (B < 0 || d < 0 || m < 1 || act < FBP_SIGMOID || act > FBP_IDENTITY
-            || (act == FBP_MAXOUT && (k < 1 || m % k)))
+        || (act == FBP_MAXOUT && (k < 1 || m % k)))
         return FBP_EBADARG;
     if (!fbp_fits_int(B) || !fbp_fits_int(d) || !fbp_fits_int(m))
         return FBP_ETOOBIG;
@@ -461,9 +460,8 @@ static void F(bias_maxout)(REAL *A, int64_t *winners, const REAL *S, const REAL 
         }
 }
 
-int F(linear_act_forward)(REAL *A, int64_t *winners, const REAL *X, const REAL *W,
-                          const REAL *b, int act, double alpha, int k, int64_t B, int64_t d,
-                          int64_t m)
+int F(linear_act_forward)(REAL *A, int64_t *winners, const REAL *X, const REAL *W, const REAL *b,
+                          int act, double alpha, int k, int64_t B, int64_t d, int64_t m)
 {
     int status = F(check_layer)(act, k, B, d, m);
     if (status)

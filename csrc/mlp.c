@@ -16,10 +16,9 @@
  *   Adam: m = b1 m + (1 - b1) g', v = b2 v + (1 - b2) g'^2,
  *         p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
  * s1 = v or m, s2 = Adam's v (unused otherwise). */
-FBP_HOT static void F(optimizer_update)(REAL *p, const REAL *g, REAL *s1, REAL *s2,
-                                        int64_t size, int kind, double lr, double momentum,
-                                        int nesterov, double wd, double b1, double b2,
-                                        double eps, int64_t t)
+FBP_HOT static void F(optimizer_update)(REAL *p, const REAL *g, REAL *s1, REAL *s2, int64_t size,
+                                        int kind, double lr, double momentum, int nesterov,
+                                        double wd, double b1, double b2, double eps, int64_t t)
 {
     /* one loop per optimizer (branches hoisted, so each loop vectorizes) */
     if (kind == FBP_ADAM) {
@@ -57,9 +56,8 @@ int F(mlp_step)(double *losses, REAL *const *ptrs, const int64_t *widths, int L,
                 double momentum, int nesterov, double wd, double b1, double b2, double adam_eps,
                 int64_t t, int64_t batch, int64_t B)
 {
-    if (B < 1 || batch < 1 || L < 1 || !fbp_known_head(head)
-            || act < FBP_SIGMOID || act > FBP_IDENTITY || act == FBP_MAXOUT
-            || (kind != FBP_SGD && kind != FBP_ADAM))
+    if (B < 1 || batch < 1 || L < 1 || !fbp_known_head(head) || act < FBP_SIGMOID
+        || act > FBP_IDENTITY || act == FBP_MAXOUT || (kind != FBP_SGD && kind != FBP_ADAM))
         return FBP_EBADARG;
     batch = fbp_min(batch, B);
     if (!fbp_fits_int(batch))
@@ -106,8 +104,8 @@ int F(mlp_step)(double *losses, REAL *const *ptrs, const int64_t *widths, int L,
         hd.Z = hd.Z ? hd.Z + lo * n : NULL;
         hd.sw = hd.sw ? hd.sw + lo : NULL;
         double sums[2];
-        F(head_block)(&hd, G, B_(L - 1), G, NULL, NULL, mean ? F(mean_scale)(&hd, Bb) : 1.0, 0,
-                      Bb, 0, tmp, sums);
+        F(head_block)(&hd, G, B_(L - 1), G, NULL, NULL, mean ? F(mean_scale)(&hd, Bb) : 1.0, 0, Bb,
+                      0, tmp, sums);
         losses[step] = !mean ? sums[0] : (sums[1] != 0 ? sums[0] / sums[1] : NAN);
         int64_t in_off = A - buf;
         for (int l = L - 1; l >= 0; l--) {
@@ -132,8 +130,8 @@ int F(mlp_step)(double *losses, REAL *const *ptrs, const int64_t *widths, int L,
         }
         for (int q = 0; q < 2 * L; q++)      /* W_0, b_0, W_1, ...: params, grads, s1, s2 */
             F(optimizer_update)(ptrs[q], ptrs[2 * L + q], ptrs[4 * L + q], ptrs[6 * L + q],
-                                widths[q / 2 + 1] * (q % 2 ? 1 : widths[q / 2]), kind, lr,
-                                momentum, nesterov, wd, b1, b2, adam_eps, t + step);
+                                widths[q / 2 + 1] * (q % 2 ? 1 : widths[q / 2]), kind, lr, momentum,
+                                nesterov, wd, b1, b2, adam_eps, t + step);
     }
 #undef W_
 #undef B_

@@ -17,8 +17,16 @@ typedef struct {
 
 FBP_INLINE F(head_t) F(head_view)(const fbp_head *o, int64_t n)
 {
-    F(head_t) h = {o, (int)o->code, o->y, (const REAL *)o->Z, (const REAL *)o->sample_weight,
-                   (const REAL *)o->weight, (const REAL *)o->pos_weight, o->ignore_index, n};
+    F(head_t)
+    h = {o,
+         (int)o->code,
+         o->y,
+         (const REAL *)o->Z,
+         (const REAL *)o->sample_weight,
+         (const REAL *)o->weight,
+         (const REAL *)o->pos_weight,
+         o->ignore_index,
+         n};
     return h;
 }
 
@@ -29,7 +37,7 @@ FBP_INLINE int64_t F(argmax)(const REAL *s, int64_t n)
 {
     REAL M = s[0];
     int nan = 0;
-    #pragma omp simd reduction(max : M) reduction(| : nan)
+#pragma omp simd reduction(max : M) reduction(| : nan)
     for (int64_t j = 0; j < n; j++) {
         M = s[j] > M ? s[j] : M;
         nan |= s[j] != s[j];
@@ -45,7 +53,7 @@ FBP_INLINE int64_t F(argmax)(const REAL *s, int64_t n)
 }
 
 /* omega_i: sample weight x class weight of the label (0 for ignore_index) */
-FBP_INLINE double F(row_weight)(const F(head_t) *h, int64_t i)
+FBP_INLINE double F(row_weight)(const F(head_t) * h, int64_t i)
 {
     double om = h->sw ? h->sw[i] : 1.0;
     if (h->y) {
@@ -58,7 +66,7 @@ FBP_INLINE double F(row_weight)(const F(head_t) *h, int64_t i)
 }
 
 /* 1 / sum_i omega_i, or 0 when every weight is 0 (the loss is then nan, the gradient 0) */
-FBP_INLINE double F(mean_scale)(const F(head_t) *h, int64_t B)
+FBP_INLINE double F(mean_scale)(const F(head_t) * h, int64_t B)
 {
     double total = 0.0;
     if (!h->y && !h->sw)
@@ -73,19 +81,19 @@ FBP_INLINE double F(mean_scale)(const F(head_t) *h, int64_t B)
  * loss = sum_j C_j (lse - s_j), g_j = (sum C) p_j - C_j, in the float32-accurate form:
  * m = argmax s, r = sum_{j != m} exp(s_j - s_m), lse - s_j = (s_m - s_j) + log1p(r),
  * p_j = e_j / (1 + r), g_m = (sum_{j != m} C_j - C_m r) / (1 + r). */
-FBP_INLINE double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
-                                    double f, double *x)
+FBP_INLINE double F(softmax_row)(const F(head_t) * h, int64_t i, const REAL *s, REAL *g, double f,
+                                 double *x)
 {
     int64_t n = h->n, m = F(argmax)(s, n), yi = h->y ? h->y[i] : 0;
     const REAL *z = h->Z ? h->Z + i * n : NULL;
     double M = s[m], r = 0.0;
     for (int64_t j = 0; j < n; j++)
         x[j] = (double)s[j] - M;
-    if (!z && !h->w && h->o->label_smoothing == 0) {        /* plain labels: C = e_y, the common case */
+    if (!z && !h->w && h->o->label_smoothing == 0) { /* plain labels: C = e_y, the common case */
         double lin = M - s[yi];
         fbp_vexp(x, n);
         x[m] = 0.0;
-        #pragma omp simd reduction(+ : r)
+#pragma omp simd reduction(+ : r)
         for (int64_t j = 0; j < n; j++)
             r += x[j];
         double inv = 1.0 / (1.0 + r), fi = f * inv;
@@ -99,7 +107,8 @@ FBP_INLINE double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, R
         }
         return lin + log1p(r);
     }
-    double a = 1.0 - h->o->label_smoothing, e_n = h->o->label_smoothing / n, lin = 0.0, rest = 0.0, c_m = 0.0;
+    double a = 1.0 - h->o->label_smoothing, e_n = h->o->label_smoothing / n, lin = 0.0, rest = 0.0,
+           c_m = 0.0;
 #define FBP_C(j) ((h->w ? (double)h->w[j] : 1.0) * (a * (z ? (double)z[j] : (j) == yi) + e_n))
     for (int64_t j = 0; j < n; j++) {
         double c = FBP_C(j);
@@ -112,7 +121,7 @@ FBP_INLINE double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, R
     double total = rest + c_m;
     fbp_vexp(x, n);
     x[m] = 0.0;
-    #pragma omp simd reduction(+ : r)
+#pragma omp simd reduction(+ : r)
     for (int64_t j = 0; j < n; j++)
         r += x[j];
     double inv = 1.0 / (1.0 + r), ft = f * total * inv;
@@ -126,8 +135,8 @@ FBP_INLINE double F(softmax_row)(const F(head_t) *h, int64_t i, const REAL *s, R
 /* softmax_row with softcap c (s' = c tanh(s / c), the gradient times 1 - tanh^2) and z_loss
  * zeta (+ zeta lse^2, gradient + 2 zeta lse p; labels without class weights: the checks' rule),
  * in double from s': loss = sum_j C_j (lse - s'_j) + zeta lse^2. x: n doubles of scratch. */
-FBP_INLINE double F(softmax_llm_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
-                                        double f, double *x)
+FBP_INLINE double F(softmax_llm_row)(const F(head_t) * h, int64_t i, const REAL *s, REAL *g,
+                                     double f, double *x)
 {
     int64_t n = h->n, yi = h->y ? h->y[i] : 0;
     const REAL *z = h->Z ? h->Z + i * n : NULL;
@@ -136,7 +145,7 @@ FBP_INLINE double F(softmax_llm_row)(const F(head_t) *h, int64_t i, const REAL *
     for (int64_t j = 0; j < n; j++) {
         double v = cap > 0 ? cap * tanh((double)s[j] / cap) : (double)s[j];
         x[j] = v;
-        M = v > M || v != v ? v : M;    /* a NaN score wins (and propagates) */
+        M = v > M || v != v ? v : M; /* a NaN score wins (and propagates) */
     }
     for (int64_t j = 0; j < n; j++)
         sum += exp(x[j] - M);
@@ -147,7 +156,7 @@ FBP_INLINE double F(softmax_llm_row)(const F(head_t) *h, int64_t i, const REAL *
         total += c;
         loss += c != 0 ? c * (lse - x[j]) : 0.0;
     }
-    for (int64_t j = 0; j < n; j++) {   /* (s[j] is read before g[j], which may be it, is written) */
+    for (int64_t j = 0; j < n; j++) { /* (s[j] is read before g[j], which may be it, is written) */
         double p = exp(x[j] - lse), e = cap > 0 ? exp(-2.0 * fabs((double)s[j] / cap)) : 1.0;
         /* 1 - tanh^2 = 4 e / (1 + e)^2, e = exp(-2 |s| / c): no cancellation where tanh ~ 1 */
         double cap_factor = 4.0 * e / ((1.0 + e) * (1.0 + e));
@@ -159,10 +168,11 @@ FBP_INLINE double F(softmax_llm_row)(const F(head_t) *h, int64_t i, const REAL *
 
 /* C_j of softmax_row (labels or probability row z; j, yi: class indices), for the column
  * blocks below */
-FBP_INLINE double F(softmax_c)(const F(head_t) *h, const REAL *z, int64_t yi, int64_t j)
+FBP_INLINE double F(softmax_c)(const F(head_t) * h, const REAL *z, int64_t yi, int64_t j)
 {
     double t = z ? (double)z[j] : (double)(j == yi);
-    return (h->w ? (double)h->w[j] : 1.0) * ((1.0 - h->o->label_smoothing) * t + h->o->label_smoothing / h->n);
+    return (h->w ? (double)h->w[j] : 1.0)
+           * ((1.0 - h->o->label_smoothing) * t + h->o->label_smoothing / h->n);
 }
 
 /* softmax_row over column blocks (linear_chunked with cols < n): the same quantities, built
@@ -170,21 +180,21 @@ FBP_INLINE double F(softmax_c)(const F(head_t) *h, const REAL *z, int64_t yi, in
  * first argmax m (value M), r = sum_{j != m} exp(s_j - M) and rest = sum_{j != m} C_j: a block
  * whose maximum beats M (or is the first NaN) moves the old maximum's term into both sums, r
  * rescaled by exp(M_old - M). A running M of -inf means every term so far is exp(-inf) = 0. */
-FBP_INLINE void F(softmax_cols_stats)(const F(head_t) *h, int64_t i, const REAL *s, int64_t c0,
+FBP_INLINE void F(softmax_cols_stats)(const F(head_t) * h, int64_t i, const REAL *s, int64_t c0,
                                       int64_t nc, double *st, double *x)
 {
     const REAL *z = h->Z ? h->Z + i * h->n : NULL;
     int64_t yi = h->y ? h->y[i] : 0, mc = F(argmax)(s, nc);
     double Mc = s[mc], M = st[0], sum = 0.0, csum = 0.0;
     int wins = c0 == 0 || Mc > M || (Mc != Mc && M == M);
-    int plain = !z && !h->w && h->o->label_smoothing == 0;      /* C = e_y: rest is not needed */
+    int plain = !z && !h->w && h->o->label_smoothing == 0; /* C = e_y: rest is not needed */
     double ref = wins ? Mc : M;
     for (int64_t j = 0; j < nc; j++)
         x[j] = (double)s[j] - ref;
     fbp_vexp(x, nc);
     if (wins)
         x[mc] = 0.0;
-    #pragma omp simd reduction(+ : sum)
+#pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < nc; j++)
         sum += x[j];
     if (!plain)
@@ -198,7 +208,7 @@ FBP_INLINE void F(softmax_cols_stats)(const F(head_t) *h, int64_t i, const REAL 
     if (c0 == 0) {
         st[1] = sum;
         st[2] = csum;
-    } else {        /* the old maximum joins the sums */
+    } else { /* the old maximum joins the sums */
         st[1] = (M == -INFINITY ? 0.0 : (st[1] + 1.0) * exp(M - Mc)) + sum;
         st[2] += (plain ? 0.0 : F(softmax_c)(h, z, yi, (int64_t)st[3])) + csum;
     }
@@ -208,7 +218,7 @@ FBP_INLINE void F(softmax_cols_stats)(const F(head_t) *h, int64_t i, const REAL 
 
 /* Pass 2 on the block, in place (g may be s): g_j = f (total p_j - C_j), with g_m and the loss
  * as softmax_row's. Returns the block's part of lin = sum_j C_j (M - s_j). */
-FBP_INLINE double F(softmax_cols_grad)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
+FBP_INLINE double F(softmax_cols_grad)(const F(head_t) * h, int64_t i, const REAL *s, REAL *g,
                                        int64_t c0, int64_t nc, const double *st, double f,
                                        double *x)
 {
@@ -217,7 +227,7 @@ FBP_INLINE double F(softmax_cols_grad)(const F(head_t) *h, int64_t i, const REAL
     double M = st[0], r = st[1], rest = st[2], inv = 1.0 / (1.0 + r), lin = 0.0;
     for (int64_t j = 0; j < nc; j++)
         x[j] = (double)s[j] - M;
-    if (!z && !h->w && h->o->label_smoothing == 0) {        /* plain labels: C = e_y */
+    if (!z && !h->w && h->o->label_smoothing == 0) { /* plain labels: C = e_y */
         if (yi >= c0 && yi < c0 + nc)
             lin = -x[yi - c0];
         fbp_vexp(x, nc);
@@ -244,8 +254,7 @@ FBP_INLINE double F(softmax_cols_grad)(const F(head_t) *h, int64_t i, const REAL
 }
 
 /* row i's loss from its pass-1 statistics and lin, as softmax_row's: lin + total log1p(r) */
-FBP_INLINE double F(softmax_cols_loss)(const F(head_t) *h, int64_t i, const double *st,
-                                       double lin)
+FBP_INLINE double F(softmax_cols_loss)(const F(head_t) * h, int64_t i, const double *st, double lin)
 {
     if (!h->Z && !h->w && h->o->label_smoothing == 0)
         return lin + log1p(st[1]);
@@ -256,13 +265,12 @@ FBP_INLINE double F(softmax_cols_loss)(const F(head_t) *h, int64_t i, const doub
 
 /* sum_{j != y} max(0, s_j - s_y + margin)^p (p = 1, 2), times w_y; g_y = -sum of the others.
  * j = y is a select, not a branch, so the loop vectorizes. */
-FBP_INLINE double F(mhinge_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
-                                double f)
+FBP_INLINE double F(mhinge_row)(const F(head_t) * h, int64_t i, const REAL *s, REAL *g, double f)
 {
     int64_t n = h->n, yi = h->y[i];
     double sy = s[yi], wy = h->w ? h->w[yi] : 1.0, loss = 0.0, gsum = 0.0, fw = f * wy;
     if (h->o->p == 1) {
-        #pragma omp simd reduction(+ : loss, gsum)
+#pragma omp simd reduction(+ : loss, gsum)
         for (int64_t j = 0; j < n; j++) {
             double mj = s[j] - sy + h->o->margin;
             double hj = j == yi ? 0.0 : fbp_relu(mj), gj = j == yi ? 0.0 : fbp_step(mj);
@@ -271,9 +279,9 @@ FBP_INLINE double F(mhinge_row)(const F(head_t) *h, int64_t i, const REAL *s, RE
             g[j] = (REAL)(fw * gj);
         }
     } else {
-        #pragma omp simd reduction(+ : loss, gsum)
+#pragma omp simd reduction(+ : loss, gsum)
         for (int64_t j = 0; j < n; j++) {
-            double mj = s[j] - sy + h->o->margin;      /* loaded for every j: no masked load */
+            double mj = s[j] - sy + h->o->margin; /* loaded for every j: no masked load */
             double hj = j == yi ? 0.0 : fbp_relu(mj);
             loss += hj * hj;
             gsum += 2.0 * hj;
@@ -308,8 +316,8 @@ FBP_INLINE double F(focal_term)(double x, double zj, double al, double ga, int s
     return at * qg * ce;
 }
 
-FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL *g,
-                                 double f, double *tmp)
+FBP_INLINE double F(head_row)(const F(head_t) * h, int64_t i, const REAL *s, REAL *g, double f,
+                              double *tmp)
 {
     int64_t n = h->n;
     const REAL *z = h->Z ? h->Z + i * n : NULL;
@@ -326,14 +334,13 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
         if (h->o->softcap > 0 || h->o->z_loss > 0)
             return F(softmax_llm_row)(h, i, s, g, f, tmp);
         return F(softmax_row)(h, i, s, g, f, tmp);
-    case FBP_MHINGE:
-        return F(mhinge_row)(h, i, s, g, f);
-    case FBP_BHINGE: {          /* max(0, margin - y s), g = -y 1[margin - y s > 0] */
+    case FBP_MHINGE: return F(mhinge_row)(h, i, s, g, f);
+    case FBP_BHINGE: { /* max(0, margin - y s), g = -y 1[margin - y s > 0] */
         double yi = (double)h->y[i], mg = h->o->margin - yi * s[0];
         g[0] = (REAL)(-f * yi * fbp_step(mg));
         return fbp_relu(mg);
     }
-    case FBP_NLL: {             /* -log p_y, g = -e_y / p_y */
+    case FBP_NLL: { /* -log p_y, g = -e_y / p_y */
         int64_t yi = h->y[i];
         double py = s[yi];
         for (int64_t j = 0; j < n; j++)
@@ -341,21 +348,20 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
         g[yi] = (REAL)(-f / py);
         return -log(py);
     }
-    case FBP_BCE:   /* (1-z) s + lw softplus(-s), lw = 1 + (pw-1) z; g = lw sigma(s) - pw z */
-        if (h->pw) {    /* (two loops: a vectorized one would read pw[j] even when pw is NULL) */
+    case FBP_BCE: /* (1-z) s + lw softplus(-s), lw = 1 + (pw-1) z; g = lw sigma(s) - pw z */
+        if (h->pw) { /* (two loops: a vectorized one would read pw[j] even when pw is NULL) */
             const REAL *pw = h->pw;
-            #pragma omp simd reduction(+ : loss)
+#pragma omp simd reduction(+ : loss)
             for (int64_t j = 0; j < n; j++)
-                loss += F(bce_term)(s[j], z[j], 1.0 + (pw[j] - 1.0) * z[j], pw[j] * z[j], f,
-                                    g + j);
+                loss += F(bce_term)(s[j], z[j], 1.0 + (pw[j] - 1.0) * z[j], pw[j] * z[j], f, g + j);
         } else {
-            #pragma omp simd reduction(+ : loss)
+#pragma omp simd reduction(+ : loss)
             for (int64_t j = 0; j < n; j++)
                 loss += F(bce_term)(s[j], z[j], 1.0, z[j], f, g + j);
         }
         return loss;
-    case FBP_SIGMOID_L2:        /* (z - sigma(s))^2, g = -2 (z - sigma) sigma(s) sigma(-s) */
-        #pragma omp simd reduction(+ : loss)
+    case FBP_SIGMOID_L2: /* (z - sigma(s))^2, g = -2 (z - sigma) sigma(s) sigma(-s) */
+#pragma omp simd reduction(+ : loss)
         for (int64_t j = 0; j < n; j++) {
             double x = s[j], e = fbp_exp1(-fabs(x)), big = 1.0 / (1.0 + e);
             double dz = z[j] - (x >= 0 ? big : e * big);
@@ -364,24 +370,24 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
         }
         return loss;
     case FBP_L2:
-        #pragma omp simd reduction(+ : loss)
+#pragma omp simd reduction(+ : loss)
         for (int64_t j = 0; j < n; j++) {
             double dz = (double)z[j] - s[j];
             loss += dz * dz;
             g[j] = (REAL)(f * (-2.0 * dz));
         }
         return loss;
-    case FBP_L1:                /* |z - s|, g = sign(s - z) */
-        #pragma omp simd reduction(+ : loss)
+    case FBP_L1: /* |z - s|, g = sign(s - z) */
+#pragma omp simd reduction(+ : loss)
         for (int64_t j = 0; j < n; j++) {
             double dz = (double)z[j] - s[j];
             loss += fabs(dz);
             g[j] = (REAL)(f * fbp_sign(-dz));
         }
         return loss;
-    case FBP_HUBER: {           /* m = min(|r|, delta), r = s - z: m (|r| - m/2), g = sign(r) m */
+    case FBP_HUBER: { /* m = min(|r|, delta), r = s - z: m (|r| - m/2), g = sign(r) m */
         double delta = h->o->delta;
-        #pragma omp simd reduction(+ : loss)
+#pragma omp simd reduction(+ : loss)
         for (int64_t j = 0; j < n; j++) {
             double r = (double)s[j] - z[j], a = fabs(r), m = a < delta ? a : delta;
             loss += m * (a - 0.5 * m);
@@ -389,20 +395,20 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
         }
         return loss;
     }
-    case FBP_FOCAL: {   /* the default gamma = 2 squares: no pow call left in its loop */
+    case FBP_FOCAL: { /* the default gamma = 2 squares: no pow call left in its loop */
         double al = h->o->alpha, ga = h->o->gamma;
         if (ga == 2.0) {
-            #pragma omp simd reduction(+ : loss)
+#pragma omp simd reduction(+ : loss)
             for (int64_t j = 0; j < n; j++)
                 loss += F(focal_term)(s[j], z[j], al, 2.0, 1, f, g + j);
         } else {
-            #pragma omp simd reduction(+ : loss)
+#pragma omp simd reduction(+ : loss)
             for (int64_t j = 0; j < n; j++)
                 loss += F(focal_term)(s[j], z[j], al, ga, 0, f, g + j);
         }
         return loss;
     }
-    default:        /* unreachable (every kernel checks the code first); never a silent head */
+    default: /* unreachable (every kernel checks the code first); never a silent head */
         for (int64_t j = 0; j < n; j++)
             g[j] = (REAL)NAN;
         return NAN;
@@ -412,7 +418,7 @@ FBP_INLINE double F(head_row)(const F(head_t) *h, int64_t i, const REAL *s, REAL
 /* Rows lo..hi of a head (scores s_i + b if b, in place when dS is S; S and dS hold rows
  * off.., labels and weights are indexed by i): returns the block's (sum_i sw_i l_i,
  * sum_i omega_i) in out; db64 (if not NULL) += sum_i dS_i. */
-FBP_HOT static void F(head_block)(const F(head_t) *h, const REAL *S, const REAL *b, REAL *dS,
+FBP_HOT static void F(head_block)(const F(head_t) * h, const REAL *S, const REAL *b, REAL *dS,
                                   double *loss_rows, double *db64, double scale, int64_t lo,
                                   int64_t hi, int64_t off, double *tmp, double *out)
 {

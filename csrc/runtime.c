@@ -53,8 +53,9 @@ void *fbp_malloc(size_t bytes)
     memcpy(raw, &bytes, sizeof bytes);
     int64_t live = __atomic_add_fetch(&scratch_live, (int64_t)bytes, __ATOMIC_RELAXED);
     int64_t seen = __atomic_load_n(&scratch_peak, __ATOMIC_RELAXED);
-    while (live > seen && !__atomic_compare_exchange_n(&scratch_peak, &seen, live, 1,
-                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    while (live > seen
+           && !__atomic_compare_exchange_n(&scratch_peak, &seen, live, 1, __ATOMIC_RELAXED,
+                                           __ATOMIC_RELAXED))
         ;
     return raw + FBP_HEADER;
 }

@@ -11,10 +11,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ._registry import HEADS, SPECS, integer, real
-
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout", "identity")
-REDUCTIONS = ("mean", "sum", "none")
+from ._registry import ACTIVATION_SPECS, ACTIVATIONS, HEADS, REDUCTIONS, SPECS, integer, real
 
 # Each head's keyword options and their defaults (``reduction`` is common to all), its target
 # kind and the target's name: views of the registry.
@@ -25,8 +22,8 @@ DEFAULT_OPTIONS = {head: MappingProxyType(opts) for head, opts in HEAD_OPTIONS.i
 TARGET_KIND = {h: spec.target for h, spec in SPECS.items()}
 TARGET_NAME = {h: spec.target_name for h, spec in SPECS.items()}
 
-# Activation parameter: (name in messages, default); None means the activation takes none.
-ACTIVATION_ALPHA = {"leaky_relu": ("slope", 0.01), "elu": ("alpha", 1.0), "maxout": ("pieces", 2)}
+# Activation parameter: (name in messages, default), for the activations that take one.
+ACTIVATION_ALPHA = {a: spec.param for a, spec in ACTIVATION_SPECS.items() if spec.param}
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _PLAIN = (int, float)       # option values compared with their default by value

@@ -1,9 +1,9 @@
 """Backend registry, the default backend, and the one thread knob.
 
-A backend is a module under ``fastbp.backends`` exposing the same kernel functions (see
-``backends/reference.py`` for the set and their signatures). The compiled backends are imported
-on first use, never at ``import fastbp`` (only the plain-NumPy reference is, for the naive path),
-so a slow or broken backend costs nothing until it is asked for.
+A backend is a module under ``fastbp.backends`` exposing the same kernel functions (the
+protocol ``backends/interface.py`` states the set and their signatures). The compiled backends
+are imported on first use, never at ``import fastbp`` (only the plain-NumPy reference is, for the
+naive path), so a slow or broken backend costs nothing until it is asked for.
 """
 import contextlib
 import contextvars
@@ -15,11 +15,11 @@ from .errors import BackendUnavailable
 # name -> module; order of preference for "auto" (fastest first). New backends add a line here.
 _REGISTRY = {
     "numpy": "fastbp.backends.reference",
-    "numba": "fastbp.backends.numba_kernels",
+    "numba": "fastbp.backends.numba",
     "c": "fastbp.backends.c_kernels",
 }
-# "c" first: measured the faster compiled backend at every benchmarked shape but ties
-# (benchmarks/RESULTS.md, "Which backend auto picks")
+# "c" first: the faster compiled backend in most of RESULTS.md's groups (its "Which backend
+# auto picks" table shows each group, the few where numba measured faster included)
 _PREFERENCE = ("c", "numba", "numpy")
 
 _modules = {}       # name -> loaded module
@@ -102,7 +102,8 @@ def set_backend(name):
 
 @contextlib.contextmanager
 def use_backend(name):
-    """``with fastbp.use_backend("numpy"): ...`` -- the default inside the block (this context only)."""
+    """``with fastbp.use_backend("numpy"): ...`` -- the default inside the block (this context
+    only)."""
     _resolve(name)
     token = _override.set(name)
     try:

@@ -7,14 +7,14 @@ each adapter only converts its arrays and wires its autograd.
   the backward the gradient of ``sum_i g_i L_i`` for the upstream vector ``g``, which is the
   fused ``"sum"`` call with the sample weights multiplied by ``g``; a head returns its rows'
   gradients in the forward, and the backward scales row i by ``g_i``.
-- No gradient wanted: the losses alone (one product of linear_head's three, no dS).
+- No gradient wanted: the losses alone, on the backend asked for (one product of linear_head's
+  three per row block, then the backend's head).
 """
 import numpy as np
 
-from . import _checks, heads, layers
-from .backends import reference
-
-REDUCTIONS = ("mean", "sum", "none")
+from . import _checks, _math, heads, layers
+from ._dispatch import backend_module
+from ._registry import REDUCTIONS
 
 
 def split_reduction(options):
@@ -27,22 +27,24 @@ def _reduced(wl, omega_sum, reduction, dtype):
     if reduction == "none":
         return wl.astype(dtype)
     total = float(np.sum(wl))
-    return total if reduction == "sum" else reference.mean_scale(total, omega_sum)[0]
+    return total if reduction == "sum" else _math.mean_scale(total, omega_sum)[0]
 
 
 # ---------------------------------------------------------------------------- linear_head
-def linear_loss(X, W, b, target, head, options, reduction):
+def linear_loss(X, W, b, target, head, options, reduction, backend=None):
     """The loss alone: a float, or the row losses (B,) for "none"."""
     X, W, b, target, head, opts, *_ = _checks.check_linear_head(
         X, W, b, target, head, dict(options, reduction="sum"), False, None, None)
-    return _reduced(*reference.linear_losses(X, W, b, target, head, opts), reduction, X.dtype)
+    wl = layers._row_losses(backend_module(backend), X, W, b, target, head, opts, None)
+    omega = _math.row_weights(head, target, opts, np.float64)
+    return _reduced(wl, float(np.sum(omega)), reduction, X.dtype)
 
 
 def linear_forward(X, W, b, target, head, options, reduction, need, backend):
     """(loss, dX, dW, db) with ``need`` = (dX, dW, db) flags: gradients only where needed (None
     elsewhere), none at all for "none" (they come in ``linear_rows_backward``)."""
     if reduction == "none" or not any(need):
-        return linear_loss(X, W, b, target, head, options, reduction), None, None, None
+        return linear_loss(X, W, b, target, head, options, reduction, backend), None, None, None
     if reduction != "mean":             # (no options at all: the tiny call's compiled entry)
         options = dict(options, reduction=reduction)
     g = layers.linear_head(X, W, b, target, head, need_dX=bool(need[0]), backend=backend,

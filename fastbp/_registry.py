@@ -1,9 +1,11 @@
-"""The one description of every head: its code, target, options, their defaults and checks.
+"""The one description of every head, activation, optimizer and reduction: codes, targets,
+options, their defaults and checks.
 
-Everything else derives from ``SPECS``: ``fastbp.HEADS``, the option checks of ``_checks.py``,
-the head codes of the compiled backends (checked against csrc/fastbp.h's enum when the C
-backend loads), the fields of the C ``fbp_head`` struct and of Numba's head pack, and the
-test cases. Adding a head: docs/design.md, "Adding a head".
+Everything else derives from here: ``fastbp.HEADS`` and ``fastbp.ACTIVATIONS``, the option
+checks of ``_checks.py``, the codes of the compiled backends (checked against csrc/fastbp.h's
+enums when the C backend loads), the fields of the C ``fbp_head`` struct and of Numba's head
+pack, the models' initialisation, and the test cases. Adding a head: docs/design.md, "Adding a
+head".
 """
 import math
 import numbers
@@ -70,7 +72,8 @@ def _softcap(name, value):
 def _softmax_rule(target, opts):
     if opts["z_loss"] and (opts["weight"] is not None or target.ndim == 2):
         raise ValueError("z_loss cannot be combined with class weights or probability targets "
-                         "(docs/math.md section 6: no agreed definition)")
+                         "(docs/math.md, 'The language-model options of softmax_nll': no agreed "
+                         "definition)")
 
 
 def _power(name, value):
@@ -119,7 +122,8 @@ SPECS = {
         ``torch.nn.functional.cross_entropy`` for every ``weight`` / ``ignore_index`` /
         ``label_smoothing`` / ``reduction``; ``sample_weight`` (B,) multiplies each row's loss
         and its weight in the "mean" denominator. ``softcap`` c: the scores pass through
-        ``c tanh(s / c)`` first; ``z_loss`` z adds ``z lse^2`` per row (docs/math.md s. 6).""",
+        ``c tanh(s / c)`` first; ``z_loss`` z adds ``z lse^2`` per row (docs/math.md, "The
+        language-model options of softmax_nll").""",
         rows_code=1, target_name="target", rule=_softmax_rule),
     "multiclass_hinge": HeadSpec(2, "MHINGE", "labels", dict(
         margin=Option(1.0, "float", _finite), p=Option(1, "int", _power),
@@ -179,3 +183,29 @@ HEAD_DTYPE = np.dtype(
 # a head that lacks it: only labels-in-range reach the kernels there). A float option that is
 # None (softcap: off) travels as 0.
 SCALAR_DEFAULTS = {f: o.default for f, o in SCALAR_FIELDS.items()}
+
+
+class ActivationSpec(NamedTuple):
+    code: int                       # FBP_<cname> in csrc/fastbp.h
+    cname: str
+    param: Optional[tuple] = None   # alpha's (name in messages, default); None: takes none
+    init: str = "xavier"            # MLP's initialisation: "he" (gain sqrt 2) or "xavier"
+
+
+# The order is fastbp.ACTIVATIONS's; maxout's alpha is its number of pieces (an int).
+ACTIVATION_SPECS = {
+    "sigmoid": ActivationSpec(0, "SIGMOID"),
+    "tanh": ActivationSpec(1, "TANH"),
+    "relu": ActivationSpec(2, "RELU", init="he"),
+    "leaky_relu": ActivationSpec(3, "LEAKY", ("slope", 0.01), "he"),
+    "elu": ActivationSpec(4, "ELU", ("alpha", 1.0), "he"),
+    "maxout": ActivationSpec(5, "MAXOUT", ("pieces", 2), "he"),
+    "identity": ActivationSpec(6, "IDENTITY"),
+}
+ACTIVATIONS = tuple(ACTIVATION_SPECS)
+
+# The optimizers a backend may run in its own compiled step (fastbp.SGD / fastbp.Adam's
+# ``kind``): FBP_<NAME> in csrc/fastbp.h.
+OPTIMIZER_CODES = {"sgd": 0, "adam": 1}
+
+REDUCTIONS = ("mean", "sum", "none")

@@ -1,4 +1,5 @@
-"""Tunables, in one place. Change them at run time: ``fastbp.config.score_block_bytes = 1 << 20``."""
+"""Tunables, in one place. Change them at run time:
+``fastbp.config.score_block_bytes = 1 << 20``."""
 
 #: Budget for the block of scores ``linear_head`` holds at once (``chunk_rows x n`` entries), so
 #: peak extra memory does not grow with the batch: smaller blocks make BLAS run skinny, slower

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _checks, layers
 from ._registry import SPECS
-from .backends import reference
+from . import _math
 from .layers import Grads
 
 __all__ = ["linear_head", "mlp_loss_grad", "LinearClassifier"]
@@ -98,7 +98,7 @@ def _split(X, target, head, options):
 # ---------------------------------------------------------------------------- partial sums
 def _denominator(head, target, options, B, n, dtype):
     target, opts = _checks.head_target(head, target, B, n, dtype, options, ("W", n, "rows"))
-    return float(np.sum(reference.row_weights(head, target, opts, dtype), dtype=np.float64))
+    return float(np.sum(_math.row_weights(head, target, opts, dtype), dtype=np.float64))
 
 
 def _linear_part(X, target, rows, W, b, head, options, mean, need_dX, backend):
@@ -137,7 +137,7 @@ def _finish(total, reduction):
     loss, grads, omega = total
     scale = 1.0
     if reduction == "mean":
-        loss, scale = reference.mean_scale(loss, omega)
+        loss, scale = _math.mean_scale(loss, omega)
         for g in grads:
             if g is not None:
                 g *= scale
@@ -239,7 +239,7 @@ def _proba_block(X, coef, intercept, head):
         S -= S.max(axis=1, keepdims=True)
         np.exp(S, out=S)
         return S / S.sum(axis=1, keepdims=True)
-    P = reference.sigmoid(S)
+    P = _math.sigmoid(S)
     if P.shape[1] == 1:
         return np.hstack([1 - P, P])
     return P / P.sum(axis=1, keepdims=True)      # one-vs-rest, normalised (scikit-learn's rule)
@@ -306,8 +306,9 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         K = len(self.classes_)
         kind = SPECS[self.head].target
         if K < 2 or (kind == "pm1" and K != 2):
-            raise ValueError(f"head {self.head!r} needs {'exactly' if kind == 'pm1' else 'at least'}"
-                             f" 2 classes, y has {K}: {self.classes_}")
+            at = "exactly" if kind == "pm1" else "at least"
+            raise ValueError(f"head {self.head!r} needs {at} 2 classes, y has {K}: "
+                             f"{self.classes_}")
         n = 1 if kind == "pm1" or (kind == "float" and K == 2) else K
         d = X.shape[1]
         self.n_features_in_ = d

@@ -14,9 +14,8 @@ from ._registry import SPECS
 def _run(name, S, target, reduction, out, backend, **options):
     S, target, opts, reduction, buf, shape = _checks.check_head(name, S, target, options,
                                                                 reduction, out)
-    kernel = getattr(backend_module(backend), name)
     dS = buf if buf is not None else np.empty(S.shape, S.dtype)
-    loss = kernel(S, target, dS, reduction, opts)
+    loss = backend_module(backend).head(name, S, target, dS, reduction, opts)
     return loss, (out if out is not None else dS.reshape(shape))
 
 

@@ -70,7 +70,7 @@ def _linear_fn(head, reduction, static, names, has_b, backend):
 
     def host_loss(X, W, b, target, *arrays):
         X, W, b, target, options = inputs(X, W, b, target, arrays)
-        loss = _frameworks.linear_loss(X, W, b, target, head, options, reduction)
+        loss = _frameworks.linear_loss(X, W, b, target, head, options, reduction, backend)
         return np.asarray(loss, X.dtype)
 
     def host_forward(X, W, b, target, *arrays):          # loss and every gradient, "mean"/"sum"

@@ -65,14 +65,14 @@ def _row_losses(module, X, W, b, target, head, opts, chunk_rows):
     B, n = X.shape[0], W.shape[0]
     chunk = chunk_rows or default_chunk_rows(n, X.dtype.itemsize)
     losses = np.empty(B, X.dtype)
-    kernel, sw = getattr(module, head), opts["sample_weight"]
+    sw = opts["sample_weight"]
     for lo in range(0, B, chunk):
         rows = slice(lo, lo + chunk)
         S = X[rows] @ W.T
         if b is not None:
             S += b
         options = opts if sw is None else dict(opts, sample_weight=sw[rows])
-        losses[rows] = kernel(S, target[rows], S, "none", options)
+        losses[rows] = module.head(head, S, target[rows], S, "none", options)
     return losses
 
 

@@ -9,12 +9,12 @@ from scipy.linalg import blas
 
 from . import _checks
 from ._dispatch import backend_module
-from ._registry import SPECS
+from ._registry import ACTIVATION_SPECS, SPECS
 from .layers import _mlp_loss_grad, mlp_forward
 
-# Initialisation: He for the relu-like activations (their gain is sqrt(2)), Xavier/Glorot for
-# the saturating and linear ones.
-_HE = {"relu", "leaky_relu", "elu", "maxout"}
+# Initialisation (the registry's ``init``): He for the relu-like activations (their gain is
+# sqrt(2)), Xavier/Glorot for the saturating and linear ones.
+_HE = {a for a, spec in ACTIVATION_SPECS.items() if spec.init == "he"}
 
 
 def _axpy(x, y, a):
@@ -167,7 +167,8 @@ class SGD(_Optimizer):
 
 class Adam(_Optimizer):
     """Adam, as torch.optim.Adam (L2 weight decay added to the gradient):
-    m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps)."""
+    m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2,
+    p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps)."""
     kind = "adam"
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):

@@ -1,4 +1,5 @@
-"""The naive path: explicit dense Jacobians, batched over the whole batch, on purpose (docs/api.md s. 4).
+"""The naive path: explicit dense Jacobians, batched over the whole batch, on purpose (docs/api.md
+s. 4).
 
 This is the lecture notes' chain rule taken literally: every layer's local Jacobian is built as a
 dense matrix over the flattened batch while going forward, and the backward pass multiplies the
@@ -186,7 +187,7 @@ def linear_head(X, W, b, target, head="softmax_nll", *, max_bytes=None, **head_o
     return Grads(loss, (J_W.T @ g).reshape(W.shape), db, (J_X.T @ g).reshape(X.shape))
 
 
-def mlp_loss_grad(X, params, target, *, activation="relu", head="softmax_nll", alpha=None,
+def mlp_loss_grad(X, params, target, *, activation="relu", alpha=None, head="softmax_nll",
                   max_bytes=None, **head_options):
     """``fastbp.mlp_loss_grad``'s numbers, by dense Jacobian products (maxout not supported)."""
     (X, params, target, activation, alpha, head, opts, reduction,

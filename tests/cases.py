@@ -1,8 +1,8 @@
 """Shared test data: every head's option combinations, built from the registries.
 
-``head_cases()`` lists ``(head, spec)`` pairs covering every option of every head (docs/api.md s. 1);
-``make_head_inputs`` turns one into concrete arrays. Tests and benchmarks iterate over these, so
-no test file lists heads or options again.
+``head_cases()`` lists ``(head, spec)`` pairs covering every option of every head (docs/api.md
+s. 1); ``make_head_inputs`` turns one into concrete arrays. Tests and benchmarks iterate over
+these, so no test file lists heads or options again.
 """
 import contextlib
 import itertools

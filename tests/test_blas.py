@@ -1,6 +1,6 @@
 """Which BLAS the compiled backends' products run in (fastbp/backends/_blas.py), and the Numba
-backend's own GEMM binding (numba_kernels.gemm): NumPy's OpenBLAS where NumPy bundles one, so the
-user's matmuls and fastbp's products share one thread pool (docs/performance.md)."""
+backend's own GEMM binding (numba/runtime.py's gemm): NumPy's OpenBLAS where NumPy bundles one,
+so the user's matmuls and fastbp's products share one thread pool (docs/performance.md)."""
 import os
 import subprocess
 import sys
@@ -17,14 +17,14 @@ pytestmark = pytest.mark.skipif("numba" not in fastbp.available_backends(),
 
 
 def test_numba_products_run_in_the_same_blas_as_the_c_backend():
-    from fastbp.backends import numba_kernels
+    from fastbp.backends.numba import runtime
     found = _blas.numpy_gemms()
-    assert numba_kernels.BLAS == ("scipy" if found is None else "numpy")
-    assert (numba_kernels._SGEMM, numba_kernels._DGEMM) == (
+    assert runtime.BLAS == ("scipy" if found is None else "numpy")
+    assert (runtime._SGEMM, runtime._DGEMM) == (
         found or (_blas.capsule_address("sgemm"), _blas.capsule_address("dgemm")))
     if "c" in fastbp.available_backends():
         from fastbp.backends import c_kernels
-        assert c_kernels.BLAS == numba_kernels.BLAS
+        assert c_kernels.BLAS == runtime.BLAS
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -35,7 +35,7 @@ def test_numba_products_run_in_the_same_blas_as_the_c_backend():
 def test_numba_gemm_is_numpys_product(dtype, trans_a, trans_b, beta, m, n, k):
     """C = op(A) op(B) + beta C in place on C-ordered arrays and on row slices of larger ones
     (a leading dimension above the row length), every transpose, k = 0 and empty C."""
-    from fastbp.backends.numba_kernels import gemm
+    from fastbp.backends.numba.runtime import gemm
     rng = np.random.default_rng(m * 100 + n * 10 + k)
     A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
     Bm = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
@@ -57,8 +57,8 @@ import numpy as np
 import fastbp.backends._blas as b
 b.numpy_gemms = lambda: None
 import fastbp
-from fastbp.backends import numba_kernels
-assert numba_kernels.BLAS == "scipy", numba_kernels.BLAS
+import fastbp.backends.numba as numba_backend
+assert numba_backend.BLAS == "scipy", numba_backend.BLAS
 rng = np.random.default_rng(0)
 X, W, b_ = rng.standard_normal((70, 33)), rng.standard_normal((40, 33)), np.zeros(40)
 y = rng.integers(0, 40, 70)

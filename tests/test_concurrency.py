@@ -64,7 +64,7 @@ _RACE = r"""
 import sys, threading
 import numpy as np
 import fastbp
-from fastbp.backends import numba_kernels
+from fastbp.backends.numba import fastcall
 
 backend = sys.argv[1]
 sys.path.insert(0, sys.argv[2])
@@ -86,7 +86,7 @@ for g, job in zip(got, jobs):
     assert g.loss == want.loss, (g.loss, want.loss)
     for a, b in zip(g[1:], want[1:]):
         np.testing.assert_array_equal(a, b)
-print(len(numba_kernels._CALLBACKS))
+print(len(fastcall._CALLBACKS))
 """
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from cases import BACKENDS, assert_close, case_id, head_cases
+from cases import assert_close, case_id, head_cases
 from test_linear_head import make_linear
 
 dask = pytest.importorskip("dask")
@@ -165,7 +165,8 @@ def test_bad_operands_get_clear_errors(rng):
 
 
 def test_import_fastbp_does_not_import_dask():
-    code = "import sys, fastbp; print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))"
+    code = ("import sys, fastbp; "
+            "print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"

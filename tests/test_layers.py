@@ -1,5 +1,5 @@
-"""linear_act_forward/backward, mlp_forward and mlp_loss_grad (docs/api.md s. 3) for every activation
-and depth: finite differences, the notes' worked examples, the naive path, backends."""
+"""linear_act_forward/backward, mlp_forward and mlp_loss_grad (docs/api.md s. 3) for every
+activation and depth: finite differences, the notes' worked examples, the naive path, backends."""
 import numpy as np
 import pytest
 
@@ -149,7 +149,8 @@ def test_mlp_out_buffers_and_no_bias(linear_backend, rng):
     params = make_net([4, 5, 3], "tanh", np.float64, rng, bias=False)
     X, y = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
     out = [(np.empty_like(W), None) for W, _ in params]
-    loss, grads = fastbp.mlp_loss_grad(X, params, y, activation="tanh", out=out, backend=linear_backend)
+    loss, grads = fastbp.mlp_loss_grad(X, params, y, activation="tanh", out=out,
+                                       backend=linear_backend)
     assert all(g[0] is o[0] and g[1] is None for g, o in zip(grads, out))
     loss2, grads2 = fastbp.mlp_loss_grad(X, params, y, activation="tanh", backend=linear_backend)
     assert loss == loss2
@@ -183,7 +184,8 @@ def test_notes_two_layer_sigmoid_l2(linear_backend, rng):
     ds2 = -2 * (z - p2) * p2 * (1 - p2)
     ds1 = (W2.T @ ds2) * p1 * (1 - p1)
     loss, grads = fastbp.mlp_loss_grad(x[None], [(W1, b1), (W2, b2)], z[None],
-                                       activation="sigmoid", head="sigmoid_l2", backend=linear_backend)
+                                       activation="sigmoid", head="sigmoid_l2",
+                                       backend=linear_backend)
     assert loss == pytest.approx(((z - p2) ** 2).sum(), rel=1e-13)
     for got, want in zip([g for pair in grads for g in pair],
                          [np.outer(ds1, x), ds1, np.outer(ds2, p1), ds2]):
@@ -216,7 +218,8 @@ def test_notes_norm_of_Wx(linear_backend, rng):
     """f(x, W) = ||W x||^2: df/dx = 2 W^T W x, df/dW = 2 W x x^T -- batched, the l2 head with
     zero targets on S = X W^T (sum reduction): df/dX = 2 X W^T W, df/dW = 2 W X^T X."""
     X, W = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
-    g = fastbp.linear_head(X, W, None, np.zeros((3, 5)), "l2", reduction="sum", backend=linear_backend)
+    g = fastbp.linear_head(X, W, None, np.zeros((3, 5)), "l2", reduction="sum",
+                           backend=linear_backend)
     assert g.loss == pytest.approx(np.sum((X @ W.T) ** 2), rel=1e-13)
     np.testing.assert_allclose(g.dX, 2 * X @ W.T @ W, rtol=1e-12)
     np.testing.assert_allclose(g.dW, 2 * W @ X.T @ X, rtol=1e-12)

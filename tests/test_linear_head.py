@@ -36,7 +36,8 @@ def test_gradients_match_finite_differences(case, reduction, linear_backend, rng
         target[0] = 0     # every row ignored: the mean loss is nan, no gradient to check
 
     def f(X, W, b):
-        g = fastbp.linear_head(X, W, b, target, head, reduction=reduction, backend=linear_backend, **opts)
+        g = fastbp.linear_head(X, W, b, target, head, reduction=reduction,
+                               backend=linear_backend, **opts)
         return np.sum(g.loss), g.dX, g.dW, g.db
 
     assert fastbp.gradcheck(f, X, W, b) <= 1e-5

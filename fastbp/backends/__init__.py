@@ -1,4 +1,5 @@
-"""The backends: ``reference`` (NumPy), ``numba_kernels``, ``c_kernels`` (same kernel set).
+"""The backends: ``reference`` (NumPy), ``numba``, ``c_kernels``: the kernel set of
+``interface.Backend``.
 
 Importing this package (which every backend import does first) sets fastbp's OpenMP default.
 """

@@ -5,22 +5,27 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._checks import ACTIVATIONS, DEFAULT_OPTIONS
-from .._registry import ARRAY_FIELDS, HEAD_DTYPE, SCALAR_DEFAULTS, SCALAR_FIELDS, SPECS
+from .._checks import DEFAULT_OPTIONS
+from .._registry import (ACTIVATION_SPECS, ARRAY_FIELDS, HEAD_DTYPE, OPTIMIZER_CODES,
+                         SCALAR_DEFAULTS, SCALAR_FIELDS, SPECS)
 
 # FBP_<cname> of csrc/fastbp.h's head enum, by C name; softmax_nll's probability rows have
 # their own code
 CODES = {spec.cname: spec.code for spec in SPECS.values()}
 CODES.update({spec.cname + "_PROBS": spec.rows_code for spec in SPECS.values()
               if spec.rows_code is not None})
-# in fastbp.ACTIVATIONS order (maxout has its own kernels)
-SIGMOID, TANH, RELU, LEAKY, ELU, MAXOUT, IDENTITY = range(7)
-ACT_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
-assert ACT_CODES["maxout"] == MAXOUT and ACT_CODES["identity"] == IDENTITY
+# FBP_<cname> of csrc/fastbp.h's activation enum, by name and by C name (maxout has its own
+# kernels); the optimizers' FBP_SGD / FBP_ADAM
+ACT_CODES = {name: spec.code for name, spec in ACTIVATION_SPECS.items()}
+SIGMOID, TANH, RELU, LEAKY, ELU, MAXOUT, IDENTITY = (
+    {spec.cname: spec.code for spec in ACTIVATION_SPECS.values()}[c]
+    for c in ("SIGMOID", "TANH", "RELU", "LEAKY", "ELU", "MAXOUT", "IDENTITY"))
+SGD, ADAM = OPTIMIZER_CODES["sgd"], OPTIMIZER_CODES["adam"]
 
 # One head's arguments, the fields of fbp_head in order: the code, the arrays (absent ones are
 # the caller's "empty"), then the scalar options.
 HeadPack = namedtuple("HeadPack", ("code",) + ARRAY_FIELDS + tuple(SCALAR_FIELDS))
+SCALARS_AT = 1 + len(ARRAY_FIELDS)      # the first scalar field: pack[SCALARS_AT:] are the scalars
 _SCALAR_TYPES = tuple(int if o.kind == "int" else float for o in SCALAR_FIELDS.values())
 
 

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from .._checks import DEFAULT_OPTIONS
-from .._registry import ARRAY_FIELDS, HEAD_DTYPE
+from .._registry import ACTIVATION_SPECS, ARRAY_FIELDS, HEAD_DTYPE, OPTIMIZER_CODES
 from .._dispatch import get_num_threads
 from . import _blas, _compose
 from ._args import ACT_CODES, CODES, MAXOUT, fast_entry, head_pack, reduced_loss
@@ -34,8 +34,9 @@ except ImportError as exc:          # built without a C compiler: only this back
 
 
 def _check_abi():
-    """csrc/fastbp.h's head codes and fbp_head layout are the registry's (fastbp/_registry.py):
-    a mismatch would run the wrong head or read the wrong field, so it stops the import."""
+    """csrc/fastbp.h's head, activation and optimizer codes and fbp_head layout are the
+    registry's (fastbp/_registry.py): a mismatch would run the wrong head, activation or
+    update, or read the wrong field, so it stops the import."""
     for cname, code in CODES.items():
         value = getattr(lib, "FBP_" + cname, None)
         if value != code:
@@ -44,6 +45,13 @@ def _check_abi():
     if lib.FBP_NUM_HEADS != len(CODES):
         raise ImportError(f"head count mismatch: fastbp/_registry.py has {len(CODES)} codes, "
                           f"csrc/fastbp.h has FBP_NUM_HEADS = {lib.FBP_NUM_HEADS}")
+    enums = {f"FBP_{s.cname}": (f"activation {a}", s.code) for a, s in ACTIVATION_SPECS.items()}
+    enums.update({f"FBP_{o.upper()}": (f"optimizer {o}", c) for o, c in OPTIMIZER_CODES.items()})
+    for cname, (what, code) in enums.items():
+        value = getattr(lib, cname, None)
+        if value != code:
+            raise ImportError(f"{what}: fastbp/_registry.py has code {code}, csrc/fastbp.h has "
+                              f"{cname} = {value}")
     got = [(name, f.offset) for name, f in ffi.typeof("fbp_head").fields]
     want = [(name, HEAD_DTYPE.fields[name][1]) for name in HEAD_DTYPE.names]
     if got != want or ffi.sizeof("fbp_head") != HEAD_DTYPE.itemsize:
@@ -151,24 +159,16 @@ def _head(t, name, target, options):
 
 
 # ---------------------------------------------------------------------------- heads
-def _head_kernel(name):
-    def kernel(S, target, out, reduction, options):
-        t, (B, n) = _T[S.dtype], S.shape
-        rows = np.empty(B) if reduction == "none" else None
-        sums = _sums()
-        _check(t.heads(_fb(t.ty, out), _F64.p(rows), sums, _fb(t.ty, S),
-                       _head(t, name, target, options), reduction == "mean", B, n), name)
-        if reduction == "none":
-            return rows.astype(S.dtype)
-        return reduced_loss(sums[0], sums[1], reduction)
-
-    kernel.__name__ = name
-    kernel.__doc__ = f"{name}: heads_f32/f64 of csrc/heads.c, one pass over the rows of S."
-    return kernel
-
-
-for _name in DEFAULT_OPTIONS:
-    globals()[_name] = _head_kernel(_name)
+def head(name, S, target, out, reduction, options):
+    """Head ``name`` on the rows of S: heads_f32 / _f64 of csrc/heads.c, one pass."""
+    t, (B, n) = _T[S.dtype], S.shape
+    rows = np.empty(B) if reduction == "none" else None
+    sums = _sums()
+    _check(t.heads(_fb(t.ty, out), _F64.p(rows), sums, _fb(t.ty, S),
+                   _head(t, name, target, options), reduction == "mean", B, n), name)
+    if reduction == "none":
+        return rows.astype(S.dtype)
+    return reduced_loss(sums[0], sums[1], reduction)
 
 
 # ---------------------------------------------------------------------------- linear + head
@@ -252,7 +252,7 @@ def mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction
                                   threads=1 if len(params) > 1 else None)
 
 
-_OPTIMIZERS = {"sgd": lib.FBP_SGD, "adam": lib.FBP_ADAM}
+_OPTIMIZERS = OPTIMIZER_CODES
 
 
 class _StepPack:
@@ -265,7 +265,7 @@ class _StepPack:
 
     def __init__(self, t, key, flat, grads, state, kind):
         self.key = key
-        if kind == lib.FBP_ADAM:
+        if kind == OPTIMIZER_CODES["adam"]:
             s1, s2 = [s[0] for s in state], [s[1] for s in state]
         else:      # SGD keeps no state without momentum, one buffer with it: unused slots: p
             s1, s2 = [p if s is None else s for s, p in zip(state, flat)], flat

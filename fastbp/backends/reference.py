@@ -1,21 +1,7 @@
-"""The NumPy reference backend: clear, short, vectorised -- the oracle every backend is tested against.
+"""The NumPy reference backend: clear, short, vectorised -- the oracle every backend is tested
+against.
 
-Formulas: ``docs/math.md``. Every backend module exposes these kernels with these signatures; inputs
-are already validated by ``fastbp._checks`` (contiguous, one float dtype, labels in range) and
-outputs are preallocated by the public layer:
-
-    <head>(S, target, out, reduction, options) -> loss          one per name in HEADS; out may be S
-    linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX) -> loss
-    fast_linear_head(X, W, b, target, head, need_dX, out) -> (loss, dW, db, dX) or None
-                                 or None itself: the unchecked public call's arguments, checked
-                                 and run in compiled code when it is the common tiny one
-    linear_act_forward(X, W, b, activation, alpha) -> (A, argmax or None)
-    linear_act_backward(dA, cache, dX, dW, db)                   dX None: not wanted
-    mlp_forward(X, params, activation, alpha) -> S
-    mlp_loss_grad(X, params, target, activation, alpha, head, options, reduction, grads) -> loss
-    mlp_step(X, params, target, activation, alpha, head, options, reduction, grads,
-             optimizer) -> loss                                  loss_grad, then the update
-    mlp_epoch(..., optimizer, batch_size) -> [loss per step]     mlp_step per block of rows
+Formulas: ``docs/math.md``. The kernel set and its signatures are ``interface.Backend``'s.
 
 Every head is written as a *rows* function returning ``(wl, wG, omega)``: the weighted per-row
 loss ``omega_i * l_i``, the weighted per-row gradient ``omega_i * g_i`` and the per-row weights
@@ -23,66 +9,24 @@ whose sum divides under ``"mean"``. The reductions are then the same for every h
 ``linear_head`` sums chunks and divides the gradients by ``sum(omega)`` at the end (they are
 linear in dS), so no chunk needs the whole batch.
 
-The network kernels (mlp_loss_grad, mlp_step, mlp_epoch) are composed from the layer kernels once for every
-backend, in ``_compose.py``. This backend favours clarity: it allocates B x n temporaries even
-when given ``out``.
+The network kernels (mlp_loss_grad, mlp_step, mlp_epoch) are composed from the layer kernels
+once for every backend, in ``_compose.py``. This backend favours clarity: it allocates B x n
+temporaries even when given ``out``.
 """
 import sys
 
 import numpy as np
 
+from .._math import (activate, activation_grad, label_weights, log_softmax, mean_scale,  # noqa: F401
+                     row_weights, row_weights_or_ones, sigmoid, sigmoid_prime, softplus)
 from . import _compose
 from .tuning import default_chunk_rows
 
 
-# ---------------------------------------------------------------------------- stable pieces
-def sigmoid(x):
-    """sigma(x) without overflow: 1/(1+e^-x) for x >= 0, e^x/(1+e^x) for x < 0."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
-
-
-def sigmoid_prime(x):
-    """sigma'(x) = sigma(x) sigma(-x): no cancellation in 1 - sigma(x) when sigma(x) is near 1
-    (in float32 that loses every digit of sigma' for x > ~9)."""
-    return sigmoid(x) * sigmoid(-x)
-
-
-def softplus(x):
-    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|), finite for any finite x."""
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
-
-
-def log_softmax(S):
-    M = S.max(axis=1, keepdims=True)
-    return S - (M + np.log(np.exp(S - M).sum(axis=1, keepdims=True)))
-
-
-def _row_weights(B, dtype, sample_weight):
-    return np.ones(B, dtype) if sample_weight is None else sample_weight
 
 
 def _scaled(w, G):
     return w[:, None] * G
-
-
-def label_weights(y, weight, ignore_index, dtype):
-    """Each labelled row's class weight ``weight[y]`` (1 without one), 0 where ``y`` is
-    ``ignore_index``: its share of the "mean" denominator before sample weights."""
-    keep = np.ones(len(y), bool) if ignore_index is None else y != ignore_index
-    if weight is None:
-        return keep.astype(dtype)
-    return (weight[np.where(keep, y, 0)] * keep).astype(dtype, copy=False)
-
-
-def row_weights(head, target, options, dtype):
-    """omega, the rows' weights whose sum divides under "mean", from the checked target and
-    options alone (no scores): what a caller that sums chunks itself divides by."""
-    omega = _row_weights(len(target), dtype, options.get("sample_weight"))
-    if target.ndim == 1 and ("weight" in options or "ignore_index" in options):
-        omega = omega * label_weights(target, options.get("weight"),
-                                      options.get("ignore_index"), dtype)
-    return omega
 
 
 # ---------------------------------------------------------------------------- head rows
@@ -115,7 +59,8 @@ def softmax_targets(n, target, sample_weight, weight, ignore_index, label_smooth
 def _softmax_nll_rows(S, target, sample_weight, weight, ignore_index, label_smoothing, z_loss,
                       softcap):
     """softcap c: s <- c tanh(s / c), and the gradient times 1 - tanh^2; z_loss z: + z lse^2
-    per row, weighted as the row, gradient + 2 z lse p (docs/math.md s. 6)."""
+    per row, weighted as the row, gradient + 2 z lse p (docs/math.md, "The language-model
+    options of softmax_nll")."""
     if softcap is None:
         return _softmax_ce_rows(S, target, sample_weight, weight, ignore_index, label_smoothing,
                                 z_loss)
@@ -173,7 +118,7 @@ def _multiclass_hinge_rows(S, y, sample_weight, margin, p, weight):
 def _binary_hinge_rows(s, y, sample_weight, margin):
     ys = y[:, None].astype(s.dtype)
     m = margin - ys * s
-    omega = _row_weights(len(y), s.dtype, sample_weight)
+    omega = row_weights_or_ones(len(y), s.dtype, sample_weight)
     G = -ys * ((m > 0) + 0 * m)
     return omega * np.maximum(m, 0)[:, 0], _scaled(omega, G), omega
 
@@ -187,24 +132,24 @@ def _sigmoid_bce_rows(S, Z, sample_weight, pos_weight):
         lw, pz = 1 + (pos_weight - 1) * Z, pos_weight * Z
     l = ((1 - Z) * S + lw * softplus(-S)).sum(axis=1)
     G = lw * sigmoid(S) - pz
-    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    omega = row_weights_or_ones(len(Z), S.dtype, sample_weight)
     return omega * l, _scaled(omega, G), omega
 
 
 def _sigmoid_l2_rows(S, Z, sample_weight):
     P = sigmoid(S)
-    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    omega = row_weights_or_ones(len(Z), S.dtype, sample_weight)
     G = -2 * (Z - P) * sigmoid_prime(S)
     return omega * ((Z - P) ** 2).sum(axis=1), _scaled(omega, G), omega
 
 
 def _l2_rows(S, Z, sample_weight):
-    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    omega = row_weights_or_ones(len(Z), S.dtype, sample_weight)
     return omega * ((Z - S) ** 2).sum(axis=1), _scaled(omega, 2 * (S - Z)), omega
 
 
 def _l1_rows(S, Z, sample_weight):
-    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    omega = row_weights_or_ones(len(Z), S.dtype, sample_weight)
     return omega * np.abs(Z - S).sum(axis=1), _scaled(omega, np.sign(S - Z)), omega
 
 
@@ -213,7 +158,7 @@ def _nll_rows(P, y, sample_weight):
     py = P[rows, y]
     G = np.zeros_like(P)
     G[rows, y] = -1 / py
-    omega = _row_weights(len(y), P.dtype, sample_weight)
+    omega = row_weights_or_ones(len(y), P.dtype, sample_weight)
     return omega * -np.log(py), _scaled(omega, G), omega
 
 
@@ -223,7 +168,7 @@ def _huber_rows(S, Z, sample_weight, delta):
     R = S - Z
     A = np.abs(R)
     m = np.minimum(A, delta)
-    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    omega = row_weights_or_ones(len(Z), S.dtype, sample_weight)
     return omega * (m * (A - m / 2)).sum(axis=1), _scaled(omega, np.sign(R) * m), omega
 
 
@@ -238,7 +183,7 @@ def _sigmoid_focal_rows(S, Z, sample_weight, alpha, gamma):
     qg = q ** gamma
     ratio = np.divide(P * Pm, q, out=np.zeros_like(q), where=q > 0)
     G = at * qg * (gamma * (1 - 2 * Z) * ratio * ce + (P - Z))
-    omega = _row_weights(len(Z), S.dtype, sample_weight)
+    omega = row_weights_or_ones(len(Z), S.dtype, sample_weight)
     return omega * (at * qg * ce).sum(axis=1), _scaled(omega, G), omega
 
 
@@ -246,13 +191,6 @@ ROWS = {"softmax_nll": _softmax_nll_rows, "multiclass_hinge": _multiclass_hinge_
         "binary_hinge": _binary_hinge_rows, "sigmoid_bce": _sigmoid_bce_rows,
         "sigmoid_l2": _sigmoid_l2_rows, "l2": _l2_rows, "l1": _l1_rows, "nll": _nll_rows,
         "huber": _huber_rows, "sigmoid_focal": _sigmoid_focal_rows}
-
-
-def mean_scale(total, omega_sum):
-    """(loss, gradient factor) of "mean": sum(wl)/sum(omega); all weights 0 -> (nan, 0) as torch."""
-    if omega_sum == 0:
-        return float("nan"), 0.0
-    return total / omega_sum, 1.0 / omega_sum
 
 
 def _reduce(wl, wG, omega, reduction, out):
@@ -268,19 +206,9 @@ def _reduce(wl, wG, omega, reduction, out):
     return loss
 
 
-def _head_kernel(name):
-    rows = ROWS[name]
-
-    def kernel(S, target, out, reduction, options):
-        return _reduce(*rows(S, target, **options), reduction, out)
-
-    kernel.__name__ = name
-    kernel.__doc__ = f"{name}: loss and dS (into out) of docs/math.md's row, reduced."
-    return kernel
-
-
-for _name in ROWS:
-    globals()[_name] = _head_kernel(_name)
+def head(name, S, target, out, reduction, options):
+    """Head ``name``: loss and dS (into out) of docs/math.md's rows, reduced."""
+    return _reduce(*ROWS[name](S, target, **options), reduction, out)
 
 
 # ---------------------------------------------------------------------------- linear + head
@@ -302,9 +230,10 @@ def _head_blocks(X, W, b, target, head, options, chunk):
 
 
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
-                filter_eps=0.0):
+                threads=None, filter_eps=0.0):
     """S = X W^T + b, one row chunk at a time: head rows, then dW += dS^T X, db += sum dS,
-    dX = dS W; "mean" scales the three gradients by 1/sum(omega) at the end."""
+    dX = dS W; "mean" scales the three gradients by 1/sum(omega) at the end. ``threads`` is
+    NumPy's (BLAS's) business here: ignored."""
     chunk = chunk_rows or default_chunk_rows(W.shape[0], X.dtype.itemsize)
     total = omega_sum = 0.0
     dW[...] = 0
@@ -336,51 +265,7 @@ def active_classes(G, thr):
     return ((G != 0) & ~(np.abs(G) < thr[:, None])).any(axis=0)
 
 
-def linear_losses(X, W, b, target, head, options):
-    """The loss alone, for a caller that needs no gradient (the framework adapters' no-grad
-    and per-row paths): one product of linear_head's three, then the head's rows. Returns
-    (wl, omega_sum): the weighted loss of each row (B,) in float64 and the "mean" denominator."""
-    wl, omega_sum = np.empty(X.shape[0]), 0.0
-    chunk = default_chunk_rows(W.shape[0], X.dtype.itemsize)
-    for rows, block_wl, _, omega in _head_blocks(X, W, b, target, head, options, chunk):
-        wl[rows] = block_wl
-        omega_sum += float(np.sum(omega, dtype=np.float64))
-    return wl, omega_sum
-
-
 # ---------------------------------------------------------------------------- activations
-def activate(name, S, alpha):
-    """a = f(s) for the elementwise activations."""
-    if name == "sigmoid":
-        return sigmoid(S)
-    if name == "tanh":
-        return np.tanh(S)
-    if name == "relu":
-        return np.maximum(S, 0)
-    if name == "leaky_relu":
-        return np.where(S > 0, S, alpha * S).astype(S.dtype, copy=False)
-    if name == "elu":   # expm1 of min(s, 0): no overflow on the branch np.where discards
-        return np.where(S > 0, S, alpha * np.expm1(np.minimum(S, 0))).astype(S.dtype, copy=False)
-    if name == "identity":
-        return S.copy()
-    raise ValueError(f"activation {name!r} is not elementwise")
-
-
-def activation_grad(name, A, alpha):
-    """f'(s) read off the output a = f(s) (docs/math.md's cheap forms; alpha >= 0 keeps sign)."""
-    if name == "sigmoid":
-        return A * (1 - A)
-    if name == "tanh":
-        return 1 - A * A
-    if name == "relu":
-        return (A > 0).astype(A.dtype)
-    if name == "leaky_relu":
-        return np.where(A > 0, 1, alpha).astype(A.dtype)
-    if name == "elu":
-        return np.where(A > 0, 1, A + alpha).astype(A.dtype)
-    if name == "identity":
-        return np.ones_like(A)
-    raise ValueError(f"activation {name!r} is not elementwise")
 
 
 def linear_act_forward(X, W, b, activation, alpha):

@@ -21,7 +21,8 @@ class C:
 
 
 class Numba:
-    """numba_kernels: linear_head's choice between the fused rows and BLAS; the heads' threads."""
+    """The numba backend: linear_head's choice between the fused rows and BLAS; the heads'
+    threads."""
     FUSED_ANY_N_WEIGHTS = 1024    # n d <= this: tiny W, always fused on one thread (BLAS's
     #                               packing costs more, most with caches cold after user code)
     FUSED_MAX_N = 12              # fused on all threads: n <= this, B >= FUSED_MIN_ROWS and
@@ -31,6 +32,9 @@ class Numba:
     FUSED_TINY_SCORES = 64        # one thread, B n <= this: the rows one at a time (their
     #                               blocks' setup costs more than such a call's arithmetic)
     PARALLEL_MIN_WORK = 1 << 16   # B n d below this: one thread
+    BLOCKS_PER_THREAD = 1         # the fused rows' blocks per thread (of 8 rows or more), handed
+    #                               out as threads free up; C's 4 cost 1.3x at C float32 here
+    #                               (each block copies W: docs/performance.md, "In a loop")
     HEADS_PARALLEL_MIN = 1 << 16  # heads on scores: B n below this, one thread (csrc/heads.c's)
     FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0     # no few-classes window: its BLAS
     #                                                           path wins there

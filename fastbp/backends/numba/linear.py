@@ -1,0 +1,516 @@
+"""linear + head (csrc/linear.c): the fused rows (scores, head, dW, db, dX in one pass over four
+rows at a time), the whole batch as one block of BLAS products, the filtered backward of a row
+block, and softmax_nll's column blocks (two passes over the columns of a panel of rows)."""
+import math
+
+import numba as nb
+import numpy as np
+
+from .._args import HeadPack
+from ..tuning import Numba as TUNING
+from .heads import _unowned_pack, head_rows, mean_scale
+from .rows import argmax, head_row, row_weight, vexp
+from .runtime import _NO_FLOATS, _carve, _keep, gemm
+from ._jit import jit, pjit
+
+FUSED_KT_F32, FUSED_KT_F64 = 512, 128    # k tile of the fused rows: the tile's rows stay in L1
+
+
+TINY_SCORES = TUNING.FUSED_TINY_SCORES    # (a global: compiled in as a constant)
+
+
+@jit
+def _padded_stride(d, itemsize):
+    """A row stride for copies of d-element rows: whole 64-byte lines, an odd number of them,
+    so rows of the copies fall in different L1 sets (rows a multiple of 4 KiB apart, as C's
+    3072-float rows, share one set: docs/performance.md, "C loop structure")."""
+    lines = (d * itemsize + 63) // 64
+    return (lines + 1 - lines % 2) * 64 // itemsize
+
+
+@jit
+def linear_rows(h, X, W, b, scale, lo, hi, dW, db, dX):
+    """Rows lo..hi of the fused path, four rows and two classes at a time in k tiles (each
+    load of x, w or dW feeds two to four multiply-adds; LLVM vectorizes every k loop):
+    s_r = W x_r + b, the head in place on s_r, then dW += sum_r g_r x_r^T (partials in X's
+    dtype, as BLAS accumulates), db += sum_r g_r (float64), dX[r] = W^T g_r. W, the four rows,
+    dW's partials and dX's rows are worked on in copies of padded stride (_padded_stride);
+    dW and db (when given) get the rows' sums added at the end. Returns the (loss, omega)
+    sums.
+
+    Rule of the k loops: element indices only, unsigned (u, k below), no slices. A slice is an
+    atomically reference-counted view (two locked instructions each), and a signed index keeps
+    Numba's negative-index wraparound, which LLVM compiles to gathers."""
+    n, d = W.shape
+    dt = X.dtype
+    h = _unowned_pack(h)
+    y, Z, sw = h.y, h.Z, h.sample_weight
+    dummy = Z.reshape(Z.size)[:0]       # an empty row, contiguous as Z[i]
+    ld = _padded_stride(d, X.itemsize)
+    kt = FUSED_KT_F32 if X.itemsize == 4 else FUSED_KT_F64
+    ud = np.uint64(d)
+    # Scratch, one allocation carved into: W's copy Wp, dW's partials of the even and of the
+    # odd classes (Pe, Po: two bases, as LLVM checks a loop's writes for overlap over the
+    # whole class loop), four rows of X (xs, zero past hi), their dX rows (es), their scores
+    # S, and 8-byte words (head_row's scratch, the scores' tile sums, db's sums); each part on
+    # a 64-byte line (ld is whole lines), so no vector load spans two lines.
+    ne = (n + 1) // 2
+    row = ld * X.itemsize
+    at_S = (2 * n + 8) * row
+    at_words = at_S + (4 * n * X.itemsize + 63) // 64 * 64
+    own = np.empty((at_words + 7 * n * 8 + 64) // X.itemsize, dt)
+    at = own.ctypes.data
+    at += (64 - at % 64) % 64
+    Wp = _carve(at, own, (n, ld))
+    Pe = _carve(at + n * row, own, (ne, ld))
+    Po = _carve(at + (n + ne) * row, own, (n // 2, ld))
+    xs = _carve(at + 2 * n * row, own, (4, ld))
+    es = _carve(at + (2 * n + 4) * row, own, (4, ld))
+    S = _carve(at + at_S, own, (4, n))
+    words = _carve(at + at_words, _NO_FLOATS, (7 * n,))
+    tmp = words[:2 * n]
+    acc = words[2 * n:6 * n].reshape((4, n))
+    dbs = words[6 * n:]
+    dbs[:] = 0.0
+    S[0, 0] = 0.0
+    zero = S[0, 0]                         # dt's zero: the k loops accumulate in dt
+    for j in range(n):
+        for k in range(ud):
+            Wp[j, k] = W[j, k]
+            (Pe if j % 2 == 0 else Po)[j // 2, k] = zero
+    keep = dX.shape[0] > 0
+    npair = n - n % 2
+    total = 0.0
+    osum = 0.0
+    for i0 in range(lo, hi, 4):
+        cnt = min(4, hi - i0)
+        for r in range(4):
+            if r < cnt:
+                for k in range(ud):
+                    xs[r, k] = X[i0 + r, k]
+            else:
+                for k in range(ud):
+                    xs[r, k] = zero
+        acc[:] = 0.0
+        for k0 in range(0, d, kt):
+            u, m = np.uint64(k0), np.uint64(min(kt, d - k0))
+            for j in range(0, npair, 2):
+                a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = zero
+                for k in range(u, u + m):
+                    w0, w1 = Wp[j, k], Wp[j + 1, k]
+                    a0 += xs[0, k] * w0
+                    a1 += xs[1, k] * w0
+                    a2 += xs[2, k] * w0
+                    a3 += xs[3, k] * w0
+                    c0 += xs[0, k] * w1
+                    c1 += xs[1, k] * w1
+                    c2 += xs[2, k] * w1
+                    c3 += xs[3, k] * w1
+                acc[0, j] += a0
+                acc[1, j] += a1
+                acc[2, j] += a2
+                acc[3, j] += a3
+                acc[0, j + 1] += c0
+                acc[1, j + 1] += c1
+                acc[2, j + 1] += c2
+                acc[3, j + 1] += c3
+            if npair < n:
+                a0 = a1 = a2 = a3 = zero
+                for k in range(u, u + m):
+                    w0 = Wp[npair, k]
+                    a0 += xs[0, k] * w0
+                    a1 += xs[1, k] * w0
+                    a2 += xs[2, k] * w0
+                    a3 += xs[3, k] * w0
+                acc[0, npair] += a0
+                acc[1, npair] += a1
+                acc[2, npair] += a2
+                acc[3, npair] += a3
+        for r in range(4):
+            if r < cnt:
+                i = i0 + r
+                for j in range(n):
+                    S[r, j] = acc[r, j] + (b[j] if b.size else 0.0)
+                swi = sw[i] if sw.size else 1.0
+                s = S[r]
+                total += swi * head_row(h, s, y[i] if y.size else 0,
+                                        Z[i] if Z.shape[0] else dummy, swi * scale, s, tmp)
+                osum += row_weight(i, h)
+            else:
+                for j in range(n):
+                    S[r, j] = zero
+        for j in range(n):
+            dbs[j] += (float(S[0, j]) + S[1, j]) + (float(S[2, j]) + S[3, j])
+        for k0 in range(0, d, kt):
+            u, m = np.uint64(k0), np.uint64(min(kt, d - k0))
+            for k in range(u, u + m):
+                es[0, k] = es[1, k] = es[2, k] = es[3, k] = zero
+            for j in range(0, npair, 2):
+                g0, g1, g2, g3 = S[0, j], S[1, j], S[2, j], S[3, j]
+                f0, f1, f2, f3 = S[0, j + 1], S[1, j + 1], S[2, j + 1], S[3, j + 1]
+                for k in range(u, u + m):
+                    w0, w1 = Wp[j, k], Wp[j + 1, k]
+                    xa, xb, xc, xd = xs[0, k], xs[1, k], xs[2, k], xs[3, k]
+                    es[0, k] += g0 * w0 + f0 * w1
+                    es[1, k] += g1 * w0 + f1 * w1
+                    es[2, k] += g2 * w0 + f2 * w1
+                    es[3, k] += g3 * w0 + f3 * w1
+                    Pe[j // 2, k] += (g0 * xa + g1 * xb) + (g2 * xc + g3 * xd)
+                    Po[j // 2, k] += (f0 * xa + f1 * xb) + (f2 * xc + f3 * xd)
+            if npair < n:
+                g0, g1, g2, g3 = S[0, npair], S[1, npair], S[2, npair], S[3, npair]
+                for k in range(u, u + m):
+                    w0 = Wp[npair, k]
+                    xa, xb, xc, xd = xs[0, k], xs[1, k], xs[2, k], xs[3, k]
+                    es[0, k] += g0 * w0
+                    es[1, k] += g1 * w0
+                    es[2, k] += g2 * w0
+                    es[3, k] += g3 * w0
+                    Pe[npair // 2, k] += (g0 * xa + g1 * xb) + (g2 * xc + g3 * xd)
+            if keep:
+                for r in range(cnt):
+                    for k in range(u, u + m):
+                        dX[i0 + r, k] = es[r, k]
+    for j in range(n):
+        for k in range(ud):
+            dW[j, k] += (Pe if j % 2 == 0 else Po)[j // 2, k]
+        if db.size:
+            db[j] += dbs[j]
+    _keep(own)
+    return total, osum
+
+
+@jit
+def linear_rows_tiny(h, X, W, b, scale, lo, hi, dW, db, dX):
+    """linear_rows for a few scores (B n <= FUSED_TINY_SCORES), one row at a time on the
+    caller's arrays: no copies, tiles or blocks, whose setup is most of such a call. The same
+    sums: s_i = W x_i + b, the head in place, dW += g_i x_i^T, db += g_i (float64),
+    dX[i] = W^T g_i."""
+    n, d = W.shape
+    h = _unowned_pack(h)
+    y, Z, sw = h.y, h.Z, h.sample_weight
+    dummy = Z.reshape(Z.size)[:0]       # an empty row, contiguous as Z[i]
+    own = np.empty(3 * n * 8 // X.itemsize + n, X.dtype)     # 3 n float64s, then s
+    at = own.ctypes.data
+    words = _carve(at, _NO_FLOATS, (3 * n,))
+    s = _carve(at + 3 * n * 8, own, (n,))
+    tmp = words[:2 * n]                 # head_row's scratch
+    dbs = words[2 * n:]
+    dbs[:] = 0.0
+    s[0] = 0.0
+    zero = s[0]                         # X's dtype: the products accumulate in it
+    ud = np.uint64(d)
+    keep = dX.shape[0] > 0
+    total = 0.0
+    osum = 0.0
+    for i in range(lo, hi):
+        for j in range(n):
+            a = zero
+            for k in range(ud):
+                a += W[j, k] * X[i, k]
+            s[j] = a + (b[j] if b.size else 0.0)
+        swi = sw[i] if sw.size else 1.0
+        total += swi * head_row(h, s, y[i] if y.size else 0, Z[i] if Z.shape[0] else dummy,
+                                swi * scale, s, tmp)
+        osum += row_weight(i, h)
+        for j in range(n):
+            g = s[j]
+            dbs[j] += g
+            for k in range(ud):
+                dW[j, k] += g * X[i, k]
+        if keep:
+            for k in range(ud):
+                dX[i, k] = s[0] * W[0, k]
+            for j in range(1, n):
+                g = s[j]
+                for k in range(ud):
+                    dX[i, k] += g * W[j, k]
+    if db.size:
+        for j in range(n):
+            db[j] += dbs[j]
+    _keep(own)
+    return total, osum
+
+
+@jit
+def _fused_scratch(h, X, W, mean, nblocks):
+    """The mean scale and zeroed partials (dW in X's dtype; db and (loss, omega) in float64) of
+    nblocks blocks."""
+    n, d = W.shape
+    scale = mean_scale(h, X.shape[0]) if mean else 1.0
+    return (scale, np.zeros((nblocks, n, d), X.dtype), np.zeros((nblocks, n)),
+            np.zeros((nblocks, 2)))
+
+
+@jit
+def _fused_combine(pdW, pdb, parts, dW, db):
+    """The blocks' partials summed in block order into dW and db: returns (loss, omega)."""
+    for t in range(1, parts.shape[0]):
+        pdW[0] += pdW[t]
+        pdb[0] += pdb[t]
+        parts[0] += parts[t]
+    for j in range(dW.shape[0]):
+        for k in range(dW.shape[1]):
+            dW[j, k] = pdW[0, j, k]
+        if db.size:
+            db[j] = pdb[0, j]
+    return parts[0, 0], parts[0, 1]
+
+
+COMBINE_K = 1024       # dW's elements per task of the parallel combine (a row's k chunk)
+
+
+@pjit
+def linear_fused(X, W, b, mean, nblocks, dW, db, dX, *head):
+    """The fused path over nblocks fixed row blocks, taken by the threads as they free up
+    (C's schedule(dynamic, 1): a thread that loses its core to another pool's spinning threads
+    holds up one block, not 1 / threads of the call), then dW's partials combined in parallel
+    over (class, k chunk) tasks, each element summed in block order: the bits of
+    _fused_combine, the same for the same nblocks however the threads are scheduled."""
+    h = HeadPack(*head)
+    B = X.shape[0]
+    n, d = W.shape
+    scale, pdW, pdb, parts = _fused_scratch(h, X, W, mean, nblocks)
+    for t in nb.prange(nblocks):        # (chunk size 1: the caller's, fused_in_blocks)
+        parts[t, 0], parts[t, 1] = linear_rows(
+            h, X, W, b, scale, t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
+    nk = (d + COMBINE_K - 1) // COMBINE_K
+    for task in nb.prange(n * nk):
+        j, k0 = task // nk, task % nk * COMBINE_K
+        k1 = min(k0 + COMBINE_K, d)
+        for k in range(k0, k1):
+            dW[j, k] = pdW[0, j, k]
+        for t in range(1, nblocks):
+            for k in range(k0, k1):
+                dW[j, k] += pdW[t, j, k]
+    for t in range(1, nblocks):
+        pdb[0] += pdb[t]
+        parts[0] += parts[t]
+    for j in range(db.size):
+        db[j] = pdb[0, j]
+    return parts[0, 0], parts[0, 1]
+
+
+@jit
+def linear_fused_blocks(X, W, b, mean, nblocks, dW, db, dX, *head):
+    """linear_fused's blocks one after the other on the calling thread (the same bits), for a
+    process forked after Numba's threads ran: Numba's OpenMP layer aborts a forked child's
+    parallel region (libgomp would wait for a pool the child does not have)."""
+    h = HeadPack(*head)
+    B = X.shape[0]
+    scale, pdW, pdb, parts = _fused_scratch(h, X, W, mean, nblocks)
+    for t in range(nblocks):
+        parts[t, 0], parts[t, 1] = linear_rows(
+            h, X, W, b, scale, t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
+    return _fused_combine(pdW, pdb, parts, dW, db)
+
+
+@jit
+def linear_fused_serial(X, W, b, mean, dW, db, dX, *head):
+    """linear_fused on one thread without a parallel region (tiny problems): the rows add
+    into dW and db, zeroed here."""
+    h = HeadPack(*head)
+    scale = mean_scale(h, X.shape[0]) if mean else 1.0
+    dW[:] = 0.0
+    db[:] = 0.0
+    if X.shape[0] * W.shape[0] <= TINY_SCORES:
+        return linear_rows_tiny(h, X, W, b, scale, 0, X.shape[0], dW, db, dX)
+    return linear_rows(h, X, W, b, scale, 0, X.shape[0], dW, db, dX)
+
+
+@jit
+def linear_one_block(X, W, b, mean, dW, db, dX, *head):
+    """The chunked path when the whole batch is one block of scores, in one compiled call (no
+    Python between the products: at B=64, d=64, n=10 the chunked path's glue cost more than
+    its arithmetic): S = X W^T, bias + head in place, dW = S^T X, db, dX = S W."""
+    h = HeadPack(*head)
+    S = np.empty((X.shape[0], W.shape[0]), X.dtype)
+    gemm(S, X, W, False, True)
+    db64 = np.zeros(W.shape[0]) if db.size else np.empty(0)
+    total, osum = head_rows(h, S, mean, 1.0, b, db64, S, np.empty(0))
+    gemm(dW, S, X, True, False)
+    for j in range(db.size):
+        db[j] = db64[j]
+    if dX.size:
+        gemm(dX, S, W)
+    return total, osum
+
+
+@jit
+def filtered_products(block, rows, Xc, W, dW, dXc, thr, Wg, Tg, idx, *head):
+    """filter_eps's backward for one block of rows whose gradient is block[:rows] (as
+    csrc/linear.c's filtered_products): only the classes with some |g_ij| >= thr omega_i take
+    part in dW += G^T X_c and dX_c = G W, packed in place at the front of the block, W's rows
+    and dW's partials in groups of Wg's rows; mostly active blocks take the dense products, with
+    the inactive classes' entries zeroed."""
+    h = HeadPack(*head)
+    n, group = W.shape[0], Wg.shape[0]
+    S = block[:rows]
+    active = np.zeros(n, np.bool_)
+    for r in range(rows):
+        t = thr * row_weight(r, h)
+        for j in range(n):
+            g = S[r, j]
+            if g != 0 and not abs(g) < t:               # NaN is kept, as an active entry
+                active[j] = True
+    na = 0
+    for j in range(n):
+        if active[j]:
+            idx[na] = j
+            na += 1
+    if 2 * na > n:                      # mostly active: the dense products, the rest zeroed
+        for r in range(rows):
+            for j in range(n):
+                if not active[j]:
+                    S[r, j] = 0
+        gemm(dW, S, Xc, True, False, 1.0)
+        if dXc.size:
+            gemm(dXc, S, W)
+        return
+    flat = block.reshape(-1)
+    for r in range(rows):
+        for k in range(na):
+            flat[r * na + k] = flat[r * n + idx[k]]
+    G = flat[:rows * na].reshape((rows, na))
+    if dXc.size and na == 0:
+        dXc[...] = 0
+    for g0 in range(0, na, group):
+        ng = min(group, na - g0)
+        for k in range(ng):
+            Wg[k] = W[idx[g0 + k]]
+        gemm(Tg[:ng], G[:, g0:g0 + ng], Xc, True, False)
+        for k in range(ng):
+            dW[idx[g0 + k]] += Tg[k]
+        if dXc.size:
+            gemm(dXc, G[:, g0:g0 + ng], Wg[:ng], False, False, 1.0 if g0 else 0.0)
+
+
+@jit
+def softmax_c(z, w, eps, n, yi, j):
+    """C_j of softmax_row (labels yi or probability row z; j a class index)."""
+    t = z[j] if z.size else (1.0 if j == yi else 0.0)
+    return (w[j] if w.size else 1.0) * ((1.0 - eps) * t + eps / n)
+
+
+@jit
+def softmax_cols_stats(s, c0, n, z, yi, w, eps, st, x):
+    """Pass 1 of the column blocks on s = scores c0.. of one row (bias added): over the blocks
+    seen so far, st = (M, r, rest, m): the first argmax m (value M), r = sum_{j != m}
+    exp(s_j - M), rest = sum_{j != m} C_j. A block whose maximum beats M (or is the first NaN)
+    moves the old maximum's term into both sums, r rescaled by exp(M_old - M); a running M of
+    -inf means every term so far is exp(-inf) = 0."""
+    nc = s.size
+    plain = not z.size and not w.size and eps == 0      # C = e_y: rest is not needed
+    mc = argmax(s)
+    Mc, M = s[mc], st[0]
+    wins = c0 == 0 or Mc > M or (Mc != Mc and M == M)
+    ref = Mc if wins else M
+    for j in range(nc):
+        x[j] = s[j] - ref
+    vexp(x[:nc])
+    if wins:
+        x[mc] = 0.0
+    total = 0.0
+    for j in range(nc):
+        total += x[j]
+    csum = 0.0
+    if not plain:
+        for j in range(nc):
+            csum += 0.0 if wins and j == mc else softmax_c(z, w, eps, n, yi, c0 + j)
+    if not wins:
+        st[1] += total
+        st[2] += csum
+        return
+    if c0 == 0:
+        st[1] = total
+        st[2] = csum
+    else:               # the old maximum joins the sums
+        st[1] = (0.0 if M == -np.inf else (st[1] + 1.0) * math.exp(M - Mc)) + total
+        st[2] += (0.0 if plain else softmax_c(z, w, eps, n, yi, int(st[3]))) + csum
+    st[0] = Mc
+    st[3] = c0 + mc
+
+
+@jit
+def softmax_cols_grad(s, c0, n, z, yi, w, eps, f, st, x):
+    """Pass 2, in place on one row's block (bias added): g_j = f (total p_j - C_j), g_m and the
+    loss as softmax_row's. Returns the block's part of lin = sum_j C_j (M - s_j)."""
+    nc = s.size
+    M, rr, rest, m = st[0], st[1], st[2], int(st[3])
+    inv = 1.0 / (1.0 + rr)
+    for j in range(nc):
+        x[j] = s[j] - M
+    part = 0.0
+    if not z.size and not w.size and eps == 0:          # plain labels: C = e_y
+        if c0 <= yi < c0 + nc:
+            part = -x[yi - c0]
+        vexp(x[:nc])
+        fi = f * inv
+        for j in range(nc):
+            s[j] = fi * x[j]
+        if c0 <= yi < c0 + nc and yi != m:
+            s[yi - c0] = fi * x[yi - c0] - f
+        if c0 <= m < c0 + nc:
+            s[m - c0] = -f * (rr * inv) if m == yi else fi
+        return part
+    c_m = softmax_c(z, w, eps, n, yi, m)
+    ft = f * (rest + c_m) * inv
+    for j in range(nc):
+        c = softmax_c(z, w, eps, n, yi, c0 + j)
+        part -= c * x[j] if c != 0 else 0.0
+    vexp(x[:nc])
+    for j in range(nc):
+        s[j] = ft * x[j] - f * softmax_c(z, w, eps, n, yi, c0 + j)
+    if c0 <= m < c0 + nc:
+        s[m - c0] = f * ((rest - c_m * rr) * inv)
+    return part
+
+
+@jit
+def softmax_cols_block(second, S, c0, n, b, h, scale, st, lin, db, x):
+    """One column block S (scores c0.. of a panel's rows) in place: bias, then pass 1's
+    statistics or (second) pass 2's gradient, lin[r] += its part of the loss, db += sum_r g.
+    Ignored rows get a zero gradient (h: the panel's rows)."""
+    y, Z, sw, w = h.y, h.Z, h.sample_weight, h.weight
+    ignore, eps = h.ignore_index, h.label_smoothing
+    dummy = np.empty(0, S.dtype)
+    for r in range(S.shape[0]):
+        s = S[r]
+        if y.size and y[r] == ignore:
+            s[:] = 0
+            continue
+        if b.size:
+            for j in range(s.size):
+                s[j] += b[c0 + j]
+        z = Z[r] if Z.shape[0] else dummy
+        yi = y[r] if y.size else 0
+        if not second:
+            softmax_cols_stats(s, c0, n, z, yi, w, eps, st[r], x)
+            continue
+        f = (sw[r] if sw.size else 1.0) * scale
+        lin[r] = (lin[r] if c0 else 0.0) + softmax_cols_grad(s, c0, n, z, yi, w, eps, f, st[r],
+                                                             x)
+        if db.size:
+            for j in range(s.size):
+                db[c0 + j] += s[j]
+
+
+@jit
+def softmax_cols_loss(st, lin, h, n):
+    """The panel's (sum_r sw_r l_r, sum_r omega_r): l = lin + total log1p(r)."""
+    y, Z, sw, w = h.y, h.Z, h.sample_weight, h.weight
+    ignore, eps = h.ignore_index, h.label_smoothing
+    plain = not Z.size and not w.size and eps == 0
+    dummy = np.empty(0, Z.dtype)
+    total = 0.0
+    osum = 0.0
+    for r in range(st.shape[0]):
+        osum += row_weight(r, h)
+        if y.size and y[r] == ignore:
+            continue
+        mult = 1.0
+        if not plain:
+            z = Z[r] if Z.shape[0] else dummy
+            mult = st[r, 2] + softmax_c(z, w, eps, n, y[r] if y.size else 0, int(st[r, 3]))
+        total += (sw[r] if sw.size else 1.0) * (lin[r] + mult * math.log1p(st[r, 1]))
+    return total, osum
