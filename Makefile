@@ -29,11 +29,15 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/fastbp demo
 
 # A compiled backend that failed to build or load stops the run (conftest.py) instead of
-# silently dropping its tests; FASTBP_ALLOW_MISSING=c opts out where there is no compiler.
+# silently dropping its tests; on a machine with no C compiler the run goes on without the C
+# backend and says so (FASTBP_ALLOW_MISSING=c opts out explicitly). The tests run on one worker
+# per core, at most TEST_WORKERS_MAX (pytest-xdist; each worker holds PyTorch, JAX and Numba).
+TEST_WORKERS_MAX ?= 4
+XDIST = -n auto --maxprocesses $(TEST_WORKERS_MAX)
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests benchmarks --benchmark-disable
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) tests benchmarks --benchmark-disable
 	@echo "The Numba backend's tests again, interpreted (NUMBA_DISABLE_JIT=1):"
-	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests -k numba
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) tests -k numba
 
 # The Python code against ruff's rules and the C code against .clang-format (pyproject.toml has
 # ruff's configuration); both tools come with the test extras.
@@ -91,7 +95,8 @@ bench: $(VENV)/.installed-bench
 	$(BENCH_ENV) $(BIN)/python benchmarks/compile_times.py --json benchmarks/last-compile.json
 	$(BENCH_ENV) $(BIN)/python benchmarks/adapters.py --json benchmarks/last-adapters.json
 	$(REPORT)
-	@echo "wrote benchmarks/RESULTS.md"
+	$(BIN)/python benchmarks/quotes.py docs/performance.md
+	@echo "wrote benchmarks/RESULTS.md, renewed docs/performance.md's quotes of it"
 
 # fastbp.dask against dask-ml on 2,000,000 rows (about 25 min: dask-ml's default solver takes
 # most of it); RESULTS.md's Dask section is its last run's.

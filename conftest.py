@@ -50,6 +50,13 @@ def pytest_report_header(config):
     return [line.upper() if "NOT tested" in line else line for line in lines]
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that start fresh Python processes importing fastbp run last: by then the
+    session has filled Numba's disk cache, so those processes load the kernels instead of
+    compiling them again (a cold compile is most of such a test's time)."""
+    items.sort(key=lambda item: item.get_closest_marker("fresh_process") is not None)
+
+
 def pytest_terminal_summary(terminalreporter):
     _, missing, allowed = _backends()
     for b, why in missing.items():

@@ -40,19 +40,79 @@ def target_kinds(head):
     return _TARGETS.get(head, (kind,))
 
 
+def covering_pairs(axes):
+    """Rows (tuples, one value per axis) in which every pair of values of every two axes
+    appears: a covering array of strength 2, built greedily and deterministically. It starts
+    with the all-first (defaults) and all-last rows; with two axes or fewer it is their full
+    product. Options interact in pairs in the heads' formulas (a class weight and smoothing,
+    a sample weight and ignore_index in the mean's denominator ...); a full product of k
+    on/off options adds 2^k rows and no path that the pairs miss."""
+    if len(axes) <= 2:
+        return list(itertools.product(*axes))
+    uncovered = {(i, a, j, b) for i, j in itertools.combinations(range(len(axes)), 2)
+                 for a in axes[i] for b in axes[j]}
+    rows = []
+
+    def add(row):
+        rows.append(row)
+        uncovered.difference_update((i, row[i], j, row[j])
+                                    for i, j in itertools.combinations(range(len(axes)), 2))
+
+    add(tuple(v[0] for v in axes))
+    add(tuple(v[-1] for v in axes))
+    while uncovered:
+        i, a, j, b = min(uncovered, key=repr)          # (deterministic)
+        row = {i: a, j: b}
+        for k in range(len(axes)):
+            if k not in row:
+                row[k] = max(axes[k], key=lambda v: sum(
+                    (min(k, m), v if k < m else row[m], max(k, m), row[m] if k < m else v)
+                    in uncovered for m in row))
+        add(tuple(row[k] for k in range(len(axes))))
+    return rows
+
+
+def rotated(cases, full, turn):
+    """(case, f, t) for every case and every value f of ``full``, t taken from ``turn`` in
+    turn: every (case, f), (case, t) and (f, t) pair appears (len(cases), len(full) >=
+    len(turn)), where the full product would repeat each (case, f) once per t."""
+    return [(c, f, turn[(i + j) % len(turn)]) for i, c in enumerate(cases)
+            for j, f in enumerate(full)]
+
+
+def rotated_ids(rows):
+    return ["-".join([case_id(c), *map(str, rest)]) for c, *rest in rows]
+
+
+_LLM = ("z_loss", "softcap")
+
+
 def head_cases():
-    """Every (head, spec) with spec = {"target": kind, option: value-or-"on"}."""
+    """(head, spec) pairs with spec = {"target": kind, option: value-or-"on"}: per head and
+    target kind, every pair of option values (covering_pairs), and softmax_nll's softcap and
+    z_loss with the other options all off or all on."""
     out = []
     for head in fastbp.HEADS:
         names = list(HEAD_OPTIONS[head])
         for kind in target_kinds(head):
-            for values in itertools.product(*(_AXES[o] for o in names)):
-                spec = dict(zip(names, values), target=kind)
-                if kind == "probs" and spec.get("ignore_index", -100) != -100:
-                    continue   # ignore_index applies to labels only
+            plain = [o for o in names if o not in _LLM
+                     and not (kind == "probs" and o == "ignore_index")]
+            specs = [dict(zip(plain, values)) for values in covering_pairs(
+                [_AXES[o] for o in plain])]
+            llm = [o for o in names if o in _LLM]
+            for values in itertools.product(*(_AXES[o] for o in llm)):
+                on = dict(zip(llm, values))
+                if any(on[o] != _AXES[o][0] for o in llm):
+                    every = {o: _AXES[o][-1] for o in plain}
+                    if on.get("z_loss"):            # (z_loss never with class weights)
+                        every.pop("weight", None)
+                    specs += [{**{o: _AXES[o][0] for o in plain}, **on}, {**every, **on}]
+            for spec in specs:
+                spec = {o: spec.get(o, _AXES[o][0]) for o in names} | {"target": kind}
                 if _llm_case_skipped(spec):
                     continue
-                out.append((head, spec))
+                if spec not in [s for h, s in out if h == head]:
+                    out.append((head, spec))
     return out
 
 

@@ -49,6 +49,7 @@ def test_numba_gemm_is_numpys_product(dtype, trans_a, trans_b, beta, m, n, k):
     np.testing.assert_array_equal(parent, around)
 
 
+@pytest.mark.fresh_process
 def test_numba_backend_through_scipys_32_bit_blas():
     """Where NumPy has no OpenBLAS of its own, the same compiled code calls SciPy's (LP64):
     linear_head's BLAS paths and a network step agree with the reference, both dtypes."""

@@ -30,9 +30,13 @@ sys.meta_path.insert(0, _NoC())
 """
 
 
+@pytest.mark.fresh_process
+@pytest.mark.skipif("c" not in fastbp.available_backends(),
+                    reason="a machine without a compiler runs without C (the next test)")
 def test_a_session_without_a_compiled_backend_fails_unless_allowed(tmp_path):
-    """pytest's header names the backends under test; a missing compiled backend stops the
-    session with the reason, and FASTBP_ALLOW_MISSING=c is the explicit opt-out."""
+    """pytest's header names the backends under test; where a compiler exists, a missing
+    compiled backend stops the session with the reason, and FASTBP_ALLOW_MISSING=c is the
+    explicit opt-out."""
     (tmp_path / "sitecustomize.py").write_text(_BREAK_C)
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     env.pop("FASTBP_ALLOW_MISSING", None)
@@ -50,6 +54,25 @@ def test_a_session_without_a_compiled_backend_fails_unless_allowed(tmp_path):
     assert "fastbp backends under test: c, numba, numpy" in plain.stdout
 
 
+@pytest.mark.fresh_process
+def test_a_session_on_a_machine_without_a_compiler_runs_and_says_so(tmp_path):
+    """No C compiler on the PATH (CC names none) and no C extension: the session runs the
+    other backends, and says loudly, in its header and at its end, that C was not tested."""
+    (tmp_path / "sitecustomize.py").write_text(_BREAK_C)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), CC="no-such-compiler-here")
+    env.pop("FASTBP_ALLOW_MISSING", None)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                          "tests/test_gradcheck.py"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    head, _, tail = run.stdout.partition("test_gradcheck.py")
+    assert "fastbp backends under test: numba, numpy" in head
+    assert "THE C BACKEND WAS NOT TESTED: NO C COMPILER WAS FOUND" in head
+    assert "fastbp backend 'c' was not tested" in tail
+    assert "no C compiler was found (CC='no-such-compiler-here'" in tail
+
+
+@pytest.mark.fresh_process
 def test_install_without_a_compiler_drops_only_the_c_backend(tmp_path):
     """pip install with CC=false succeeds (the extension is optional=True); that install has
     no "c" backend, and asking for it raises BackendUnavailable saying why."""

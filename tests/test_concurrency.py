@@ -1,12 +1,14 @@
 """Calls from several Python threads at once give the serial results, bit for bit, on every
 backend and linear_head path (kernels release the GIL; Numba uses a thread-safe layer)."""
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import fastbp
 from cases import tiny_linear_jobs
@@ -63,6 +65,7 @@ def test_eight_threads_through_the_fast_entry_match_serial_calls(backend):
 _RACE = r"""
 import sys, threading
 import numpy as np
+import pytest
 import fastbp
 from fastbp.backends.numba import fastcall
 
@@ -90,10 +93,19 @@ print(len(fastcall._CALLBACKS))
 """
 
 
+@pytest.mark.fresh_process
 def test_threads_racing_to_the_first_tiny_call_of_a_fresh_process(backend, tmp_path):
-    """Eight threads make a fresh process's first tiny calls at once, with an empty Numba
-    cache: the fast entry's Numba callbacks are compiled once (under their lock) and kept,
-    and every thread gets the serial call's bits."""
+    """Eight threads make a fresh process's first tiny calls at once, with a Numba cache that
+    lacks only the fast entry's callbacks (this session's cache less fastcall.py's entries):
+    the callbacks are compiled once (under their lock) and kept, and every thread gets the
+    serial call's bits."""
+    if backend == "numba" and os.environ.get("NUMBA_DISABLE_JIT") != "1":
+        from fastbp.backends.numba import _jit, linear
+        fastbp.linear_head(*tiny_linear_jobs(1, seed=0)[0], backend="numba")   # (warm)
+        warm = _jit.SourcesLocator.from_function(linear.linear_rows.py_func,
+                                                 linear.__file__).get_cache_path()
+        shutil.copytree(warm, tmp_path / os.path.basename(warm),
+                        ignore=shutil.ignore_patterns("fastcall.*"))
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     tests = str(Path(__file__).resolve().parent)
     run = subprocess.run([sys.executable, "-c", _RACE, backend, tests], capture_output=True,

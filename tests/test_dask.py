@@ -297,6 +297,7 @@ def client(cluster):
         yield client
 
 
+@pytest.mark.fresh_process
 def test_on_a_local_cluster_equals_the_one_machine_call(client, rng):
     X, W, b, y, opts = make_linear("multiclass_hinge", {"target": "labels", "weight": "on",
                                                         "sample_weight": "on"},
@@ -315,6 +316,7 @@ def test_on_a_local_cluster_equals_the_one_machine_call(client, rng):
     assert_close(grads[0][0], want.dW, np.float64)
 
 
+@pytest.mark.fresh_process
 def test_a_worker_killed_mid_pass_gives_the_same_result(client, tmp_path):
     """SIGKILL one worker process after some chunks are done: the scheduler recomputes what it
     held on the other worker and the restarted one, and the sums are the same bits."""
@@ -354,6 +356,7 @@ def test_a_worker_killed_mid_pass_gives_the_same_result(client, tmp_path):
     _same(g, fastbp.linear_head(Xl, W, b, yl), np.float64)
 
 
+@pytest.mark.fresh_process
 def test_linear_classifier_on_the_cluster_equals_the_local_fit(client, rng):
     X, y = _blobs(rng, B=2000)
     Xd, yd = da.from_array(X, chunks=(300, -1)), da.from_array(y, chunks=300)
@@ -371,6 +374,7 @@ def _uniform_block(block_info=None, rows=25_000, d=100):
     return np.random.default_rng(i).random((rows, d))
 
 
+@pytest.mark.fresh_process
 def test_a_pass_over_ten_times_a_workers_memory_streams_its_chunks():
     """5 GB generated chunk by chunk where it is used, on workers limited to 500 MB (of which
     Python, NumPy, Numba and fastbp take about 280): the pass completes, no worker is

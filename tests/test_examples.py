@@ -11,6 +11,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 
 
+@pytest.mark.fresh_process
 @pytest.mark.parametrize("script, framework", [("torch_digits.py", "torch"),
                                                ("jax_digits.py", "jax")])
 def test_example_training_loop_learns_digits(script, framework):

@@ -5,18 +5,21 @@ import pytest
 
 import fastbp
 from fastbp._checks import REDUCTIONS
-from cases import assert_close, case_id, cast_floats, head_cases, make_head_inputs
+from cases import (BACKENDS, assert_close, case_id, cast_floats, head_cases, make_head_inputs,
+                   rotated, rotated_ids)
 
 CASES = head_cases()
+_FD = rotated(CASES, BACKENDS, list(REDUCTIONS))
+_REDUCE = rotated(CASES, BACKENDS, ["float64", "float32"])
 
 
 def call(head, S, target, **kw):
     return getattr(fastbp, head)(S, target, **kw)
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_gradient_matches_finite_differences(case, reduction, backend, rng):
+@pytest.mark.parametrize("case, backend, reduction", _FD, ids=rotated_ids(_FD))
+def test_gradient_matches_finite_differences(case, backend, reduction, rng):
+    """Every case on every backend, the reductions in turn."""
     head, spec = case
     S, target, opts = make_head_inputs(head, spec, 6, 4, np.float64, rng)
 
@@ -27,10 +30,11 @@ def test_gradient_matches_finite_differences(case, reduction, backend, rng):
     assert fastbp.gradcheck(f, S) <= 1e-5
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case, backend, dtype", _REDUCE, ids=rotated_ids(_REDUCE))
 def test_reductions_agree(case, backend, dtype, rng):
     """sum = sum of "none"; mean = sum / sum(omega); "mean" dS = "sum" dS / sum(omega)."""
     head, spec = case
+    dtype = np.dtype(dtype)
     S, target, opts = make_head_inputs(head, spec, 7, 5, dtype, rng)
     l_none, d_none = call(head, S, target, reduction="none", backend=backend, **opts)
     l_sum, d_sum = call(head, S, target, reduction="sum", backend=backend, **opts)

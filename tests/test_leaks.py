@@ -9,6 +9,8 @@ import pytest
 
 import fastbp
 
+pytestmark = pytest.mark.fresh_process      # every test here starts fresh processes
+
 # Under NUMBA_DISABLE_JIT (make test's second pass) Numba runs as plain Python: no threads, no
 # compiled memory, nothing for these cases to check.
 COMPILED = [pytest.param(b, marks=pytest.mark.skipif(

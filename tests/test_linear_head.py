@@ -8,7 +8,7 @@ import pytest
 
 import fastbp
 from cases import (BACKENDS, VARIANTS, assert_close, case_id, cast_floats, head_cases,
-                   make_options, make_target, variant)
+                   make_options, make_target, rotated, rotated_ids, variant)
 
 CASES = head_cases()
 
@@ -26,10 +26,19 @@ def make_linear(head, spec, B, d, n, dtype, rng, bias=True):
     return X, W, b, target, make_options(head, spec, B, n, dtype, rng)
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_gradients_match_finite_differences(case, reduction, linear_backend, rng):
-    """("none": the gradients are those of the row losses' sum.)"""
+_FD = rotated(CASES, VARIANTS, ["mean", "sum", "none"])
+_EXPLICIT = rotated(CASES, VARIANTS, ["float64", "float32"])
+
+
+@pytest.mark.parametrize("case, name, reduction", _FD, ids=rotated_ids(_FD))
+def test_gradients_match_finite_differences(case, name, reduction, rng):
+    """Every case on every backend and path, the reductions in turn ("none": the gradients
+    are those of the row losses' sum)."""
+    with variant(name) as backend:
+        _finite_differences(case, reduction, backend, rng)
+
+
+def _finite_differences(case, reduction, linear_backend, rng):
     head, spec = case
     X, W, b, target, opts = make_linear(head, spec, 5, 3, 4, np.float64, rng)
     if opts.get("ignore_index") is not None and (target == opts["ignore_index"]).all():
@@ -43,19 +52,24 @@ def test_gradients_match_finite_differences(case, reduction, linear_backend, rng
     assert fastbp.gradcheck(f, X, W, b) <= 1e-5
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_equals_head_on_explicit_scores(case, linear_backend, dtype, rng):
-    """dS from the head, then dW = dS^T X, db = sum dS, dX = dS W."""
-    _equals_head_on_explicit_scores(case, linear_backend, dtype, rng, 11)
+@pytest.mark.parametrize("case, name, dtype", _EXPLICIT, ids=rotated_ids(_EXPLICIT))
+def test_equals_head_on_explicit_scores(case, name, dtype, rng):
+    """dS from the head, then dW = dS^T X, db = sum dS, dX = dS W: every case on every backend
+    and path, the dtypes in turn."""
+    with variant(name) as backend:
+        _equals_head_on_explicit_scores(case, backend, np.dtype(dtype), rng, 11)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
-@pytest.mark.parametrize("name", [v for v in VARIANTS if v in ("numba", "numba:parallel")])
+_BLOCKS = rotated(CASES, [v for v in VARIANTS if v in ("numba", "numba:parallel")],
+                  ["float64", "float32"])
+
+
+@pytest.mark.parametrize("case, name, dtype", _BLOCKS, ids=rotated_ids(_BLOCKS))
 def test_numba_row_blocks_equal_head_on_explicit_scores(case, name, dtype, rng):
     """As above with B n > tuning.Numba.FUSED_TINY_SCORES: Numba's fused rows in blocks of
     four (below it they run one at a time)."""
     with variant(name) as backend:
-        _equals_head_on_explicit_scores(case, backend, dtype, rng, 29)
+        _equals_head_on_explicit_scores(case, backend, np.dtype(dtype), rng, 29)
 
 
 def _equals_head_on_explicit_scores(case, linear_backend, dtype, rng, B):
@@ -93,8 +107,12 @@ def test_backends_match_reference(linear_backend, dtype, rng):
         want = fastbp.linear_head(X, W, b, target, head, backend="numpy", **opts)
         X_d, W_d, b_d, t_d, o_d = cast_floats(dtype, X, W, b, target, options=opts)
         got = fastbp.linear_head(X_d, W_d, b_d, t_d, head, backend=linear_backend, **o_d)
-        for a, c in zip(got, want):
-            assert_close(a, c, dtype, case_id((head, spec)))
+        S = (X @ W.T + b).reshape(-1) if spec["target"] == "pm1" else X @ W.T + b
+        _, dS = getattr(fastbp, head)(S, target, backend="numpy", **opts)
+        terms = np.abs(dS).reshape(len(X), -1).sum(0)   # db's sum may cancel to rounding
+        for a, c, name in zip(got, want, got._fields):
+            assert_close(a, c, dtype, f"{case_id((head, spec))} {name}",
+                         scale=terms if name == "db" else None)
 
 
 @pytest.mark.parametrize("B, d, n", [(17, 1030, 11), (9, 520, 3), (33, 17, 12), (8, 8, 1)])

@@ -24,6 +24,7 @@ def test_notes_case_is_refused_at_once_with_its_size():
     assert peak < 50 << 20          # nothing Jacobian-sized was allocated
 
 
+@pytest.mark.fresh_process
 def test_notes_case_from_the_command_line():
     """The exact command of the issue: JacobianTooLarge mentioning 1.34 TB."""
     code = ("import fastbp, numpy as np; fastbp.naive.elementwise_backward('sigmoid', "
