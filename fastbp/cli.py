@@ -3,6 +3,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from . import _dispatch
 from . import compare as _compare
@@ -28,6 +29,13 @@ def _positive(kind):
 
 def _info(args):
     print(json.dumps(__import__("fastbp").info(), indent=2))
+
+
+def _precompile(args):
+    from .precompile import precompile
+    start = time.perf_counter()
+    precompile(args.jobs)
+    print(f"precompile: done in {time.perf_counter() - start:.1f} s")
 
 
 def _bar(**kw):
@@ -148,6 +156,11 @@ def build_parser():
     p.add_argument("--plot", metavar="PATH", help="write a PNG of loss and accuracy")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_run_train)
+    p = sub.add_parser("precompile", help="compile the Numba backend's kernels into its disk "
+                                          "cache, in parallel processes")
+    p.add_argument("--jobs", type=_positive(int), default=None,
+                   help="processes (default: the cores)")
+    p.set_defaults(fn=_precompile)
     p = sub.add_parser("demo", help="what `make demo` runs: compare, then train")
     p.add_argument("--out", default="fastbp-demo", help="folder for the plots")
     p.set_defaults(fn=_demo)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from cases import case_id, head_cases, make_head_inputs
+from cases import head_cases, make_head_inputs, rotated, rotated_ids
 
 jax = pytest.importorskip("jax")
 fbj = pytest.importorskip("fastbp.jax")
@@ -25,9 +25,13 @@ def _weights(loss_shape, rng):
     return rng.standard_normal(loss_shape) + 1.5
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("case", head_cases(), ids=case_id)
+_HEAD_ROWS = rotated(head_cases(), list(REDUCTIONS), ["float64", "float32"])
+
+
+@pytest.mark.parametrize("case, reduction, dtype", _HEAD_ROWS, ids=rotated_ids(_HEAD_ROWS))
 def test_every_head_and_option_under_jit_and_grad(case, reduction, dtype, rng):
+    """Every case with every reduction, the dtypes in turn."""
+    dtype = np.dtype(dtype)
     head, spec = case
     S, target, opts = make_head_inputs(head, spec, 9, 4, dtype, rng)
     want_loss, want_dS = getattr(fastbp, head)(S, target, reduction=reduction, backend="numpy",
@@ -48,9 +52,13 @@ LINEAR = [c for c in head_cases() if c[0] != "nll" and c[1]["target"] != "pm1_co
           and c[1].get("sample_weight") is None]
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("case", LINEAR, ids=case_id)
+_LINEAR_ROWS = rotated(LINEAR, list(REDUCTIONS), ["float64", "float32"])
+
+
+@pytest.mark.parametrize("case, reduction, dtype", _LINEAR_ROWS, ids=rotated_ids(_LINEAR_ROWS))
 def test_linear_head_every_head(case, reduction, dtype, rng):
+    """Every case with every reduction, the dtypes in turn."""
+    dtype = np.dtype(dtype)
     head, spec = case
     n = 1 if head == "binary_hinge" else 4
     X = rng.standard_normal((10, 5)).astype(dtype)

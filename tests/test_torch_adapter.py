@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from cases import case_id, head_cases, make_head_inputs
+from cases import head_cases, make_head_inputs, rotated, rotated_ids
 
 torch = pytest.importorskip("torch")
 fbt = pytest.importorskip("fastbp.torch")
@@ -38,11 +38,15 @@ def _upstream(loss, rng):
     return torch.as_tensor(g, dtype=loss.dtype), g
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("case", head_cases(), ids=case_id)
+_HEAD_ROWS = rotated(head_cases(), list(REDUCTIONS), ["float64", "float32"])
+
+
+@pytest.mark.parametrize("case, reduction, dtype", _HEAD_ROWS, ids=rotated_ids(_HEAD_ROWS))
 def test_every_head_and_option_matches_the_kernels(case, reduction, dtype, rng):
     """loss and dS under an upstream gradient g: g dS ("mean"/"sum") or row i times g_i
-    ("none"), against fastbp's NumPy reference."""
+    ("none"), against fastbp's NumPy reference. Every case with every
+    reduction, the dtypes in turn."""
+    dtype = np.dtype(dtype)
     head, spec = case
     S, target, opts = make_head_inputs(head, spec, 9, 4, dtype, rng)
     S_t = _t(S).requires_grad_()
@@ -84,9 +88,13 @@ def _linear_reference(X, W, b, target, head, opts, reduction, g):
 LINEAR_CASES = [c for c in head_cases() if c[0] != "nll" and c[1]["target"] != "pm1_col"]
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("case", LINEAR_CASES, ids=case_id)
+_LINEAR_ROWS = rotated(LINEAR_CASES, list(REDUCTIONS), ["float64", "float32"])
+
+
+@pytest.mark.parametrize("case, reduction, dtype", _LINEAR_ROWS, ids=rotated_ids(_LINEAR_ROWS))
 def test_linear_head_every_head_and_option(case, reduction, dtype, rng):
+    """Every case with every reduction, the dtypes in turn."""
+    dtype = np.dtype(dtype)
     head, spec = case
     X, W, b, target, opts = _linear_inputs(head, spec, dtype, rng)
     Xt, Wt, bt = (_t(a).requires_grad_() for a in (X, W, b))

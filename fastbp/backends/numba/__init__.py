@@ -3,9 +3,10 @@
 This module is the Python side: it turns a checked call into a kernel's arguments (the head
 pack) and picks the path by shape (``tuning.Numba``; docs/performance.md). The compiled code is
 in modules that mirror csrc/: ``rows`` (a head's row math: rows.h), ``heads`` (heads.c),
-``linear`` (linear.c), ``mlp`` (layer_ops.h, mlp.c), ``runtime`` (threads, fork, memory, the
-BLAS binding: runtime.c) and ``fastcall`` (C callbacks for csrc/fastcall.c). ``_jit`` holds the
-compile options and the on-disk cache, keyed by a hash of every source the kernels compile in.
+``linear`` and ``columns`` (linear.c), ``mlp`` (layer_ops.h, mlp.c), ``runtime`` (threads,
+fork, memory, the BLAS binding: runtime.c) and ``fastcall`` (C callbacks for
+csrc/fastcall.c). ``_jit`` holds the compile options and the on-disk cache, keyed by a hash of
+every source the kernels compile in.
 
 ``linear_head`` has three paths, chosen per shape:
 *fused rows* (``linear.linear_rows``): scores, head, ``dW += g x^T``, ``db += g``, ``dX = g W``
@@ -33,8 +34,9 @@ from ..tuning import Numba as TUNING
 from ..tuning import score_blocks
 from .fastcall import _fused_cfuncs
 from .heads import heads_blocks, heads_parallel, mean_scale, rows_entry
+from .columns import softmax_cols_block, softmax_cols_loss
 from .linear import (filtered_products, linear_fused, linear_fused_blocks, linear_fused_serial,
-                     linear_one_block, softmax_cols_block, softmax_cols_loss)
+                     linear_one_block)
 from .mlp import (_ADAM, _SGD, activation_backward, bias_activate, bias_maxout, maxout_backward,
                   mlp_epoch_kernel, mlp_step_kernel)
 from .runtime import _EMPTY, _NO_LABELS, _NO_Z, BLAS, _forked, _threads, gemm, set_num_threads
