@@ -45,8 +45,8 @@ def pytest_report_header(config):
     available, missing, allowed = _backends()
     lines = [f"fastbp backends under test: {', '.join(available)}"]
     lines += [f"fastbp backend {b!r} is missing"
-              f"{' (allowed: FASTBP_ALLOW_MISSING)' if b in allowed else ''}: {why}"
-              for b, why in missing.items()]
+              f"{' (allowed: FASTBP_ALLOW_MISSING)' if b in allowed and 'NOT' not in why else ''}"
+              f": {why}" for b, why in missing.items()]
     return [line.upper() if "NOT tested" in line else line for line in lines]
 
 
@@ -74,3 +74,8 @@ def pytest_sessionstart(session):
             f"compiled backend(s) {names} failed to build or load: {refused}. Fix the build "
             f"(pip install -e . needs a C compiler for 'c'), or run with "
             f"FASTBP_ALLOW_MISSING={names} to test without them.")
+    config = session.config
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and config.option.verbose < 0 and not hasattr(config, "workerinput"):
+        for line in pytest_report_header(config):     # (-q hides the header: say it anyway)
+            reporter.write_line(line, red=line.isupper(), bold=line.isupper())

@@ -5,6 +5,8 @@ benchmarks and ``fastbp bench --peers``. Optional: each is skipped when not inst
 on tensors prepared once (what is timed) and returns ``(loss, dW, db, dX)`` as NumPy arrays.
 """
 import importlib.util
+import os
+import shutil
 import time
 
 import numpy as np
@@ -26,6 +28,11 @@ def module(peer):
 
 
 def available(peer):
+    """Installed; and for torch.compile, a C++ compiler on the PATH (Inductor's CPU code is
+    C++ it compiles at the first call)."""
+    if peer == "torch.compile" and not shutil.which(os.environ.get("CXX") or "g++") \
+            and not shutil.which("c++") and not shutil.which("clang++"):
+        return False
     return peer in PEERS and importlib.util.find_spec(module(peer)) is not None
 
 
