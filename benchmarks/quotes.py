@@ -16,7 +16,9 @@ _FIGURE = re.compile(r"^[\d,.]+(?:\s|x\b|%|$)")
 
 
 def label(line):
-    """A table row's leading cells up to its first figure; any other line is its own label."""
+    """A table row's leading cells up to its first figure (a row without one, a target's, by
+    its first cell; a header or separator, without any digit, by all of them); any other line
+    is its own label."""
     if not line.startswith("|"):
         return (line,)
     cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -25,7 +27,9 @@ def label(line):
         if _FIGURE.match(cell):
             break
         lead.append(cell)
-    return tuple(lead) if lead and len(lead) < len(cells) else tuple(cells)
+    if lead and len(lead) < len(cells):
+        return tuple(lead)
+    return tuple(cells) if not any(ch.isdigit() for ch in line) else tuple(cells[:1])
 
 
 def _find(results, key, lo, hi):
