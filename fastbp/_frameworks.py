@@ -35,7 +35,7 @@ def linear_loss(X, W, b, target, head, options, reduction, backend=None):
     """The loss alone: a float, or the row losses (B,) for "none"."""
     X, W, b, target, head, opts, *_ = _checks.check_linear_head(
         X, W, b, target, head, dict(options, reduction="sum"), False, None, None)
-    wl = layers._row_losses(backend_module(backend), X, W, b, target, head, opts, None)
+    wl = layers.row_losses(backend_module(backend), X, W, b, target, head, opts, None)
     omega = _math.row_weights(head, target, opts, np.float64)
     return _reduced(wl, float(np.sum(omega)), reduction, X.dtype)
 

@@ -52,14 +52,14 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
     if reduction == "none":
         module.linear_head(X, W, b, target, head, opts, "sum", chunk_rows, dW, db, dX,
                            filter_eps=filter_eps)
-        loss = _row_losses(module, X, W, b, target, head, opts, chunk_rows)
+        loss = row_losses(module, X, W, b, target, head, opts, chunk_rows)
     else:
         loss = module.linear_head(X, W, b, target, head, opts, reduction, chunk_rows, dW, db, dX,
                                   filter_eps=filter_eps)
     return _new_grads(Grads, (loss, dW, db, dX))      # Grads(...) without its Python __new__
 
 
-def _row_losses(module, X, W, b, target, head, opts, chunk_rows):
+def row_losses(module, X, W, b, target, head, opts, chunk_rows):
     """reduction="none"'s (B,) row losses, their gradients being the fused "sum" call's: one
     product per block of rows (within the score budget) and the backend's head on it."""
     B, n = X.shape[0], W.shape[0]
