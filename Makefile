@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: demo test lint test-asan asan-build fuzz bench bench-dask crossover clean
+.PHONY: demo test lint test-asan asan-build fuzz bench bench-dask bench-scaling crossover clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -103,6 +103,13 @@ bench: $(VENV)/.installed-bench
 bench-dask: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/dask_scaling.py --json benchmarks/last-dask.json
 	test ! -f benchmarks/last-run.json || $(REPORT)
+
+# Threads 1, 2, 4 ... up to the cores: every compiled backend beside its peers, one process per
+# thread count pinned to that many cores (benchmarks/scaling.py; the table goes to stdout).
+bench-scaling: $(VENV)/.installed-bench
+	$(BENCH_ENV) $(BIN)/python benchmarks/scaling.py --json benchmarks/last-scaling.json
+	test ! -f benchmarks/last-run.json || $(REPORT)
+	$(BIN)/python benchmarks/quotes.py docs/performance.md
 
 # The tables behind the compiled backends' fused-vs-BLAS thresholds (FUSED_MAX_N and friends).
 crossover: $(VENV)/.installed-test

@@ -97,12 +97,14 @@ def peak_extra_rss(shape, head, backend, options=None, score_block_bytes=None):
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
-    """Record what ran: versions, threads and the BLAS libraries (for RESULTS.md)."""
+    """Record what ran: the host, versions, threads and the BLAS libraries (for RESULTS.md)."""
     import threadpoolctl
+    from scaling import host
 
     import fastbp
     info = fastbp.info()
     output_json["fastbp"] = {
+        "host": host(),
         "versions": {"fastbp": info["fastbp"], **info["versions"]},
         "threads": info["threads"],
         "backends": info["backends"],

@@ -7,9 +7,12 @@
 per row, ratios within a group (rows of a group were measured in the same run).
 """
 import json
+import os
 import platform
 import re
 import sys
+
+import scaling
 
 PAGE = 4096         # RSS grows in pages: a smaller growth is below what it can resolve
 
@@ -343,6 +346,8 @@ def main():
         "`make bench` unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for its own command "
         "(this workplace sets them for old OpenBLAS builds; they slow a current one).",
         "",
+        f"- machine: {scaling.host_line(run['fastbp']['host'])}, {info['system']} "
+        f"{info['release']}" if "host" in run["fastbp"] else
         f"- machine: {info.get('cpu', {}).get('brand_raw', platform.processor())}, "
         f"{info.get('cpu', {}).get('count', '?')} logical cores, {info['system']} "
         f"{info['release']}",
@@ -419,6 +424,13 @@ def main():
         lines += ["", "## Data beyond one machine: fastbp.dask against dask-ml", "",
                   "`make bench-dask` (`benchmarks/dask_scaling.py`; its docstring says what "
                   "each row is):", "", dask_scaling.table(json.load(open(sys.argv[4])))]
+    threads = os.path.join(os.path.dirname(sys.argv[1]), "last-scaling.json")
+    if os.path.exists(threads):
+        lines += ["", "## Threads: 1, 2, 4 ... up to the cores", "",
+                  "`make bench-scaling` (`benchmarks/scaling.py`: each thread count in a "
+                  "process pinned to that many cores; every row checked against the NumPy "
+                  "reference first; its docstring says what each cell is):", "",
+                  json.load(open(threads))["table"]]
     lines += ["", "## All groups", ""]
     for group in sorted(gs):
         lines += [table(group, gs[group]), ""]

@@ -10,6 +10,12 @@
 
 #include "fastbp.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static inline int omp_get_thread_num(void) { return 0; }   /* (teams are one thread then) */
+#endif
+
 /* Hot loops are compiled for AVX-512F, AVX2 and the baseline, the best picked at load time
  * (GCC function multi-versioning): the build never uses -march=native, so a wheel runs on any
  * x86-64. FBP_HOT is empty where multi-versioning is not available. */
@@ -40,6 +46,8 @@
 extern void *fbp_sgemm, *fbp_dgemm;     /* Fortran ?gemm (layer_ops.h casts them) */
 extern int fbp_blas_ilp64;                 /* their integers are int64_t, else int */
 int fbp_threads(void);             /* the set_num_threads value (>= 1) */
+int fbp_blas_hold(void);           /* BLAS on one thread until fbp_blas_release: 0 if it can't */
+void fbp_blas_release(void);
 /* Every scratch allocation of the kernels goes through these: malloc / calloc / free that keep
  * the bytes alive and their high-water mark (fbp_scratch_peak), so memory is counted exactly. */
 void *fbp_malloc(size_t bytes);

@@ -54,6 +54,9 @@ enum { FBP_SGD, FBP_ADAM };
 /* runtime: SciPy's ?gemm (Fortran interface) from scipy.linalg.cython_blas; OpenMP threads */
 void fbp_set_blas(void *sgemm, void *dgemm, int ilp64);
 void fbp_set_num_threads(int n);
+/* BLAS's own openblas_set_num_threads / openblas_get_num_threads (C ABI), or NULL: with them a
+ * kernel runs one-thread products on each of its OpenMP threads (linear_chunked) */
+void fbp_set_blas_threads(void *set, void *get);
 int fbp_forked_child(void);      /* 1 in a process forked from one that loaded this library */
 /* scratch memory: the most bytes the kernels held at once since the last reset (exact) */
 int64_t fbp_scratch_peak(void);

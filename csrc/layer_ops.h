@@ -14,31 +14,39 @@
     void (*)(char *, char *, INT *, INT *, INT *, REAL *, REAL *, INT *, REAL *, INT *, REAL *, \
              REAL *, INT *)
 
-/* C (M, N) = op(A) op(B) + beta C on row-major arrays with row lengths lda, ldb (ta, tb: use
- * the transpose). BLAS is column-major, so it computes C^T = op(B)^T op(A)^T. The callers have
- * checked that every dimension fits an int. */
-static void F(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
-                    const REAL *B, int64_t ldb, REAL beta, REAL *C)
+/* C (M, N) = op(A) op(B) + beta C on row-major arrays with row lengths lda, ldb, ldc (ta, tb:
+ * use the transpose). BLAS is column-major, so it computes C^T = op(B)^T op(A)^T. The callers
+ * have checked that every dimension fits an int. */
+static void F(gemm_ld)(int ta, int tb, int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                       const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc)
 {
     if (M == 0 || N == 0)
         return;
     if (K == 0) {           /* op(A) op(B) = 0 */
-        for (int64_t i = 0; i < M * N; i++)
-            C[i] = beta == 0 ? (REAL)0 : beta * C[i];
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++)
+                C[i * ldc + j] = beta == 0 ? (REAL)0 : beta * C[i * ldc + j];
         return;
     }
     char TA = ta ? 'T' : 'N', TB = tb ? 'T' : 'N';
     REAL one = 1;
     if (fbp_blas_ilp64) {
-        int64_t m = N, n = M, k = K, la = fbp_max(1, lda), lb = fbp_max(1, ldb), lc = N;
+        int64_t m = N, n = M, k = K, la = fbp_max(1, lda), lb = fbp_max(1, ldb), lc = ldc;
         ((FBP_GEMM_T(int64_t))FBP_GEMM)(&TB, &TA, &m, &n, &k, &one, (REAL *)B, &lb, (REAL *)A, &la,
                                         &beta, C, &lc);
     } else {
         int m = (int)N, n = (int)M, k = (int)K, la = (int)fbp_max(1, lda),
-            lb = (int)fbp_max(1, ldb), lc = (int)N;
+            lb = (int)fbp_max(1, ldb), lc = (int)ldc;
         ((FBP_GEMM_T(int))FBP_GEMM)(&TB, &TA, &m, &n, &k, &one, (REAL *)B, &lb, (REAL *)A, &la,
                                     &beta, C, &lc);
     }
+}
+
+/* F(gemm_ld) on a C whose rows are N long */
+static void F(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                    const REAL *B, int64_t ldb, REAL beta, REAL *C)
+{
+    F(gemm_ld)(ta, tb, M, N, K, A, lda, B, ldb, beta, C, N);
 }
 
 /* The body (__VA_ARGS__) once per activation, with ACT a compile-time constant: the switch sits

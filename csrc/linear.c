@@ -6,6 +6,7 @@
 
 #define FUSED_R 8          /* rows per register block of the fused rows */
 #define FUSED_KT 512       /* k tile of their forward: its rows of x and w stay in L1 */
+#define FUSED_CK 256       /* k chunk of a task combining their partials */
 
 #define TEMPLATE_FILE "linear.c"
 #include "template.h"
@@ -169,6 +170,32 @@ FBP_HOT static void F(linear_rows)(const F(head_t) * h, const REAL *X, const REA
     out[1] = osum;
 }
 
+/* W's rows lo..hi copied to Wp with row stride ld, zero past d */
+static void F(pack_rows)(REAL *Wp, const REAL *W, int64_t lo, int64_t hi, int64_t d, int64_t ld)
+{
+    for (int64_t j = lo; j < hi; j++) {
+        memcpy(Wp + j * ld, W + j * d, (size_t)d * sizeof(REAL));
+        memset(Wp + j * ld + d, 0, (size_t)(ld - d) * sizeof(REAL));
+    }
+}
+
+/* dW[j, k0:k0 + FUSED_CK] from the nb blocks' partials (block t's at part + t per, row stride
+ * ld): a pairwise tree over the blocks, so the bits depend on nb alone, never on which thread
+ * ran which task; one task per (class, k chunk), enough for any team at few classes */
+static void F(combine_partials)(REAL *dW, REAL *part, int64_t per, int nb, int64_t j, int64_t k0,
+                                int64_t d, int64_t ld)
+{
+    int64_t k1 = fbp_min(k0 + FUSED_CK, d), at = j * ld;
+    for (int64_t w = 1; w < nb; w *= 2)
+        for (int64_t t = 0; t + w < nb; t += 2 * w) {
+            REAL *dst = part + t * per + at;
+            const REAL *src = part + (t + w) * per + at;
+            for (int64_t k = k0; k < k1; k++)
+                dst[k] += src[k];
+        }
+    memcpy(dW + j * d + k0, part + at + k0, (size_t)(k1 - k0) * sizeof(REAL));
+}
+
 int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, const REAL *W,
                     const REAL *b, const fbp_head *head, int mean, int nblocks, int64_t B,
                     int64_t d, int64_t n)
@@ -193,43 +220,47 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
         return FBP_ENOMEM;
     /* 64-byte aligned, so every part of every block's scratch is (see linear_rows) */
     REAL *buf = (REAL *)(((uintptr_t)(on_stack ? (void *)small : raw) + 63) & ~(uintptr_t)63);
-    for (int64_t j = 0; j < n; j++) {
-        REAL *wr = buf + j * ld;
-        memcpy(wr, W + j * d, (size_t)d * sizeof(REAL));
-        memset(wr + d, 0, (size_t)(ld - d) * sizeof(REAL));
-    }
-    if (nb == 1 || fbp_forked_child())    /* one block: a region costs more than tiny work;
-                                             * a forked child has no OpenMP (runtime.c) */
+    int64_t nk = (d + FUSED_CK - 1) / FUSED_CK;     /* the combine's tasks: (class, k chunk) */
+    if (nb == 1 || fbp_forked_child()) {  /* one block: a region costs more than tiny work;
+                                           * a forked child has no OpenMP (runtime.c) */
+        F(pack_rows)(buf, W, 0, n, d, ld);
         for (int t = 0; t < nb; t++)
             F(linear_rows)(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld,
                            buf + nld + t * per, dX, part + 2 * t);
-    else {
+        for (int64_t q = 0; q < n * nk; q++)
+            F(combine_partials)(dW, buf + nld, per, nb, q / nk, q % nk * FUSED_CK, d, ld);
+    } else
+#pragma omp parallel num_threads((int)fbp_min(nb, fbp_threads()))
+    {
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < n; j++)
+            F(pack_rows)(buf, W, j, j + 1, d, ld);
         /* blocks handed out as threads free up (a core the host takes away for a while then
-         * delays one block, not half the rows); their partials still combine in block order */
-#pragma omp parallel for num_threads((int)fbp_min(nb, fbp_threads())) schedule(dynamic, 1)
+         * delays one block, not half the rows); their partials combine in a fixed order */
+#pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < nb; t++)
             F(linear_rows)(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld,
                            buf + nld + t * per, dX, part + 2 * t);
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < n * nk; q++)
+            F(combine_partials)(dW, buf + nld, per, nb, q / nk, q % nk * FUSED_CK, d, ld);
     }
-    sums[0] = sums[1] = 0.0;
+    /* db and the sums: O(nb n), the same pairwise order */
     REAL *p0 = buf + nld;
-    double *pb0 = (double *)(p0 + nld);
-    for (int t = 0; t < nb; t++) {          /* block order: deterministic */
-        sums[0] += part[2 * t];
-        sums[1] += part[2 * t + 1];
-        if (t) {
-            const double *pbt = (const double *)(p0 + t * per + nld);
-            for (int64_t q = 0; q < nld; q++)
-                p0[q] += p0[t * per + q];
+    for (int64_t w = 1; w < nb; w *= 2)
+        for (int64_t t = 0; t + w < nb; t += 2 * w) {
+            double *pb = (double *)(p0 + t * per + nld);
+            const double *pw = (const double *)(p0 + (t + w) * per + nld);
             for (int64_t j = 0; j < n; j++)
-                pb0[j] += pbt[j];
+                pb[j] += pw[j];
+            part[2 * t] += part[2 * (t + w)];
+            part[2 * t + 1] += part[2 * (t + w) + 1];
         }
-    }
-    for (int64_t j = 0; j < n; j++)
-        memcpy(dW + j * d, p0 + j * ld, (size_t)d * sizeof(REAL));
+    sums[0] = part[0];
+    sums[1] = part[1];
     if (db)
         for (int64_t j = 0; j < n; j++)
-            db[j] = (REAL)pb0[j];
+            db[j] = (REAL)((const double *)(p0 + nld))[j];
     fbp_free(raw);
     return FBP_OK;
 }
@@ -295,64 +326,281 @@ FBP_HOT static void F(linear_columns)(const F(head_t) * h, REAL *dW, double *db6
     }
 }
 
-/* filter_eps's backward for one block of rows whose gradient G (rows, n) is in S: only the
- * classes with some |g_ij| >= thr_i (thr_i = eps omega_i, scaled as G) take part in dW += G^T X_c
- * and dX_c = G W (docs/math.md, "filter_eps"). Their columns are packed in place at the front
- * of S (row i at i na: never past what is still to be read), then per group of at most `group`
- * classes W's rows are gathered into Wg and dW's partial into Tg (group d REALs each, and n
- * more in Tg: the flags), the partial added to dW's rows. Mostly active blocks take the dense
- * products, with the inactive classes' entries zeroed. */
-static void F(filtered_products)(const F(head_t) * h, REAL *S, const REAL *Xc, const REAL *W,
-                                 REAL *dW, REAL *dXc, double thr, int64_t lo, int64_t rows,
-                                 int64_t d, int64_t group, int64_t *idx, REAL *Wg, REAL *Tg)
+/* filter_eps's backward for the classes c0..c0 + nc of one block of rows whose gradient G is in
+ * S (rows, row stride ld): only the classes with some |g_ij| >= thr_i (thr_i = eps omega_i,
+ * scaled as G) take part in dW[c] += G[:, c]^T X_c and P = G[:, c] W[c] (docs/math.md,
+ * "filter_eps"). Their columns are packed in place at the front of the slice, row by row, then
+ * per group of at most `group` classes W's rows are gathered into Wg and dW's partial into Tg
+ * (group d REALs each, and nc more in Tg: the flags), the partial added to dW's rows. Mostly
+ * active slices take the dense products, with the inactive classes' entries zeroed. */
+static void F(filtered_slice)(const F(head_t) * h, REAL *S, int64_t ld, const REAL *Xc,
+                              const REAL *W, REAL *dW, REAL *P, double thr, int64_t lo,
+                              int64_t rows, int64_t d, int64_t c0, int64_t nc, int64_t group,
+                              int64_t *idx, REAL *Wg, REAL *Tg)
 {
-    int64_t n = h->n, na = 0;
-    char *act = (char *)Tg;         /* n flags, read before Tg is written */
-    memset(act, 0, (size_t)n);
+    int64_t na = 0;
+    char *act = (char *)Tg;         /* nc flags, read before Tg is written */
+    REAL *G = S + c0;
+    memset(act, 0, (size_t)nc);
     for (int64_t r = 0; r < rows; r++) {
         REAL t = (REAL)(thr * F(row_weight)(h, lo + r));
-        const REAL *g = S + r * n;
-        for (int64_t j = 0; j < n; j++)
+        const REAL *g = G + r * ld;
+        for (int64_t j = 0; j < nc; j++)
             act[j] |= g[j] != 0 && !(fabs(g[j]) < t);    /* NaN is kept, as an active entry */
     }
-    for (int64_t j = 0; j < n; j++)
+    for (int64_t j = 0; j < nc; j++)
         if (act[j])
             idx[na++] = j;
-    if (2 * na > n) {             /* mostly active: the dense products, the rest zeroed */
+    if (2 * na > nc) {            /* mostly active: the dense products, the rest zeroed */
         for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < n; j++)
-                S[r * n + j] = act[j] ? S[r * n + j] : (REAL)0;
-        F(gemm)(1, 0, n, d, rows, S, n, Xc, d, 1, dW);
-        if (dXc)
-            F(gemm)(0, 0, rows, d, n, S, n, W, d, 0, dXc);
+            for (int64_t j = 0; j < nc; j++)
+                G[r * ld + j] = act[j] ? G[r * ld + j] : (REAL)0;
+        F(gemm_ld)(1, 0, nc, d, rows, G, ld, Xc, d, 1, dW + c0 * d, d);
+        if (P)
+            F(gemm_ld)(0, 0, rows, d, nc, G, ld, W + c0 * d, d, 0, P, d);
         return;
     }
     for (int64_t r = 0; r < rows; r++)
         for (int64_t k = 0; k < na; k++)
-            S[r * na + k] = S[r * n + idx[k]];
-    if (dXc && !na)
-        memset(dXc, 0, (size_t)(rows * d) * sizeof(REAL));
+            G[r * ld + k] = G[r * ld + idx[k]];
+    if (P && !na)
+        memset(P, 0, (size_t)(rows * d) * sizeof(REAL));
     for (int64_t g0 = 0; g0 < na; g0 += group) {
         int64_t ng = fbp_min(group, na - g0);
         for (int64_t k = 0; k < ng; k++)
-            memcpy(Wg + k * d, W + idx[g0 + k] * d, (size_t)d * sizeof(REAL));
-        F(gemm)(1, 0, ng, d, rows, S + g0, na, Xc, d, 0, Tg);
+            memcpy(Wg + k * d, W + (c0 + idx[g0 + k]) * d, (size_t)d * sizeof(REAL));
+        F(gemm_ld)(1, 0, ng, d, rows, G + g0, ld, Xc, d, 0, Tg, d);
         for (int64_t k = 0; k < ng; k++) {
-            REAL *dst = dW + idx[g0 + k] * d, *src = Tg + k * d;
+            REAL *dst = dW + (c0 + idx[g0 + k]) * d, *src = Tg + k * d;
             for (int64_t q = 0; q < d; q++)
                 dst[q] += src[q];
         }
-        if (dXc)
-            F(gemm)(0, 0, rows, d, ng, S + g0, na, Wg, d, g0 ? 1 : 0, dXc);
+        if (P)
+            F(gemm_ld)(0, 0, rows, d, ng, G + g0, ld, Wg, d, g0 ? 1 : 0, P, d);
     }
 }
 
-/* Per block of chunk rows: S = X_c W^T (BLAS), bias + head in place (serial: BLAS owns the
- * cores, docs/design.md "Who owns the cores"), dW += S^T X_c (beta = 1), dX_c = S W. Scratch:
- * one (chunk, n) score block and two n-vectors, whatever B. cols < n: softmax heads in
- * (chunk, cols) blocks instead (linear_columns). filter_eps > 0 (softmax heads, cols = n):
- * the two backward products on the active classes only (filtered_products), within one more
- * half of the score block's bytes. */
+/* What a team of chunked_rows shares: the call's arguments and the scratch. */
+typedef struct {
+    const F(head_t) * h;
+    REAL *dW, *dX, *S, *P, *fs;
+    double *db64, *pdb, *lrow, *tmp;
+    const REAL *X, *W, *b;
+    double scale, thr;               /* thr > 0: filter_eps's threshold (filtered_slice) */
+    int64_t chunk, B, d, group, *idx;
+} F(team_t);
+
+/* The team by rows (fewer than 2 CHUNKED_MIN_CLASSES classes, where a thread's share of the
+ * classes would make its products narrow), in two steps. Step 0: thread t owns rows
+ * [t r / T, (t + 1) r / T) of every block of r rows: S_t = X_t W^T, the head, dX_t = G_t W, and
+ * its own partials dW_t (+)= G_t^T X_t (in P) and db_t += G_t's column sums (in pdb). Step 1,
+ * after every thread's step 0: dW and db = the partials summed pairwise over t, the elements
+ * split over the team. T = 1: dW and db directly, no step 1. */
+static void F(rows_step)(const F(team_t) * a, int T, int t, int step)
+{
+    const F(head_t) *h = a->h;
+    int64_t n = h->n, d = a->d, nd = n * d, wrote = 0;
+    if (step == 1 && T == 1)
+        return;
+    if (step == 1) {
+        int64_t q0 = t * nd / T, q1 = (t + 1) * nd / T;
+        for (int64_t w = 1; w < T; w *= 2)
+            for (int64_t u = 0; u + w < T; u += 2 * w) {
+                REAL *dst = a->P + u * nd;
+                const REAL *src = a->P + (u + w) * nd;
+                for (int64_t q = q0; q < q1; q++)
+                    dst[q] += src[q];
+            }
+        memcpy(a->dW + q0, a->P + q0, (size_t)(q1 - q0) * sizeof(REAL));
+        for (int64_t j = t * n / T; a->db64 && j < (t + 1) * n / T; j++) {
+            for (int64_t w = 1; w < T; w *= 2)
+                for (int64_t u = 0; u + w < T; u += 2 * w)
+                    a->pdb[u * n + j] += a->pdb[(u + w) * n + j];
+            a->db64[j] = a->pdb[j];
+        }
+        return;
+    }
+    REAL *pw = T == 1 ? a->dW : a->P + t * nd;
+    double *pb = T == 1 ? a->db64 : a->pdb + t * n, part[2];
+    for (int64_t lo = 0; lo < a->B; lo += a->chunk) {
+        int64_t rows = fbp_min(a->chunk, a->B - lo), r0 = t * rows / T,
+                nr = (t + 1) * rows / T - r0;
+        const REAL *Xr = a->X + (lo + r0) * d;
+        REAL *Sr = a->S + t * ((a->chunk + T - 1) / T) * n;   /* the thread's own rows of S:
+                                                               * no barrier between blocks */
+        if (!nr)
+            continue;
+        F(gemm_ld)(0, 1, nr, n, d, Xr, d, a->W, d, 0, Sr, n);
+        F(head_block)(h, Sr, a->b, Sr, a->lrow + lo + r0, NULL, a->scale, lo + r0, lo + r0 + nr,
+                      lo + r0, a->tmp + t * n, part);
+        if (pb)
+            for (int64_t r = 0; r < nr; r++)
+                for (int64_t j = 0; j < n; j++)
+                    pb[j] += Sr[r * n + j];
+        F(gemm_ld)(1, 0, n, d, nr, Sr, n, Xr, d, wrote ? 1 : 0, pw, d);
+        wrote = 1;
+        if (a->dX)
+            F(gemm_ld)(0, 0, nr, d, n, Sr, n, a->W, d, 0, a->dX + (lo + r0) * d, d);
+    }
+    if (!wrote)
+        memset(pw, 0, (size_t)nd * sizeof(REAL));
+}
+
+/* The team by classes: thread t owns the classes c_t = [t n / T, (t + 1) n / T). Per block of
+ * rows X_c (lo.. lo + r), four steps, each after every thread's previous one:
+ *   0. S[:, c_t] = X_c W[c_t]^T                          (BLAS on the thread's own classes)
+ *   1. bias + head on whole rows, the rows split over the team; lrow[i]: row i's loss
+ *   2. db64[c_t] += S[:, c_t]'s column sums in row order; dW[c_t] (+)= S[:, c_t]^T X_c and
+ *      P_t = S[:, c_t] W[c_t] (dX_c's part from the thread's classes), with filter_eps on the
+ *      slice's active classes only (filtered_slice)
+ *   3. dX_c = the P_t summed pairwise over t, the columns split over the team (T > 1).
+ * dW, db and the loss are summed in an order the team does not change; dX's tree depends on T.
+ * Every thread runs each step on a share of the block: no pass over S waits on one thread. */
+static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int step)
+{
+    const F(head_t) *h = a->h;
+    int64_t n = h->n, d = a->d, chunk = a->chunk, c0 = t * n / T, nc = (t + 1) * n / T - c0,
+            rows = fbp_min(chunk, a->B - lo);
+    REAL *S = a->S,
+         *Pt = T == 1 ? (a->dX ? a->dX + lo * d : NULL) : (a->P ? a->P + t * chunk * d : NULL);
+    const REAL *Xc = a->X + lo * d;
+    double part[2];
+    if (step == 0)
+        F(gemm_ld)(0, 1, rows, nc, d, Xc, d, a->W + c0 * d, d, 0, S + c0, n);
+    else if (step == 1)
+        F(head_block)(h, S, a->b, S, a->lrow + lo, NULL, a->scale, lo + t * rows / T,
+                      lo + (t + 1) * rows / T, lo, a->tmp + t * n, part);
+    else if (step == 2) {
+        if (a->db64)
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t j = c0; j < c0 + nc; j++)
+                    a->db64[j] += S[r * n + j];
+        if (a->thr > 0) {
+            REAL *Wg = a->fs + t * (2 * a->group * d + n);
+            F(filtered_slice)(h, S, n, Xc, a->W, a->dW, Pt, a->thr, lo, rows, d, c0, nc, a->group,
+                              a->idx + c0, Wg, Wg + a->group * d);
+        } else {
+            F(gemm_ld)(1, 0, nc, d, rows, S + c0, n, Xc, d, lo ? 1 : 0, a->dW + c0 * d, d);
+            if (Pt)
+                F(gemm_ld)(0, 0, rows, d, nc, S + c0, n, a->W + c0 * d, d, 0, Pt, d);
+        }
+    } else if (T > 1 && a->dX) {
+        int64_t k0 = t * d / T, k1 = (t + 1) * d / T;
+        for (int64_t w = 1; w < T; w *= 2)
+            for (int64_t u = 0; u + w < T; u += 2 * w)
+                for (int64_t r = 0; r < rows; r++) {
+                    REAL *dst = a->P + (u * chunk + r) * d;
+                    const REAL *src = a->P + ((u + w) * chunk + r) * d;
+                    for (int64_t k = k0; k < k1; k++)
+                        dst[k] += src[k];
+                }
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(a->dX + (lo + r) * d + k0, a->P + r * d + k0, (size_t)(k1 - k0) * sizeof(REAL));
+    }
+}
+
+/* Every step of the team in order, each on every thread before the next: on T OpenMP threads,
+ * or (par = 0: one thread, or a forked child, which has no OpenMP) the threads' shares one
+ * after the other -- the same arithmetic, so the same bits. */
+static void F(team_run)(const F(team_t) * a, int T, int by_rows, int par)
+{
+    int64_t blocks = by_rows ? 1 : (a->B + a->chunk - 1) / a->chunk, steps = by_rows ? 2 : 4;
+    if (!par) {
+        for (int64_t k = 0; k < blocks * steps; k++)
+            for (int t = 0; t < T; t++)
+                if (by_rows)
+                    F(rows_step)(a, T, t, (int)k);
+                else
+                    F(classes_step)(a, T, t, k / steps * a->chunk, (int)(k % steps));
+        return;
+    }
+#pragma omp parallel num_threads(T)
+    {
+        int t = omp_get_thread_num();
+        for (int64_t k = 0; k < blocks * steps; k++) {
+            if (by_rows)
+                F(rows_step)(a, T, t, (int)k);
+            else
+                F(classes_step)(a, T, t, k / steps * a->chunk, (int)(k % steps));
+#pragma omp barrier
+        }
+    }
+}
+
+/* linear_chunked's row blocks (cols = n): on a team of every thread when BLAS can be held to
+ * one thread (else BLAS's own threads run the products and the head runs on the caller's): by
+ * classes (classes_step) with at least CHUNKED_MIN_CLASSES each, so each thread's products stay
+ * wide, else by rows (rows_step, exact only) with at least CHUNKED_MIN_ROWS each; one thread
+ * below B n d = CHUNKED_MIN_WORK (tuning.py's, the same). Scratch: the (chunk, n) score block S, lrow (each row's loss, summed here in row
+ * order), tmp (T n doubles); a team's partials P (dX's by classes, dW's and db's by rows); with
+ * filter_eps, per thread Wg and Tg within its share of half the score block, and idx (n). */
+#define CHUNKED_MIN_CLASSES 128
+#define CHUNKED_MIN_ROWS 16
+#define CHUNKED_MIN_WORK 65536
+static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX, double *sums,
+                           const REAL *X, const REAL *W, const REAL *b, double scale, double thr,
+                           int64_t chunk, int64_t B, int64_t d)
+{
+    int64_t n = h->n;
+    int by_rows = n < 2 * CHUNKED_MIN_CLASSES && thr == 0;
+    int T = (int)fbp_max(1, fbp_min(fbp_threads(),
+                                    by_rows ? chunk / CHUNKED_MIN_ROWS : n / CHUNKED_MIN_CLASSES));
+    if (B * n * d < CHUNKED_MIN_WORK)   /* a fork / join would cost more than the work */
+        T = 1;
+    if (T > 1 && !fbp_blas_hold())
+        T = 1;
+    F(team_t)
+    a = {.h = h,
+         .dW = dW,
+         .dX = dX,
+         .db64 = db64,
+         .X = X,
+         .W = W,
+         .b = b,
+         .scale = scale,
+         .thr = thr,
+         .chunk = chunk,
+         .B = B,
+         .d = d};
+    /* filter_eps's groups: all threads' Wg and Tg within half the score block */
+    a.group = fbp_max(1, fbp_min(n, chunk * n / (4 * fbp_max(d, 1))) / T);
+    int64_t partials = T == 1 ? 0 : by_rows ? n * d : dX ? chunk * d : 0;
+    /* by rows, thread t's share of S starts at t ceil(chunk / T) rows */
+    a.S = fbp_malloc((size_t)((by_rows ? T * ((chunk + T - 1) / T) : chunk) * n) * sizeof(REAL));
+    a.P = partials ? fbp_malloc((size_t)(T * partials) * sizeof(REAL)) : NULL;
+    a.pdb = T > 1 && by_rows ? fbp_calloc((size_t)(T * n), sizeof(double)) : NULL;
+    a.lrow = fbp_malloc((size_t)fbp_max(B, 1) * sizeof(double));
+    a.tmp = fbp_malloc((size_t)(T * n) * sizeof(double));
+    a.fs = thr > 0 ? fbp_malloc((size_t)(T * (2 * a.group * d + n)) * sizeof(REAL)) : NULL;
+    a.idx = thr > 0 ? fbp_malloc((size_t)n * sizeof(int64_t)) : NULL;
+    int status = a.S && a.lrow && a.tmp && (a.P || !partials) && (a.pdb || T == 1 || !by_rows)
+                                 && (thr == 0 || (a.fs && a.idx))
+                         ? FBP_OK
+                         : FBP_ENOMEM;
+    if (B == 0 || thr > 0)          /* (else the first block's product writes dW) */
+        memset(dW, 0, (size_t)(n * d) * sizeof(REAL));
+    if (status == FBP_OK)
+        F(team_run)(&a, T, by_rows, T > 1 && !fbp_forked_child());
+    if (T > 1)
+        fbp_blas_release();
+    for (int64_t i = 0; i < B && status == FBP_OK; i++) {     /* in row order */
+        sums[0] += a.lrow[i];
+        sums[1] += F(row_weight)(h, i);
+    }
+    fbp_free(a.S);
+    fbp_free(a.P);
+    fbp_free(a.pdb);
+    fbp_free(a.lrow);
+    fbp_free(a.tmp);
+    fbp_free(a.fs);
+    fbp_free(a.idx);
+    return status;
+}
+
+/* Per block of chunk rows: S = X_c W^T, bias + head, dW += S^T X_c, dX_c = S W, on a team
+ * (chunked_rows). cols < n: softmax heads in (chunk, cols) blocks instead (linear_columns), their
+ * head on one thread between BLAS's products. filter_eps > 0 (softmax heads, cols = n): the two
+ * backward products on the active classes only (filtered_slice). */
 int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, const REAL *W,
                       const REAL *b, const fbp_head *head, int mean, int64_t chunk, int64_t cols,
                       double filter_eps, int64_t B, int64_t d, int64_t n)
@@ -368,62 +616,34 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
         return FBP_ENOBLAS;
     F(head_t) h = F(head_view)(head, n);
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
+    int status = FBP_OK;
     chunk = fbp_min(chunk, fbp_max(B, 1));
     cols = fbp_min(cols, n);
-    int filter = filter_eps > 0 && cols == n;
-    /* filter_eps's groups: Wg and Tg within half the score block, and Tg holds n flags first */
-    int64_t group = fbp_min(n, fbp_max(1, chunk * n / (4 * fbp_max(d, 1))));
-    REAL *S = fbp_malloc((size_t)(chunk * cols) * sizeof(REAL)),
-         *Wg = filter ? fbp_malloc((size_t)(2 * group * d + n) * sizeof(REAL)) : NULL;
-    int64_t *idx = filter ? fbp_malloc((size_t)n * sizeof(int64_t)) : NULL;
-    double *db64 = fbp_calloc((size_t)n, sizeof(double)),
-           *tmp = fbp_malloc((size_t)n * sizeof(double)),
-           *st = cols < n ? fbp_malloc((size_t)(5 * chunk) * sizeof(double)) : tmp;
-    if (!S || !db64 || !tmp || !st || (filter && (!Wg || !idx))) {
-        fbp_free(S);
-        fbp_free(Wg);
-        fbp_free(idx);
-        fbp_free(db64);
-        fbp_free(tmp);
-        if (st != tmp)
-            fbp_free(st);
+    double *db64 = fbp_calloc((size_t)n, sizeof(double));
+    if (!db64)
         return FBP_ENOMEM;
-    }
     sums[0] = sums[1] = 0.0;
-    if (B == 0 || cols == n)
-        memset(dW, 0, (size_t)(n * d) * sizeof(REAL));
-    if (cols < n)
-        F(linear_columns)(&h, dW, db ? db64 : NULL, dX, sums, X, W, b, scale, chunk, cols, B, d, S,
-                          st, tmp);
-    else
-        for (int64_t lo = 0; lo < B; lo += chunk) {
-            int64_t rows = fbp_min(chunk, B - lo);
-            const REAL *Xc = X + lo * d;
-            double part[2];
-            F(gemm)(0, 1, rows, n, d, Xc, d, W, d, 0, S);
-            F(head_block)(&h, S, b, S, NULL, db ? db64 : NULL, scale, lo, lo + rows, lo, tmp, part);
-            sums[0] += part[0];
-            sums[1] += part[1];
-            if (filter)
-                F(filtered_products)(&h, S, Xc, W, dW, dX ? dX + lo * d : NULL, filter_eps * scale,
-                                     lo, rows, d, group, idx, Wg, Wg + group * d);
-            else {
-                F(gemm)(1, 0, n, d, rows, S, n, Xc, d, 1, dW);
-                if (dX)
-                    F(gemm)(0, 0, rows, d, n, S, n, W, d, 0, dX + lo * d);
-            }
-        }
-    if (db)
+    if (cols == n)
+        status = F(chunked_rows)(&h, dW, db ? db64 : NULL, dX, sums, X, W, b, scale,
+                                 filter_eps * scale, chunk, B, d);
+    else {
+        REAL *S = fbp_malloc((size_t)(chunk * cols) * sizeof(REAL));
+        double *tmp = fbp_malloc((size_t)(n + 5 * chunk) * sizeof(double));
+        if (S && tmp) {
+            if (B == 0)
+                memset(dW, 0, (size_t)(n * d) * sizeof(REAL));
+            F(linear_columns)(&h, dW, db ? db64 : NULL, dX, sums, X, W, b, scale, chunk, cols, B, d,
+                              S, tmp + n, tmp);
+        } else
+            status = FBP_ENOMEM;
+        fbp_free(S);
+        fbp_free(tmp);
+    }
+    if (db && status == FBP_OK)
         for (int64_t j = 0; j < n; j++)
             db[j] = (REAL)db64[j];
-    fbp_free(S);
-    fbp_free(Wg);
-    fbp_free(idx);
     fbp_free(db64);
-    fbp_free(tmp);
-    if (st != tmp)
-        fbp_free(st);
-    return FBP_OK;
+    return status;
 }
 
 /* ------------------------------------------------------------------ linear + activation */

@@ -415,8 +415,8 @@ FBP_INLINE double F(head_row)(const F(head_t) * h, int64_t i, const REAL *s, REA
     }
 }
 
-/* Rows lo..hi of a head (scores s_i + b if b, in place when dS is S; S and dS hold rows
- * off.., labels and weights are indexed by i): returns the block's (sum_i sw_i l_i,
+/* Rows lo..hi of a head (scores s_i + b if b, in place when dS is S; S, dS and loss_rows hold
+ * rows off.., labels and weights are indexed by i): returns the block's (sum_i sw_i l_i,
  * sum_i omega_i) in out; db64 (if not NULL) += sum_i dS_i. */
 FBP_HOT static void F(head_block)(const F(head_t) * h, const REAL *S, const REAL *b, REAL *dS,
                                   double *loss_rows, double *db64, double scale, int64_t lo,
@@ -435,7 +435,7 @@ FBP_HOT static void F(head_block)(const F(head_t) * h, const REAL *S, const REAL
         total += l;
         osum += F(row_weight)(h, i);
         if (loss_rows)
-            loss_rows[i] = l;
+            loss_rows[i - off] = l;
         if (db64)
             for (int64_t j = 0; j < n; j++)
                 db64[j] += g[j];

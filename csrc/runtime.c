@@ -3,10 +3,6 @@
 
 #include <pthread.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 void *fbp_sgemm = NULL, *fbp_dgemm = NULL;
 int fbp_blas_ilp64 = 0;
 static int threads = 0;           /* 0: OpenMP's default (one per core) */
@@ -19,6 +15,44 @@ void fbp_set_blas(void *sgemm, void *dgemm, int ilp64)
     fbp_sgemm = sgemm;
     fbp_dgemm = dgemm;
     fbp_blas_ilp64 = ilp64;
+}
+
+/* BLAS's thread count, set to 1 while a kernel runs its own products on each of its threads
+ * (two pools on the same cores would wait on each other's spinning threads): the first holder
+ * saves the count and the last restores it, so concurrent kernels leave the user's count. */
+typedef void (*fbp_set_threads_t)(int);
+typedef int (*fbp_get_threads_t)(void);
+static fbp_set_threads_t blas_set = NULL;
+static fbp_get_threads_t blas_get = NULL;
+static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
+static int blas_holders = 0, blas_saved = 0;
+
+void fbp_set_blas_threads(void *set, void *get)
+{
+    pthread_mutex_lock(&blas_lock);
+    blas_set = (fbp_set_threads_t)set;
+    blas_get = (fbp_get_threads_t)get;
+    pthread_mutex_unlock(&blas_lock);
+}
+
+int fbp_blas_hold(void)
+{
+    pthread_mutex_lock(&blas_lock);
+    int ok = blas_set && blas_get;
+    if (ok && blas_holders++ == 0) {
+        blas_saved = blas_get();
+        blas_set(1);
+    }
+    pthread_mutex_unlock(&blas_lock);
+    return ok;
+}
+
+void fbp_blas_release(void)
+{
+    pthread_mutex_lock(&blas_lock);
+    if (blas_holders > 0 && --blas_holders == 0)
+        blas_set(blas_saved);
+    pthread_mutex_unlock(&blas_lock);
 }
 
 /* Kept here and passed to every parallel region's num_threads (omp_set_num_threads would only

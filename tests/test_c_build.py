@@ -183,8 +183,9 @@ def test_head_codes_and_struct_are_checked_against_the_c_header(monkeypatch):
 
 @pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
 def test_c_scratch_is_counted_exactly():
-    """The chunked path holds one (chunk, n) score block and two float64 n-vectors, whatever B:
-    the kernels' allocator counts exactly that, and frees it all."""
+    """The chunked path holds one (chunk, n) score block, two float64 n-vectors and one float64
+    per row (n is too small here for a team and its dX partials): the kernels' allocator counts
+    exactly that, and frees it all."""
     import numpy as np
 
     from fastbp.backends import c_kernels
@@ -199,5 +200,5 @@ def test_c_scratch_is_counted_exactly():
             args = [a.astype(dtype) for a in (X, W, b)]
             c_kernels.scratch_bytes(reset=True)
             fastbp.linear_head(*args, y, chunk_rows=chunk, backend="c")
-            assert c_kernels.scratch_bytes() == chunk * n * item + 2 * n * 8
+            assert c_kernels.scratch_bytes() == chunk * n * item + 2 * n * 8 + B * 8
             assert c_kernels.scratch_bytes(reset=True) == 0      # all of it was freed

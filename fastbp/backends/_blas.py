@@ -24,24 +24,51 @@ def capsule_address(name):
     return api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
 
 
-def numpy_gemms():
-    """The (sgemm, dgemm) addresses of NumPy's own OpenBLAS when it is the scipy-openblas64
-    build NumPy's wheels bundle (Fortran ``scipy_?gemm_64_``, 64-bit ints), else None."""
+def _openblas(package):
+    """ctypes.CDLL of the OpenBLAS that ``package`` (numpy or scipy) bundles, or None."""
     import threadpoolctl
     # wheels put it in numpy.libs/ beside the package (Linux, Windows) or in numpy/.dylibs
     # (macOS): both paths start with the package's
-    numpy_dir = str(pathlib.Path(np.__file__).resolve().parent)
+    prefix = str(pathlib.Path(package.__file__).resolve().parent)
     for info in threadpoolctl.threadpool_info():
         path = info.get("filepath") or ""
-        if info.get("internal_api") != "openblas" or not path.startswith(numpy_dir):
-            continue
-        try:
-            blas = ctypes.CDLL(path)
-            return tuple(ctypes.cast(getattr(blas, f"scipy_{t}gemm_64_"), ctypes.c_void_p).value
-                         for t in "sd")
-        except (OSError, AttributeError):
-            return None
+        if info.get("internal_api") == "openblas" and path.startswith(prefix):
+            try:
+                return ctypes.CDLL(path)
+            except OSError:
+                return None
     return None
+
+
+def numpy_gemms():
+    """The (sgemm, dgemm) addresses of NumPy's own OpenBLAS when it is the scipy-openblas64
+    build NumPy's wheels bundle (Fortran ``scipy_?gemm_64_``, 64-bit ints), else None."""
+    blas = _openblas(np)
+    try:
+        return tuple(ctypes.cast(getattr(blas, f"scipy_{t}gemm_64_"), ctypes.c_void_p).value
+                     for t in "sd") if blas is not None else None
+    except AttributeError:
+        return None
+
+
+def thread_controls(which):
+    """(openblas_set_num_threads, openblas_get_num_threads) of the OpenBLAS the products run in
+    (``which``: "numpy" or "scipy"), as addresses, or (None, None) when it is not an OpenBLAS
+    whose symbols are found (the kernels then leave BLAS's threads alone)."""
+    if which == "numpy":
+        blas = _openblas(np)
+    else:
+        import scipy
+        blas = _openblas(scipy)
+    for prefix in ("", "scipy_"):                 # the affixes threadpoolctl looks for too
+        for suffix in ("", "64_", "_64"):
+            try:
+                return tuple(ctypes.cast(getattr(blas, f"{prefix}openblas_{op}_num_threads"
+                                                       f"{suffix}"), ctypes.c_void_p).value
+                             for op in ("set", "get"))
+            except AttributeError:
+                continue
+    return None, None
 
 
 def gemms(numpy=True):

@@ -68,6 +68,7 @@ def set_blas(numpy=True):
     global BLAS
     sgemm, dgemm, ilp64, BLAS = _blas.gemms(numpy)
     lib.fbp_set_blas(ffi.cast("void *", sgemm), ffi.cast("void *", dgemm), int(ilp64))
+    lib.fbp_set_blas_threads(*(ffi.cast("void *", f or 0) for f in _blas.thread_controls(BLAS)))
 
 
 set_blas()

@@ -44,6 +44,13 @@ class Numba:
 # products) once the score budget holds fewer than COLUMN_MIN_ROWS whole rows (and fewer than B)
 COLUMN_MIN_ROWS = 64
 PANEL_ROWS = 1024                 # rows per panel of column blocks (W is read three times each)
+# the chunked path's team: one thread per CHUNKED_MIN_CLASSES classes at most, so each thread's
+# one-thread products stay wide; below 2 x that many classes, the team splits the rows instead,
+# one thread per CHUNKED_MIN_ROWS rows of a block at most (csrc/linear.c's #defines of the same
+# names must equal them: tests/test_thread_counts.py)
+CHUNKED_MIN_CLASSES = 128
+CHUNKED_MIN_ROWS = 16
+CHUNKED_MIN_WORK = 1 << 16        # B n d below this: one thread (a fork / join costs more)
 
 
 def default_chunk_rows(n, itemsize):

@@ -22,6 +22,7 @@ columns, as csrc/linear.c). Layers and MLPs: BLAS GEMMs with fused epilogues.
 Mean reductions: the total weight ``sum(omega)`` is computed first (O(B)), so every gradient
 row is written already scaled. Compilation is lazy (first call) and cached on disk.
 """
+import contextlib
 import sys
 
 import numba as nb
@@ -31,15 +32,17 @@ from ..._checks import DEFAULT_OPTIONS
 from .. import _compose
 from .._args import ACT_CODES, HeadPack, fast_entry, head_pack, reduced_loss
 from ..tuning import Numba as TUNING
-from ..tuning import score_blocks
+from ..tuning import CHUNKED_MIN_CLASSES, CHUNKED_MIN_ROWS, CHUNKED_MIN_WORK, score_blocks
 from .fastcall import _fused_cfuncs
 from .heads import heads_blocks, heads_parallel, mean_scale, rows_entry
 from .columns import softmax_cols_block, softmax_cols_loss
-from .linear import (filtered_products, linear_fused, linear_fused_blocks, linear_fused_serial,
-                     linear_one_block)
+from .linear import (chunk_team, chunk_team_blocks, linear_fused, linear_fused_blocks,
+                     linear_fused_serial, linear_one_block, rows_combine, rows_combine_blocks,
+                     rows_team, rows_team_blocks)
 from .mlp import (_ADAM, _SGD, activation_backward, bias_activate, bias_maxout, maxout_backward,
                   mlp_epoch_kernel, mlp_step_kernel)
-from .runtime import _EMPTY, _NO_LABELS, _NO_Z, BLAS, _forked, _threads, gemm, set_num_threads
+from .runtime import (_EMPTY, _NO_LABELS, _NO_Z, BLAS, _forked, _threads, blas_one_thread, gemm,
+                      set_num_threads)
 
 __all__ = ["head", "linear_head", "fast_linear_head", "linear_act_forward", "linear_act_backward",
            "mlp_forward", "mlp_loss_grad", "mlp_step", "mlp_epoch", "set_num_threads", "BLAS",
@@ -135,7 +138,7 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         rows, cols = score_blocks(head, B, n, dt.itemsize, chunk_rows, options)
         if cols < n:
             total, osum = _linear_columns(h, X, W, b_, mean, rows, cols, dW, db, dX)
-        elif B and rows >= B:
+        elif B and rows >= B and (_threads[0] == 1 or B * n * d < CHUNKED_MIN_WORK):
             db_ = _EMPTY[dt] if db is None else db
             dX_ = _NO_Z[dt] if dX is None else dX
             total, osum = linear_one_block(X, W, b_, mean, dW, db_, dX_, *h)
@@ -152,39 +155,72 @@ def _rows_of(h, rows):
 
 
 def _linear_chunked(h, X, W, b, mean, chunk, dW, db, dX, filter_eps=0.0):
-    """Per row block: S = X_c W^T (BLAS), bias + head in place (one compiled pass, db in
-    float64), dW += S^T X_c, dX_c = S W (BLAS). Only one block of scores is ever held.
-    filter_eps > 0: the two backward products on the block's active classes only
-    (filtered_products, csrc/linear.c's), within one more half of the block's bytes."""
-    B, (n, d), dt = X.shape[0], W.shape, X.dtype
+    """Per row block: S = X_c W^T, bias + head (db in float64), dW += S^T X_c, dX_c = S W (with
+    filter_eps > 0 on the block's active classes only), on a team of Numba's threads with BLAS
+    held to one thread, split by classes (chunk_team) or, below 2 CHUNKED_MIN_CLASSES classes,
+    by rows (rows_team), as csrc/linear.c's chunked_rows; a team of one, or a forked child's,
+    runs the threads' shares one after the other (the *_blocks twins: the same bits) with BLAS
+    on all threads (one) or held (the child). Only one block of scores is ever held; the rows'
+    losses are summed in row order."""
+    B, n, dt = X.shape[0], W.shape[0], X.dtype
     scale = mean_scale(h, B) if mean else 1.0
     chunk = min(chunk, max(B, 1))
-    block = np.empty((chunk, n), dt)
-    db64 = np.zeros(n) if db is not None else _EMPTY[_F64]
-    if filter_eps:
-        group = min(n, max(1, chunk * n // (4 * max(d, 1))))
-        Wg, Tg, idx = np.empty((group, d), dt), np.empty((group, d), dt), np.empty(n, np.intp)
-    total = osum = 0.0
-    dW[...] = 0
-    for lo in range(0, B, chunk):
-        hi = min(lo + chunk, B)
-        S, Xc = block[:hi - lo], X[lo:hi]
-        gemm(S, Xc, W, trans_b=True)
-        hc = _rows_of(h, slice(lo, hi))
-        t, o = rows_entry(S, False, scale, b, db64, S, _EMPTY[_F64], *hc)
-        total += t
-        osum += o
-        dXc = _NO_Z[dt] if dX is None else dX[lo:hi]
-        if filter_eps:
-            filtered_products(block, hi - lo, Xc, W, dW, dXc, filter_eps * scale, Wg, Tg, idx,
-                              *hc)
-            continue
-        gemm(dW, S, Xc, trans_a=True, beta=1.0)
-        if dX is not None:
-            gemm(dXc, S, W)
+    by_rows = n < 2 * CHUNKED_MIN_CLASSES and not filter_eps
+    team = 1 if B * n * W.shape[1] < CHUNKED_MIN_WORK else max(1, min(
+        _threads[0], chunk // CHUNKED_MIN_ROWS if by_rows else n // CHUNKED_MIN_CLASSES))
+    with blas_one_thread() if team > 1 else contextlib.nullcontext(False) as held:
+        team = team if held else 1
+        block, lrow = np.empty((chunk, n), dt), np.empty(chunk)
+        db64 = np.zeros(n) if db is not None else _EMPTY[_F64]
+        if team > 1 and by_rows:
+            total, osum = _rows_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow)
+        else:
+            total, osum = _class_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow,
+                                      filter_eps)
     if db is not None:
         with np.errstate(over="ignore"):       # a diverging run's inf is the answer
             db[...] = db64
+    return total, osum
+
+
+def _class_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow, filter_eps):
+    """chunk_team (chunk_team_blocks on one thread) over the blocks of rows."""
+    B, (n, d), dt = X.shape[0], W.shape, X.dtype
+    P = np.empty((team, chunk, d) if dX is not None else (team, 0, 0), dt)
+    thr = filter_eps * scale
+    # filter_eps's groups: all threads' Wg and Tg within half the score block
+    group = max(1, min(n, chunk * n // (4 * max(d, 1))) // team) if filter_eps else 0
+    Wg, Tg = np.empty((team, group, d), dt), np.empty((team, group, d), dt)
+    idx = np.empty(n if filter_eps else 0, np.intp)
+    entry = chunk_team if team > 1 and not _forked[0] else chunk_team_blocks
+    total = osum = 0.0
+    if B == 0 or filter_eps:
+        dW[...] = 0
+    for lo in range(0, B, chunk):
+        hi = min(lo + chunk, B)
+        dXc = _NO_Z[dt] if dX is None else dX[lo:hi]
+        Pb = P if team > 1 or dX is None else dXc[None]    # one thread: dX_c itself
+        t, o = entry(block[:hi - lo], X[lo:hi], W, b, scale, lo == 0, dW, db64, dXc, Pb, lrow,
+                     thr, Wg, Tg, idx, *_rows_of(h, slice(lo, hi)))
+        total += t
+        osum += o
+    return total, osum
+
+
+def _rows_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow):
+    """rows_team over the blocks of rows, then rows_combine."""
+    B, (n, d), dt = X.shape[0], W.shape, X.dtype
+    Pw, Pb = np.empty((team, n, d), dt), np.zeros((team, n))
+    total = osum = 0.0
+    for lo in range(0, B, chunk):
+        hi = min(lo + chunk, B)
+        dXc = _NO_Z[dt] if dX is None else dX[lo:hi]
+        t, o = (rows_team_blocks if _forked[0] else rows_team)(
+            block[:hi - lo], X[lo:hi], W, b, scale, lo == 0, Pw, Pb, dXc, lrow,
+            *_rows_of(h, slice(lo, hi)))
+        total += t
+        osum += o
+    (rows_combine_blocks if _forked[0] else rows_combine)(Pw, Pb, dW, db64)
     return total, osum
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from .._args import HeadPack
 from ..tuning import Numba as TUNING
-from .heads import _unowned_pack, head_rows, mean_scale
+from .heads import _unowned_pack, head_block, head_rows, mean_scale
 from .rows import head_row, row_weight
 from .runtime import _NO_FLOATS, _carve, _keep, gemm
 from ._jit import jit, pjit
@@ -233,12 +233,20 @@ def linear_rows_tiny(h, X, W, b, scale, lo, hi, dW, db, dX):
 
 @jit
 def _fused_scratch(h, X, W, mean, nblocks):
-    """The mean scale and zeroed partials (dW in X's dtype; db and (loss, omega) in float64) of
-    nblocks blocks."""
+    """The mean scale and the partials (dW in X's dtype; db and (loss, omega) in float64) of
+    nblocks blocks, unset: each block zeroes its own (_zero_block), on its thread."""
     n, d = W.shape
     scale = mean_scale(h, X.shape[0]) if mean else 1.0
-    return (scale, np.zeros((nblocks, n, d), X.dtype), np.zeros((nblocks, n)),
+    return (scale, np.empty((nblocks, n, d), X.dtype), np.empty((nblocks, n)),
             np.zeros((nblocks, 2)))
+
+
+@jit
+def _zero_block(pdW, pdb):
+    for j in range(pdW.shape[0]):
+        pdb[j] = 0.0
+        for k in range(pdW.shape[1]):
+            pdW[j, k] = 0
 
 
 @jit
@@ -271,6 +279,7 @@ def linear_fused(X, W, b, mean, nblocks, dW, db, dX, *head):
     n, d = W.shape
     scale, pdW, pdb, parts = _fused_scratch(h, X, W, mean, nblocks)
     for t in nb.prange(nblocks):        # (chunk size 1: the caller's, fused_in_blocks)
+        _zero_block(pdW[t], pdb[t])
         parts[t, 0], parts[t, 1] = linear_rows(
             h, X, W, b, scale, t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
     nk = (d + COMBINE_K - 1) // COMBINE_K
@@ -299,6 +308,7 @@ def linear_fused_blocks(X, W, b, mean, nblocks, dW, db, dX, *head):
     B = X.shape[0]
     scale, pdW, pdb, parts = _fused_scratch(h, X, W, mean, nblocks)
     for t in range(nblocks):
+        _zero_block(pdW[t], pdb[t])
         parts[t, 0], parts[t, 1] = linear_rows(
             h, X, W, b, scale, t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
     return _fused_combine(pdW, pdb, parts, dW, db)
@@ -335,50 +345,211 @@ def linear_one_block(X, W, b, mean, dW, db, dX, *head):
     return total, osum
 
 
+# linear_chunked's row blocks on a team of T = P.shape[0] threads (csrc/linear.c's
+# chunked_team), thread t owning the classes c_t = [t n / T, (t + 1) n / T), BLAS held to one
+# thread by the caller when T > 1. Per block of rows X_c:
+#   1. S[:, c_t] = X_c W[c_t]^T
+#   2. bias + head on whole rows, the rows split over the team (lrow: each row's loss)
+#   3. db64[c_t] += S[:, c_t]'s column sums in row order; dW[c_t] (+)= S[:, c_t]^T X_c and
+#      P[t] = S[:, c_t] W[c_t], with filter_eps (thr > 0) on the slice's active classes only
+#   4. dX_c = the P[t] summed pairwise over t, the columns split over the team (T > 1).
+# chunk_team runs each step on Numba's threads; chunk_team_blocks the same steps one thread
+# after the other (T = 1, or a forked child). Both return the block's (loss, omega) in row order.
+
 @jit
-def filtered_products(block, rows, Xc, W, dW, dXc, thr, Wg, Tg, idx, *head):
-    """filter_eps's backward for one block of rows whose gradient is block[:rows] (as
-    csrc/linear.c's filtered_products): only the classes with some |g_ij| >= thr omega_i take
-    part in dW += G^T X_c and dX_c = G W, packed in place at the front of the block, W's rows
-    and dW's partials in groups of Wg's rows; mostly active blocks take the dense products, with
-    the inactive classes' entries zeroed."""
+def _team_products(t, T, S, Xc, W, first, dW, db64, P, thr, Wg, Tg, idx, head):
     h = HeadPack(*head)
-    n, group = W.shape[0], Wg.shape[0]
-    S = block[:rows]
-    active = np.zeros(n, np.bool_)
+    rows, n = S.shape
+    c0, c1 = t * n // T, (t + 1) * n // T
+    if db64.size:
+        for r in range(rows):
+            for j in range(c0, c1):
+                db64[j] += S[r, j]
+    Pt = P[t, :rows]
+    if thr > 0:
+        filtered_slice(S, c0, c1, Xc, W, dW, Pt, thr, Wg[t], Tg[t], idx[c0:c1], h)
+        return
+    gemm(dW[c0:c1], S[:, c0:c1], Xc, True, False, 0.0 if first else 1.0)
+    if Pt.size:
+        gemm(Pt, S[:, c0:c1], W[c0:c1])
+
+
+@jit
+def _team_dx(t, T, P, rows, dXc):
+    d = dXc.shape[1]
+    k0, k1 = t * d // T, (t + 1) * d // T
+    w = 1
+    while w < T:
+        for u in range(0, T - w, 2 * w):
+            for r in range(rows):
+                for k in range(k0, k1):
+                    P[u, r, k] += P[u + w, r, k]
+        w *= 2
+    for r in range(rows):
+        for k in range(k0, k1):
+            dXc[r, k] = P[0, r, k]
+
+
+@pjit
+def chunk_team(S, Xc, W, b, scale, first, dW, db64, dXc, P, lrow, thr, Wg, Tg, idx, *head):
+    h = HeadPack(*head)
+    T, (rows, n) = P.shape[0], S.shape
+    for t in nb.prange(T):
+        gemm(S[:, t * n // T:(t + 1) * n // T], Xc, W[t * n // T:(t + 1) * n // T], False, True)
+    for t in nb.prange(T):
+        head_block(h, S, scale, b, np.empty(0), S, lrow, t * rows // T, (t + 1) * rows // T)
+    for t in nb.prange(T):
+        _team_products(t, T, S, Xc, W, first, dW, db64, P, thr, Wg, Tg, idx, head)
+    if dXc.size and T > 1:
+        for t in nb.prange(T):
+            _team_dx(t, T, P, rows, dXc)
+    return row_sums(lrow, rows, *head)
+
+
+@jit
+def chunk_team_blocks(S, Xc, W, b, scale, first, dW, db64, dXc, P, lrow, thr, Wg, Tg, idx,
+                      *head):
+    h = HeadPack(*head)
+    T, (rows, n) = P.shape[0], S.shape
+    for t in range(T):
+        gemm(S[:, t * n // T:(t + 1) * n // T], Xc, W[t * n // T:(t + 1) * n // T], False, True)
+    head_block(h, S, scale, b, np.empty(0), S, lrow, 0, rows)
+    for t in range(T):
+        _team_products(t, T, S, Xc, W, first, dW, db64, P, thr, Wg, Tg, idx, head)
+    if dXc.size and T > 1:
+        for t in range(T):
+            _team_dx(t, T, P, rows, dXc)
+    return row_sums(lrow, rows, *head)
+
+
+# The team by rows (fewer than 2 CHUNKED_MIN_CLASSES classes: csrc/linear.c's rows_team):
+# thread t owns rows [t r / T, (t + 1) r / T) of each block of r rows: S_t = X_t W^T, the head,
+# dX_t = G_t W, and its own partials Pw[t] (+)= G_t^T X_t and Pb[t] += G_t's column sums;
+# after the last block rows_combine sums the partials pairwise over t into dW and db. The
+# *_blocks twins run the same tasks one after the other (a forked child: no parallel region).
+
+@jit
+def _rows_share(t, T, S, Xc, W, b, scale, first, Pw, Pb, dXc, lrow, head):
+    h = HeadPack(*head)
+    rows, n = S.shape
+    r0, r1 = t * rows // T, (t + 1) * rows // T
+    if r1 == r0:
+        return
+    gemm(S[r0:r1], Xc[r0:r1], W, False, True)
+    head_block(h, S, scale, b, np.empty(0), S, lrow, r0, r1)
+    for r in range(r0, r1):
+        for j in range(n):
+            Pb[t, j] += S[r, j]
+    gemm(Pw[t], S[r0:r1], Xc[r0:r1], True, False, 0.0 if first else 1.0)
+    if dXc.size:
+        gemm(dXc[r0:r1], S[r0:r1], W)
+
+
+@pjit
+def rows_team(S, Xc, W, b, scale, first, Pw, Pb, dXc, lrow, *head):
+    T = Pw.shape[0]
+    for t in nb.prange(T):
+        _rows_share(t, T, S, Xc, W, b, scale, first, Pw, Pb, dXc, lrow, head)
+    return row_sums(lrow, S.shape[0], *head)
+
+
+@jit
+def rows_team_blocks(S, Xc, W, b, scale, first, Pw, Pb, dXc, lrow, *head):
+    """rows_team's shares one after the other (the same bits), in a forked child."""
+    T = Pw.shape[0]
+    for t in range(T):
+        _rows_share(t, T, S, Xc, W, b, scale, first, Pw, Pb, dXc, lrow, head)
+    return row_sums(lrow, S.shape[0], *head)
+
+
+@jit
+def _combine_task(task, Pw, Pb, dW, db64):
+    """rows_combine's task: dW[j, k0:k0 + COMBINE_K] (and db64[j] with k0 = 0), pairwise over
+    the team's partials."""
+    T, n, d = Pw.shape
+    nk = (d + COMBINE_K - 1) // COMBINE_K
+    j, k0 = task // nk, task % nk * COMBINE_K
+    k1 = min(k0 + COMBINE_K, d)
+    w = 1
+    while w < T:
+        for u in range(0, T - w, 2 * w):
+            for k in range(k0, k1):
+                Pw[u, j, k] += Pw[u + w, j, k]
+            if k0 == 0:
+                Pb[u, j] += Pb[u + w, j]
+        w *= 2
+    for k in range(k0, k1):
+        dW[j, k] = Pw[0, j, k]
+    if k0 == 0 and db64.size:
+        db64[j] = Pb[0, j]
+
+
+@pjit
+def rows_combine(Pw, Pb, dW, db64):
+    T, n, d = Pw.shape
+    for task in nb.prange(n * ((d + COMBINE_K - 1) // COMBINE_K)):
+        _combine_task(task, Pw, Pb, dW, db64)
+
+
+@jit
+def rows_combine_blocks(Pw, Pb, dW, db64):
+    T, n, d = Pw.shape
+    for task in range(n * ((d + COMBINE_K - 1) // COMBINE_K)):
+        _combine_task(task, Pw, Pb, dW, db64)
+
+
+@jit
+def row_sums(lrow, rows, *head):
+    """(sum of lrow[:rows], sum of the rows' weights), in row order."""
+    h = HeadPack(*head)
+    total = osum = 0.0
+    for i in range(rows):
+        total += lrow[i]
+        osum += row_weight(i, h)
+    return total, osum
+
+
+@jit
+def filtered_slice(S, c0, c1, Xc, W, dW, P, thr, Wg, Tg, idx, h):
+    """filter_eps's backward for the classes c0..c1 of one block of rows whose gradient is S
+    (csrc/linear.c's filtered_slice): only the classes with some |g_ij| >= thr omega_i take
+    part in dW[c] += G[:, c]^T X_c and P = G[:, c] W[c], packed in place at the front of the
+    slice row by row, W's rows and dW's partials in groups of Wg's rows; mostly active slices
+    take the dense products, with the inactive classes' entries zeroed."""
+    rows, nc, group = S.shape[0], c1 - c0, Wg.shape[0]
+    G = S[:, c0:c1]
+    active = np.zeros(nc, np.bool_)
     for r in range(rows):
         t = thr * row_weight(r, h)
-        for j in range(n):
-            g = S[r, j]
+        for j in range(nc):
+            g = G[r, j]
             if g != 0 and not abs(g) < t:               # NaN is kept, as an active entry
                 active[j] = True
     na = 0
-    for j in range(n):
+    for j in range(nc):
         if active[j]:
             idx[na] = j
             na += 1
-    if 2 * na > n:                      # mostly active: the dense products, the rest zeroed
+    if 2 * na > nc:                     # mostly active: the dense products, the rest zeroed
         for r in range(rows):
-            for j in range(n):
+            for j in range(nc):
                 if not active[j]:
-                    S[r, j] = 0
-        gemm(dW, S, Xc, True, False, 1.0)
-        if dXc.size:
-            gemm(dXc, S, W)
+                    G[r, j] = 0
+        gemm(dW[c0:c1], G, Xc, True, False, 1.0)
+        if P.size:
+            gemm(P, G, W[c0:c1])
         return
-    flat = block.reshape(-1)
     for r in range(rows):
         for k in range(na):
-            flat[r * na + k] = flat[r * n + idx[k]]
-    G = flat[:rows * na].reshape((rows, na))
-    if dXc.size and na == 0:
-        dXc[...] = 0
+            G[r, k] = G[r, idx[k]]
+    if P.size and na == 0:
+        P[...] = 0
     for g0 in range(0, na, group):
         ng = min(group, na - g0)
         for k in range(ng):
-            Wg[k] = W[idx[g0 + k]]
+            Wg[k] = W[c0 + idx[g0 + k]]
         gemm(Tg[:ng], G[:, g0:g0 + ng], Xc, True, False)
         for k in range(ng):
-            dW[idx[g0 + k]] += Tg[k]
-        if dXc.size:
-            gemm(dXc, G[:, g0:g0 + ng], Wg[:ng], False, False, 1.0 if g0 else 0.0)
+            dW[c0 + idx[g0 + k]] += Tg[k]
+        if P.size:
+            gemm(P, G[:, g0:g0 + ng], Wg[:ng], False, False, 1.0 if g0 else 0.0)

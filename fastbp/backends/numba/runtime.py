@@ -1,12 +1,14 @@
 """What every kernel stands on (csrc/runtime.c): the threads (their count, the threading layer,
 a forked child's), memory without reference counts, and the BLAS binding.
 
-Who owns the cores (docs/design.md): a kernel either runs on Numba's threads with no BLAS call
-inside, or calls BLAS (NumPy's own OpenBLAS where NumPy has one, as the C backend: ``gemm``)
-with its own loops on the calling thread -- never both at once.
+Who owns the cores (docs/design.md): a kernel runs on Numba's threads with BLAS held to one
+thread inside (``blas_one_thread``), or calls BLAS (NumPy's own OpenBLAS where NumPy has one, as
+the C backend: ``gemm``) on all threads from the calling one -- never both pools at once.
 """
+import contextlib
 import ctypes
 import os
+import threading
 
 import llvmlite.binding as _llvm
 import numba as nb
@@ -18,8 +20,10 @@ from .. import _blas
 from ._jit import OPTS, inline, jit
 
 # "threadsafe": OpenMP (or TBB), so calls from several Python threads at once are safe (the
-# default workqueue layer aborts on concurrent use). Takes effect at the first parallel call.
-nb.config.THREADING_LAYER = "threadsafe"
+# default workqueue layer aborts on concurrent use), unless the user chose a layer
+# (NUMBA_THREADING_LAYER). Takes effect at the first parallel call.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    nb.config.THREADING_LAYER = "threadsafe"
 
 
 _NO_LABELS = np.empty(0, np.intp)
@@ -103,6 +107,34 @@ def _keep(owner):
 # stays valid in the next process. Not np.dot: Numba's is SciPy's OpenBLAS, a second thread
 # pool that fights NumPy's (docs/performance.md, "Threads next to the user's own NumPy").
 _SGEMM, _DGEMM, _ILP64, BLAS = _blas.gemms()
+
+
+_SET_THREADS, _GET_THREADS = (f and ctypes.CFUNCTYPE(*sig)(f) for f, sig in zip(
+    _blas.thread_controls(BLAS), ((None, ctypes.c_int), (ctypes.c_int,))))
+_held, _hold_lock = [0, 0], threading.Lock()      # holders, the count they saved
+
+
+@contextlib.contextmanager
+def blas_one_thread():
+    """BLAS's threads set to one while a kernel calls it from each of Numba's threads (two
+    pools on the same cores wait on each other's spinning threads); the first holder saves the
+    count and the last restores it (csrc/runtime.c's fbp_blas_hold). Yields False, changing
+    nothing, where BLAS's thread count cannot be set."""
+    if not _SET_THREADS:
+        yield False
+        return
+    with _hold_lock:
+        if _held[0] == 0:
+            _held[1] = _GET_THREADS()
+            _SET_THREADS(1)
+        _held[0] += 1
+    try:
+        yield True
+    finally:
+        with _hold_lock:
+            _held[0] -= 1
+            if _held[0] == 0:
+                _SET_THREADS(_held[1])
 
 
 _llvm.add_symbol("fastbp_sgemm", _SGEMM)

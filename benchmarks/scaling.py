@@ -1,0 +1,264 @@
+"""Threads 1, 2, 4 ... up to the machine's cores: fastbp's compiled backends beside their peers.
+
+    python benchmarks/scaling.py [--threads 1,2,4] [--groups C,V] [--json FILE]
+
+(``make bench-scaling``: every group, threads 1, 2, 4 ... up to the cores.)
+
+Each thread count runs in a fresh process pinned to that many cores (``sched_setaffinity``
+before any library loads, so BLAS, OpenMP, Numba, PyTorch and XLA all size their pools to it),
+with ``fastbp.set_num_threads(t)`` and ``torch.set_num_threads(t)``. Every row is first checked
+against the NumPy reference (``conftest.assert_matches_reference``), then timed: the median of
+repeated calls (at least MIN_CALLS, for about BUDGET_S). Prints one table per group -- each row's
+time at every thread count, its speed-up (time at 1 thread / time at t) and each fastbp
+backend's ratio to the fastest peer at t -- and the host: CPU model, family / model, vector
+width, cores and the DGEMM rate measured here. ``--json`` keeps all of it.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUDGET_S, MIN_CALLS = 0.4, 3
+FASTBP = ("c", "numba")          # the compiled backends, where available (_compiled)
+# (group, kind, preset or shape, dtype): linear_head softmax_nll at the presets (few classes in
+# both dtypes, as the targets ask), the heads on scores, the 2-layer net, a training epoch
+GROUPS = [(f"{s} {dt}", "linear", s, dt) for s in ("T", "D") for dt in ("float64",)] + [
+    (f"{s} {dt}", "linear", s, dt) for s in ("C", "C1k", "K", "M")
+    for dt in ("float32", "float64")] + [
+    ("V float32", "linear", "V", "float32"), ("P float32", "filtered", "P", "float32"),
+    ("heads 256x1000 float64", "heads", (256, 1000), "float64"),
+    ("net 3072-100-10 float64", "net", None, "float64"),
+    ("train epoch digits float32", "train", None, "float32")]
+TORCH_COMPILE = ("V float32", "C float32")     # its compilation costs tens of seconds per shape
+
+
+def _compiled():
+    import fastbp
+    return tuple(be for be in FASTBP if be in fastbp.available_backends())
+
+
+def _timed(call):
+    call()
+    times, start = [], time.perf_counter()
+    while len(times) < MIN_CALLS or time.perf_counter() - start < BUDGET_S:
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _linear_rows(group, preset, dtype, filtered):
+    import fastbp
+    from fastbp import peers
+    from conftest import linear_data
+    X, W, b, y = linear_data(preset, "softmax_nll", dtype)
+    opts = {"filter_eps": "auto"} if filtered else {}
+    want = fastbp.linear_head(X, W, b, y, backend="numpy")
+    want = (want.loss, want.dW, want.db, want.dX)
+    rows = {"numpy": (lambda: fastbp.linear_head(X, W, b, y, backend="numpy"), want)}
+    for be in _compiled():
+        rows[be] = (lambda be=be: fastbp.linear_head(X, W, b, y, backend=be, **opts), want)
+    if filtered:           # filter_eps changes dW and dX by up to ~1e-4 (docs/math.md)
+        return rows, 1e-3
+    names = ["torch eager", "jax jit"] + (["torch.compile"] if group in TORCH_COMPILE else [])
+    for peer in names:
+        if peers.available(peer):
+            run = peers.linear_head(peer, "softmax_nll", X, W, b, y)
+            rows[peer] = (run, want, run.result)
+    return rows, None
+
+
+def _heads_rows(shape, dtype):
+    import numpy as np
+
+    import fastbp
+    rng = np.random.default_rng(0)
+    S = rng.standard_normal(shape).astype(dtype)
+    y = rng.integers(0, shape[1], shape[0])
+    want = fastbp.softmax_nll(S, y, backend="numpy")
+    rows = {be: (lambda be=be: fastbp.softmax_nll(S, y, backend=be), want)
+            for be in ("numpy",) + _compiled()}
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return rows, None
+    St, yt = torch.from_numpy(S.copy()).requires_grad_(), torch.from_numpy(y)
+
+    def torch_eager():
+        St.grad = None
+        loss = F.cross_entropy(St, yt)
+        loss.backward()
+        return float(loss), St.grad.numpy()
+    rows["torch eager"] = (torch_eager, want)
+    return rows, None
+
+
+def _net_rows(dtype):
+    import fastbp
+    from test_bench_mlp import net
+    X, params, y = net(dtype)
+    want = fastbp.mlp_loss_grad(X, params, y, activation="sigmoid", backend="numpy")
+    return {be: (lambda be=be: fastbp.mlp_loss_grad(X, params, y, activation="sigmoid",
+                                                     backend=be), want)
+            for be in ("numpy",) + _compiled()}, None
+
+
+def _train_rows(dtype):
+    """One epoch of `fastbp train`'s defaults on the digits (the loss after it is compared)."""
+    from fastbp.train import load_dataset, train
+    data = load_dataset("digits", dtype=dtype, seed=0)
+
+    def epoch(be):
+        return train(backend=be, epochs=1, data=data, dtype=dtype)[1].losses[-1]
+    want = epoch("numpy")
+    return {be: (lambda be=be: epoch(be), want) for be in ("numpy",) + _compiled()}, 1e-3
+
+
+def child(threads, names):
+    """One process at ``threads`` cores: {group: {row: median seconds}}."""
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    sys.path.insert(0, HERE)
+    import fastbp
+    from conftest import assert_matches_reference
+    fastbp.set_num_threads(threads)
+    try:
+        import torch
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    out = {}
+    for group, kind, what, dtype in GROUPS:
+        if names and group.split()[0] not in names:
+            continue
+        if kind in ("linear", "filtered"):
+            rows, rtol = _linear_rows(group, what, dtype, kind == "filtered")
+        elif kind == "heads":
+            rows, rtol = _heads_rows(what, dtype)
+        elif kind == "net":
+            rows, rtol = _net_rows(dtype)
+        else:
+            rows, rtol = _train_rows(dtype)
+        out[group] = {}
+        for name, (call, want, *result) in rows.items():
+            got = (result[0] if result else call)()
+            if rtol is None:
+                assert_matches_reference(tuple(got) if isinstance(got, tuple) else got, want,
+                                         dtype)
+            else:
+                _close(got, want, rtol)
+            out[group][name] = _timed(call)
+            print(f"  {threads:3d} threads  {group:28s} {name:18s} "
+                  f"{1e6 * out[group][name]:12,.1f} us", file=sys.stderr, flush=True)
+    return out
+
+
+def _close(got, want, rtol):
+    import numpy as np
+    if hasattr(want, "loss"):
+        got, want = (got.loss, got.dW, got.db, got.dX), (want.loss, want.dW, want.db, want.dX)
+    for g, w in zip(np.atleast_1d(got) if np.isscalar(got) else got,
+                    np.atleast_1d(want) if np.isscalar(want) else want):
+        w = np.asarray(w, np.float64)
+        np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=rtol,
+                                   atol=rtol * float(np.abs(w).max(initial=0.0)))
+
+
+def host():
+    """What a row's ratios depend on: the CPU, its vector width, the cores, BLAS's DGEMM rate."""
+    import numpy as np
+    info = {"machine": platform.machine(), "cores": len(os.sched_getaffinity(0))}
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines()
+                      if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        flags = set(fields.get("flags", "").split())
+        info.update(cpu=fields.get("model name"), family=fields.get("cpu family"),
+                    model=fields.get("model"),
+                    vector_bits=512 if "avx512f" in flags else 256 if "avx2" in flags else 128)
+    except OSError:
+        info["cpu"] = platform.processor()
+    A = np.random.default_rng(0).standard_normal((2048, 2048))
+    A @ A
+    seconds = min(_once(lambda: A @ A) for _ in range(5))
+    info["dgemm_gflops"] = round(2 * 2048 ** 3 / seconds / 1e9, 1)
+    return info
+
+
+def _once(f):
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def host_line(h):
+    return (f"{h.get('cpu')} (family {h.get('family')}, model {h.get('model')}), "
+            f"{h.get('vector_bits')}-bit vectors, {h['cores']} cores, DGEMM "
+            f"{h['dgemm_gflops']} GFLOP/s on all of them")
+
+
+def report(result):
+    lines = [f"Host: {host_line(result['host'])}", ""]
+    counts = result["threads"]
+    for group in result["groups"]:
+        per = {t: result["times"][str(t)].get(group, {}) for t in counts}
+        names = list(per[counts[0]])
+        lines.append(f"{group}: median us at t threads (speed-up from 1 thread); fastbp's "
+                     "rows: x the fastest peer at t")
+        lines.append("| row | " + " | ".join(f"t={t}" for t in counts) + " |")
+        lines.append("|---|" + "---|" * len(counts))
+        for name in names:
+            cells = []
+            for t in counts:
+                s = per[t].get(name)
+                if s is None:
+                    cells.append("")
+                    continue
+                cell = f"{1e6 * s:,.0f} ({per[counts[0]][name] / s:.1f}x)"
+                peers = [v for k, v in per[t].items() if k not in FASTBP]
+                if name in FASTBP and peers:
+                    cell += f", {min(peers) / s:.2f}x"
+                cells.append(cell)
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cores = len(os.sched_getaffinity(0))
+    default = sorted({min(2 ** k, cores) for k in range(cores.bit_length() + 1)})
+    parser.add_argument("--threads", default=",".join(map(str, default)))
+    parser.add_argument("--groups", default="", help="e.g. C,V (the first word of a group)")
+    parser.add_argument("--json", help="write the host, the times and the table here")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    names = [g for g in args.groups.split(",") if g]
+    if args.child:
+        json.dump(child(args.child, names), sys.stdout)
+        return
+    counts = [int(t) for t in args.threads.split(",")]
+    result = {"host": host(), "threads": counts, "times": {}}
+    for t in counts:
+        out = subprocess.run([sys.executable, __file__, "--child", str(t), "--groups",
+                              args.groups], capture_output=True, text=True)
+        sys.stderr.write(out.stderr)
+        out.check_returncode()
+        result["times"][str(t)] = json.loads(out.stdout)
+    result["groups"] = list(result["times"][str(counts[0])])
+    result["table"] = report(result)
+    print(result["table"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
