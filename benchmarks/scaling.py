@@ -205,13 +205,15 @@ def host_line(h):
 
 
 def report(result):
-    lines = [f"Host: {host_line(result['host'])}", ""]
+    lines = [f"Host: {host_line(result['host'])}", "",
+             "Each cell: the median in us at t threads (the speed-up from 1 thread); for "
+             "fastbp's rows also its ratio to the fastest peer at t (NumPy's reference "
+             "included).", ""]
     counts = result["threads"]
     for group in result["groups"]:
         per = {t: result["times"][str(t)].get(group, {}) for t in counts}
         names = list(per[counts[0]])
-        lines.append(f"{group}: median us at t threads (speed-up from 1 thread); fastbp's "
-                     "rows: x the fastest peer at t")
+        lines += [f"#### {group}", ""]
         lines.append("| row | " + " | ".join(f"t={t}" for t in counts) + " |")
         lines.append("|---|" + "---|" * len(counts))
         for name in names:

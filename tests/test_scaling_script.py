@@ -25,4 +25,5 @@ def test_scaling_script_names_the_host_and_times_every_row(tmp_path):
     assert set(fastbp.available_backends()) <= set(rows)
     assert all(seconds > 0 for seconds in rows.values())
     table = result["table"]
-    assert table.startswith("Host: ") and "| numpy | " in table and "(1.0x)" in table
+    assert table.startswith("Host: ") and "#### T float64" in table
+    assert "| numpy | " in table and "(1.0x)" in table
