@@ -46,8 +46,6 @@ static inline int omp_get_thread_num(void) { return 0; }   /* (teams are one thr
 extern void *fbp_sgemm, *fbp_dgemm;     /* Fortran ?gemm (layer_ops.h casts them) */
 extern int fbp_blas_ilp64;                 /* their integers are int64_t, else int */
 int fbp_threads(void);             /* the set_num_threads value (>= 1) */
-int fbp_blas_hold(void);           /* BLAS on one thread until fbp_blas_release: 0 if it can't */
-void fbp_blas_release(void);
 /* Every scratch allocation of the kernels goes through these: malloc / calloc / free that keep
  * the bytes alive and their high-water mark (fbp_scratch_peak), so memory is counted exactly. */
 void *fbp_malloc(size_t bytes);

@@ -57,6 +57,10 @@ void fbp_set_num_threads(int n);
 /* BLAS's own openblas_set_num_threads / openblas_get_num_threads (C ABI), or NULL: with them a
  * kernel runs one-thread products on each of its OpenMP threads (linear_chunked) */
 void fbp_set_blas_threads(void *set, void *get);
+/* BLAS on one thread until fbp_blas_release (0: it cannot be set); holders nest, the last
+ * release restores the count the first one found (the Numba backend holds through these too) */
+int fbp_blas_hold(void);
+void fbp_blas_release(void);
 int fbp_forked_child(void);      /* 1 in a process forked from one that loaded this library */
 /* scratch memory: the most bytes the kernels held at once since the last reset (exact) */
 int64_t fbp_scratch_peak(void);

@@ -113,3 +113,22 @@ def test_the_team_runs_and_blas_gets_its_threads_back(backend, threads):
     if backend == "c":
         assert _module("c").scratch_bytes() >= 4 * 64 * 40 * 8
     assert _blas_threads() == before
+
+
+def test_concurrent_teams_of_both_backends_give_blas_its_threads_back(threads):
+    """The C and Numba teams hold BLAS from two Python threads at once, many times over: one
+    holder count per process, so the last release restores the caller's count."""
+    from concurrent.futures import ThreadPoolExecutor
+    if set(COMPILED) != {"c", "numba"}:
+        pytest.skip("needs both compiled backends")
+    fastbp.set_num_threads(2)
+    before = _blas_threads()
+    X, W, b, y = _inputs(150, 40, 4 * tuning.CHUNKED_MIN_CLASSES, np.float64)
+
+    def calls(backend):
+        for _ in range(20):
+            fastbp.linear_head(X, W, b, y, backend=backend, chunk_rows=64)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(calls, ["c", "numba"]))
+    assert _blas_threads() == before

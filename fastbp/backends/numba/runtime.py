@@ -8,6 +8,7 @@ the C backend: ``gemm``) on all threads from the calling one -- never both pools
 import contextlib
 import ctypes
 import os
+import sys
 import threading
 
 import llvmlite.binding as _llvm
@@ -120,6 +121,17 @@ def blas_one_thread():
     pools on the same cores wait on each other's spinning threads); the first holder saves the
     count and the last restores it (csrc/runtime.c's fbp_blas_hold). Yields False, changing
     nothing, where BLAS's thread count cannot be set."""
+    c = sys.modules.get("fastbp.backends.c_kernels")
+    if c is not None and getattr(c, "BLAS", None) == BLAS:
+        # the C backend holds the same BLAS: one holder count per process (its fbp_blas_hold),
+        # else each would restore the count the other set
+        held = bool(c.lib.fbp_blas_hold())
+        try:
+            yield held
+        finally:
+            if held:
+                c.lib.fbp_blas_release()
+        return
     if not _SET_THREADS:
         yield False
         return
