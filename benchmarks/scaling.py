@@ -1,6 +1,7 @@
 """Threads 1, 2, 4 ... up to the machine's cores: fastbp's compiled backends beside their peers.
 
     python benchmarks/scaling.py [--threads 1,2,4] [--groups C,V] [--json FILE]
+                                 [--time-limit SECONDS]
 
 (``make bench-scaling``: every group, threads 1, 2, 4 ... up to the cores.)
 
@@ -11,7 +12,10 @@ against the NumPy reference (``conftest.assert_matches_reference``), then timed:
 repeated calls (at least MIN_CALLS, for about BUDGET_S). Prints one table per group -- each row's
 time at every thread count, its speed-up (time at 1 thread / time at t) and each fastbp
 backend's ratio to the fastest peer at t -- and the host: CPU model, family / model, vector
-width, cores and the DGEMM rate measured here. ``--json`` keeps all of it.
+width, cores and the DGEMM rate measured here. ``--json`` keeps all of it, rewritten after each
+thread count. One thread and the most run first, then the counts between; with
+``--time-limit`` a count cut short keeps the groups it finished and the rest are left out (a
+host lent for a few minutes still returns the columns that matter most).
 """
 import argparse
 import json
@@ -121,7 +125,8 @@ def _train_rows(dtype):
 
 
 def child(threads, names):
-    """One process at ``threads`` cores: {group: {row: median seconds}}."""
+    """One process at ``threads`` cores: {group: {row: median seconds}}, each group also
+    printed as a JSON line as soon as it is measured."""
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     sys.path.insert(0, HERE)
     import fastbp
@@ -155,6 +160,7 @@ def child(threads, names):
             out[group][name] = _timed(call)
             print(f"  {threads:3d} threads  {group:28s} {name:18s} "
                   f"{1e6 * out[group][name]:12,.1f} us", file=sys.stderr, flush=True)
+        print(json.dumps({group: out[group]}), flush=True)     # a line per group
     return out
 
 
@@ -211,8 +217,8 @@ def report(result):
              "included).", ""]
     counts = result["threads"]
     for group in result["groups"]:
-        per = {t: result["times"][str(t)].get(group, {}) for t in counts}
-        names = list(per[counts[0]])
+        per = {t: result["times"].get(str(t), {}).get(group, {}) for t in counts}
+        names = list(dict.fromkeys(name for t in counts for name in per[t]))
         lines += [f"#### {group}", ""]
         lines.append("| row | " + " | ".join(f"t={t}" for t in counts) + " |")
         lines.append("|---|" + "---|" * len(counts))
@@ -223,7 +229,8 @@ def report(result):
                 if s is None:
                     cells.append("")
                     continue
-                cell = f"{1e6 * s:,.0f} ({per[counts[0]][name] / s:.1f}x)"
+                base = per[counts[0]].get(name)
+                cell = f"{1e6 * s:,.0f}" + (f" ({base / s:.1f}x)" if base else "")
                 peers = [v for k, v in per[t].items() if k not in FASTBP]
                 if name in FASTBP and peers:
                     cell += f", {min(peers) / s:.2f}x"
@@ -239,26 +246,49 @@ def main(argv=None):
     default = sorted({min(2 ** k, cores) for k in range(cores.bit_length() + 1)})
     parser.add_argument("--threads", default=",".join(map(str, default)))
     parser.add_argument("--groups", default="", help="e.g. C,V (the first word of a group)")
-    parser.add_argument("--json", help="write the host, the times and the table here")
+    parser.add_argument("--json", help="write the host, the times and the table here (after "
+                        "each thread count, so a run cut short keeps what it measured)")
+    parser.add_argument("--time-limit", type=float, help="seconds for the whole run: 1 thread "
+                        "and the most run first, a thread count cut short keeps its groups")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = [g for g in args.groups.split(",") if g]
     if args.child:
-        json.dump(child(args.child, names), sys.stdout)
+        child(args.child, names)
         return
-    counts = [int(t) for t in args.threads.split(",")]
+    start = time.perf_counter()
+    counts = sorted(int(t) for t in args.threads.split(","))
+    order = [counts[0], counts[-1]] + counts[1:-1] if len(counts) > 1 else counts
     result = {"host": host(), "threads": counts, "times": {}}
-    for t in counts:
-        out = subprocess.run([sys.executable, __file__, "--child", str(t), "--groups",
-                              args.groups], capture_output=True, text=True)
-        sys.stderr.write(out.stderr)
-        out.check_returncode()
-        result["times"][str(t)] = json.loads(out.stdout)
-    result["groups"] = list(result["times"][str(counts[0])])
-    result["table"] = report(result)
+    for t in order:
+        left = None if args.time_limit is None else args.time_limit - (time.perf_counter() - start)
+        if left is not None and left < 5:
+            break
+        command = [sys.executable, __file__, "--child", str(t), "--groups", args.groups]
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=left)
+            stdout, stderr = out.stdout, out.stderr
+            out.check_returncode()
+        except subprocess.TimeoutExpired as cut:
+            stdout, stderr = _text(cut.stdout), _text(cut.stderr)
+            stderr += f"{t} threads: cut at the time limit\n"
+        sys.stderr.write(stderr)
+        result["times"][str(t)] = {k: v for line in stdout.splitlines() if line.strip()
+                                   for k, v in json.loads(line).items()}
+        _finish(result, args.json)
     print(result["table"])
-    if args.json:
-        with open(args.json, "w") as f:
+
+
+def _text(b):
+    return b.decode() if isinstance(b, bytes) else (b or "")
+
+
+def _finish(result, path):
+    """The table of what was measured so far, and the JSON file."""
+    result["groups"] = list(dict.fromkeys(g for t in result["times"].values() for g in t))
+    result["table"] = report(result)
+    if path:
+        with open(path, "w") as f:
             json.dump(result, f, indent=1)
 
 

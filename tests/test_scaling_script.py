@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_scaling_script_names_the_host_and_times_every_row(tmp_path):
     out = tmp_path / "scaling.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--threads", "1",
-                    "--groups", "T", "--json", str(out)], check=True, capture_output=True,
-                   text=True, timeout=600)
+                    "--groups", "T", "--json", str(out), "--time-limit", "500"], check=True,
+                   capture_output=True, text=True, timeout=600)
     result = json.loads(out.read_text())
     host = result["host"]
     assert host["cores"] >= 1 and host["dgemm_gflops"] > 0 and host["vector_bits"] >= 128
