@@ -14,8 +14,10 @@ in one pass over four rows at a time, rows split over ``get_num_threads()`` fixe
 partials are combined in block order (the same bits run to run): tiny weights, and few classes
 on large work; a few scores (B n <= FUSED_TINY_SCORES) one row at a time
 (``linear_rows_tiny``). *Chunked BLAS*, per block of ``chunk_rows`` rows: GEMM, the head in
-place, ``dW += dS^T X`` (beta = 1), ``dX = dS W``: peak extra memory one score block, whatever
-B; when the whole batch is one block, the same in one compiled call (``linear_one_block``).
+place, ``dW += dS^T X``, ``dX = dS W``, on a team of Numba's threads each calling BLAS on one
+thread (``_linear_chunked``): peak extra memory one score block and the team's partials,
+whatever B; on one thread, when the whole batch is one block, the same in one compiled call
+(``linear_one_block``).
 softmax_nll with many classes: *column blocks* (``_linear_columns``, two passes over the
 columns, as csrc/linear.c). Layers and MLPs: BLAS GEMMs with fused epilogues.
 
