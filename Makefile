@@ -114,6 +114,7 @@ bench-scaling: $(VENV)/.installed-bench
 # The tables behind the compiled backends' fused-vs-BLAS thresholds (FUSED_MAX_N and friends).
 crossover: $(VENV)/.installed-test
 	$(BENCH_ENV) $(BIN)/python benchmarks/crossover.py
+	$(BENCH_ENV) $(BIN)/python benchmarks/crossover.py --own
 
 clean:
 	rm -rf $(VENV) build *.egg-info fastbp/backends/_fastbp_c* fastbp/backends/_fastcall* .pytest_cache .hypothesis .benchmarks fastbp-demo

@@ -75,21 +75,27 @@ fastbp.config.score_block_bytes = int(sys.argv[5]) or fastbp.config.score_block_
 out = fastbp.Grads(None, np.zeros_like(W), np.zeros_like(b), np.zeros_like(X))
 call = lambda: fastbp.linear_head(X, W, b, target, sys.argv[2], out=out, backend=sys.argv[3],
                                   **options)
-call()      # warm-up, as before tracemalloc's figure: BLAS's own buffers are then resident
+if sys.argv[3] not in fastbp.available_backends():      # a peer: its step, as timed
+    from fastbp import peers
+    call = peers.linear_head(sys.argv[3], sys.argv[2], X, W, b, target)
+call()      # warm-up (compiles a peer): BLAS's own buffers, a compiled graph are then resident
 print(rss_peak(call))
 """
 
 
 def peak_extra_rss(shape, head, backend, options=None, score_block_bytes=None):
-    """Peak extra memory of one linear_head call as the process sees it (C mallocs included,
-    which tracemalloc misses; docs/design.md "Peak memory"): fastbp.compare.rss_peak in a fresh
-    interpreter, after a warm-up call (inputs, outputs, imports and BLAS's own buffers for the
-    same products already resident; the call's freed scratch is returned first). Linux only.
+    """Peak extra memory of one linear_head call (or a peer's step: ``backend`` a peer's name)
+    as the process sees it (C mallocs included, which tracemalloc misses; docs/design.md "Peak
+    memory"): fastbp.compare.rss_peak in a fresh interpreter, after a warm-up call (inputs,
+    outputs, imports and BLAS's own buffers for the same products already resident), with
+    glibc told to map every block of 128 KiB or more on its own (MALLOC_MMAP_THRESHOLD_), so
+    a freed one is returned at once and a warm-up cannot hide the call's scratch. Linux only.
     ``options``: linear_head's keywords; ``score_block_bytes``: fastbp.config's, if given."""
     import json
     import os
     import subprocess
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+           "MALLOC_MMAP_THRESHOLD_": str(128 << 10)}
     run = subprocess.run([sys.executable, "-c", _RSS_PROBE, shape, head, backend,
                           json.dumps(options or {}), str(score_block_bytes or 0)],
                          capture_output=True, text=True, check=True, env=env)

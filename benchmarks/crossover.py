@@ -4,6 +4,7 @@
     python benchmarks/crossover.py c                # one of them
     python benchmarks/crossover.py --hot c          # calls back to back
     python benchmarks/crossover.py --tiny           # Numba's rows one at a time vs in blocks
+    python benchmarks/crossover.py --own [c|numba]  # own products vs BLAS's, many classes
 
 Prints median times of the three linear_head paths over a grid of shapes. Each path is timed
 after the previous one's threads went to sleep, or with ``--hot`` back to back (as a benchmark
@@ -11,7 +12,9 @@ or a training loop calls: BLAS's threads still spinning, which favours BLAS). Th
 ``fastbp/backends/tuning.py`` (FUSED_MAX_N, FUSED_MAX_WEIGHTS, FUSED_ANY_N_WEIGHTS,
 PARALLEL_MIN_WORK, ...) were chosen from this table (docs/performance.md); rerun it on a new
 machine. A second table puts softmax_nll's row blocks beside its column blocks (and the three
-bare products) for many classes: ``COLUMN_MIN_ROWS``.
+bare products) for many classes: ``COLUMN_MIN_ROWS``. A third (``--own``, also run by ``make
+crossover``) times the chunked path's products on BLAS, with the scores on fastbp's own kernels,
+and (C) with all three on them: ``OWN_SCORES_MIN_WEIGHTS``, ``OWN_BACKWARD_MIN_WEIGHTS``.
 """
 import sys
 import time
@@ -133,9 +136,49 @@ def tiny_rows():
                 print(f"{dtype:>7} {B:>4} {d:>4} {n:>4} {B * n:>5} {ns[0]:>16.0f} {ns[1]:>10.0f}")
 
 
+def own(backend):
+    """The chunked path (softmax_nll, default score budget) with its products on BLAS, with the
+    scores on fastbp's own kernels ("scores"), and with all three on them ("all", C only), ms;
+    the best of them, and what tuning.own_products picks."""
+    from fastbp._dispatch import backend_module
+    T = backend_module(backend).TUNING
+    modes = {"blas": (1 << 62, 1 << 62), "scores": (0, 1 << 62), "all": (0, 0)}
+    if backend != "c":
+        del modes["all"]
+    rng = np.random.default_rng(0)
+    print(f"backend {backend!r}, softmax_nll, chunked path, ms")
+    print(f"{'dtype':>7} {'B':>5} {'d':>5} {'n':>6} {'n d':>9} "
+          + " ".join(f"{m:>8}" for m in modes) + "  best    picks")
+    saved = T.OWN_SCORES_MIN_WEIGHTS, T.OWN_BACKWARD_MIN_WEIGHTS
+    for dtype in ("float32", "float64"):
+        for B, d, n in ((256, 256, 300), (1024, 256, 1000), (1024, 512, 1000),
+                        (256, 1024, 4000), (1024, 512, 4000), (1024, 256, 16000),
+                        (1024, 512, 16000), (1024, 512, 32000), (256, 256, 65536)):
+            X = rng.standard_normal((B, d)).astype(dtype)
+            W = (rng.standard_normal((n, d)) / np.sqrt(d)).astype(dtype)
+            b, y = np.zeros(n, dtype), rng.integers(0, n, B)
+            out = fastbp.Grads(None, np.empty_like(W), np.empty_like(b), np.empty_like(X))
+            row = {}
+            for mode, (scores, backward) in modes.items():
+                T.OWN_SCORES_MIN_WEIGHTS, T.OWN_BACKWARD_MIN_WEIGHTS = scores, backward
+                with variant(f"{backend}:chunked") as be:
+                    row[mode] = 1e3 * median_time(
+                        lambda: fastbp.linear_head(X, W, b, y, out=out, backend=be), 5)
+            T.OWN_SCORES_MIN_WEIGHTS, T.OWN_BACKWARD_MIN_WEIGHTS = saved
+            picks = tuning.own_products(T, np.dtype(dtype), n, d)
+            picks = "all" if picks == 3 else "scores" if picks else "blas"
+            print(f"{dtype:>7} {B:>5} {d:>5} {n:>6} {n * d:>9} "
+                  + " ".join(f"{t:>8.1f}" for t in row.values())
+                  + f"  {min(row, key=row.get):<7} {picks}")
+
+
 if __name__ == "__main__":
     if "--tiny" in sys.argv[1:]:
         tiny_rows()
+        sys.exit()
+    if "--own" in sys.argv[1:]:
+        for name in [a for a in sys.argv[1:] if a != "--own"] or ["numba", "c"]:
+            own(name)
         sys.exit()
     hot = "--hot" in sys.argv[1:]
     names = [a for a in sys.argv[1:] if a != "--hot"]

@@ -32,6 +32,8 @@ def _row_name(bench):
         return "bare BLAS, SciPy's" + ("" if part == 1 else f", row blocks of B/{part}")
     if "peer" in params:
         return params["peer"]
+    if "impl" in params:
+        return params["impl"]
     if "variant" in params:
         return f"{params['backend']}, {params['variant']}"
     if "backend" in params:
@@ -150,6 +152,29 @@ def _few_groups(gs):
             yield m[1], m[2], m[3], gs[group]
 
 
+def _products(gs, shape, dtype):
+    """{product: (own's, OpenBLAS's flops per second)} of the products groups of shape, dtype."""
+    out = {}
+    for group, rows in gs.items():
+        m = re.match(rf"products {shape} {dtype} (.+) \(", group)
+        if m and "own" in rows and "OpenBLAS" in rows:
+            out[m[1]] = tuple(rows[r]["extra_info"]["flops"] / rows[r]["stats"]["median"]
+                              for r in ("own", "OpenBLAS"))
+    return out
+
+
+def products_table(gs):
+    """fastbp's own products against OpenBLAS's, each alone (benchmarks/test_bench_products.py)."""
+    lines = ["| shape | dtype | product | own GFLOP/s | OpenBLAS GFLOP/s | own / OpenBLAS |",
+             "|---|---|---|---|---|---|"]
+    for shape in ("V", "K", "L"):
+        for dtype in ("float32", "float64"):
+            for product, (own, blas) in _products(gs, shape, dtype).items():
+                lines.append(f"| {shape} | {dtype} | {product} | {own / 1e9:.1f} | "
+                             f"{blas / 1e9:.1f} | {own / blas:.2f}x |")
+    return lines
+
+
 def targets(gs, compile_times):
     """The open issues' targets, checked against this run (met / not met), then the earlier
     issues' targets still held, then tracked numbers of retired targets."""
@@ -196,21 +221,34 @@ def targets(gs, compile_times):
               f"worst {max(worst)[0]:.2f}x ({max(worst)[1].split(' (')[0]})"
               + (f"; over 1.5x: {', '.join(over)}" if over else ""))
 
-    # The large-vocabulary layer
+    # The large-vocabulary layer: fastbp's own products, each alone >= 0.9x OpenBLAS's rate
+    for product, (own, blas) in sorted(_products(gs, "V", "float32").items()):
+        check(f"own product {product} alone at V float32 >= 0.9x OpenBLAS", own >= 0.9 * blas,
+              f"{own / blas:.2f}x ({own / 1e9:.0f} against {blas / 1e9:.0f} GFLOP/s)")
+    # V at the default budget: c >= 1.15x the fastest peer and <= 1.10x the bare products,
+    # numba >= 1.0x and <= 1.25x, both within 1/16 of the scores
     _, vrows = _group_named(gs, "softmax_nll", "V", "float32")
     peer, pt = _peers(vrows)
+    bare = vrows.get("bare BLAS")
+    for backend, factor, over in (("c", 1.15, 1.10), ("numba", 1.0, 1.25)):
+        r = vrows.get(backend)
+        if r is None or peer is None or bare is None:
+            continue
+        t, extra = r["stats"]["median"], r["extra_info"]
+        mem = extra.get("peak_extra_bytes", 0) / extra.get("score_bytes", 1)
+        ratio = t / bare["stats"]["median"]
+        check(f"{backend}: V, default budget: >= {factor}x the fastest peer, <= {over}x bare "
+              "BLAS, within 1/16 of the scores", pt / t >= factor and ratio <= over
+              and mem <= 1 / 16, f"{pt / t:.2f}x {peer} ({_us(t)} us), {ratio:.2f}x bare BLAS, "
+              f"peak extra memory {mem:.3f} of the scores "
+              f"({extra.get('peak_extra_method', 'tracemalloc')})")
     for backend in ("c", "numba"):
-        for variant, factor, frac in (("score budget 1/16", 1.05, 1 / 16),
-                                      ("score budget 1/4", 1.25, 1 / 4)):
+        for variant in ("score budget 1/16", "score budget 1/4"):
             r = vrows.get(f"{backend}, {variant}")
-            if r is None or peer is None:
-                continue
-            t, extra = r["stats"]["median"], r["extra_info"]
-            mem = extra.get("peak_extra_bytes", 0) / extra.get("score_bytes", 1)
-            check(f"{backend}: V, {variant} of the scores: >= {factor}x the fastest peer",
-                  pt / t >= factor and mem <= frac,
-                  f"{pt / t:.2f}x {peer} ({_us(t)} us), peak extra memory {mem:.3f} of the "
-                  f"scores ({extra.get('peak_extra_method', 'tracemalloc')})")
+            if r is not None and peer is not None:
+                t = r["stats"]["median"]
+                track(f"{backend}: V, {variant} of the scores", f"{pt / t:.2f}x {peer} "
+                      f"({_us(t)} us)")
     _, prows = _group_named(gs, "softmax_nll", "P", "float32")
     bare = prows.get("bare BLAS")
     for backend in ("c", "numba"):
@@ -221,8 +259,8 @@ def targets(gs, compile_times):
         ratio = t / bare["stats"]["median"]
         errors = max(extra.get("relative_error_dW", 1.0), extra.get("relative_error_dX", 1.0))
         skipped = extra.get("skipped_tiles")
-        check(f"{backend}: P, filter_eps auto <= 0.6x bare BLAS, dW and dX within 1e-4",
-              ratio <= 0.6 and errors <= 1e-4,
+        check(f"{backend}: P, filter_eps auto <= 0.5x bare BLAS, dW and dX within 1e-4",
+              ratio <= 0.5 and errors <= 1e-4,
               f"{ratio:.2f}x ({_us(t)} us), relative errors dW {extra['relative_error_dW']:.1e}"
               f", dX {extra['relative_error_dX']:.1e}"
               + (f", {100 * skipped:.1f}% of (row block, class) tiles skipped"
@@ -381,6 +419,14 @@ def main():
         "column blocks compute X W^T a second time for the scores they cannot keep "
         "(`_column_bound` in benchmarks/report.py).",
         "",
+        "## fastbp's products vs OpenBLAS",
+        "",
+        "Each product alone on every thread, into a preallocated output, checked equal first "
+        "(benchmarks/test_bench_products.py): fastbp's own kernels (csrc/products.h, W read "
+        "where it lies) against NumPy's OpenBLAS at the V, K and L shapes (G: B x n).",
+        "",
+        *products_table(gs),
+        "",
         "## In a loop: right after the user's own NumPy product",
         "",
         "Each call timed back to back, and right after a 256 x 512 @ 512 x 512 float32 NumPy "
@@ -432,7 +478,7 @@ def main():
                   "reference first; its docstring says what each cell is):", "",
                   json.load(open(threads))["table"]]
     lines += ["", "## All groups", ""]
-    for group in sorted(gs):
+    for group in sorted(g for g in gs if not g.startswith("products ")):   # (table above)
         lines += [table(group, gs[group]), ""]
     print("\n".join(lines))
 

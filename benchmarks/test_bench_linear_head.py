@@ -59,12 +59,13 @@ def test_linear_head(benchmark, backend, head, shape, dtype):
 
 
 def _memory(benchmark, call, shape, head, backend, options=None):
-    """The row's peak extra memory, when it is timed (each figure costs one call more): C's at
-    the large shapes as the process's resident peak (tracemalloc does not see C's malloc)."""
+    """The row's peak extra memory, when it is timed (each figure costs one call more): at the
+    large shapes as the process's resident peak, in a fresh process (tracemalloc does not see
+    C's malloc, nor a peer's allocator); ``backend`` may be a peer's name there."""
     if benchmark.disabled:
         return
     X, W = linear_data(shape, head)[:2]
-    if backend == "c" and shape in ("V", "P", "L"):
+    if shape in ("V", "P", "L"):
         benchmark.extra_info["peak_extra_bytes"] = peak_extra_rss(
             shape, head, backend, options, fastbp.config.score_block_bytes)
         benchmark.extra_info["peak_extra_method"] = "ru_maxrss"

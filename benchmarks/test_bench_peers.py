@@ -3,7 +3,7 @@ PyTorch eager, torch.compile, PyTorch's linear_cross_entropy and JAX jit, when i
 checks it computes fastbp's numbers before it is timed."""
 import pytest
 from conftest import assert_matches_reference, checked_run, linear_data
-from test_bench_linear_head import CASES, _group, reference
+from test_bench_linear_head import CASES, _group, _memory, reference
 
 from fastbp import peers
 
@@ -28,3 +28,5 @@ def test_peer_linear_head(benchmark, peer, head, shape, dtype):
     want = tuple(reference(head, shape, dtype))
     checked_run(benchmark, run.result,
                 lambda got: assert_matches_reference(tuple(got), want, X.dtype), timed=run)
+    if shape in ("V", "P", "L"):
+        _memory(benchmark, None, shape, head, peer)

@@ -50,6 +50,9 @@ typedef struct {
 enum { FBP_SIGMOID, FBP_TANH, FBP_RELU, FBP_LEAKY, FBP_ELU, FBP_MAXOUT, FBP_IDENTITY };
 /* optimizers (fastbp.SGD, fastbp.Adam) */
 enum { FBP_SGD, FBP_ADAM };
+/* linear_chunked's own: which of its products run on fastbp's own kernels (csrc/products.h)
+ * instead of BLAS, bits: the scores S = X_c W^T, the backward dW and dX */
+enum { FBP_OWN_SCORES = 1, FBP_OWN_BACKWARD = 2 };
 
 /* runtime: SciPy's ?gemm (Fortran interface) from scipy.linalg.cython_blas; OpenMP threads */
 void fbp_set_blas(void *sgemm, void *dgemm, int ilp64);
@@ -88,15 +91,24 @@ int linear_fused_f32(float *dW, float *db, float *dX, double *sums, const float 
  * heads without softcap or z_loss only): blocks of (chunk, cols) scores in two passes over the
  * columns instead.
  * filter_eps > 0 (softmax heads, cols = n): the backward products skip, per block of rows, the
- * classes whose every |g_ij| < filter_eps omega_i (0: exact). */
+ * classes whose every |g_ij| < filter_eps omega_i (0: exact). own (cols = n): FBP_OWN_* bits,
+ * the products that run on fastbp's own kernels (csrc/products.h) instead of BLAS. */
 int linear_chunked_f64(double *dW, double *db, double *dX, double *sums, const double *X,
                        const double *W, const double *b, const fbp_head *head, int mean,
-                       int64_t chunk, int64_t cols, double filter_eps, int64_t B, int64_t d,
-                       int64_t n);
+                       int64_t chunk, int64_t cols, double filter_eps, int own, int64_t B,
+                       int64_t d, int64_t n);
 int linear_chunked_f32(float *dW, float *db, float *dX, double *sums, const float *X,
                        const float *W, const float *b, const fbp_head *head, int mean,
-                       int64_t chunk, int64_t cols, double filter_eps, int64_t B, int64_t d,
-                       int64_t n);
+                       int64_t chunk, int64_t cols, double filter_eps, int own, int64_t B,
+                       int64_t d, int64_t n);
+
+/* fastbp's own products alone, on every thread (csrc/products.h): kind 0 C (M, N) = A (M, K)
+ * B^T with B (N, K); kind 1 C (M, N) = A (M, K) B with B (K, N); kind 2 C (M, N) = A^T B with
+ * A (K, M), B (K, N). */
+int own_products_f64(int kind, double *C, const double *A, const double *B, int64_t M, int64_t N,
+                     int64_t K);
+int own_products_f32(int kind, float *C, const float *A, const float *B, int64_t M, int64_t N,
+                     int64_t K);
 
 /* A = f(X W^T + b): X (B, d), W (m, d), b (m,) or NULL; A (B, m), or (B, m / k) for maxout
  * with winners (B, m / k) the winning piece (W piece-major: row = piece * (m / k) + unit). */

@@ -7,6 +7,15 @@
 #define FUSED_R 8          /* rows per register block of the fused rows */
 #define FUSED_KT 512       /* k tile of their forward: its rows of x and w stay in L1 */
 #define FUSED_CK 256       /* k chunk of a task combining their partials */
+/* fastbp's own products (products.h): register tiles of OWN_RA rows of C by OWN_KV vectors
+ * (24 accumulators + 4 loads + a broadcast: 29 of AVX-512's 32 registers), blocks of OWN_LB
+ * classes or rows along the sum (a block of W or dW stays in L2), scores OWN_SROWS rows a time
+ * when alone */
+#define OWN_RA 6
+#define OWN_KV 4
+#define OWN_LB 128
+#define OWN_SROWS 128
+#define OWN_PACK 512       /* l of A's rows of a tile copied for contiguous broadcasts */
 
 #define TEMPLATE_FILE "linear.c"
 #include "template.h"
@@ -169,6 +178,8 @@ FBP_HOT static void F(linear_rows)(const F(head_t) * h, const REAL *X, const REA
     out[0] = total;
     out[1] = osum;
 }
+
+#include "products.h"
 
 /* W's rows lo..hi copied to Wp with row stride ld, zero past d */
 static void F(pack_rows)(REAL *Wp, const REAL *W, int64_t lo, int64_t hi, int64_t d, int64_t ld)
@@ -336,7 +347,7 @@ FBP_HOT static void F(linear_columns)(const F(head_t) * h, REAL *dW, double *db6
 static void F(filtered_slice)(const F(head_t) * h, REAL *S, int64_t ld, const REAL *Xc,
                               const REAL *W, REAL *dW, REAL *P, double thr, int64_t lo,
                               int64_t rows, int64_t d, int64_t c0, int64_t nc, int64_t group,
-                              int64_t *idx, REAL *Wg, REAL *Tg)
+                              int64_t *idx, REAL *Wg, REAL *Tg, int own)
 {
     int64_t na = 0;
     char *act = (char *)Tg;         /* nc flags, read before Tg is written */
@@ -355,9 +366,13 @@ static void F(filtered_slice)(const F(head_t) * h, REAL *S, int64_t ld, const RE
         for (int64_t r = 0; r < rows; r++)
             for (int64_t j = 0; j < nc; j++)
                 G[r * ld + j] = act[j] ? G[r * ld + j] : (REAL)0;
-        F(gemm_ld)(1, 0, nc, d, rows, G, ld, Xc, d, 1, dW + c0 * d, d);
-        if (P)
-            F(gemm_ld)(0, 0, rows, d, nc, G, ld, W + c0 * d, d, 0, P, d);
+        if (own)
+            F(own_backward)(S, ld, Xc, W, dW, P, 1, rows, d, c0, nc);
+        else {
+            F(gemm_ld)(1, 0, nc, d, rows, G, ld, Xc, d, 1, dW + c0 * d, d);
+            if (P)
+                F(gemm_ld)(0, 0, rows, d, nc, G, ld, W + c0 * d, d, 0, P, d);
+        }
         return;
     }
     for (int64_t r = 0; r < rows; r++)
@@ -369,13 +384,18 @@ static void F(filtered_slice)(const F(head_t) * h, REAL *S, int64_t ld, const RE
         int64_t ng = fbp_min(group, na - g0);
         for (int64_t k = 0; k < ng; k++)
             memcpy(Wg + k * d, W + (c0 + idx[g0 + k]) * d, (size_t)d * sizeof(REAL));
-        F(gemm_ld)(1, 0, ng, d, rows, G + g0, ld, Xc, d, 0, Tg, d);
+        if (own)
+            F(own_product)(Tg, d, 0, 0, G + g0, 1, ld, Xc, d, ng, d, rows, rows, NULL, 0);
+        else
+            F(gemm_ld)(1, 0, ng, d, rows, G + g0, ld, Xc, d, 0, Tg, d);
         for (int64_t k = 0; k < ng; k++) {
             REAL *dst = dW + (c0 + idx[g0 + k]) * d, *src = Tg + k * d;
             for (int64_t q = 0; q < d; q++)
                 dst[q] += src[q];
         }
-        if (P)
+        if (P && own)
+            F(own_product)(P, d, 0, g0 > 0, G + g0, ld, 1, Wg, d, rows, d, ng, OWN_LB, NULL, 0);
+        else if (P)
             F(gemm_ld)(0, 0, rows, d, ng, G + g0, ld, Wg, d, g0 ? 1 : 0, P, d);
     }
 }
@@ -383,11 +403,13 @@ static void F(filtered_slice)(const F(head_t) * h, REAL *S, int64_t ld, const RE
 /* What a team of chunked_rows shares: the call's arguments and the scratch. */
 typedef struct {
     const F(head_t) * h;
-    REAL *dW, *dX, *S, *P, *fs;
+    REAL *dW, *dX, *S, *P, *fs, *Xt;
     double *db64, *pdb, *lrow, *tmp;
     const REAL *X, *W, *b;
     double scale, thr;               /* thr > 0: filter_eps's threshold (filtered_slice) */
     int64_t chunk, B, d, group, *idx;
+    int own;                         /* FBP_OWN_* bits: products of products.h, else BLAS's */
+    int64_t ldt;                     /* own: Xt's row length, a whole number of vectors */
 } F(team_t);
 
 /* The team by rows (fewer than 2 CHUNKED_MIN_CLASSES classes, where a thread's share of the
@@ -430,30 +452,41 @@ static void F(rows_step)(const F(team_t) * a, int T, int t, int step)
                                                                * no barrier between blocks */
         if (!nr)
             continue;
-        F(gemm_ld)(0, 1, nr, n, d, Xr, d, a->W, d, 0, Sr, n);
+        REAL *Xt = a->Xt + t * d * a->ldt;      /* own: the thread's rows transposed */
+        if (a->own & FBP_OWN_SCORES) {
+            F(own_xt)(Xt, a->ldt, Xr, nr, d, 0, d);
+            F(own_scores)(Sr, n, Xt, a->ldt, a->W, n, nr, d);
+        } else
+            F(gemm_ld)(0, 1, nr, n, d, Xr, d, a->W, d, 0, Sr, n);
         F(head_block)(h, Sr, a->b, Sr, a->lrow + lo + r0, NULL, a->scale, lo + r0, lo + r0 + nr,
                       lo + r0, a->tmp + t * n, part);
         if (pb)
             for (int64_t r = 0; r < nr; r++)
                 for (int64_t j = 0; j < n; j++)
                     pb[j] += Sr[r * n + j];
-        F(gemm_ld)(1, 0, n, d, nr, Sr, n, Xr, d, wrote ? 1 : 0, pw, d);
+        if (a->own & FBP_OWN_BACKWARD)
+            F(own_backward)(Sr, n, Xr, a->W, pw, a->dX ? a->dX + (lo + r0) * d : NULL, (int)wrote,
+                            nr, d, 0, n);
+        else {
+            F(gemm_ld)(1, 0, n, d, nr, Sr, n, Xr, d, wrote ? 1 : 0, pw, d);
+            if (a->dX)
+                F(gemm_ld)(0, 0, nr, d, n, Sr, n, a->W, d, 0, a->dX + (lo + r0) * d, d);
+        }
         wrote = 1;
-        if (a->dX)
-            F(gemm_ld)(0, 0, nr, d, n, Sr, n, a->W, d, 0, a->dX + (lo + r0) * d, d);
     }
     if (!wrote)
         memset(pw, 0, (size_t)nd * sizeof(REAL));
 }
 
 /* The team by classes: thread t owns the classes c_t = [t n / T, (t + 1) n / T). Per block of
- * rows X_c (lo.. lo + r), four steps, each after every thread's previous one:
- *   0. S[:, c_t] = X_c W[c_t]^T                          (BLAS on the thread's own classes)
- *   1. bias + head on whole rows, the rows split over the team; lrow[i]: row i's loss
- *   2. db64[c_t] += S[:, c_t]'s column sums in row order; dW[c_t] (+)= S[:, c_t]^T X_c and
+ * rows X_c (lo.. lo + r), five steps, each after every thread's previous one:
+ *   0. own products: Xt = X_c^T, its rows split over the team
+ *   1. S[:, c_t] = X_c W[c_t]^T                   (products on the thread's own classes)
+ *   2. bias + head on whole rows, the rows split over the team; lrow[i]: row i's loss
+ *   3. db64[c_t] += S[:, c_t]'s column sums in row order; dW[c_t] (+)= S[:, c_t]^T X_c and
  *      P_t = S[:, c_t] W[c_t] (dX_c's part from the thread's classes), with filter_eps on the
  *      slice's active classes only (filtered_slice)
- *   3. dX_c = the P_t summed pairwise over t, the columns split over the team (T > 1).
+ *   4. dX_c = the P_t summed pairwise over t, the columns split over the team (T > 1).
  * dW, db and the loss are summed in an order the team does not change; dX's tree depends on T.
  * Every thread runs each step on a share of the block: no pass over S waits on one thread. */
 static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int step)
@@ -465,12 +498,16 @@ static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int s
          *Pt = T == 1 ? (a->dX ? a->dX + lo * d : NULL) : (a->P ? a->P + t * chunk * d : NULL);
     const REAL *Xc = a->X + lo * d;
     double part[2];
-    if (step == 0)
-        F(gemm_ld)(0, 1, rows, nc, d, Xc, d, a->W + c0 * d, d, 0, S + c0, n);
+    if (step == 0 && (a->own & FBP_OWN_SCORES))
+        F(own_xt)(a->Xt, a->ldt, Xc, rows, d, t * d / T, (t + 1) * d / T);
+    else if (step == 1 && (a->own & FBP_OWN_SCORES))
+        F(own_scores)(S + c0, n, a->Xt, a->ldt, a->W + c0 * d, nc, rows, d);
     else if (step == 1)
+        F(gemm_ld)(0, 1, rows, nc, d, Xc, d, a->W + c0 * d, d, 0, S + c0, n);
+    else if (step == 2)
         F(head_block)(h, S, a->b, S, a->lrow + lo, NULL, a->scale, lo + t * rows / T,
                       lo + (t + 1) * rows / T, lo, a->tmp + t * n, part);
-    else if (step == 2) {
+    else if (step == 3) {
         if (a->db64)
             for (int64_t r = 0; r < rows; r++)
                 for (int64_t j = c0; j < c0 + nc; j++)
@@ -478,13 +515,15 @@ static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int s
         if (a->thr > 0) {
             REAL *Wg = a->fs + t * (2 * a->group * d + n);
             F(filtered_slice)(h, S, n, Xc, a->W, a->dW, Pt, a->thr, lo, rows, d, c0, nc, a->group,
-                              a->idx + c0, Wg, Wg + a->group * d);
-        } else {
+                              a->idx + c0, Wg, Wg + a->group * d, a->own & FBP_OWN_BACKWARD);
+        } else if (a->own & FBP_OWN_BACKWARD)
+            F(own_backward)(S, n, Xc, a->W, a->dW, Pt, lo > 0, rows, d, c0, nc);
+        else {
             F(gemm_ld)(1, 0, nc, d, rows, S + c0, n, Xc, d, lo ? 1 : 0, a->dW + c0 * d, d);
             if (Pt)
                 F(gemm_ld)(0, 0, rows, d, nc, S + c0, n, a->W + c0 * d, d, 0, Pt, d);
         }
-    } else if (T > 1 && a->dX) {
+    } else if (step == 4 && T > 1 && a->dX) {
         int64_t k0 = t * d / T, k1 = (t + 1) * d / T;
         for (int64_t w = 1; w < T; w *= 2)
             for (int64_t u = 0; u + w < T; u += 2 * w)
@@ -504,7 +543,7 @@ static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int s
  * after the other -- the same arithmetic, so the same bits. */
 static void F(team_run)(const F(team_t) * a, int T, int by_rows, int par)
 {
-    int64_t blocks = by_rows ? 1 : (a->B + a->chunk - 1) / a->chunk, steps = by_rows ? 2 : 4;
+    int64_t blocks = by_rows ? 1 : (a->B + a->chunk - 1) / a->chunk, steps = by_rows ? 2 : 5;
     if (!par) {
         for (int64_t k = 0; k < blocks * steps; k++)
             for (int t = 0; t < T; t++)
@@ -539,7 +578,7 @@ static void F(team_run)(const F(team_t) * a, int T, int by_rows, int par)
 #define CHUNKED_MIN_WORK 65536
 static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX, double *sums,
                            const REAL *X, const REAL *W, const REAL *b, double scale, double thr,
-                           int64_t chunk, int64_t B, int64_t d)
+                           int own, int64_t chunk, int64_t B, int64_t d)
 {
     int64_t n = h->n;
     int by_rows = n < 2 * CHUNKED_MIN_CLASSES && thr == 0;
@@ -547,7 +586,9 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
                                     by_rows ? chunk / CHUNKED_MIN_ROWS : n / CHUNKED_MIN_CLASSES));
     if (B * n * d < CHUNKED_MIN_WORK)   /* a fork / join would cost more than the work */
         T = 1;
-    if (T > 1 && !fbp_blas_hold())
+    /* BLAS held to one thread where it runs: all but own products (filter_eps's slices do) */
+    int hold = T > 1 && (own != (FBP_OWN_SCORES | FBP_OWN_BACKWARD) || thr > 0);
+    if (hold && !fbp_blas_hold())
         T = 1;
     F(team_t)
     a = {.h = h,
@@ -561,12 +602,17 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
          .thr = thr,
          .chunk = chunk,
          .B = B,
-         .d = d};
+         .d = d,
+         .own = own};
     /* filter_eps's groups: all threads' Wg and Tg within half the score block */
     a.group = fbp_max(1, fbp_min(n, chunk * n / (4 * fbp_max(d, 1))) / T);
     int64_t partials = T == 1 ? 0 : by_rows ? n * d : dX ? chunk * d : 0;
     /* by rows, thread t's share of S starts at t ceil(chunk / T) rows */
     a.S = fbp_malloc((size_t)((by_rows ? T * ((chunk + T - 1) / T) : chunk) * n) * sizeof(REAL));
+    /* own products: X_c^T, by rows one per thread of its rows */
+    a.ldt = F(vceil)(by_rows ? (chunk + T - 1) / T : chunk);
+    a.Xt = own & FBP_OWN_SCORES ? fbp_malloc((size_t)((by_rows ? T : 1) * d * a.ldt) * sizeof(REAL))
+                                : NULL;
     a.P = partials ? fbp_malloc((size_t)(T * partials) * sizeof(REAL)) : NULL;
     a.pdb = T > 1 && by_rows ? fbp_calloc((size_t)(T * n), sizeof(double)) : NULL;
     a.lrow = fbp_malloc((size_t)fbp_max(B, 1) * sizeof(double));
@@ -574,6 +620,7 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
     a.fs = thr > 0 ? fbp_malloc((size_t)(T * (2 * a.group * d + n)) * sizeof(REAL)) : NULL;
     a.idx = thr > 0 ? fbp_malloc((size_t)n * sizeof(int64_t)) : NULL;
     int status = a.S && a.lrow && a.tmp && (a.P || !partials) && (a.pdb || T == 1 || !by_rows)
+                                 && (a.Xt || !(own & FBP_OWN_SCORES))
                                  && (thr == 0 || (a.fs && a.idx))
                          ? FBP_OK
                          : FBP_ENOMEM;
@@ -581,13 +628,14 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
         memset(dW, 0, (size_t)(n * d) * sizeof(REAL));
     if (status == FBP_OK)
         F(team_run)(&a, T, by_rows, T > 1 && !fbp_forked_child());
-    if (T > 1)
+    if (hold && T > 1)
         fbp_blas_release();
     for (int64_t i = 0; i < B && status == FBP_OK; i++) {     /* in row order */
         sums[0] += a.lrow[i];
         sums[1] += F(row_weight)(h, i);
     }
     fbp_free(a.S);
+    fbp_free(a.Xt);
     fbp_free(a.P);
     fbp_free(a.pdb);
     fbp_free(a.lrow);
@@ -598,15 +646,17 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
 }
 
 /* Per block of chunk rows: S = X_c W^T, bias + head, dW += S^T X_c, dX_c = S W, on a team
- * (chunked_rows). cols < n: softmax heads in (chunk, cols) blocks instead (linear_columns), their
- * head on one thread between BLAS's products. filter_eps > 0 (softmax heads, cols = n): the two
+ * (chunked_rows); own (FBP_OWN_* bits): those products by fastbp's own kernels (products.h),
+ * the others by BLAS. cols < n: softmax heads in (chunk, cols) blocks instead (linear_columns),
+ * their head on one thread between BLAS's products. filter_eps > 0 (softmax heads, cols = n): the two
  * backward products on the active classes only (filtered_slice). */
 int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, const REAL *W,
                       const REAL *b, const fbp_head *head, int mean, int64_t chunk, int64_t cols,
-                      double filter_eps, int64_t B, int64_t d, int64_t n)
+                      double filter_eps, int own, int64_t B, int64_t d, int64_t n)
 {
     int softmax = head && (head->code == FBP_SOFTMAX || head->code == FBP_SOFTMAX_PROBS);
-    if (B < 0 || d < 0 || n < 1 || chunk < 1 || cols < 1 || !fbp_known_head(head)
+    if (B < 0 || d < 0 || n < 1 || chunk < 1 || cols < 1 || !fbp_known_head(head) || own < 0
+        || own > (FBP_OWN_SCORES | FBP_OWN_BACKWARD)
         || (cols < n && (!softmax || head->softcap != 0 || head->z_loss != 0)) || !(filter_eps >= 0)
         || (filter_eps > 0 && !softmax))
         return FBP_EBADARG;
@@ -625,7 +675,7 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
     sums[0] = sums[1] = 0.0;
     if (cols == n)
         status = F(chunked_rows)(&h, dW, db ? db64 : NULL, dX, sums, X, W, b, scale,
-                                 filter_eps * scale, chunk, B, d);
+                                 filter_eps * scale, own, chunk, B, d);
     else {
         REAL *S = fbp_malloc((size_t)(chunk * cols) * sizeof(REAL));
         double *tmp = fbp_malloc((size_t)(n + 5 * chunk) * sizeof(double));

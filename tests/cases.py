@@ -249,11 +249,20 @@ _PATH_SETTINGS = {
                 "score_blocks": column_blocks()},
     "parallel": {"PARALLEL_MIN_WORK": 0, "FUSED_ANY_N_WEIGHTS": 1 << 60},
     "serial": {"PARALLEL_MIN_WORK": 1 << 60, "FUSED_ANY_N_WEIGHTS": 1 << 60},
+    # the chunked path on fastbp's own products at every shape: all three (the C backend's
+    # only), or the scores alone (the backward by BLAS)
+    "own": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0, "FUSED_FEW_N": 0,
+            "OWN_SCORES_MIN_WEIGHTS": 0, "OWN_BACKWARD_MIN_WEIGHTS": 0, "OWN_ROW_ALIGN": 1},
+    "ownscores": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0, "FUSED_FEW_N": 0,
+                  "OWN_SCORES_MIN_WEIGHTS": 0, "OWN_BACKWARD_MIN_WEIGHTS": 1 << 62,
+                  "OWN_ROW_ALIGN": 1},
 }
 _ONLY = [b for b in os.environ.get("FASTBP_TEST_BACKENDS", "").split(",") if b]
 BACKENDS = [b for b in fastbp.available_backends() if not _ONLY or b in _ONLY]
 VARIANTS = BACKENDS + [f"{b}:{path}" for b in BACKENDS if b in ("numba", "c")
-                       for path in ("chunked", "columns", "parallel")]
+                       for path in ("chunked", "columns", "parallel")] + [
+    f"c:{path}" for b in BACKENDS if b == "c" for path in ("own", "ownscores")] + [
+    "numba:ownscores" for b in BACKENDS if b == "numba"]
 
 
 @contextlib.contextmanager

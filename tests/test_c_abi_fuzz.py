@@ -128,9 +128,26 @@ def test_heads_kernel(case, B, n, dtype, values, mean, seed):
 
 
 @fuzz
+@given(kind=st.integers(0, 2), M=st.integers(0, 40), N=st.integers(0, 40), K=st.integers(0, 9),
+       dtype=dtypes, seed=seeds)
+def test_own_products_kernel(kind, M, N, K, dtype, seed):
+    """own_products_* on exactly-sized buffers: C = A B^T, A B or A^T B."""
+    rng, t = np.random.default_rng(seed), c_kernels._T[np.dtype(dtype)]
+    shapes = [((M, K), (N, K)), ((M, K), (K, N)), ((K, M), (K, N))][kind]
+    with Exact() as ex:
+        A, B = (ex(rng.standard_normal(s).astype(dtype)) for s in shapes)
+        C = ex(np.full((M, N), 7, dtype))
+        status = getattr(lib, f"own_products_{'f64' if dtype == np.float64 else 'f32'}")(
+            kind, p(t, C), p(t, A), p(t, B), M, N, K)
+        assert status == lib.FBP_OK
+        want = [lambda: A @ B.T, lambda: A @ B, lambda: A.T @ B][kind]()
+        np.testing.assert_allclose(C, want, rtol=1e-4, atol=1e-4 * max(K, 1))
+
+
+@fuzz
 @given(case=st.sampled_from(CASES), B=st.integers(0, 9), d=st.integers(0, 7),
        n=st.integers(1, 9), dtype=dtypes, values=st.sampled_from(["ordinary", "extreme"]),
-       path=st.sampled_from(["fused", "chunked", "columns", "filtered"]),
+       path=st.sampled_from(["fused", "chunked", "columns", "filtered", "own", "own filtered"]),
        nblocks=st.integers(1, 5),
        chunk=st.integers(1, 6), bias=st.booleans(), need_dX=st.booleans(), seed=seeds)
 def test_linear_kernels(case, B, d, n, dtype, values, path, nblocks, chunk, bias, need_dX, seed):
@@ -151,11 +168,12 @@ def test_linear_kernels(case, B, d, n, dtype, values, path, nblocks, chunk, bias
         sums = ffi.new("double[2]")
         args = (p(t, dW), p(t, db), p(t, dX), sums, p(t, X), p(t, W), p(t, b), h, 1)
         # filter_eps: on softmax_nll's row blocks, 1e30 skips every finite gradient entry
-        filter_eps = 1e30 if path == "filtered" and head == "softmax_nll" else 0.0
+        filter_eps = 1e30 if path.endswith("filtered") and head == "softmax_nll" else 0.0
         if path == "fused":
             status = t.linear_fused(*args, nblocks, B, d, n)
         else:
-            status = t.linear_chunked(*args, chunk, cols or n, filter_eps, B, d, n)
+            own = seed % 4 if path.startswith("own") else 0   # FBP_OWN_* bits (products.h)
+            status = t.linear_chunked(*args, chunk, cols or n, filter_eps, own, B, d, n)
         assert status == lib.FBP_OK
         if filter_eps and values == "ordinary":
             assert not dW.any() and (dX is None or not dX.any())
@@ -211,7 +229,7 @@ def test_broken_preconditions_are_refused_before_writing(bad, value, dtype, seed
         statuses = []
         if bad != "nblocks":
             statuses.append(t.linear_chunked(*common, dims["chunk"], dims["cols"], filter_eps,
-                                             dims["B"], dims["d"], dims["n"]))
+                                             value % 2, dims["B"], dims["d"], dims["n"]))
         if bad not in ("chunk", "cols", "columns of a non-softmax head", "columns with softcap",
                        "filter_eps", "filter_eps of a non-softmax head"):
             statuses.append(t.linear_fused(*common, dims["nblocks"], dims["B"], dims["d"],

@@ -156,7 +156,7 @@ def test_c_kernels_refuse_their_preconditions_without_writing(bad):
                        "p": 1, "ignore_index": -100})
     p = lambda a: ffi.from_buffer("double[]", a)     # noqa: E731
     status = lib.linear_chunked_f64(p(dW), p(db), p(dX), sums, p(X), p(W), p(b), head, 1,
-                                    args["chunk"], args["cols"], 0.0, args["B"], d, args["n"])
+                                    args["chunk"], args["cols"], 0.0, 0, args["B"], d, args["n"])
     assert status == lib.FBP_EBADARG
     with pytest.raises(ValueError, match="precondition"):
         c_kernels._check(status, "linear_head")
@@ -184,8 +184,8 @@ def test_head_codes_and_struct_are_checked_against_the_c_header(monkeypatch):
 @pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
 def test_c_scratch_is_counted_exactly():
     """The chunked path holds one (chunk, n) score block, two float64 n-vectors and one float64
-    per row (n is too small here for a team and its dX partials): the kernels' allocator counts
-    exactly that, and frees it all."""
+    per row (n is too small here for a team and its dX partials), and on its own products X_c
+    transposed: the kernels' allocator counts exactly that, and frees it all."""
     import numpy as np
 
     from fastbp.backends import c_kernels
@@ -202,3 +202,11 @@ def test_c_scratch_is_counted_exactly():
             fastbp.linear_head(*args, y, chunk_rows=chunk, backend="c")
             assert c_kernels.scratch_bytes() == chunk * n * item + 2 * n * 8 + B * 8
             assert c_kernels.scratch_bytes(reset=True) == 0      # all of it was freed
+            # on fastbp's own products: X_c^T too, its rows whole vectors of 64 bytes
+            mp.setattr(c_kernels.TUNING, "OWN_SCORES_MIN_WEIGHTS", 0)
+            mp.setattr(c_kernels.TUNING, "OWN_ROW_ALIGN", 1)
+            fastbp.linear_head(*args, y, chunk_rows=chunk, backend="c")
+            xt = d * -(-chunk * item // 64) * 64
+            assert c_kernels.scratch_bytes() == chunk * n * item + 2 * n * 8 + B * 8 + xt
+            assert c_kernels.scratch_bytes(reset=True) == 0
+            mp.setattr(c_kernels.TUNING, "OWN_SCORES_MIN_WEIGHTS", 1 << 62)

@@ -46,12 +46,20 @@ def threads():
     fastbp.set_num_threads(before)
 
 
+# the C backend's chunked paths again on its own products (csrc/products.h)
+OWN = [(f"{name}, own products", *rest) for name, *rest in PATHS if name.startswith("chunked")]
+_RUNS = [(b, p) for b in COMPILED for p in PATHS] + [("c", p) for p in OWN if "c" in COMPILED]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("path", PATHS, ids=[p[0] for p in PATHS])
-@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("backend, path", _RUNS, ids=[f"{b}-{p[0]}" for b, p in _RUNS])
 def test_linear_head_bits_per_thread_count(backend, path, dtype, threads, monkeypatch):
-    _, B, d, n, kw = path
+    name, B, d, n, kw = path
     T = _module(backend).TUNING
+    for bit in ("SCORES", "BACKWARD"):
+        monkeypatch.setattr(T, f"OWN_{bit}_MIN_WEIGHTS", 0 if "own" in name else 1 << 62,
+                            raising=False)
+    monkeypatch.setattr(T, "OWN_ROW_ALIGN", 1, raising=False)
     monkeypatch.setattr(T, "FUSED_MIN_WORK", 0)
     monkeypatch.setattr(T, "FUSED_MIN_WORK_F32", 0)
     monkeypatch.setattr(T, "PARALLEL_MIN_WORK", 0)

@@ -68,6 +68,19 @@ def test_the_fused_rows_are_vector_code_in_their_dtype(dtype, kind):
     assert "gather" not in asm
 
 
+@needs_vectors
+@pytest.mark.parametrize("dtype, kind", [(np.float64, "pd"), (np.float32, "ps")])
+def test_the_own_scores_tile_is_vector_code_in_its_dtype(dtype, kind):
+    """own_scores' 4 x 4 dot tile: its 16 sums become vector accumulators, one packed FMA each
+    per k step (docs/performance.md, "Own products"), and no gathers."""
+    rng = np.random.default_rng(0)
+    X, W = rng.standard_normal((8, 300)).astype(dtype), rng.standard_normal((9, 300)).astype(dtype)
+    S = np.empty((8, 9), dtype)
+    asm = _asm(linear.own_scores, S, X, W, 0, 9)
+    assert len(_packed_fmas(asm, kind)) >= 16
+    assert "gather" not in asm
+
+
 def test_the_numba_exponential_is_within_a_few_ulp_of_libm():
     """docs/math.md's claim: vexp (exp1's polynomial) within 2 ulp of NumPy's exp on [-1, 1]
     and 16 on [-30, 30] (the range reduction's error grows with |x|), exact at 0, 0 below

@@ -23,7 +23,7 @@ from .._dispatch import get_num_threads
 from . import _blas, _compose
 from ._args import ACT_CODES, CODES, MAXOUT, fast_entry, head_pack, reduced_loss
 from .tuning import C as TUNING
-from .tuning import score_blocks
+from .tuning import OWN_SCORES, own_chunk_rows, own_products, score_blocks
 
 try:
     from ._fastbp_c import ffi, lib
@@ -200,10 +200,47 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         status = t.linear_fused(*args, 1, B, d, n)
     else:
         blocks = score_blocks(head, B, n, X.dtype.itemsize, chunk_rows, options)
-        status = t.linear_chunked(*args, *blocks, filter_eps, B, d, n)
+        own = own_products(T, X.dtype, n, d) if blocks[1] == n else 0
+        if own & OWN_SCORES and not chunk_rows:
+            blocks = (own_chunk_rows(blocks[0], X.dtype.itemsize), n)
+        status = t.linear_chunked(*args, *blocks, filter_eps, own, B, d, n)
     if status:
         _check(status, "linear_head")
     return reduced_loss(sums[0], sums[1], reduction)
+
+
+_PRODUCTS = {"xwt": 0, "gw": 1, "gtx": 2}
+
+
+def own_product(kind, A, B, out=None):
+    """One of fastbp's own products alone on every thread (csrc/products.h; the benchmark of
+    them against BLAS): ``"xwt"`` A B^T (S = X W^T), ``"gw"`` A B (dX = G W), ``"gtx"`` A^T B
+    (dW = G^T X). A and B: C-contiguous, both float32 or both float64; ``out``: the result's
+    array (C-contiguous, of its shape and dtype), else a new one."""
+    if kind not in _PRODUCTS:
+        raise ValueError(f"kind: expected one of {sorted(_PRODUCTS)}, got {kind!r}")
+    for name, a in (("A", A), ("B", B)):
+        if not (isinstance(a, np.ndarray) and a.ndim == 2 and a.dtype in _T
+                and a.flags.c_contiguous):
+            raise TypeError(f"{name}: expected a C-contiguous 2-d float32 or float64 array, got "
+                            f"{getattr(a, 'dtype', type(a).__name__)} {np.shape(a)}")
+    if A.dtype != B.dtype:
+        raise TypeError(f"B: expected A's dtype {A.dtype}, got {B.dtype}")
+    (m, ka), (rb, cb) = A.shape, B.shape
+    if not {"xwt": ka == cb, "gw": ka == rb, "gtx": m == rb}[kind]:
+        raise ValueError(f"B: shape {B.shape} does not fit A's {A.shape} for {kind!r}")
+    M, N, K = {"xwt": (m, rb, ka), "gw": (m, cb, ka), "gtx": (ka, cb, m)}[kind]
+    if out is None:
+        out = np.empty((M, N), A.dtype)
+    elif not (isinstance(out, np.ndarray) and out.shape == (M, N) and out.dtype == A.dtype
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"out: expected a writeable C-contiguous {A.dtype} array of shape "
+                         f"{(M, N)}, got {getattr(out, 'dtype', type(out).__name__)} "
+                         f"{np.shape(out)}")
+    C, t = out, _T[A.dtype]
+    _check(getattr(lib, f"own_products_{'f64' if A.dtype.itemsize == 8 else 'f32'}")(
+        _PRODUCTS[kind], _fb(t.ty, C), _fb(t.ty, A), _fb(t.ty, B), M, N, K), "own_product")
+    return C
 
 
 # tiny calls: checked and run by csrc/fastcall.c on linear_fused_* (_args.fast_entry)

@@ -18,6 +18,13 @@ class C:
     FUSED_MIN_WORK_F32 = 1 << 20  #   float32's rows run 16 lanes and beat BLAS from smaller work
     PARALLEL_MIN_WORK = 1 << 16   # B n d below this: one block (a fork/join costs more)
     BLOCKS_PER_THREAD = 4         # row blocks per thread (of 8 rows or more): load balance
+    # the chunked path's products on fastbp's own kernels (csrc/products.h) once W has this
+    # many weights: the scores (BLAS packs all of W again per block of rows: 1.5x the time at
+    # V), the backward (where BLAS packs only the small operands, and is as fast)
+    OWN_SCORES_MIN_WEIGHTS = 1 << 20
+    OWN_BACKWARD_MIN_WEIGHTS = 1 << 62
+    OWN_ROW_ALIGN = 64            # and W's rows whole 64-byte lines (d = 500 float32: every
+    #                               vector load of a row split over two, 0.7x BLAS's rate)
 
 
 class Numba:
@@ -36,6 +43,9 @@ class Numba:
     #                               out as threads free up; C's 4 cost 1.3x at C float32 here
     #                               (each block copies W: docs/performance.md, "In a loop")
     HEADS_PARALLEL_MIN = 1 << 16  # heads on scores: B n below this, one thread (csrc/heads.c's)
+    OWN_SCORES_MIN_WEIGHTS = 1 << 20  # the chunked path's scores by own_scores (numba/linear.py)
+    OWN_BACKWARD_MIN_WEIGHTS = 1 << 62  # (no own backward kernels in Numba: never)
+    OWN_ROW_ALIGN = 64                  # as C's
     FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0     # no few-classes window: its BLAS
     #                                                           path wins there
 
@@ -51,6 +61,28 @@ PANEL_ROWS = 1024                 # rows per panel of column blocks (W is read t
 CHUNKED_MIN_CLASSES = 128
 CHUNKED_MIN_ROWS = 16
 CHUNKED_MIN_WORK = 1 << 16        # B n d below this: one thread (a fork / join costs more)
+
+
+OWN_SCORES, OWN_BACKWARD = 1, 2      # csrc/fastbp.h's FBP_OWN_* bits
+OWN_TILE_BYTES = 256                 # a register tile's rows of scores: OWN_KV = 4 vectors of 64
+#                                      bytes (csrc/linear.c), 64 float32 or 32 float64 rows
+
+
+def own_products(tuning, dtype, n, d):
+    """The FBP_OWN_* bits of the chunked path's products that run on fastbp's own kernels
+    (csrc/products.h) rather than BLAS."""
+    if d * dtype.itemsize % tuning.OWN_ROW_ALIGN:
+        return 0
+    return ((OWN_SCORES if n * d >= tuning.OWN_SCORES_MIN_WEIGHTS else 0)
+            | (OWN_BACKWARD if n * d >= tuning.OWN_BACKWARD_MIN_WEIGHTS else 0))
+
+
+def own_chunk_rows(rows, itemsize):
+    """Rows of a block of scores on the C backend's own products: whole register tiles
+    (OWN_TILE_BYTES), which a partial one wastes (96 float32 rows compute 128), else whole
+    vectors. (Numba's tile is 4 rows of any length: its blocks keep the budget's rows.)"""
+    tile, vector = OWN_TILE_BYTES // itemsize, 64 // itemsize
+    return rows - rows % tile if rows >= tile else max(1, rows - rows % vector)
 
 
 def default_chunk_rows(n, itemsize):

@@ -34,7 +34,8 @@ from ..._checks import DEFAULT_OPTIONS
 from .. import _compose
 from .._args import ACT_CODES, HeadPack, fast_entry, head_pack, reduced_loss
 from ..tuning import Numba as TUNING
-from ..tuning import CHUNKED_MIN_CLASSES, CHUNKED_MIN_ROWS, CHUNKED_MIN_WORK, score_blocks
+from ..tuning import (CHUNKED_MIN_CLASSES, CHUNKED_MIN_ROWS, CHUNKED_MIN_WORK, OWN_SCORES,
+                      own_products, score_blocks)
 from .fastcall import _fused_cfuncs
 from .heads import heads_blocks, heads_parallel, mean_scale, rows_entry
 from .columns import softmax_cols_block, softmax_cols_loss
@@ -145,8 +146,9 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
             dX_ = _NO_Z[dt] if dX is None else dX
             total, osum = linear_one_block(X, W, b_, mean, dW, db_, dX_, *h)
         else:
-            total, osum = _linear_chunked(h, X, W, b_, mean, rows, dW, db, dX,
-                                          filter_eps)
+            own = own_products(T, dt, n, d) & OWN_SCORES      # (no own backward here)
+            total, osum = _linear_chunked(h, X, W, b_, mean, rows, dW, db, dX, filter_eps,
+                                          own)
     return reduced_loss(total, osum, reduction)
 
 
@@ -156,9 +158,10 @@ def _rows_of(h, rows):
                          if getattr(h, k).size})
 
 
-def _linear_chunked(h, X, W, b, mean, chunk, dW, db, dX, filter_eps=0.0):
-    """Per row block: S = X_c W^T, bias + head (db in float64), dW += S^T X_c, dX_c = S W (with
-    filter_eps > 0 on the block's active classes only), on a team of Numba's threads with BLAS
+def _linear_chunked(h, X, W, b, mean, chunk, dW, db, dX, filter_eps=0.0, own=0):
+    """Per row block: S = X_c W^T (own: by own_scores, else BLAS), bias + head (db in
+    float64), dW += S^T X_c, dX_c = S W (with filter_eps > 0 on the block's active classes
+    only), on a team of Numba's threads with BLAS
     held to one thread, split by classes (chunk_team) or, below 2 CHUNKED_MIN_CLASSES classes,
     by rows (rows_team), as csrc/linear.c's chunked_rows; a team of one, or a forked child's,
     runs the threads' shares one after the other (the *_blocks twins: the same bits) with BLAS
@@ -175,17 +178,18 @@ def _linear_chunked(h, X, W, b, mean, chunk, dW, db, dX, filter_eps=0.0):
         block, lrow = np.empty((chunk, n), dt), np.empty(chunk)
         db64 = np.zeros(n) if db is not None else _EMPTY[_F64]
         if team > 1 and by_rows:
-            total, osum = _rows_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow)
+            total, osum = _rows_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow,
+                                     own)
         else:
             total, osum = _class_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow,
-                                      filter_eps)
+                                      filter_eps, own)
     if db is not None:
         with np.errstate(over="ignore"):       # a diverging run's inf is the answer
             db[...] = db64
     return total, osum
 
 
-def _class_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow, filter_eps):
+def _class_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow, filter_eps, own):
     """chunk_team (chunk_team_blocks on one thread) over the blocks of rows."""
     B, (n, d), dt = X.shape[0], W.shape, X.dtype
     P = np.empty((team, chunk, d) if dX is not None else (team, 0, 0), dt)
@@ -202,14 +206,14 @@ def _class_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow, filte
         hi = min(lo + chunk, B)
         dXc = _NO_Z[dt] if dX is None else dX[lo:hi]
         Pb = P if team > 1 or dX is None else dXc[None]    # one thread: dX_c itself
-        t, o = entry(block[:hi - lo], X[lo:hi], W, b, scale, lo == 0, dW, db64, dXc, Pb, lrow,
-                     thr, Wg, Tg, idx, *_rows_of(h, slice(lo, hi)))
+        t, o = entry(block[:hi - lo], X[lo:hi], W, b, scale, lo == 0, bool(own), dW, db64, dXc,
+                     Pb, lrow, thr, Wg, Tg, idx, *_rows_of(h, slice(lo, hi)))
         total += t
         osum += o
     return total, osum
 
 
-def _rows_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow):
+def _rows_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow, own):
     """rows_team over the blocks of rows, then rows_combine."""
     B, (n, d), dt = X.shape[0], W.shape, X.dtype
     Pw, Pb = np.empty((team, n, d), dt), np.zeros((team, n))
@@ -218,7 +222,7 @@ def _rows_team(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow):
         hi = min(lo + chunk, B)
         dXc = _NO_Z[dt] if dX is None else dX[lo:hi]
         t, o = (rows_team_blocks if _forked[0] else rows_team)(
-            block[:hi - lo], X[lo:hi], W, b, scale, lo == 0, Pw, Pb, dXc, lrow,
+            block[:hi - lo], X[lo:hi], W, b, scale, lo == 0, bool(own), Pw, Pb, dXc, lrow,
             *_rows_of(h, slice(lo, hi)))
         total += t
         osum += o

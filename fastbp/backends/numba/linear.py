@@ -345,10 +345,61 @@ def linear_one_block(X, W, b, mean, dW, db, dX, *head):
     return total, osum
 
 
+@jit
+def own_scores(S, Xc, W, c0, c1):
+    """S[:, c0:c1] = Xc W[c0:c1]^T, fastbp's own product (csrc/products.h's scores): dot tiles
+    of 4 rows by 4 classes along k, whose 16 sums LLVM vectorizes into vector accumulators
+    (config.FASTMATH's reassociation), each load feeding 4 multiply-adds, W's rows read where
+    they lie (BLAS packs all of W again per block of rows). A tile past the rows or classes
+    repeats the last one; the stores, last one first, leave each element its own sum."""
+    rows, d = Xc.shape
+    ud = np.uint64(d)
+    zero = W.dtype.type(0)
+    for j0 in range(c0, c1, 4):          # 4 rows of W stay in L1 over the block's rows
+        q0, q1, q2, q3 = j0, min(j0 + 1, c1 - 1), min(j0 + 2, c1 - 1), min(j0 + 3, c1 - 1)
+        for i0 in range(0, rows, 4):
+            r0, r1 = i0, min(i0 + 1, rows - 1)
+            r2, r3 = min(i0 + 2, rows - 1), min(i0 + 3, rows - 1)
+            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
+            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
+            for k in range(ud):
+                x0, x1, x2, x3 = Xc[r0, k], Xc[r1, k], Xc[r2, k], Xc[r3, k]
+                w0, w1, w2, w3 = W[q0, k], W[q1, k], W[q2, k], W[q3, k]
+                a00 += x0 * w0
+                a01 += x0 * w1
+                a02 += x0 * w2
+                a03 += x0 * w3
+                a10 += x1 * w0
+                a11 += x1 * w1
+                a12 += x1 * w2
+                a13 += x1 * w3
+                a20 += x2 * w0
+                a21 += x2 * w1
+                a22 += x2 * w2
+                a23 += x2 * w3
+                a30 += x3 * w0
+                a31 += x3 * w1
+                a32 += x3 * w2
+                a33 += x3 * w3
+            S[r3, q3], S[r3, q2], S[r3, q1], S[r3, q0] = a33, a32, a31, a30
+            S[r2, q3], S[r2, q2], S[r2, q1], S[r2, q0] = a23, a22, a21, a20
+            S[r1, q3], S[r1, q2], S[r1, q1], S[r1, q0] = a13, a12, a11, a10
+            S[r0, q3], S[r0, q2], S[r0, q1], S[r0, q0] = a03, a02, a01, a00
+
+
+@jit
+def scores(S, Xc, W, c0, c1, own):
+    """S[:, c0:c1] = Xc W[c0:c1]^T: own_scores (own), else BLAS."""
+    if own:
+        own_scores(S, Xc, W, c0, c1)
+    else:
+        gemm(S[:, c0:c1], Xc, W[c0:c1], False, True)
+
+
 # linear_chunked's row blocks on a team of T = P.shape[0] threads (csrc/linear.c's
 # chunked_team), thread t owning the classes c_t = [t n / T, (t + 1) n / T), BLAS held to one
 # thread by the caller when T > 1. Per block of rows X_c:
-#   1. S[:, c_t] = X_c W[c_t]^T
+#   1. S[:, c_t] = X_c W[c_t]^T (own_scores with own, else BLAS)
 #   2. bias + head on whole rows, the rows split over the team (lrow: each row's loss)
 #   3. db64[c_t] += S[:, c_t]'s column sums in row order; dW[c_t] (+)= S[:, c_t]^T X_c and
 #      P[t] = S[:, c_t] W[c_t], with filter_eps (thr > 0) on the slice's active classes only
@@ -391,11 +442,12 @@ def _team_dx(t, T, P, rows, dXc):
 
 
 @pjit
-def chunk_team(S, Xc, W, b, scale, first, dW, db64, dXc, P, lrow, thr, Wg, Tg, idx, *head):
+def chunk_team(S, Xc, W, b, scale, first, own, dW, db64, dXc, P, lrow, thr, Wg, Tg, idx,
+               *head):
     h = HeadPack(*head)
     T, (rows, n) = P.shape[0], S.shape
     for t in nb.prange(T):
-        gemm(S[:, t * n // T:(t + 1) * n // T], Xc, W[t * n // T:(t + 1) * n // T], False, True)
+        scores(S, Xc, W, t * n // T, (t + 1) * n // T, own)
     for t in nb.prange(T):
         head_block(h, S, scale, b, np.empty(0), S, lrow, t * rows // T, (t + 1) * rows // T)
     for t in nb.prange(T):
@@ -407,12 +459,12 @@ def chunk_team(S, Xc, W, b, scale, first, dW, db64, dXc, P, lrow, thr, Wg, Tg, i
 
 
 @jit
-def chunk_team_blocks(S, Xc, W, b, scale, first, dW, db64, dXc, P, lrow, thr, Wg, Tg, idx,
-                      *head):
+def chunk_team_blocks(S, Xc, W, b, scale, first, own, dW, db64, dXc, P, lrow, thr, Wg, Tg,
+                      idx, *head):
     h = HeadPack(*head)
     T, (rows, n) = P.shape[0], S.shape
     for t in range(T):
-        gemm(S[:, t * n // T:(t + 1) * n // T], Xc, W[t * n // T:(t + 1) * n // T], False, True)
+        scores(S, Xc, W, t * n // T, (t + 1) * n // T, own)
     head_block(h, S, scale, b, np.empty(0), S, lrow, 0, rows)
     for t in range(T):
         _team_products(t, T, S, Xc, W, first, dW, db64, P, thr, Wg, Tg, idx, head)
@@ -429,13 +481,13 @@ def chunk_team_blocks(S, Xc, W, b, scale, first, dW, db64, dXc, P, lrow, thr, Wg
 # *_blocks twins run the same tasks one after the other (a forked child: no parallel region).
 
 @jit
-def _rows_share(t, T, S, Xc, W, b, scale, first, Pw, Pb, dXc, lrow, head):
+def _rows_share(t, T, S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, head):
     h = HeadPack(*head)
     rows, n = S.shape
     r0, r1 = t * rows // T, (t + 1) * rows // T
     if r1 == r0:
         return
-    gemm(S[r0:r1], Xc[r0:r1], W, False, True)
+    scores(S[r0:r1], Xc[r0:r1], W, 0, n, own)
     head_block(h, S, scale, b, np.empty(0), S, lrow, r0, r1)
     for r in range(r0, r1):
         for j in range(n):
@@ -446,19 +498,19 @@ def _rows_share(t, T, S, Xc, W, b, scale, first, Pw, Pb, dXc, lrow, head):
 
 
 @pjit
-def rows_team(S, Xc, W, b, scale, first, Pw, Pb, dXc, lrow, *head):
+def rows_team(S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, *head):
     T = Pw.shape[0]
     for t in nb.prange(T):
-        _rows_share(t, T, S, Xc, W, b, scale, first, Pw, Pb, dXc, lrow, head)
+        _rows_share(t, T, S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, head)
     return row_sums(lrow, S.shape[0], *head)
 
 
 @jit
-def rows_team_blocks(S, Xc, W, b, scale, first, Pw, Pb, dXc, lrow, *head):
+def rows_team_blocks(S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, *head):
     """rows_team's shares one after the other (the same bits), in a forked child."""
     T = Pw.shape[0]
     for t in range(T):
-        _rows_share(t, T, S, Xc, W, b, scale, first, Pw, Pb, dXc, lrow, head)
+        _rows_share(t, T, S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, head)
     return row_sums(lrow, S.shape[0], *head)
 
 
