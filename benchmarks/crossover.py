@@ -139,7 +139,8 @@ def tiny_rows():
 def own(backend):
     """The chunked path (softmax_nll, default score budget) with its products on BLAS, with the
     scores on fastbp's own kernels ("scores"), and with all three on them ("all", C only), ms;
-    the best of them, and what tuning.own_products picks."""
+    the best of them, and what tuning.own_products picks ("columns": the budget holds too few
+    rows, column blocks run, own products or not)."""
     from fastbp._dispatch import backend_module
     T = backend_module(backend).TUNING
     modes = {"blas": (1 << 62, 1 << 62), "scores": (0, 1 << 62), "all": (0, 0)}
@@ -167,6 +168,8 @@ def own(backend):
             T.OWN_SCORES_MIN_WEIGHTS, T.OWN_BACKWARD_MIN_WEIGHTS = saved
             picks = tuning.own_products(T, np.dtype(dtype), n, d)
             picks = "all" if picks == 3 else "scores" if picks else "blas"
+            if tuning.score_blocks("softmax_nll", B, n, X.itemsize, None, {})[1] < n:
+                picks = "columns"            # (column blocks: no own products, rows alike)
             print(f"{dtype:>7} {B:>5} {d:>5} {n:>6} {n * d:>9} "
                   + " ".join(f"{t:>8.1f}" for t in row.values())
                   + f"  {min(row, key=row.get):<7} {picks}")

@@ -1,6 +1,8 @@
-/* Linear layers: linear + head (fused rows, or chunked BLAS), linear + activation forward and
- * backward. Matrix products go to OpenBLAS (NumPy's or SciPy's: fbp_sgemm / fbp_dgemm, see
- * runtime.c), never a hand GEMM; the fused rows only block small products over registers. */
+/* Linear layers: linear + head (fused rows, or chunked products), linear + activation forward
+ * and backward. Matrix products go to OpenBLAS (NumPy's or SciPy's: fbp_sgemm / fbp_dgemm, see
+ * runtime.c), except where fastbp's own do better (products.h: the chunked path's, which read
+ * W where it lies instead of packing it per block of rows); the fused rows block small products
+ * over registers. */
 #ifndef REAL
 #include "common.h"
 

@@ -19,12 +19,12 @@ class C:
     PARALLEL_MIN_WORK = 1 << 16   # B n d below this: one block (a fork/join costs more)
     BLOCKS_PER_THREAD = 4         # row blocks per thread (of 8 rows or more): load balance
     # the chunked path's products on fastbp's own kernels (csrc/products.h) once W has this
-    # many weights: the scores (BLAS packs all of W again per block of rows: 1.5x the time at
-    # V), the backward (where BLAS packs only the small operands, and is as fast)
-    OWN_SCORES_MIN_WEIGHTS = 1 << 20
+    # many weights: the scores (BLAS packs all of W again per block of rows), the backward
+    # (never: BLAS packs only its small operands there, and is as fast)
+    OWN_SCORES_MIN_WEIGHTS = 1 << 22
     OWN_BACKWARD_MIN_WEIGHTS = 1 << 62
     OWN_ROW_ALIGN = 64            # and W's rows whole 64-byte lines (d = 500 float32: every
-    #                               vector load of a row split over two, 0.7x BLAS's rate)
+    #                               vector load of a row would be split over two)
 
 
 class Numba:
@@ -43,7 +43,8 @@ class Numba:
     #                               out as threads free up; C's 4 cost 1.3x at C float32 here
     #                               (each block copies W: docs/performance.md, "In a loop")
     HEADS_PARALLEL_MIN = 1 << 16  # heads on scores: B n below this, one thread (csrc/heads.c's)
-    OWN_SCORES_MIN_WEIGHTS = 1 << 20  # the chunked path's scores by own_scores (numba/linear.py)
+    OWN_SCORES_MIN_WEIGHTS = 1 << 23  # the chunked path's scores by own_scores (numba/linear.py:
+    #                                   its dot tile beats BLAS's packing from there)
     OWN_BACKWARD_MIN_WEIGHTS = 1 << 62  # (no own backward kernels in Numba: never)
     OWN_ROW_ALIGN = 64                  # as C's
     FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0     # no few-classes window: its BLAS
