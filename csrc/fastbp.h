@@ -102,6 +102,14 @@ int linear_chunked_f32(float *dW, float *db, float *dX, double *sums, const floa
                        int64_t chunk, int64_t cols, double filter_eps, int own, int64_t B,
                        int64_t d, int64_t n);
 
+/* linear_head's loss alone (linear_chunked without dW: no gradient products): loss_rows (B,)
+ * or NULL, the rows' weighted losses; sums: their sum and the rows' weights'. */
+int linear_loss_f64(double *loss_rows, double *sums, const double *X, const double *W,
+                    const double *b, const fbp_head *head, int64_t chunk, int own, int64_t B,
+                    int64_t d, int64_t n);
+int linear_loss_f32(double *loss_rows, double *sums, const float *X, const float *W, const float *b,
+                    const fbp_head *head, int64_t chunk, int own, int64_t B, int64_t d, int64_t n);
+
 /* fastbp's own products alone, on every thread (csrc/products.h): kind 0 C (M, N) = A (M, K)
  * B^T with B (N, K); kind 1 C (M, N) = A (M, K) B with B (K, N); kind 2 C (M, N) = A^T B with
  * A (K, M), B (K, N). */

@@ -424,7 +424,7 @@ static void F(rows_step)(const F(team_t) * a, int T, int t, int step)
 {
     const F(head_t) *h = a->h;
     int64_t n = h->n, d = a->d, nd = n * d, wrote = 0;
-    if (step == 1 && T == 1)
+    if (step == 1 && (T == 1 || !a->dW))
         return;
     if (step == 1) {
         int64_t q0 = t * nd / T, q1 = (t + 1) * nd / T;
@@ -462,6 +462,8 @@ static void F(rows_step)(const F(team_t) * a, int T, int t, int step)
             F(gemm_ld)(0, 1, nr, n, d, Xr, d, a->W, d, 0, Sr, n);
         F(head_block)(h, Sr, a->b, Sr, a->lrow + lo + r0, NULL, a->scale, lo + r0, lo + r0 + nr,
                       lo + r0, a->tmp + t * n, part);
+        if (!a->dW)             /* the loss alone */
+            continue;
         if (pb)
             for (int64_t r = 0; r < nr; r++)
                 for (int64_t j = 0; j < n; j++)
@@ -476,7 +478,7 @@ static void F(rows_step)(const F(team_t) * a, int T, int t, int step)
         }
         wrote = 1;
     }
-    if (!wrote)
+    if (!wrote && a->dW)
         memset(pw, 0, (size_t)nd * sizeof(REAL));
 }
 
@@ -509,6 +511,8 @@ static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int s
     else if (step == 2)
         F(head_block)(h, S, a->b, S, a->lrow + lo, NULL, a->scale, lo + t * rows / T,
                       lo + (t + 1) * rows / T, lo, a->tmp + t * n, part);
+    else if (step >= 3 && !a->dW)           /* the loss alone */
+        return;
     else if (step == 3) {
         if (a->db64)
             for (int64_t r = 0; r < rows; r++)
@@ -580,7 +584,7 @@ static void F(team_run)(const F(team_t) * a, int T, int by_rows, int par)
 #define CHUNKED_MIN_WORK 65536
 static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX, double *sums,
                            const REAL *X, const REAL *W, const REAL *b, double scale, double thr,
-                           int own, int64_t chunk, int64_t B, int64_t d)
+                           int own, int64_t chunk, int64_t B, int64_t d, double *loss_rows)
 {
     int64_t n = h->n;
     int by_rows = n < 2 * CHUNKED_MIN_CLASSES && thr == 0;
@@ -589,7 +593,8 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
     if (B * n * d < CHUNKED_MIN_WORK)   /* a fork / join would cost more than the work */
         T = 1;
     /* BLAS held to one thread where it runs: all but own products (filter_eps's slices do) */
-    int hold = T > 1 && (own != (FBP_OWN_SCORES | FBP_OWN_BACKWARD) || thr > 0);
+    int blas = dW ? own != (FBP_OWN_SCORES | FBP_OWN_BACKWARD) || thr > 0 : !(own & FBP_OWN_SCORES),
+        hold = T > 1 && blas;
     if (hold && !fbp_blas_hold())
         T = 1;
     F(team_t)
@@ -608,7 +613,7 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
          .own = own};
     /* filter_eps's groups: all threads' Wg and Tg within half the score block */
     a.group = fbp_max(1, fbp_min(n, chunk * n / (4 * fbp_max(d, 1))) / T);
-    int64_t partials = T == 1 ? 0 : by_rows ? n * d : dX ? chunk * d : 0;
+    int64_t partials = T == 1 || !dW ? 0 : by_rows ? n * d : dX ? chunk * d : 0;
     /* by rows, thread t's share of S starts at t ceil(chunk / T) rows */
     a.S = fbp_malloc((size_t)((by_rows ? T * ((chunk + T - 1) / T) : chunk) * n) * sizeof(REAL));
     /* own products: X_c^T, by rows one per thread of its rows */
@@ -616,17 +621,17 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
     a.Xt = own & FBP_OWN_SCORES ? fbp_malloc((size_t)((by_rows ? T : 1) * d * a.ldt) * sizeof(REAL))
                                 : NULL;
     a.P = partials ? fbp_malloc((size_t)(T * partials) * sizeof(REAL)) : NULL;
-    a.pdb = T > 1 && by_rows ? fbp_calloc((size_t)(T * n), sizeof(double)) : NULL;
-    a.lrow = fbp_malloc((size_t)fbp_max(B, 1) * sizeof(double));
+    a.pdb = T > 1 && by_rows && dW ? fbp_calloc((size_t)(T * n), sizeof(double)) : NULL;
+    a.lrow = loss_rows ? loss_rows : fbp_malloc((size_t)fbp_max(B, 1) * sizeof(double));
     a.tmp = fbp_malloc((size_t)(T * n) * sizeof(double));
     a.fs = thr > 0 ? fbp_malloc((size_t)(T * (2 * a.group * d + n)) * sizeof(REAL)) : NULL;
     a.idx = thr > 0 ? fbp_malloc((size_t)n * sizeof(int64_t)) : NULL;
-    int status = a.S && a.lrow && a.tmp && (a.P || !partials) && (a.pdb || T == 1 || !by_rows)
-                                 && (a.Xt || !(own & FBP_OWN_SCORES))
-                                 && (thr == 0 || (a.fs && a.idx))
-                         ? FBP_OK
-                         : FBP_ENOMEM;
-    if (B == 0 || thr > 0)          /* (else the first block's product writes dW) */
+    int status =
+            a.S && a.lrow && a.tmp && (a.P || !partials) && (a.pdb || T == 1 || !by_rows || !dW)
+                            && (a.Xt || !(own & FBP_OWN_SCORES)) && (thr == 0 || (a.fs && a.idx))
+                    ? FBP_OK
+                    : FBP_ENOMEM;
+    if (dW && (B == 0 || thr > 0))  /* (else the first block's product writes dW) */
         memset(dW, 0, (size_t)(n * d) * sizeof(REAL));
     if (status == FBP_OK)
         F(team_run)(&a, T, by_rows, T > 1 && !fbp_forked_child());
@@ -640,7 +645,8 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
     fbp_free(a.Xt);
     fbp_free(a.P);
     fbp_free(a.pdb);
-    fbp_free(a.lrow);
+    if (a.lrow != loss_rows)
+        fbp_free(a.lrow);
     fbp_free(a.tmp);
     fbp_free(a.fs);
     fbp_free(a.idx);
@@ -677,7 +683,7 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
     sums[0] = sums[1] = 0.0;
     if (cols == n)
         status = F(chunked_rows)(&h, dW, db ? db64 : NULL, dX, sums, X, W, b, scale,
-                                 filter_eps * scale, own, chunk, B, d);
+                                 filter_eps * scale, own, chunk, B, d, NULL);
     else {
         REAL *S = fbp_malloc((size_t)(chunk * cols) * sizeof(REAL));
         double *tmp = fbp_malloc((size_t)(n + 5 * chunk) * sizeof(double));
@@ -696,6 +702,24 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
             db[j] = (REAL)db64[j];
     fbp_free(db64);
     return status;
+}
+
+/* The loss alone: chunked_rows without dW (no gradient products); loss_rows (B,) or NULL: the
+ * rows' weighted losses; sums: their sum and the rows' weights' */
+int F(linear_loss)(double *loss_rows, double *sums, const REAL *X, const REAL *W, const REAL *b,
+                   const fbp_head *head, int64_t chunk, int own, int64_t B, int64_t d, int64_t n)
+{
+    if (B < 0 || d < 0 || n < 1 || chunk < 1 || !fbp_known_head(head) || own < 0
+        || own > (FBP_OWN_SCORES | FBP_OWN_BACKWARD))
+        return FBP_EBADARG;
+    if (!fbp_fits_int(B) || !fbp_fits_int(d) || !fbp_fits_int(n))
+        return FBP_ETOOBIG;
+    if (!FBP_GEMM)
+        return FBP_ENOBLAS;
+    F(head_t) h = F(head_view)(head, n);
+    sums[0] = sums[1] = 0.0;
+    return F(chunked_rows)(&h, NULL, NULL, NULL, sums, X, W, b, 1.0, 0.0, own,
+                           fbp_min(chunk, fbp_max(B, 1)), B, d, loss_rows);
 }
 
 /* ------------------------------------------------------------------ linear + activation */

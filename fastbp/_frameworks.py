@@ -7,12 +7,13 @@ each adapter only converts its arrays and wires its autograd.
   the backward the gradient of ``sum_i g_i L_i`` for the upstream vector ``g``, which is the
   fused ``"sum"`` call with the sample weights multiplied by ``g``; a head returns its rows'
   gradients in the forward, and the backward scales row i by ``g_i``.
-- No gradient wanted: the losses alone, on the backend asked for (one product of linear_head's
-  three per row block, then the backend's head).
+- No gradient wanted: the loss alone, on the backend asked for (its ``linear_loss``: one
+  product of linear_head's three per row block, then the head's losses; compiled in C and
+  Numba).
 """
 import numpy as np
 
-from . import _checks, _math, heads, layers
+from . import _checks, heads, layers
 from ._dispatch import backend_module
 from ._registry import REDUCTIONS
 
@@ -23,21 +24,12 @@ def split_reduction(options):
     return _checks.choice("reduction", options.pop("reduction", "mean"), REDUCTIONS), options
 
 
-def _reduced(wl, omega_sum, reduction, dtype):
-    if reduction == "none":
-        return wl.astype(dtype)
-    total = float(np.sum(wl))
-    return total if reduction == "sum" else _math.mean_scale(total, omega_sum)[0]
-
-
 # ---------------------------------------------------------------------------- linear_head
 def linear_loss(X, W, b, target, head, options, reduction, backend=None):
     """The loss alone: a float, or the row losses (B,) for "none"."""
     X, W, b, target, head, opts, *_ = _checks.check_linear_head(
         X, W, b, target, head, dict(options, reduction="sum"), False, None, None)
-    wl = layers.row_losses(backend_module(backend), X, W, b, target, head, opts, None)
-    omega = _math.row_weights(head, target, opts, np.float64)
-    return _reduced(wl, float(np.sum(omega)), reduction, X.dtype)
+    return backend_module(backend).linear_loss(X, W, b, target, head, opts, reduction, None)
 
 
 def linear_forward(X, W, b, target, head, options, reduction, need, backend):

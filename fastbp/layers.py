@@ -5,7 +5,6 @@ import numpy as np
 
 from . import _checks
 from ._dispatch import backend_module
-from .backends.tuning import default_chunk_rows
 
 
 class Grads(NamedTuple):
@@ -52,28 +51,11 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
     if reduction == "none":
         module.linear_head(X, W, b, target, head, opts, "sum", chunk_rows, dW, db, dX,
                            filter_eps=filter_eps)
-        loss = row_losses(module, X, W, b, target, head, opts, chunk_rows)
+        loss = module.linear_loss(X, W, b, target, head, opts, "none", chunk_rows)
     else:
         loss = module.linear_head(X, W, b, target, head, opts, reduction, chunk_rows, dW, db, dX,
                                   filter_eps=filter_eps)
     return _new_grads(Grads, (loss, dW, db, dX))      # Grads(...) without its Python __new__
-
-
-def row_losses(module, X, W, b, target, head, opts, chunk_rows):
-    """reduction="none"'s (B,) row losses, their gradients being the fused "sum" call's: one
-    product per block of rows (within the score budget) and the backend's head on it."""
-    B, n = X.shape[0], W.shape[0]
-    chunk = chunk_rows or default_chunk_rows(n, X.dtype.itemsize)
-    losses = np.empty(B, X.dtype)
-    sw = opts["sample_weight"]
-    for lo in range(0, B, chunk):
-        rows = slice(lo, lo + chunk)
-        S = X[rows] @ W.T
-        if b is not None:
-            S += b
-        options = opts if sw is None else dict(opts, sample_weight=sw[rows])
-        losses[rows] = module.head(head, S, target[rows], S, "none", options)
-    return losses
 
 
 def linear_act_forward(X, W, b, activation, *, alpha=None, backend=None):

@@ -186,6 +186,13 @@ def test_linear_kernels(case, B, d, n, dtype, values, path, nblocks, chunk, bias
                                                  else S64, t64, backend="numpy", **o64)
             g = fastbp.Grads(sums[0] / sums[1] if sums[1] else np.nan, dW, db, dX)
             _close_to_terms(g.loss, loss, dtype, n * max(1.0, float(np.abs(S64).max())))
+            if path != "fused" and not cols:     # the loss alone, rows into an exact buffer
+                rows, alone = ex(np.full(B, 7.0)), ffi.new("double[2]")
+                assert t.linear_loss(p(c_kernels._F64, rows), alone, p(t, X), p(t, W), p(t, b),
+                                     h, chunk, own, B, d, n) == lib.FBP_OK
+                assert alone[0] == pytest.approx(sums[0], rel=1e-12, nan_ok=True)
+                assert alone[1] == sums[1]
+                assert rows.sum() == pytest.approx(alone[0], rel=1e-9, nan_ok=True)
             # (the gradients against dS's terms; the loss was checked above)
             assert_linear_grads_close(g._replace(loss=loss), loss, dS.reshape(B, -1), X64, W64,
                                       dtype)

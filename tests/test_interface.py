@@ -37,8 +37,8 @@ def test_heads_are_reached_through_one_entry_not_injected_globals(backend):
 
 def test_the_protocol_states_the_kernel_set():
     assert set(interface.KERNELS) == {
-        "head", "linear_head", "linear_act_forward", "linear_act_backward", "mlp_forward",
-        "mlp_loss_grad", "mlp_step", "mlp_epoch"}
+        "head", "linear_head", "linear_loss", "linear_act_forward", "linear_act_backward",
+        "mlp_forward", "mlp_loss_grad", "mlp_step", "mlp_epoch"}
 
 
 def test_a_backend_missing_a_kernel_or_with_another_signature_is_caught():

@@ -23,7 +23,7 @@ from .._dispatch import get_num_threads
 from . import _blas, _compose
 from ._args import ACT_CODES, CODES, MAXOUT, fast_entry, head_pack, reduced_loss
 from .tuning import C as TUNING
-from .tuning import OWN_SCORES, own_chunk_rows, own_products, score_blocks
+from .tuning import OWN_SCORES, default_chunk_rows, own_chunk_rows, own_products, score_blocks
 
 try:
     from ._fastbp_c import ffi, lib
@@ -110,8 +110,8 @@ class _Typed:
     def __init__(self, ctype, suffix):
         self.ty = ffi.typeof(ctype + "[]")
         self.ptrs = ffi.typeof(ctype + " *[]")
-        for kernel in ("heads", "linear_fused", "linear_chunked", "linear_act_forward",
-                       "linear_act_backward", "mlp_step"):
+        for kernel in ("heads", "linear_fused", "linear_chunked", "linear_loss",
+                       "linear_act_forward", "linear_act_backward", "mlp_step"):
             setattr(self, kernel, getattr(lib, f"{kernel}_{suffix}"))
 
     def p(self, a):
@@ -206,6 +206,24 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
         status = t.linear_chunked(*args, *blocks, filter_eps, own, B, d, n)
     if status:
         _check(status, "linear_head")
+    return reduced_loss(sums[0], sums[1], reduction)
+
+
+def linear_loss(X, W, b, target, head, options, reduction, chunk_rows):
+    """The loss alone: linear_loss_f32 / _f64 (the chunked path's team without its backward:
+    own products for the scores where linear_head takes them)."""
+    (B, d), n = X.shape, W.shape[0]
+    t = _T[X.dtype]
+    own = own_products(TUNING, X.dtype, n, d) & OWN_SCORES
+    chunk = chunk_rows or default_chunk_rows(n, X.dtype.itemsize)
+    if own and not chunk_rows:
+        chunk = own_chunk_rows(chunk, X.dtype.itemsize)
+    rows = np.empty(B) if reduction == "none" else None
+    sums = _sums()
+    _check(t.linear_loss(_F64.p(rows), sums, _fb(t.ty, X), _fb(t.ty, W), t.p(b),
+                         _head(t, head, target, options), chunk, own, B, d, n), "linear_loss")
+    if reduction == "none":
+        return rows.astype(X.dtype)
     return reduced_loss(sums[0], sums[1], reduction)
 
 

@@ -30,6 +30,11 @@ class Backend(Protocol):
         the most threads the call may use (None: all of set_num_threads'); ``filter_eps`` > 0:
         the backward skips the classes whose gradient is below it (docs/math.md)."""
 
+    def linear_loss(self, X, W, b, target, head, options, reduction, chunk_rows):
+        """linear_head's loss alone: S = X W^T + b and the head's losses per block of rows
+        (within the score budget), no gradient products; returns the "mean" or "sum" loss, or
+        the (B,) weighted row losses for "none"."""
+
     def linear_act_forward(self, X, W, b, activation, alpha):
         """A = f(X W^T + b): returns (A, maxout's winners or None)."""
 

@@ -258,6 +258,19 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     return loss
 
 
+def linear_loss(X, W, b, target, head, options, reduction, chunk_rows):
+    """The loss alone: the head's rows per block of scores (their gradients unused)."""
+    chunk = chunk_rows or default_chunk_rows(W.shape[0], X.dtype.itemsize)
+    wl, total, omega_sum = np.empty(X.shape[0]), 0.0, 0.0
+    for rows, w, _, omega in _head_blocks(X, W, b, target, head, options, chunk):
+        wl[rows] = w
+        total += float(np.sum(w, dtype=np.float64))
+        omega_sum += float(np.sum(omega, dtype=np.float64))
+    if reduction == "none":
+        return wl.astype(X.dtype)
+    return total if reduction == "sum" else mean_scale(total, omega_sum)[0]
+
+
 def active_classes(G, thr):
     """filter_eps's rule (docs/math.md) on the gradient G of a block of rows: the classes j
     with some g_ij != 0 and not |g_ij| < thr_i (NaN counts as active) take part in the backward

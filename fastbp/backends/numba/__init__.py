@@ -35,21 +35,21 @@ from .. import _compose
 from .._args import ACT_CODES, HeadPack, fast_entry, head_pack, reduced_loss
 from ..tuning import Numba as TUNING
 from ..tuning import (CHUNKED_MIN_CLASSES, CHUNKED_MIN_ROWS, CHUNKED_MIN_WORK, OWN_SCORES,
-                      own_products, score_blocks)
+                      default_chunk_rows, own_products, score_blocks)
 from .fastcall import _fused_cfuncs
 from .heads import heads_blocks, heads_parallel, mean_scale, rows_entry
 from .columns import softmax_cols_block, softmax_cols_loss
 from .linear import (chunk_team, chunk_team_blocks, linear_fused, linear_fused_blocks,
-                     linear_fused_serial, linear_one_block, rows_combine, rows_combine_blocks,
-                     rows_team, rows_team_blocks)
+                     linear_fused_serial, linear_one_block, loss_block, loss_team, rows_combine,
+                     rows_combine_blocks, rows_team, rows_team_blocks)
 from .mlp import (_ADAM, _SGD, activation_backward, bias_activate, bias_maxout, maxout_backward,
                   mlp_epoch_kernel, mlp_step_kernel)
 from .runtime import (_EMPTY, _NO_LABELS, _NO_Z, BLAS, _forked, _threads, blas_one_thread, gemm,
                       set_num_threads)
 
-__all__ = ["head", "linear_head", "fast_linear_head", "linear_act_forward", "linear_act_backward",
-           "mlp_forward", "mlp_loss_grad", "mlp_step", "mlp_epoch", "set_num_threads", "BLAS",
-           "TUNING"]
+__all__ = ["head", "linear_head", "linear_loss", "fast_linear_head", "linear_act_forward",
+           "linear_act_backward", "mlp_forward", "mlp_loss_grad", "mlp_step", "mlp_epoch",
+           "set_num_threads", "BLAS", "TUNING"]
 _this = sys.modules[__name__]      # the kernel set _compose builds the networks from
 # The pack of a call with every option at its default, per (head, target ndim, dtype): built
 # once, the target slotted in at its field (the path of every tiny call).
@@ -149,6 +149,36 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
             own = own_products(T, dt, n, d) & OWN_SCORES      # (no own backward here)
             total, osum = _linear_chunked(h, X, W, b_, mean, rows, dW, db, dX, filter_eps,
                                           own)
+    return reduced_loss(total, osum, reduction)
+
+
+def linear_loss(X, W, b, target, head, options, reduction, chunk_rows):
+    """The loss alone, per block of rows: S = X_c W^T (own_scores where linear_head takes it)
+    and the head's row losses, on a team split by classes (loss_team), BLAS held to one thread
+    when it is BLAS's product; no gradient products."""
+    (B, d), n, dt = X.shape, W.shape[0], X.dtype
+    h = _pack(head, X, target, options)
+    b_ = _EMPTY[dt] if b is None else b
+    own = bool(own_products(TUNING, dt, n, d) & OWN_SCORES)
+    chunk = min(chunk_rows or default_chunk_rows(n, dt.itemsize), max(B, 1))
+    team = 1 if B * n * d < CHUNKED_MIN_WORK else max(1, min(_threads[0],
+                                                             n // CHUNKED_MIN_CLASSES))
+    rows = np.empty(B)
+    total = osum = 0.0
+    with (blas_one_thread() if team > 1 and not own else contextlib.nullcontext(True)) as held:
+        team = team if held else 1
+        block = np.empty((chunk, n), dt)
+        for lo in range(0, B, chunk):
+            hi = min(lo + chunk, B)
+            hp = _rows_of(h, slice(lo, hi))
+            if team > 1 and not _forked[0]:
+                t, o = loss_team(block[:hi - lo], X[lo:hi], W, b_, own, team, rows[lo:hi], *hp)
+            else:
+                t, o = loss_block(block[:hi - lo], X[lo:hi], W, b_, own, rows[lo:hi], *hp)
+            total += t
+            osum += o
+    if reduction == "none":
+        return rows.astype(dt)
     return reduced_loss(total, osum, reduction)
 
 

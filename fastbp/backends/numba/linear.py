@@ -550,6 +550,29 @@ def rows_combine_blocks(Pw, Pb, dW, db64):
         _combine_task(task, Pw, Pb, dW, db64)
 
 
+@pjit
+def loss_team(S, Xc, W, b, own, T, lrow, *head):
+    """linear_loss's block of rows on T threads: S = X_c W^T (thread t: its share of the
+    classes), then the head on whole rows (its share of the rows; lrow: their losses, the
+    gradient written over S unused). Returns the block's (loss, omega) in row order."""
+    h = HeadPack(*head)
+    rows, n = S.shape
+    for t in nb.prange(T):
+        scores(S, Xc, W, t * n // T, (t + 1) * n // T, own)
+    for t in nb.prange(T):
+        head_block(h, S, 1.0, b, np.empty(0), S, lrow, t * rows // T, (t + 1) * rows // T)
+    return row_sums(lrow, rows, *head)
+
+
+@jit
+def loss_block(S, Xc, W, b, own, lrow, *head):
+    """loss_team on one thread (a forked child: no parallel region)."""
+    h = HeadPack(*head)
+    scores(S, Xc, W, 0, S.shape[1], own)
+    head_block(h, S, 1.0, b, np.empty(0), S, lrow, 0, S.shape[0])
+    return row_sums(lrow, S.shape[0], *head)
+
+
 @jit
 def row_sums(lrow, rows, *head):
     """(sum of lrow[:rows], sum of the rows' weights), in row order."""
