@@ -70,7 +70,8 @@ asan-build:
 test-asan: asan-build
 	$(ASAN_RUN) tests/test_heads.py tests/test_linear_head.py tests/test_layers.py \
 		tests/test_properties.py tests/test_concurrency.py tests/test_errors.py \
-		tests/test_model.py tests/test_c_build.py tests/test_c_abi_fuzz.py tests/test_own_products.py
+		tests/test_model.py tests/test_c_build.py tests/test_c_abi_fuzz.py tests/test_own_products.py \
+		tests/test_linear_loss.py
 	@echo "test-asan: the C backend's tests ran under ASan + UBSan with no report"
 
 # Every exported C kernel called through cffi with random shapes, exactly-sized buffers, extreme

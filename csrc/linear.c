@@ -653,6 +653,18 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
     return status;
 }
 
+/* The preconditions linear_chunked and linear_loss share (a status) */
+static int F(check_chunked)(const fbp_head *head, int own, int64_t chunk, int64_t B, int64_t d,
+                            int64_t n)
+{
+    if (B < 0 || d < 0 || n < 1 || chunk < 1 || !fbp_known_head(head) || own < 0
+        || own > (FBP_OWN_SCORES | FBP_OWN_BACKWARD))
+        return FBP_EBADARG;
+    if (!fbp_fits_int(B) || !fbp_fits_int(d) || !fbp_fits_int(n))
+        return FBP_ETOOBIG;
+    return FBP_GEMM ? FBP_OK : FBP_ENOBLAS;
+}
+
 /* Per block of chunk rows: S = X_c W^T, bias + head, dW += S^T X_c, dX_c = S W, on a team
  * (chunked_rows); own (FBP_OWN_* bits): those products by fastbp's own kernels (products.h),
  * the others by BLAS. cols < n: softmax heads in (chunk, cols) blocks instead (linear_columns),
@@ -663,18 +675,14 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
                       double filter_eps, int own, int64_t B, int64_t d, int64_t n)
 {
     int softmax = head && (head->code == FBP_SOFTMAX || head->code == FBP_SOFTMAX_PROBS);
-    if (B < 0 || d < 0 || n < 1 || chunk < 1 || cols < 1 || !fbp_known_head(head) || own < 0
-        || own > (FBP_OWN_SCORES | FBP_OWN_BACKWARD)
-        || (cols < n && (!softmax || head->softcap != 0 || head->z_loss != 0)) || !(filter_eps >= 0)
-        || (filter_eps > 0 && !softmax))
+    if (cols < 1 || (cols < n && (!softmax || head->softcap != 0 || head->z_loss != 0))
+        || !(filter_eps >= 0) || (filter_eps > 0 && !softmax))
         return FBP_EBADARG;
-    if (!fbp_fits_int(B) || !fbp_fits_int(d) || !fbp_fits_int(n))
-        return FBP_ETOOBIG;
-    if (!FBP_GEMM)
-        return FBP_ENOBLAS;
+    int status = F(check_chunked)(head, own, chunk, B, d, n);
+    if (status)
+        return status;
     F(head_t) h = F(head_view)(head, n);
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
-    int status = FBP_OK;
     chunk = fbp_min(chunk, fbp_max(B, 1));
     cols = fbp_min(cols, n);
     double *db64 = fbp_calloc((size_t)n, sizeof(double));
@@ -709,13 +717,9 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
 int F(linear_loss)(double *loss_rows, double *sums, const REAL *X, const REAL *W, const REAL *b,
                    const fbp_head *head, int64_t chunk, int own, int64_t B, int64_t d, int64_t n)
 {
-    if (B < 0 || d < 0 || n < 1 || chunk < 1 || !fbp_known_head(head) || own < 0
-        || own > (FBP_OWN_SCORES | FBP_OWN_BACKWARD))
-        return FBP_EBADARG;
-    if (!fbp_fits_int(B) || !fbp_fits_int(d) || !fbp_fits_int(n))
-        return FBP_ETOOBIG;
-    if (!FBP_GEMM)
-        return FBP_ENOBLAS;
+    int status = F(check_chunked)(head, own, chunk, B, d, n);
+    if (status)
+        return status;
     F(head_t) h = F(head_view)(head, n);
     sums[0] = sums[1] = 0.0;
     return F(chunked_rows)(&h, NULL, NULL, NULL, sums, X, W, b, 1.0, 0.0, own,
