@@ -54,6 +54,16 @@ def work(_=None):
     out["fused_threads"] = fastbp.linear_head(X, W, None, rng.integers(0, 10, 1024))
     for k, v in saved.items():
         setattr(T, k, v)
+    # the chunked path's team on own products, all three (C) or the scores (Numba)
+    saved = {k: getattr(T, k) for k in ("OWN_SCORES_MIN_WEIGHTS", "OWN_BACKWARD_MIN_WEIGHTS")}
+    for k in saved:
+        setattr(T, k, 0)
+    X, W = rng.standard_normal((256, 64)), rng.standard_normal((600, 64))
+    y = rng.integers(0, 600, 256)
+    out["own"] = (fastbp.linear_head(X, W, None, y, chunk_rows=64),
+                  fastbp.linear_head(X, W, None, y, reduction="none").loss)
+    for k, v in saved.items():
+        setattr(T, k, v)
     fastbp.config.score_block_bytes = 1 << 14
     X, W = rng.standard_normal((256, 32)), rng.standard_normal((600, 32))
     y = rng.integers(0, 600, 256)
