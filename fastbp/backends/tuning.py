@@ -81,9 +81,12 @@ def own_products(tuning, dtype, n, d):
 def own_chunk_rows(rows, itemsize):
     """Rows of a block of scores on the C backend's own products: whole register tiles
     (OWN_TILE_BYTES), which a partial one wastes (96 float32 rows compute 128), else whole
-    vectors. (Numba's tile is 4 rows of any length: its blocks keep the budget's rows.)"""
-    tile, vector = OWN_TILE_BYTES // itemsize, 64 // itemsize
-    return rows - rows % tile if rows >= tile else max(1, rows - rows % vector)
+    vectors, else the rows as they are. (Numba's tile is 4 rows of any length: its blocks keep
+    the budget's rows.)"""
+    for unit in (OWN_TILE_BYTES // itemsize, 64 // itemsize):
+        if rows >= unit:
+            return rows - rows % unit
+    return rows
 
 
 def default_chunk_rows(n, itemsize):
