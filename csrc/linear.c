@@ -592,7 +592,8 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
                                     by_rows ? chunk / CHUNKED_MIN_ROWS : n / CHUNKED_MIN_CLASSES));
     if (B * n * d < CHUNKED_MIN_WORK)   /* a fork / join would cost more than the work */
         T = 1;
-    /* BLAS held to one thread where it runs: all but own products (filter_eps's slices do) */
+    /* BLAS held to one thread where the team calls it: any product not own (filter_eps's
+     * slices may; the loss alone has only the scores') */
     int blas = dW ? own != (FBP_OWN_SCORES | FBP_OWN_BACKWARD) || thr > 0 : !(own & FBP_OWN_SCORES),
         hold = T > 1 && blas;
     if (hold && !fbp_blas_hold())
