@@ -110,6 +110,13 @@ int linear_loss_f64(double *loss_rows, double *sums, const double *X, const doub
 int linear_loss_f32(double *loss_rows, double *sums, const float *X, const float *W, const float *b,
                     const fbp_head *head, int64_t chunk, int own, int64_t B, int64_t d, int64_t n);
 
+/* fastbp.jax's XLA custom-call targets (csrc/xla_ffi.c, which says what each takes): the
+ * address of a target's handler (an XLA_FFI_Handler), NULL for an unknown code; and the XLA
+ * FFI API version they were written for */
+enum { FBP_XLA_FORWARD, FBP_XLA_LOSS, FBP_XLA_ROWS, FBP_XLA_HEAD };
+void *fbp_xla_handler(int target);
+void fbp_xla_api_version(int *major, int *minor);
+
 /* fastbp's own products alone, on every thread (csrc/products.h): kind 0 C (M, N) = A (M, K)
  * B^T with B (N, K); kind 1 C (M, N) = A (M, K) B with B (K, N); kind 2 C (M, N) = A^T B with
  * A (K, M), B (K, N). */

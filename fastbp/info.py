@@ -44,4 +44,13 @@ def info():
         # whether the compiled entry of tiny linear_head calls (csrc/fastcall.c) was built
         "fastcall": importlib.util.find_spec("fastbp.backends._fastcall") is not None,
         "cpu": _cpu_features(),
+        "jax_path": _jax_path(),
     }
+
+
+def _jax_path():
+    """How fastbp.jax calls the kernels once imported: {"path": "xla_ffi" (the C kernels as
+    XLA custom-call targets) or "callback" (jax.pure_callback), "why": the reason for the
+    callback, else None}; None while fastbp.jax is not imported (info() imports no framework)."""
+    module = sys.modules.get("fastbp.jax")
+    return None if module is None else {"path": module.PATH, "why": module.PATH_REASON}

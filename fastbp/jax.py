@@ -3,30 +3,105 @@
     import fastbp.jax as fbj
     loss, grads = jax.value_and_grad(fbj.linear_head, argnums=(0, 1, 2))(X, W, b, y)
 
-Each function is a ``jax.custom_vjp`` whose forward calls the kernels through
-``jax.pure_callback`` (so it runs under ``jax.jit`` and ``jax.grad``, on the CPU): the forward of
-a "mean"/"sum" call runs the whole fused kernel and keeps the gradients, the backward scales
-them by the upstream cotangent; a call that is not differentiated computes the loss alone.
-``reduction="none"`` returns the row losses and computes the gradients in the backward
-(fastbp/_frameworks.py). float32, and float64 with ``jax_enable_x64``. Needs the optional extra
-``jax``; ``import fastbp`` does not import this module.
+Each function is a ``jax.custom_vjp``. Where the C backend is built and the running jaxlib
+speaks the XLA FFI version of csrc/xla_ffi.h, its kernels are XLA custom-call targets
+(csrc/xla_ffi.c, ``jax.ffi``): a jitted program calls them directly, with no host callback
+(``PATH == "xla_ffi"``). Elsewhere, or for another backend, the kernels are called through
+``jax.pure_callback`` (``PATH == "callback"``, with a warning when a version mismatch is the
+reason); ``fastbp.info()["jax_path"]`` says which. The forward of a "mean"/"sum" call runs the
+whole fused kernel for the arguments that are differentiated (symbolic zeros) and keeps the
+gradients, the backward scales them by the upstream cotangent; a call that is not
+differentiated computes the loss alone. ``reduction="none"`` returns the row losses and computes
+the gradients in the backward (fastbp/_frameworks.py). float32, and float64 with
+``jax_enable_x64``. Needs the optional extra ``jax``; ``import fastbp`` does not import this
+module.
 """
 import functools
+import re
+import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 
-from . import _frameworks
-from ._registry import SPECS
+from . import _checks, _dispatch, _frameworks
+from ._registry import SCALAR_FIELDS, SPECS
 
-__all__ = ["linear_head", *SPECS]
+__all__ = ["linear_head", "PATH", *SPECS]
 
 _ARRAY_OPTIONS = ("weight", "sample_weight", "pos_weight")
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ---------------------------------------------------------------------------- the path
+def _jaxlib_ffi_version():
+    """(major, minor) of the XLA FFI API the running jaxlib was built with (the c_api.h it
+    ships), or None where that cannot be read."""
+    try:
+        text = (Path(jax.ffi.include_dir()) / "xla/ffi/api/c_api.h").read_text()
+        return tuple(int(re.search(rf"#define XLA_FFI_API_{part}\s+(\d+)", text).group(1))
+                     for part in ("MAJOR", "MINOR"))
+    except (OSError, AttributeError):
+        return None
+
+
+# target name -> its code in csrc/fastbp.h
+_TARGETS = {"fastbp_linear_forward": "FBP_XLA_FORWARD", "fastbp_linear_loss": "FBP_XLA_LOSS",
+            "fastbp_linear_rows": "FBP_XLA_ROWS", "fastbp_head": "FBP_XLA_HEAD"}
+
+
+def _choose_path():
+    """("xla_ffi", None) with the C targets registered with XLA, or ("callback", why not)."""
+    try:
+        c = _dispatch.backend_module("c")
+    except Exception as exc:                    # BackendUnavailable: no compiler at install
+        return "callback", f"the C backend is not available: {exc}"
+    ours = c.ffi.new("int[2]")
+    c.lib.fbp_xla_api_version(ours, ours + 1)
+    ours, theirs = (ours[0], ours[1]), _jaxlib_ffi_version()
+    why = None
+    if theirs is None or theirs[0] != ours[0] or theirs[1] < ours[1]:
+        why = (f"jaxlib {jaxlib.__version__} speaks XLA FFI API "
+               f"{'unknown' if theirs is None else '%d.%d' % theirs}; fastbp's targets were "
+               f"written for {ours[0]}.{ours[1]}")
+    else:
+        try:
+            for name, code in _TARGETS.items():
+                address = int(c.ffi.cast("uintptr_t", c.lib.fbp_xla_handler(getattr(c.lib, code))))
+                jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(address), platform="cpu")
+        except Exception as exc:                # XLA refused the handlers
+            why = f"XLA did not register fastbp's targets ({type(exc).__name__}: {exc})"
+    if why is None:
+        return "xla_ffi", None
+    warnings.warn(f"fastbp.jax: {why}; its kernels run through jax.pure_callback instead",
+                  stacklevel=3)
+    return "callback", why
+
+
+# "xla_ffi": the C kernels are XLA custom-call targets; "callback": jax.pure_callback
+PATH, PATH_REASON = _choose_path()
+
+
+def _on_ffi(backend):
+    """Whether a call with ``backend`` runs on the XLA targets (the C backend's kernels;
+    resolved when the program is traced)."""
+    return PATH == "xla_ffi" and _dispatch._resolve(*((backend, "backend") if backend
+                                                      else _dispatch._requested())) == "c"
+
+
+def _float(name, a):
+    """bfloat16 / float16 arrays: a TypeError naming the fix (the kernels take float32/64)."""
+    if jnp.issubdtype(a.dtype, jnp.floating) and np.dtype(a.dtype) not in _FLOATS:
+        raise TypeError(f"{name} must be float32 or float64, got {a.dtype}; convert it with "
+                        f"{name}.astype(jnp.float32)")
+    return a
 
 
 def _callback(fn, shapes, *args):
-    return jax.pure_callback(fn, shapes, *args, vmap_method="sequential")
+    return _first_only(lambda *a: jax.pure_callback(fn, shapes, *a,
+                                                    vmap_method="sequential"))(*args)
 
 
 def _np(args):
@@ -58,7 +133,213 @@ def _zero_cotangent(a):
     return np.zeros(a.shape, jax.dtypes.float0)
 
 
-# ---------------------------------------------------------------------------- linear_head
+def _first_only(call):
+    """``call`` (a kernel's call inside a custom_vjp's fwd or bwd) with a clear error as its
+    derivative: the kernels give first derivatives only."""
+    call = jax.custom_jvp(call)
+    call.defjvp(_no_second_derivative)
+    return call
+
+
+def _no_second_derivative(primals, tangents):
+    raise TypeError("fastbp.jax gives first derivatives only: a second derivative through its "
+                    "losses (jax.hessian, the gradient of a gradient) is not supported")
+
+
+# ---------------------------------------------------------------------------- the XLA targets
+def _ffi(target, shapes, *operands, **attrs):
+    """XLA target ``target`` on ``operands``, results of ``shapes``: calls in a batch run in
+    sequence inside XLA (where no batching rule merges them)."""
+    call = jax.ffi.ffi_call(target, shapes, vmap_method="sequential")
+    return _first_only(lambda *ops: call(*ops, **attrs))(*operands)
+
+
+def _standin(a):
+    """Zeros of an operand's shape and dtype for fastbp's NumPy checks at trace time (calloc:
+    pages never touched)."""
+    return np.zeros(a.shape, a.dtype)
+
+
+def _labels_standin(target, kind, n):
+    """A valid target of ``target``'s shape and dtype: label 0, +1 for pm1, uniform rows for
+    class probabilities (only the labels' values are checked when the program runs)."""
+    if kind == "pm1":
+        return np.ones(target.shape, target.dtype)
+    if kind.startswith("labels") and jnp.issubdtype(target.dtype, jnp.floating):
+        return np.full(target.shape, 1 / max(n, 1), target.dtype)
+    return _standin(target)
+
+
+def _head_attrs(head, target, opts, reduction):
+    """The attributes every target takes: fbp_head's code and scalars, the reduction and how
+    the handler checks the labels."""
+    from .backends._args import head_pack
+    pack = head_pack(head, target, opts)
+    kind = SPECS[head].target
+    labels = 0 if target.dtype.kind == "f" else 2 if kind == "pm1" else 1
+    attrs = {f: (np.int64 if o.kind == "int" else np.float64)(getattr(pack, f))
+             for f, o in SCALAR_FIELDS.items()}
+    return dict(attrs, code=np.int64(pack.code), labels=np.int64(labels),
+                check_ignore=np.int64("ignore_index" in SPECS[head].options),
+                reduction=np.int64(("sum", "mean", "none").index(reduction)))
+
+
+def _bits(need):
+    """The handlers' ``need``: bit i for gradient i of (dX, dW, db)."""
+    return np.int64(sum(1 << i for i, n in enumerate(need) if n))
+
+
+def _array_operands(names, arrays):
+    """The array options in csrc/xla_ffi.c's order and its ``arrays`` bits."""
+    given = dict(zip(names, arrays))
+    order = ("sample_weight", "weight", "pos_weight")
+    return ([given[k] for k in order if k in given],
+            np.int64(sum(1 << i for i, k in enumerate(order) if k in given)))
+
+
+def _ffi_target(target, kind):
+    """Labels as int32 / int64 (the handlers read both), anything else as it is."""
+    if kind != "float" and jnp.issubdtype(target.dtype, jnp.integer) and \
+            target.dtype not in (jnp.int32, jnp.int64):
+        return target.astype(jnp.int32)
+    return target
+
+
+@functools.lru_cache(maxsize=None)
+def _ffi_linear_fn(head, reduction, static, names, has_b):
+    kind = SPECS[head].target
+    static = dict(static)
+    chunk_rows = static.pop("chunk_rows", None)
+
+    def attrs(X, W, b, target, arrays):
+        """The call's attributes for these shapes and dtypes, after fastbp's own checks on
+        stand-ins (errors name the argument when the program is traced)."""
+        from .backends import c_kernels
+        n = W.shape[0] if W.ndim == 2 else 0
+        options = dict(static, **{k: _standin(a) for k, a in zip(names, arrays)})
+        X0, W0, _, t0, _, opts, _, _, chunk, _, filter_eps = _checks.check_linear_head(
+            _standin(X), _standin(W), _standin(b) if has_b else None,
+            _labels_standin(target, kind, n), head, options, True, chunk_rows, None)
+        (B, d), dtype = X0.shape, X0.dtype
+        blocks, rows, cols, own = c_kernels.plan(dtype, B, d, n, head, opts, chunk)
+        loss_rows, loss_own = c_kernels.loss_plan(dtype, n, d, chunk)
+        ops, bits = _array_operands(names, arrays)
+        return (dict(_head_attrs(head, t0, opts, reduction), blocks=np.int64(blocks),
+                     chunk=np.int64(rows), cols=np.int64(cols), own=np.int64(own),
+                     filter_eps=np.float64(filter_eps), has_b=np.int64(has_b),
+                     arrays=bits),
+                dict(chunk=np.int64(loss_rows), own=np.int64(loss_own)), ops)
+
+    def operands(X, W, b, target, ops):
+        return (X, W) + ((b,) if has_b else ()) + (_ffi_target(target, kind), *ops)
+
+    def grad_shapes(X, W, b, need):
+        return [jax.ShapeDtypeStruct(a.shape, X.dtype) for a, n in zip((X, W, b), need) if n]
+
+    def loss_call(X, W, b, target, arrays, how=reduction):
+        common, loss_plan, ops = attrs(X, W, b, target, arrays)
+        common.update(loss_plan, reduction=np.int64(("sum", "mean", "none").index(how)))
+        return _ffi("fastbp_linear_loss", _loss_shape(X.shape[0], how, X.dtype),
+                    *operands(X, W, b, target, ops), **common)
+
+    @jax.custom_batching.custom_vmap
+    def loss(X, W, b, target, arrays):
+        return loss_call(X, W, b, target, arrays)
+
+    @loss.def_vmap
+    def _(axis_size, batched, X, W, b, target, arrays):
+        """A batch of calls sharing W and b, with "none" or "sum": one call on all the rows
+        (a row's loss depends on its own row only); anything else: the calls in sequence."""
+        given = dict(zip(names, batched[4]))
+        if reduction == "mean" or batched[1] or batched[2] or given.get("weight") or \
+                given.get("pos_weight"):
+            axes = jax.tree.map(lambda t: 0 if t else None, tuple(batched))
+            return jax.vmap(loss_call, in_axes=axes)(X, W, b, target, arrays), True
+
+        def rows(a, is_batched):
+            a = a if is_batched else jnp.broadcast_to(a, (axis_size,) + a.shape)
+            return a.reshape((-1,) + a.shape[2:])
+
+        arrays = tuple(rows(a, t) if k == "sample_weight" else a
+                       for k, a, t in zip(names, arrays, batched[4]))
+        out = loss_call(rows(X, batched[0]), W, b, rows(target, batched[3]), arrays,
+                        "none").reshape(axis_size, -1)
+        return (out if reduction == "none" else out.sum(axis=1)), True
+
+    @jax.custom_vjp
+    def f(X, W, b, target, arrays):
+        return loss(X, W, b, target, arrays)
+
+    def fwd(X, W, b, target, arrays):                   # symbolic zeros: .perturbed says
+        need = (X.perturbed, W.perturbed, has_b and b.perturbed)
+        X, W, b, target, arrays = (X.value, W.value, b.value, target.value,
+                                   tuple(a.value for a in arrays))
+        if reduction == "none" or not any(need):
+            return loss(X, W, b, target, arrays), (X, W, b, target, arrays, need)
+        common, _, ops = attrs(X, W, b, target, arrays)
+        loss_value, *grads = _ffi(
+            "fastbp_linear_forward", [_loss_shape(X.shape[0], reduction, X.dtype),
+                                      *grad_shapes(X, W, b, need)],
+            *operands(X, W, b, target, ops), need=_bits(need), **common)
+        return loss_value, (tuple(grads), need)
+
+    def bwd(res, g):
+        need = res[-1]
+        if isinstance(g, jax.custom_derivatives.SymbolicZero) or not any(need):
+            grads = [None] * 3
+        elif reduction == "none":                       # the gradient of sum_i g_i L_i
+            X, W, b, target, arrays, _ = res
+            common, _, ops = attrs(X, W, b, target, arrays)
+            it = iter(_ffi("fastbp_linear_rows", grad_shapes(X, W, b, need),
+                           *operands(X, W, b, target, ops), g.astype(X.dtype),
+                           need=_bits(need), **common))
+            grads = [next(it) if n else None for n in need]
+        else:
+            it = iter(res[0])
+            grads = [g * next(it) if n else None for n in need]
+        return (*grads, None, None)
+
+    f.defvjp(fwd, bwd, symbolic_zeros=True)
+    return f
+
+
+@functools.lru_cache(maxsize=None)
+def _ffi_head_fn(head, reduction, static, names):
+    kind = SPECS[head].target
+
+    def call(S, target, arrays, need):
+        """fastbp_head on S: (loss, dS) with need, else (loss,); fastbp's checks on stand-ins
+        first (at trace time)."""
+        n = S.shape[1] if S.ndim == 2 else 1
+        options = dict(static, **{k: _standin(a) for k, a in zip(names, arrays)})
+        _, t0, opts, _, _, _ = _checks.check_head(
+            head, _standin(S), _labels_standin(target, kind, n), options, reduction, None)
+        ops, bits = _array_operands(names, arrays)
+        shapes = [_loss_shape(S.shape[0], reduction, S.dtype)]
+        shapes += [jax.ShapeDtypeStruct(S.shape, S.dtype)] if need else []
+        return _ffi("fastbp_head", shapes, S, _ffi_target(target, kind), *ops,
+                    need=np.int64(need), arrays=bits, **_head_attrs(head, t0, opts, reduction))
+
+    @jax.custom_vjp
+    def f(S, target, arrays):
+        return call(S, target, arrays, False)[0]
+
+    def fwd(S, target, arrays):
+        if not S.perturbed:
+            return f(S.value, target.value, tuple(a.value for a in arrays)), None
+        loss, dS = call(S.value, target.value, tuple(a.value for a in arrays), True)
+        return loss, dS
+
+    def bwd(dS, g):
+        if dS is None or isinstance(g, jax.custom_derivatives.SymbolicZero):
+            return None, None, None
+        return g.reshape(g.shape + (1,) * (dS.ndim - g.ndim)) * dS, None, None
+
+    f.defvjp(fwd, bwd, symbolic_zeros=True)
+    return f
+
+
+# ---------------------------------------------------------------------------- the callback path
 @functools.lru_cache(maxsize=None)
 def _linear_fn(head, reduction, static, names, has_b, backend):
     kind = SPECS[head].target
@@ -128,10 +409,13 @@ def linear_head(X, W, b, target, head="softmax_nll", *, backend=None, **head_opt
     if head not in SPECS:
         raise ValueError(f"head must be one of {tuple(SPECS)}, got {head!r}")
     reduction, static, names, arrays = _split(head_options)
-    X, W, target = jnp.asarray(X), jnp.asarray(W), jnp.asarray(target)
+    X, W, target = _float("X", jnp.asarray(X)), _float("W", jnp.asarray(W)), jnp.asarray(target)
     has_b = b is not None
-    b = jnp.asarray(b) if has_b else jnp.zeros(0, X.dtype)
-    f = _linear_fn(head, reduction, static, names, has_b, backend)
+    b = _float("b", jnp.asarray(b)) if has_b else jnp.zeros(0, X.dtype)
+    if _on_ffi(backend):
+        f = _ffi_linear_fn(head, reduction, static, names, has_b)
+    else:
+        f = _linear_fn(head, reduction, static, names, has_b, backend)
     return f(X, W, b, target, tuple(jnp.asarray(a) for a in arrays))
 
 
@@ -179,8 +463,12 @@ def _head_fn(head, reduction, static, names, backend):
 def _head_function(name, spec):
     def head(S, target, *, backend=None, **head_options):
         reduction, static, names, arrays = _split(head_options)
-        f = _head_fn(name, reduction, static, names, backend)
-        return f(jnp.asarray(S), jnp.asarray(target), tuple(jnp.asarray(a) for a in arrays))
+        if _on_ffi(backend):
+            f = _ffi_head_fn(name, reduction, static, names)
+        else:
+            f = _head_fn(name, reduction, static, names, backend)
+        return f(_float(spec.scores_name, jnp.asarray(S)), jnp.asarray(target),
+                 tuple(jnp.asarray(a) for a in arrays))
 
     head.__name__ = head.__qualname__ = name
     head.__doc__ = (spec.doc + "\n\n    A differentiable JAX function: the loss (a scalar, or "

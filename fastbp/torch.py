@@ -1,18 +1,23 @@
-"""fastbp's fused kernels inside PyTorch's autograd (docs/api.md section 8).
+"""fastbp's fused kernels inside PyTorch: custom operators (``torch.library``) under autograd,
+so eager code and ``torch.compile(fullgraph=True)`` both run them (docs/api.md section 8).
 
     import fastbp.torch as fbt
     loss = fbt.linear_head(X, W, b, y)            # = F.cross_entropy(F.linear(X, W, b), y)
     loss.backward()
     head = fbt.LinearHead(512, 32000)             # an nn.Module, initialised as nn.Linear
 
-CPU tensors of float32 or float64 cross to NumPy without copies (a non-contiguous one is
-copied once, never modified). The forward of a "mean"/"sum" call runs the whole fused kernel --
-loss and the gradients of the arguments that require grad -- and the backward scales them by
-the upstream gradient; with nothing requiring grad (``torch.no_grad()``) only the loss is
-computed. ``reduction="none"`` returns the row losses and computes the gradients in the
-backward (fastbp/_frameworks.py). Needs the optional extra ``torch``; ``import fastbp`` does not
-import this module.
+The operators (``torch.ops.fastbp.*``) take CPU tensors of float32 or float64 and cross to NumPy
+without copies (a non-contiguous one is copied once, never modified); each has a fake
+implementation (shapes only), which is what ``torch.compile`` traces. The forward of a
+"mean"/"sum" call runs the whole fused kernel -- loss and the gradients of the arguments that
+require grad -- and the backward scales them by the upstream gradient; with nothing requiring
+grad (``torch.no_grad()``) only the loss is computed. ``reduction="none"`` returns the row
+losses and computes the gradients in the backward (fastbp/_frameworks.py). Needs the optional
+extra ``torch``; ``import fastbp`` does not import this module.
 """
+import ast
+import functools
+
 import numpy as np
 import torch
 
@@ -22,80 +27,217 @@ from ._registry import SPECS
 __all__ = ["linear_head", "LinearHead", *SPECS]
 
 _FLOATS = (torch.float32, torch.float64)
+_PLAIN = frozenset({*_FLOATS, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
+# the options that are arrays (tensor arguments of the operators); every other option is a
+# scalar and travels in the operators' ``options`` string
+_ARRAY_OPTIONS = ("weight", "sample_weight", "pos_weight")
+
+_LIB = torch.library.Library("fastbp", "DEF")
+_ARGS = "Tensor?[] arrays, str head, str options, str? backend"
+_LIB.define(f"linear_head(Tensor X, Tensor W, Tensor? b, Tensor target, {_ARGS}, str reduction, "
+            "bool[] need) -> (Tensor, Tensor, Tensor, Tensor)")
+_LIB.define(f"linear_rows_backward(Tensor X, Tensor W, Tensor? b, Tensor target, {_ARGS}, "
+            "Tensor g, bool[] need) -> (Tensor, Tensor, Tensor)")
+_LIB.define(f"head(Tensor S, Tensor target, {_ARGS}, str reduction, bool need) "
+            "-> (Tensor, Tensor)")
 
 
-def _array(name, t, dtype=None):
-    """A CPU float tensor's NumPy view (a contiguous copy where it is not contiguous)."""
-    if not isinstance(t, torch.Tensor):
-        return t                                  # NumPy arrays and scalars pass as they are
+# ---------------------------------------------------------------------------- arguments
+def _check(name, t):
+    """A tensor argument's device and dtype (in the caller's frame, so that the error comes
+    before any operator, eager or compiled)."""
+    if not isinstance(t, torch.Tensor) or (t.is_cpu and t.dtype in _PLAIN):
+        return
     if t.device.type != "cpu":
         raise TypeError(f"{name} must be a CPU tensor, got one on {t.device}; fastbp runs on "
                         f"the CPU: move it with {name}.cpu()")
     if t.is_complex() or (t.is_floating_point() and t.dtype not in _FLOATS):
         raise TypeError(f"{name} must be float32 or float64, got {t.dtype}; convert it with "
                         f"{name}.float() (or .double())")
-    return t.detach().contiguous().numpy()
 
 
-def _target(t, kind):
-    """Labels as intp (torch's int64 is intp on 64-bit platforms), float targets as they are."""
-    a = _array("target", t)
-    if isinstance(a, np.ndarray) and a.dtype.kind in "iu" and kind != "float":
-        return a.astype(np.intp, copy=False)
-    return a
+def _plain(*tensors):
+    """torch.func's transforms wrap tensors; the kernels take plain ones (docs/api.md 8)."""
+    if torch.compiler.is_compiling():
+        return
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t):
+            raise NotImplementedError(
+                "fastbp.torch does not run under torch.func transforms (grad, vmap, jvp, "
+                "jacrev, ...): its kernels are not batched and give first derivatives only; "
+                "differentiate with loss.backward() or torch.autograd.grad, eager or under "
+                "torch.compile")
 
 
-def _options(options):
-    return {k: _array(k, v) for k, v in options.items()}
+def _split(head, head_options):
+    """(reduction, the array options as a list of tensors or None, the scalar options as the
+    operators' string). Runs in the caller's frame: plain Python on constants, which dynamo
+    folds."""
+    if head not in SPECS:
+        raise ValueError(f"head must be one of {tuple(SPECS)}, got {head!r}")
+    reduction, options = _frameworks.split_reduction(head_options)
+    arrays = []
+    for name in _ARRAY_OPTIONS:
+        a = options.pop(name, None)
+        if a is not None and not isinstance(a, torch.Tensor):
+            a = torch.as_tensor(a)
+        _check(name, a)
+        arrays.append(a)
+    for k, v in options.items():
+        if isinstance(v, np.generic):
+            options[k] = v.item()
+        elif not isinstance(v, (bool, int, float, str, type(None))):
+            raise TypeError(f"{k} must be a number or a string, got {type(v).__name__}")
+    return reduction, arrays, repr(sorted(options.items()))
 
 
-def _scaled(a, grad):
-    """The gradient ``a`` (NumPy, or None) times the upstream gradient (a 0-d tensor), in place:
-    each array is handed to autograd once (``_take``)."""
+@functools.lru_cache(maxsize=256)
+def _scalars(options):
+    return dict(ast.literal_eval(options))
+
+
+def _array(t):
+    return None if t is None else t.detach().contiguous().numpy()
+
+
+def _inputs(target, arrays, head, options):
+    """The kernels' target (labels as intp) and options dict from an operator's arguments."""
+    t = _array(target)
+    if t.dtype.kind in "iu" and SPECS[head].target != "float":
+        t = t.astype(np.intp, copy=False)
+    opts = dict(_scalars(options))
+    opts.update((k, _array(a)) for k, a in zip(_ARRAY_OPTIONS, arrays) if a is not None)
+    return t, opts
+
+
+def _tensor(a, like):
+    """A kernel's result as a tensor; an absent gradient as an empty one (operators return
+    tensors only)."""
     if a is None:
-        return None
-    t = torch.from_numpy(a)
-    return t if bool(grad == 1) else t.mul_(grad)
+        return like.new_empty(0)
+    return torch.from_numpy(np.asarray(a, _NUMPY[like.dtype]))
 
 
-def _take(ctx, recompute):
-    """The gradients the forward computed, once; a second backward through the same graph
-    (``retain_graph=True``) computes them again instead of reusing arrays autograd now owns."""
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+# ---------------------------------------------------------------------------- operators
+@torch.library.impl(_LIB, "linear_head", "CPU")
+def _linear_head_op(X, W, b, target, arrays, head, options, backend, reduction, need):
+    t, opts = _inputs(target, arrays, head, options)
+    loss, *grads = _frameworks.linear_forward(_array(X), _array(W), _array(b), t, head, opts,
+                                              reduction, need, backend)
+    return (_tensor(loss, X), *(_tensor(a, X) for a in grads))
+
+
+@torch.library.register_fake("fastbp::linear_head", lib=_LIB)
+def _(X, W, b, target, arrays, head, options, backend, reduction, need):
+    loss = X.new_empty((X.shape[0],) if reduction == "none" else ())
+    grads = reduction != "none" and any(need)
+    return (loss, *(a.new_empty(a.shape if grads and n and a is not None else (0,))
+                    if a is not None else X.new_empty(0) for a, n in zip((X, W, b), need)))
+
+
+@torch.library.impl(_LIB, "linear_rows_backward", "CPU")
+def _linear_rows_backward_op(X, W, b, target, arrays, head, options, backend, g, need):
+    t, opts = _inputs(target, arrays, head, options)
+    grads = _frameworks.linear_rows_backward(_array(X), _array(W), _array(b), t, head, opts,
+                                             _array(g), need, backend)
+    return tuple(_tensor(a if n else None, X) for a, n in zip(grads, need))
+
+
+@torch.library.register_fake("fastbp::linear_rows_backward", lib=_LIB)
+def _(X, W, b, target, arrays, head, options, backend, g, need):
+    return tuple(a.new_empty(a.shape) if n and a is not None else X.new_empty(0)
+                 for a, n in zip((X, W, b), need))
+
+
+@torch.library.impl(_LIB, "head", "CPU")
+def _head_op(S, target, arrays, head, options, backend, reduction, need):
+    t, opts = _inputs(target, arrays, head, options)
+    loss, dS = _frameworks.head_forward(head, _array(S), t, opts, reduction, backend)
+    return _tensor(loss, S), _tensor(dS if need else None, S)
+
+
+@torch.library.register_fake("fastbp::head", lib=_LIB)
+def _(S, target, arrays, head, options, backend, reduction, need):
+    loss = S.new_empty((S.shape[0],) if reduction == "none" else ())
+    return loss, S.new_empty(S.shape if need else (0,))
+
+
+# ---------------------------------------------------------------------------- autograd
+def _call(name, *args):
+    """Operator ``name``: through the dispatcher when compiling (the compiler records the
+    operator and traces its fake), its implementation directly in eager code (the dispatcher's
+    trip to Python and back costs ~8 µs a call, docs/performance.md)."""
+    if torch.compiler.is_compiling():
+        return getattr(torch.ops.fastbp, name)(*args)
+    return _IMPLS[name](*args)
+
+
+_IMPLS = {"linear_head": _linear_head_op, "linear_rows_backward": _linear_rows_backward_op,
+          "head": _head_op}
+
+
+def _keep(ctx, grads, inputs):
+    """The forward's gradients for the backward. Eager: handed over once (``_take``), so that
+    autograd receives the kernel's arrays without a copy, with the operator's inputs to compute
+    them again. Compiled: saved tensors, which the compiler plans."""
+    if torch.compiler.is_compiling():
+        ctx.save_for_backward(*grads)
+    else:
+        ctx.grads, ctx.inputs = grads, inputs
+
+
+def _take(ctx, grad, recompute):
+    """The kept gradients times the upstream scalar ``grad``. A second backward through the
+    same graph (``retain_graph=True``) computes them again instead of reusing tensors autograd
+    now owns."""
+    if torch.compiler.is_compiling():
+        return [grad * a for a in ctx.saved_tensors]
     grads, ctx.grads = ctx.grads, None
-    return recompute() if grads is None else grads
+    grads = recompute() if grads is None else grads
+    return grads if grad.item() == 1 else [a.mul_(grad) for a in grads]
+
+
+def _first_only(*grads):
+    """The gradients, which are constants to autograd: ``create_graph=True`` (the way to a
+    second derivative) is a clear error instead of a silently wrong or unused graph."""
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        raise RuntimeError("fastbp.torch gives first derivatives only: backward with "
+                           "create_graph=True (a second derivative) is not supported through "
+                           "its losses")
+    return grads
 
 
 class _LinearHead(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, X, W, b, target, head, reduction, backend, options, grad_enabled):
-        # the forward runs with grad mode off; whether the caller's was on comes as an argument
-        need = ctx.needs_input_grad[:3] if grad_enabled else (False,) * 3
-        Xn, Wn = _array("X", X), _array("W", W)
-        bn = None if b is None else _array("b", b)
-        tn, opts = _target(target, SPECS[head].target), _options(options)
-        loss, *grads = _frameworks.linear_forward(Xn, Wn, bn, tn, head, opts, reduction, need,
-                                                  backend)
-        ctx.grads, ctx.reduction = grads, reduction
-        ctx.inputs = (Xn, Wn, bn, tn, head, opts, backend)
-        if reduction == "none":
-            return torch.from_numpy(loss)
-        return torch.tensor(loss, dtype=X.dtype)
+    """``call``: (head, options, backend, reduction, need), constants; ``arrays``: the array
+    options in _ARRAY_OPTIONS order, None where absent (apply costs per argument)."""
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        need = ctx.needs_input_grad[:3]
-        Xn, Wn, bn, tn, head, opts, backend = ctx.inputs
-        if grad.ndim:                                  # "none": the gradient of sum g_i L_i
-            grads = _frameworks.linear_rows_backward(
-                Xn, Wn, bn, tn, head, opts, _array("grad", grad), need, backend)
-            dX, dW, db = (torch.from_numpy(a) if n and a is not None else None
-                          for a, n in zip(grads, need))
+    def forward(ctx, X, W, b, target, call, *arrays):
+        head, options, backend, reduction, need = call
+        loss, *grads = _call("linear_head", X, W, b, target, arrays, head, options, backend,
+                             reduction, need)
+        ctx.call = call
+        if reduction == "none":
+            ctx.save_for_backward(X, W, b, target, *arrays)
         else:
-            grads = _take(ctx, lambda: _frameworks.linear_forward(
-                Xn, Wn, bn, tn, head, opts, ctx.reduction, need, backend)[1:])
-            dX, dW, db = (_scaled(a, grad) for a in grads)
-        return dX, dW, db, None, None, None, None, None, None
+            _keep(ctx, grads, (X, W, b, target, arrays))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        head, options, backend, reduction, need = ctx.call
+        if reduction == "none":                     # the gradient of sum_i g_i L_i
+            X, W, b, target, *arrays = ctx.saved_tensors
+            grads = _call("linear_rows_backward", X, W, b, target, arrays, head, options,
+                          backend, grad, need)
+        else:
+            grads = _take(ctx, grad, lambda: _call(
+                "linear_head", *ctx.inputs, head, options, backend, reduction, need)[1:])
+        dX, dW, db = (a if n else None for a, n in zip(grads, need))
+        return _first_only(dX, dW, db) + (None,) * (2 + len(_ARRAY_OPTIONS))
 
 
 def linear_head(X, W, b, target, head="softmax_nll", *, backend=None, **head_options):
@@ -104,41 +246,53 @@ def linear_head(X, W, b, target, head="softmax_nll", *, backend=None, **head_opt
     ``head_options``: the head's options (tensors or arrays for ``weight``, ``sample_weight``,
     ``pos_weight``; not differentiated) and ``reduction`` "mean" (default), "sum" or "none".
     """
-    reduction, options = _frameworks.split_reduction(head_options)
-    if head not in SPECS:
-        raise ValueError(f"head must be one of {tuple(SPECS)}, got {head!r}")
-    return _LinearHead.apply(X, W, b, target, head, reduction, backend, options,
-                             torch.is_grad_enabled())
+    reduction, arrays, options = _split(head, head_options)
+    for name, t in (("X", X), ("W", W), ("b", b), ("target", target)):
+        _check(name, t)
+    _plain(X, W, b)
+    target = torch.as_tensor(target)
+    grad = torch.is_grad_enabled()
+    need = [grad and X.requires_grad, grad and W.requires_grad,
+            grad and b is not None and b.requires_grad]
+    return _LinearHead.apply(X, W, b, target, (head, options, backend, reduction, need),
+                             *arrays)
 
 
 class _Head(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, S, target, head, reduction, backend, options):
-        Sn, tn, opts = _array(SPECS[head].scores_name, S), _target(target, SPECS[head].target), \
-            _options(options)
-        loss, dS = _frameworks.head_forward(head, Sn, tn, opts, reduction, backend)
-        ctx.grads, ctx.reduction = dS, reduction
-        ctx.inputs = (head, Sn, tn, opts, backend)
-        if reduction == "none":
-            return torch.from_numpy(loss)
-        return torch.tensor(loss, dtype=S.dtype)
+    """``call`` and ``arrays`` as _LinearHead's."""
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    def forward(ctx, S, target, call, *arrays):
+        head, options, backend, reduction, need = call
+        loss, dS = _call("head", S, target, arrays, head, options, backend, reduction, need)
+        ctx.call = call
+        if reduction == "none":
+            ctx.save_for_backward(dS)
+        elif need:
+            _keep(ctx, (dS,), (S, target, arrays))
+        return loss
+
+    @staticmethod
     def backward(ctx, grad):
-        head, Sn, tn, opts, backend = ctx.inputs
-        dS = _take(ctx, lambda: _frameworks.head_forward(head, Sn, tn, opts, ctx.reduction,
-                                                         backend)[1])
-        if grad.ndim:                 # "none": row i of the sum's gradient times grad_i
-            return torch.from_numpy(_frameworks.rows_times(dS, _array("grad", grad))), \
-                None, None, None, None, None
-        return _scaled(dS, grad), None, None, None, None, None
+        head, options, backend, reduction, _ = ctx.call
+        if reduction == "none":              # row i of the sum's gradient times grad_i
+            (dS,) = ctx.saved_tensors
+            dS = dS * grad.reshape(grad.shape + (1,) * (dS.ndim - 1))
+        else:
+            (dS,) = _take(ctx, grad, lambda: _call(
+                "head", *ctx.inputs, head, options, backend, reduction, True)[1:])
+        return _first_only(dS) + (None,) * (2 + len(_ARRAY_OPTIONS))
 
 
 def _head_function(name, spec):
     def head(S, target, *, backend=None, **head_options):
-        reduction, options = _frameworks.split_reduction(head_options)
-        return _Head.apply(S, target, name, reduction, backend, options)
+        reduction, arrays, options = _split(name, head_options)
+        _check(spec.scores_name, S)
+        _check("target", target)
+        _plain(S)
+        need = torch.is_grad_enabled() and S.requires_grad
+        return _Head.apply(S, torch.as_tensor(target), (name, options, backend, reduction, need),
+                           *arrays)
 
     head.__name__ = head.__qualname__ = name
     head.__doc__ = (spec.doc + "\n\n    A differentiable tensor function: the loss (a 0-d "

@@ -241,3 +241,126 @@ def test_import_fastbp_imports_neither_torch_nor_jax():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------- torch.compile
+def _op_args(rng, dtype=torch.float64):
+    X, W, b, y, _ = _linear_inputs("softmax_nll", {"target": "labels"}, np.float64, rng)
+    X, W, b = (torch.from_numpy(a).to(dtype) for a in (X, W, b))
+    w = torch.rand(W.shape[0], dtype=dtype) + 0.5
+    return X, W, b, torch.from_numpy(y), w
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("need", [[True, True, True], [False, True, False], [False] * 3])
+def test_operators_pass_torch_library_opcheck(reduction, need, rng):
+    """Schema, fake (shape) implementations and the compiler's dispatch of every operator
+    agree with the real ones."""
+    X, W, b, y, w = _op_args(rng)
+    torch.library.opcheck(torch.ops.fastbp.linear_head.default,
+                          (X, W, b, y, [w, None, None], "softmax_nll", "[]", None, reduction,
+                           need))
+    torch.library.opcheck(torch.ops.fastbp.linear_rows_backward.default,
+                          (X, W, None, y, [None] * 3, "softmax_nll",
+                           "[('label_smoothing', 0.1)]", "c", torch.rand(len(X),
+                                                                        dtype=X.dtype),
+                           need[:2] + [False]))
+    torch.library.opcheck(torch.ops.fastbp.head.default,
+                          (X @ W.T, y, [None, None, None], "softmax_nll", "[]", None, reduction,
+                           need[0]))
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """Each test's functions compiled afresh (one code object compiled for many parameters
+    would meet dynamo's recompile limit)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _train(step_fn, params, steps=3):
+    """``steps`` SGD steps of ``step_fn`` (returns the loss); the losses and final parameters."""
+    opt = torch.optim.SGD(params, lr=0.1)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = step_fn()
+        (loss.sum() if loss.ndim else loss).backward()
+        opt.step()
+        losses.append(loss.detach().clone())
+    return losses, [p.detach().clone() for p in params]
+
+
+def _model(dtype, reduction, options):
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.Linear(6, 8, dtype=dtype), torch.nn.Tanh())
+    head = fbt.LinearHead(8, 5, dtype=dtype, reduction=reduction, **options)
+    return body, head
+
+
+# aot_eager traces what inductor does (dynamo, the fake implementations, AOTAutograd's forward
+# and backward graphs) without compiling C++; inductor itself on two cases
+_COMPILED = [("aot_eager", r, d) for r in REDUCTIONS for d in (torch.float32, torch.float64)] \
+    + [("inductor", "mean", torch.float32), ("inductor", "none", torch.float64)]
+
+
+@pytest.mark.parametrize("backend, reduction, dtype", _COMPILED)
+def test_compiled_model_has_no_graph_break_and_trains_as_eager(backend, reduction, dtype, rng,
+                                                               fresh_dynamo):
+    """A model body + LinearHead under torch.compile(fullgraph=True): dynamo's explain finds 0
+    graph breaks, and three SGD steps give eager's losses and parameters."""
+    X = torch.from_numpy(rng.standard_normal((12, 6))).to(dtype)
+    y = torch.from_numpy(rng.integers(0, 5, 12))
+    opts = {"label_smoothing": 0.1, "weight": torch.linspace(0.5, 1.5, 5, dtype=dtype)}
+    results = []
+    for compiled in (False, True):
+        body, head = _model(dtype, reduction, opts)
+
+        def f(X, y):
+            return head(body(X), y)
+
+        if compiled:
+            explain = torch._dynamo.explain(f)(X, y)
+            assert explain.graph_break_count == 0, explain.break_reasons
+            f = torch.compile(f, fullgraph=True, backend=backend)
+        results.append(_train(lambda: f(X, y), [*body.parameters(), *head.parameters()]))
+    tol = _tol(np.float64 if dtype == torch.float64 else np.float32)
+    for a, c in zip(*(r[0] + r[1] for r in results)):
+        torch.testing.assert_close(a, c, rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+
+
+@pytest.mark.parametrize("head", ["softmax_nll", "sigmoid_bce", "huber", "multiclass_hinge"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_compiled_head_functions_equal_eager(head, reduction, rng, fresh_dynamo):
+    S = torch.from_numpy(rng.standard_normal((7, 3)))
+    if head in ("softmax_nll", "multiclass_hinge"):
+        target = torch.from_numpy(rng.integers(0, 3, 7))
+    else:
+        target = torch.from_numpy(rng.random((7, 3)).round())
+    fn = getattr(fbt, head)
+
+    def f(S):
+        loss = fn(S, target, reduction=reduction)
+        return loss.sum() if loss.ndim else loss
+
+    grads = []
+    for g in (f, torch.compile(f, fullgraph=True, backend="aot_eager")):
+        St = S.clone().requires_grad_()
+        loss = g(St)
+        loss.backward()
+        grads.append((loss.detach(), St.grad))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_torch_func_transforms_and_second_derivatives_are_clear_errors(rng):
+    X, W, b, y, _ = _op_args(rng)
+    with pytest.raises(NotImplementedError, match="torch.func transforms"):
+        torch.func.grad(lambda W: fbt.linear_head(X, W, b, y))(W)
+    with pytest.raises(NotImplementedError, match="torch.func transforms"):
+        torch.vmap(lambda S: fbt.softmax_nll(S, y))(torch.ones(2, *y.shape, 3,
+                                                              dtype=torch.float64))
+    Wt = W.clone().requires_grad_()
+    loss = fbt.linear_head(X, Wt, b, y)
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        torch.autograd.grad(loss, Wt, create_graph=True)

@@ -14,7 +14,7 @@ import shlex
 from cffi import FFI
 
 CSRC = "csrc"                       # relative to the project root, where setup.py runs
-SOURCES = ["runtime.c", "heads.c", "linear.c", "mlp.c"]
+SOURCES = ["runtime.c", "heads.c", "linear.c", "mlp.c", "xla_ffi.c"]
 # fastbp.h is written so that cffi parses it as is (prototypes, enums, integer #defines)
 HEADER = pathlib.Path(__file__).resolve().parents[2] / CSRC / "fastbp.h"
 

@@ -175,6 +175,26 @@ def head(name, S, target, out, reduction, options):
 # ---------------------------------------------------------------------------- linear + head
 
 
+def plan(dtype, B, d, n, head, options, chunk_rows, threads=None):
+    """Which kernel a linear_head call runs: (blocks, 0, 0, 0) for the fused rows on
+    ``blocks`` row blocks, or (0, chunk, cols, own) for the chunked path (fastbp.jax's FFI
+    targets take the same plan, made when a program is traced)."""
+    threads = _threads[0] if threads is None else threads
+    work, T = B * n * d, TUNING
+    min_work = T.FUSED_MIN_WORK if dtype.itemsize == 8 else T.FUSED_MIN_WORK_F32
+    if n * d <= T.FUSED_ANY_N_WEIGHTS or (threads > 1 and n <= T.FUSED_MAX_N
+                                          and work >= min_work):
+        return (1 if work < T.PARALLEL_MIN_WORK or B < 2 * threads
+                else min(T.BLOCKS_PER_THREAD * threads, max(threads, B // 8))), 0, 0, 0
+    if n <= T.FUSED_FEW_N and T.FUSED_FEW_MIN_D <= d and n * d <= T.FUSED_FEW_WEIGHTS:
+        return 1, 0, 0, 0
+    chunk, cols = score_blocks(head, B, n, dtype.itemsize, chunk_rows, options)
+    own = own_products(T, dtype, n, d) if cols == n else 0
+    if own & OWN_SCORES and not chunk_rows:
+        chunk = own_chunk_rows(chunk, dtype.itemsize)
+    return 0, chunk, cols, own
+
+
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
                 threads=None, filter_eps=0.0):
     """``threads``: row blocks of the fused path (default: the set_num_threads value; 1 inside
@@ -188,25 +208,24 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
             _NULL if dX is None else _fb(ty, dX), sums, _fb(ty, X), _fb(ty, W),
             _NULL if b is None else _fb(ty, b), _head(t, head, target, options),
             reduction == "mean")
-    threads = _threads[0] if threads is None else threads
-    work, T = B * n * d, TUNING
-    min_work = T.FUSED_MIN_WORK if X.dtype.itemsize == 8 else T.FUSED_MIN_WORK_F32
-    if n * d <= T.FUSED_ANY_N_WEIGHTS or (threads > 1 and n <= T.FUSED_MAX_N
-                                          and work >= min_work):
-        blocks = (1 if work < T.PARALLEL_MIN_WORK or B < 2 * threads
-                  else min(T.BLOCKS_PER_THREAD * threads, max(threads, B // 8)))
+    blocks, chunk, cols, own = plan(X.dtype, B, d, n, head, options, chunk_rows, threads)
+    if blocks:
         status = t.linear_fused(*args, blocks, B, d, n)
-    elif n <= T.FUSED_FEW_N and T.FUSED_FEW_MIN_D <= d and n * d <= T.FUSED_FEW_WEIGHTS:
-        status = t.linear_fused(*args, 1, B, d, n)
     else:
-        blocks = score_blocks(head, B, n, X.dtype.itemsize, chunk_rows, options)
-        own = own_products(T, X.dtype, n, d) if blocks[1] == n else 0
-        if own & OWN_SCORES and not chunk_rows:
-            blocks = (own_chunk_rows(blocks[0], X.dtype.itemsize), n)
-        status = t.linear_chunked(*args, *blocks, filter_eps, own, B, d, n)
+        status = t.linear_chunked(*args, chunk, cols, filter_eps, own, B, d, n)
     if status:
         _check(status, "linear_head")
     return reduced_loss(sums[0], sums[1], reduction)
+
+
+def loss_plan(dtype, n, d, chunk_rows):
+    """linear_loss's (chunk, own): its row blocks and whether the scores' product is fastbp's
+    own (as linear_head's chunked path)."""
+    own = own_products(TUNING, dtype, n, d) & OWN_SCORES
+    chunk = chunk_rows or default_chunk_rows(n, dtype.itemsize)
+    if own and not chunk_rows:
+        chunk = own_chunk_rows(chunk, dtype.itemsize)
+    return chunk, own
 
 
 def linear_loss(X, W, b, target, head, options, reduction, chunk_rows):
@@ -214,10 +233,7 @@ def linear_loss(X, W, b, target, head, options, reduction, chunk_rows):
     own products for the scores where linear_head takes them)."""
     (B, d), n = X.shape, W.shape[0]
     t = _T[X.dtype]
-    own = own_products(TUNING, X.dtype, n, d) & OWN_SCORES
-    chunk = chunk_rows or default_chunk_rows(n, X.dtype.itemsize)
-    if own and not chunk_rows:
-        chunk = own_chunk_rows(chunk, X.dtype.itemsize)
+    chunk, own = loss_plan(X.dtype, n, d, chunk_rows)
     rows = np.empty(B) if reduction == "none" else None
     sums = _sums()
     _check(t.linear_loss(_F64.p(rows), sums, _fb(t.ty, X), _fb(t.ty, W), t.p(b),
