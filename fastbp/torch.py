@@ -97,7 +97,8 @@ def _scalars(options):
 
 
 def _array(t):
-    return None if t is None else t.detach().contiguous().numpy()
+    """A tensor's NumPy view (detached; fastbp's checks copy a non-contiguous one)."""
+    return None if t is None else t.numpy(force=True)
 
 
 def _inputs(target, arrays, head, options):
@@ -105,6 +106,8 @@ def _inputs(target, arrays, head, options):
     t = _array(target)
     if t.dtype.kind in "iu" and SPECS[head].target != "float":
         t = t.astype(np.intp, copy=False)
+    if options == "[]" and not any(a is not None for a in arrays):
+        return t, {}                          # (every call without options: the common one)
     opts = dict(_scalars(options))
     opts.update((k, _array(a)) for k, a in zip(_ARRAY_OPTIONS, arrays) if a is not None)
     return t, opts
@@ -254,6 +257,9 @@ def linear_head(X, W, b, target, head="softmax_nll", *, backend=None, **head_opt
     grad = torch.is_grad_enabled()
     need = [grad and X.requires_grad, grad and W.requires_grad,
             grad and b is not None and b.requires_grad]
+    if not any(need):                         # the loss alone: no autograd node
+        return _call("linear_head", X, W, b, target, arrays, head, options, backend, reduction,
+                     need)[0]
     return _LinearHead.apply(X, W, b, target, (head, options, backend, reduction, need),
                              *arrays)
 
@@ -291,8 +297,10 @@ def _head_function(name, spec):
         _check("target", target)
         _plain(S)
         need = torch.is_grad_enabled() and S.requires_grad
-        return _Head.apply(S, torch.as_tensor(target), (name, options, backend, reduction, need),
-                           *arrays)
+        target = torch.as_tensor(target)
+        if not need:                          # the loss alone: no autograd node
+            return _call("head", S, target, arrays, name, options, backend, reduction, False)[0]
+        return _Head.apply(S, target, (name, options, backend, reduction, need), *arrays)
 
     head.__name__ = head.__qualname__ = name
     head.__doc__ = (spec.doc + "\n\n    A differentiable tensor function: the loss (a 0-d "
