@@ -64,14 +64,14 @@ asan-build:
 		--exclude=./.git . | tar -x -C $(ASAN_DIR)/src
 	test -x $(ASAN_DIR)/venv/bin/python || $(PYTHON) -m venv $(ASAN_DIR)/venv
 	cd $(ASAN_DIR)/src && CC=$(CC) FASTBP_CFLAGS="$(ASAN_FLAGS)" \
-		../venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test]"
+		../venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test,jax]"
 
 # The C backend's tests under the sanitizers.
 test-asan: asan-build
 	$(ASAN_RUN) tests/test_heads.py tests/test_linear_head.py tests/test_layers.py \
 		tests/test_properties.py tests/test_concurrency.py tests/test_errors.py \
 		tests/test_model.py tests/test_c_build.py tests/test_c_abi_fuzz.py tests/test_own_products.py \
-		tests/test_linear_loss.py
+		tests/test_linear_loss.py tests/test_jax_adapter.py
 	@echo "test-asan: the C backend's tests ran under ASan + UBSan with no report"
 
 # Every exported C kernel called through cffi with random shapes, exactly-sized buffers, extreme

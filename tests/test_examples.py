@@ -1,5 +1,7 @@
-"""The framework examples of docs/examples/ run and learn (README and docs/api.md section 8
-point to them). Each is skipped where its framework is not installed."""
+"""The framework examples of docs/examples/ run and learn, compiled (README and docs/api.md
+section 8 point to them): the PyTorch loop's loss under torch.compile(fullgraph=True), which
+fails on any graph break, the JAX step under jax.jit. Each is skipped where its framework is not
+installed."""
 import importlib.util
 import re
 import subprocess
