@@ -1,19 +1,21 @@
 """One training step of an output layer through the framework adapters, each way in a fresh
-process: time (median of the steps after a warm-up) and peak RSS growth over the process's
-state before the first step.
+process: time (median of the steps after a warm-up, which compiles) and the peak RSS growth of
+one more step over the warm process (fastbp.compare.rss_peak).
 
     python benchmarks/adapters.py [--json FILE]        # prints a Markdown table
 
-PyTorch ways, at V (an LM output layer, 1024 x 512 x 32000 float32) and the small D and T:
-fastbp.torch.LinearHead; nn.Linear + F.cross_entropy (eager); F.linear_cross_entropy. Each step
-is forward, backward and SGD's optimizer.step() on the layer's weight and bias, with the input X
-requiring grad (dX is computed, as under a network body). The "floor" row is the same step
-through an autograd.Function that computes nothing (it hands back gradients made once): what
-PyTorch's autograd and optimizer cost any adapter; the "kernel" row is fastbp.linear_head's call
-on the NumPy arrays alone, so a fastbp.torch row minus both is the op boundary's cost. The JAX rows: one jitted
-value_and_grad of fastbp.jax.linear_head and of the same loss in jax.numpy. Every way's first
-step is checked equal to fastbp's NumPy reference (after the timed steps, so the reference's
-memory is not in the peak).
+At V (an LM output layer, 1024 x 512 x 32000 float32), C, D and T (fastbp.presets). PyTorch
+ways: fastbp.torch.LinearHead, eager and under torch.compile(fullgraph=True); nn.Linear +
+F.cross_entropy, eager and compiled; F.linear_cross_entropy. Each step is forward, backward and
+SGD's optimizer.step() on the layer's weight and bias, with the input X requiring grad (dX is
+computed, as under a network body). The "floor" row is the same step through an
+autograd.Function that computes nothing (it hands back gradients made once): what PyTorch's
+autograd and optimizer cost any adapter; the "kernel" row is fastbp.linear_head's call on the
+NumPy arrays alone, so a fastbp.torch row minus both is the op boundary's cost. JAX ways: one
+jitted value_and_grad of fastbp.jax.linear_head (on the XLA targets, and through the host
+callback) and of the same loss in jax.numpy, the arrays on the device. "loss only" ways: the
+loss without gradients (torch.no_grad(); a jitted loss). Every way's first step is checked
+equal to fastbp's NumPy reference.
 """
 import json
 import os
@@ -195,8 +197,8 @@ def table(rows):
     for shape in STEPS:
         mine = [r for r in rows if r["shape"] == shape]
         for r in mine:
-            peers = [p["median_s"] for p in mine if "median_s" in p and not
-                     p["way"].startswith(("fastbp", "floor", "kernel")) and kind(p["way"]) == kind(r["way"])]
+            peers = [p["median_s"] for p in mine if "median_s" in p and kind(p["way"]) ==
+                     kind(r["way"]) and not p["way"].startswith(("fastbp", "floor", "kernel"))]
             best = min(peers) if peers else None
             if "error" in r:
                 out.append(f"| {shape} | {r['way']} | failed: {r['error'][-80:]} | | |")
