@@ -28,6 +28,7 @@ import numpy as np
 
 from . import _checks, _dispatch, _frameworks
 from ._registry import SCALAR_FIELDS, SPECS
+from .backends._args import head_pack
 
 __all__ = ["linear_head", "PATH", *SPECS]
 
@@ -87,8 +88,9 @@ PATH, PATH_REASON = _choose_path()
 def _on_ffi(backend):
     """Whether a call with ``backend`` runs on the XLA targets (the C backend's kernels;
     resolved when the program is traced)."""
-    return PATH == "xla_ffi" and _dispatch._resolve(*((backend, "backend") if backend
-                                                      else _dispatch._requested())) == "c"
+    if PATH != "xla_ffi":
+        return False
+    return (_dispatch.get_backend() if backend is None else _dispatch._resolve(backend)) == "c"
 
 
 def _float(name, a):
@@ -173,7 +175,6 @@ def _labels_standin(target, kind, n):
 def _head_attrs(head, target, opts, reduction):
     """The attributes every target takes: fbp_head's code and scalars, the reduction and how
     the handler checks the labels."""
-    from .backends._args import head_pack
     pack = head_pack(head, target, opts)
     kind = SPECS[head].target
     labels = 0 if target.dtype.kind == "f" else 2 if kind == "pm1" else 1
@@ -214,10 +215,10 @@ def _ffi_linear_fn(head, reduction, static, names, has_b):
     def attrs(X, W, b, target, arrays):
         """The call's attributes for these shapes and dtypes, after fastbp's own checks on
         stand-ins (errors name the argument when the program is traced)."""
-        from .backends import c_kernels
+        c_kernels = _dispatch.backend_module("c")
         n = W.shape[0] if W.ndim == 2 else 0
         options = dict(static, **{k: _standin(a) for k, a in zip(names, arrays)})
-        X0, W0, _, t0, _, opts, _, _, chunk, _, filter_eps = _checks.check_linear_head(
+        X0, _, _, t0, _, opts, _, _, chunk, _, filter_eps = _checks.check_linear_head(
             _standin(X), _standin(W), _standin(b) if has_b else None,
             _labels_standin(target, kind, n), head, options, True, chunk_rows, None)
         (B, d), dtype = X0.shape, X0.dtype

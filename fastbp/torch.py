@@ -265,7 +265,7 @@ def linear_head(X, W, b, target, head="softmax_nll", *, backend=None, **head_opt
 
 
 class _Head(torch.autograd.Function):
-    """``call`` and ``arrays`` as _LinearHead's."""
+    """``call`` and ``arrays`` as _LinearHead's (applied only when S requires grad)."""
 
     @staticmethod
     def forward(ctx, S, target, call, *arrays):
@@ -274,7 +274,7 @@ class _Head(torch.autograd.Function):
         ctx.call = call
         if reduction == "none":
             ctx.save_for_backward(dS)
-        elif need:
+        else:
             _keep(ctx, (dS,), (S, target, arrays))
         return loss
 
