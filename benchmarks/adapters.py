@@ -1,6 +1,7 @@
-"""One training step of an output layer through the framework adapters, each way in a fresh
-process: time (median of the steps after a warm-up, which compiles) and the peak RSS growth of
-one more step over the warm process (fastbp.compare.rss_peak).
+"""One training step of an output layer through the framework adapters, each way in fresh
+processes: time (median of the steps after a warm-up, which compiles; at C, D and T the median
+over three processes run in turn with the other ways') and the peak RSS growth of one more step
+over the warm process (fastbp.compare.rss_peak).
 
     python benchmarks/adapters.py [--json FILE]        # prints a Markdown table
 
@@ -25,6 +26,10 @@ import sys
 import time
 
 STEPS = {"V": 4, "C": 100, "D": 300, "T": 300}
+# fresh processes per way, in turn: a process can land in a slow state for its whole life on a
+# shared host (a small step's median moves 2x between processes), so the row is the median of
+# the processes' medians
+ROUNDS = {"V": 1, "C": 3, "D": 3, "T": 3}
 WAYS = ("fastbp.torch LinearHead", "fastbp.torch LinearHead compiled", "torch eager",
         "torch.compile", "torch linear_cross_entropy", "floor: torch empty autograd.Function",
         "kernel: fastbp.linear_head on NumPy",
@@ -172,13 +177,20 @@ def _jax_step(way, X, W, b, y):
 def main():
     rows = []
     for shape in STEPS:
-        for way in WAYS:
-            run = subprocess.run([sys.executable, __file__, "--child", way, shape],
-                                 capture_output=True, text=True, env=dict(os.environ))
-            if run.returncode:
-                rows.append({"way": way, "shape": shape, "error": run.stderr.strip()[-300:]})
-                continue
-            rows.append(json.loads(run.stdout))
+        runs = {way: [] for way in WAYS}
+        for _ in range(ROUNDS[shape]):            # the ways in turn, round after round
+            for way in WAYS:
+                run = subprocess.run([sys.executable, __file__, "--child", way, shape],
+                                     capture_output=True, text=True, env=dict(os.environ))
+                runs[way].append({"way": way, "shape": shape,
+                                  "error": run.stderr.strip()[-300:]} if run.returncode
+                                 else json.loads(run.stdout))
+        for way, got in runs.items():
+            done = [r for r in got if "error" not in r]
+            rows.append(got[-1] if not done else {
+                "way": way, "shape": shape, "processes": len(done),
+                "median_s": statistics.median(r["median_s"] for r in done),
+                "peak_growth_mb": statistics.median(r["peak_growth_mb"] for r in done)})
     if "--json" in sys.argv:
         with open(sys.argv[sys.argv.index("--json") + 1], "w") as f:
             json.dump(rows, f, indent=1)

@@ -172,7 +172,7 @@ def _(S, target, arrays, head, options, backend, reduction, need):
 def _call(name, *args):
     """Operator ``name``: through the dispatcher when compiling (the compiler records the
     operator and traces its fake), its implementation directly in eager code (the dispatcher's
-    trip to Python and back costs ~8 µs a call, docs/performance.md)."""
+    trip to Python and back costs ~6 µs a call, benchmarks/op_boundary.py)."""
     if torch.compiler.is_compiling():
         return getattr(torch.ops.fastbp, name)(*args)
     return _IMPLS[name](*args)
