@@ -125,6 +125,10 @@ static int labels(const call_t *c, const XLA_FFI_Buffer *t, int64_t n, const int
     int64_t B = t->dims[0];
     const int64_t *y = t->data;
     *owned = NULL;
+    if (t->rank != 1 || (t->dtype != XLA_FFI_DataType_S32 && t->dtype != XLA_FFI_DataType_S64)) {
+        snprintf(msg, msg_len, "fastbp: labels must be a vector of int32 or int64");
+        return FBP_EBADARG;
+    }
     if (t->dtype == XLA_FFI_DataType_S32) {
         int64_t *y64 = malloc(items(B) * sizeof *y64);
         if (!y64)
@@ -153,6 +157,28 @@ static int labels(const call_t *c, const XLA_FFI_Buffer *t, int64_t n, const int
     return FBP_OK;
 }
 
+static int bits(int64_t v) { return (int)(v & 1) + (int)(v >> 1 & 1) + (int)(v >> 2 & 1); }
+
+/* Whether the call has the operands and results its attributes say (the file's header), X a
+ * matrix (a vector for a head on one score per row), every buffer read before it is indexed. */
+static int counts_fit(const call_t *c, int target)
+{
+    int head = target == FBP_XLA_HEAD;
+    int64_t nin =
+            2 + (head ? 0 : 1 + (c->a.has_b != 0)) + bits(c->a.arrays) + (target == FBP_XLA_ROWS);
+    int64_t nout = target == FBP_XLA_ROWS      ? bits(c->a.need)
+                   : target == FBP_XLA_FORWARD ? 1 + bits(c->a.need)
+                   : head                      ? 1 + (c->a.need != 0)
+                                               : 1;
+    if (c->nin != nin || c->nout != nout || c->in[0]->rank < 1 || c->in[0]->rank > 2
+        || (!head && (c->in[0]->rank != 2 || c->in[1]->rank != 2)))
+        return 0;
+    for (int64_t i = 0; i < nin; i++)
+        if (c->in[i]->rank >= 1 && c->in[i]->dims[0] < 0)
+            return 0;
+    return 1;
+}
+
 #define TEMPLATE_FILE "xla_ffi.c"
 #include "template.h"
 
@@ -169,8 +195,9 @@ static XLA_FFI_Error *handle(XLA_FFI_CallFrame *frame, int target)
     const char *bad = decode(&c, frame);
     if (bad)
         return error(c.api, XLA_FFI_Error_Code_INVALID_ARGUMENT, bad);
-    if (c.nin < 2)
-        return error(c.api, XLA_FFI_Error_Code_INVALID_ARGUMENT, "fastbp: too few operands");
+    if (!counts_fit(&c, target))
+        return error(c.api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "fastbp's XLA target got operands or results its attributes do not name");
     char msg[160] = "";
     int status;
     if (c.in[0]->dtype == XLA_FFI_DataType_F64)
@@ -252,8 +279,6 @@ static int F(call)(const call_t *c, int target, char *msg, size_t msg_len)
         h.weight = c->in[k++]->data;
     if (a->arrays & ARR_POS)
         h.pos_weight = c->in[k++]->data;
-    if (k + (target == FBP_XLA_ROWS) > c->nin)
-        return FBP_EBADARG;
     int64_t *owned = NULL;
     if (a->labels) {
         int status = labels(c, t, n, &h.y, &owned, msg, msg_len);
