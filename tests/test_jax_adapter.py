@@ -232,3 +232,16 @@ def test_without_the_c_backend_the_callback_path_is_taken(monkeypatch):
 
 def test_info_says_which_path_is_in_use():
     assert fastbp.info()["jax_path"] == {"path": fbj.PATH, "why": fbj.PATH_REASON}
+
+
+@needs_ffi
+def test_a_target_called_with_operands_its_attributes_do_not_name_is_an_error(rng):
+    """The handlers check counts and ranks before reading a buffer (a call made by hand)."""
+    X, W, b, y = _inputs(rng)
+    loss = jax.ffi.ffi_call("fastbp_linear_loss", jax.ShapeDtypeStruct((), X.dtype))
+    with pytest.raises(Exception, match="operands or results its attributes do not name"):
+        jax.block_until_ready(loss(X, W, y, has_b=np.int64(1)))      # b named, not given
+    with pytest.raises(Exception, match="labels must be a vector of int32 or int64"):
+        jax.block_until_ready(loss(X, W, y.astype(np.float64), labels=np.int64(1)))
+    with pytest.raises(Exception, match="attribute it does not know"):
+        jax.block_until_ready(loss(X, W, y, labels=np.int64(1), colour=np.int64(3)))
