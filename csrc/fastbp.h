@@ -53,6 +53,18 @@ enum { FBP_SGD, FBP_ADAM };
 /* linear_chunked's own: which of its products run on fastbp's own kernels (csrc/products.h)
  * instead of BLAS, bits: the scores S = X_c W^T, the backward dW and dX */
 enum { FBP_OWN_SCORES = 1, FBP_OWN_BACKWARD = 2 };
+/* reductions, in fastbp/_registry.py's REDUCTIONS order (the XLA targets' attribute) */
+enum { FBP_REDUCE_MEAN, FBP_REDUCE_SUM, FBP_REDUCE_NONE };
+/* the array options of an XLA call, bits in fastbp/_registry.py's ARRAY_FIELDS order after y, Z */
+enum { FBP_ARR_SAMPLE_WEIGHT = 1, FBP_ARR_WEIGHT = 2, FBP_ARR_POS_WEIGHT = 4 };
+/* Constants fastbp/backends/tuning.py reads too (compared at import: c_kernels._check_abi).
+ * Own products' register tile (products.h): FBP_OWN_RA rows of C by FBP_OWN_KV 64-byte vectors
+ * (24 accumulators + 4 loads + a broadcast: 29 of AVX-512's 32 registers); the heads run on
+ * fixed row blocks over the threads from FBP_HEADS_PARALLEL_MIN scores (a fork / join costs
+ * more below). */
+#define FBP_OWN_RA 6
+#define FBP_OWN_KV 4
+#define FBP_HEADS_PARALLEL_MIN 65536
 
 /* runtime: SciPy's ?gemm (Fortran interface) from scipy.linalg.cython_blas; OpenMP threads */
 void fbp_set_blas(void *sgemm, void *dgemm, int ilp64);
@@ -65,6 +77,9 @@ void fbp_set_blas_threads(void *set, void *get);
 int fbp_blas_hold(void);
 void fbp_blas_release(void);
 int fbp_forked_child(void);      /* 1 in a process forked from one that loaded this library */
+/* the clone of the hot loops that runs here (common.h's FBP_HOT): an index of
+ * fastbp/backends/tuning.py's ISAS, 0 "avx512f", 1 "avx2", 2 "default" */
+int fbp_isa(void);
 /* scratch memory: the most bytes the kernels held at once since the last reset (exact) */
 int64_t fbp_scratch_peak(void);
 void fbp_scratch_reset(void);
@@ -87,7 +102,9 @@ int linear_fused_f32(float *dW, float *db, float *dX, double *sums, const float 
                      int64_t d, int64_t n);
 
 /* linear_head, chunked BLAS: per block of chunk rows S = X_c W^T, bias + head in place,
- * dW += S^T X_c, dX_c = S W; only one (chunk, n) score block is ever held. cols < n (softmax
+ * dW += S^T X_c, dX_c = S W; only one (chunk, n) score block is ever held. team: the threads
+ * that run the blocks (tuning.plan's; at most the set_num_threads value, one where BLAS cannot
+ * be held to one thread), split by rows (by_rows != 0: exact only) or by classes. cols < n (softmax
  * heads without softcap or z_loss only): blocks of (chunk, cols) scores in two passes over the
  * columns instead.
  * filter_eps > 0 (softmax heads, cols = n): the backward products skip, per block of rows, the
@@ -95,20 +112,21 @@ int linear_fused_f32(float *dW, float *db, float *dX, double *sums, const float 
  * the products that run on fastbp's own kernels (csrc/products.h) instead of BLAS. */
 int linear_chunked_f64(double *dW, double *db, double *dX, double *sums, const double *X,
                        const double *W, const double *b, const fbp_head *head, int mean,
-                       int64_t chunk, int64_t cols, double filter_eps, int own, int64_t B,
-                       int64_t d, int64_t n);
+                       int64_t chunk, int64_t cols, double filter_eps, int own, int team,
+                       int by_rows, int64_t B, int64_t d, int64_t n);
 int linear_chunked_f32(float *dW, float *db, float *dX, double *sums, const float *X,
                        const float *W, const float *b, const fbp_head *head, int mean,
-                       int64_t chunk, int64_t cols, double filter_eps, int own, int64_t B,
-                       int64_t d, int64_t n);
+                       int64_t chunk, int64_t cols, double filter_eps, int own, int team,
+                       int by_rows, int64_t B, int64_t d, int64_t n);
 
 /* linear_head's loss alone (linear_chunked without dW: no gradient products): loss_rows (B,)
  * or NULL, the rows' weighted losses; sums: their sum and the rows' weights'. */
 int linear_loss_f64(double *loss_rows, double *sums, const double *X, const double *W,
-                    const double *b, const fbp_head *head, int64_t chunk, int own, int64_t B,
-                    int64_t d, int64_t n);
+                    const double *b, const fbp_head *head, int64_t chunk, int own, int team,
+                    int by_rows, int64_t B, int64_t d, int64_t n);
 int linear_loss_f32(double *loss_rows, double *sums, const float *X, const float *W, const float *b,
-                    const fbp_head *head, int64_t chunk, int own, int64_t B, int64_t d, int64_t n);
+                    const fbp_head *head, int64_t chunk, int own, int team, int by_rows, int64_t B,
+                    int64_t d, int64_t n);
 
 /* fastbp.jax's XLA custom-call targets (csrc/xla_ffi.c, which says what each takes): the
  * address of a target's handler (an XLA_FFI_Handler), NULL for an unknown code; and the XLA

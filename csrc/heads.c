@@ -6,9 +6,8 @@
 #else
 #include "rows.h"
 
-/* Below this many scores one thread is faster than a fork/join (and leaves no OpenMP threads
- * spinning beside the caller's next BLAS call). */
-#define FBP_HEADS_PARALLEL_MIN (1 << 16)
+/* Below FBP_HEADS_PARALLEL_MIN scores (fastbp.h) one thread is faster than a fork/join (and
+ * leaves no OpenMP threads spinning beside the caller's next BLAS call). */
 
 /* Every row of S: dS_i = f_i g_i with f_i = sw_i (/ sum(omega) under mean). The rows are cut
  * into nb fixed blocks (one per thread when large), whose sums are combined in block order:

@@ -9,12 +9,9 @@
 #define FUSED_R 8          /* rows per register block of the fused rows */
 #define FUSED_KT 512       /* k tile of their forward: its rows of x and w stay in L1 */
 #define FUSED_CK 256       /* k chunk of a task combining their partials */
-/* fastbp's own products (products.h): register tiles of OWN_RA rows of C by OWN_KV vectors
- * (24 accumulators + 4 loads + a broadcast: 29 of AVX-512's 32 registers), blocks of OWN_LB
- * classes or rows along the sum (a block of W or dW stays in L2), scores OWN_SROWS rows a time
- * when alone */
-#define OWN_RA 6
-#define OWN_KV 4
+/* fastbp's own products (products.h): register tiles of FBP_OWN_RA rows of C by FBP_OWN_KV
+ * vectors (fastbp.h), blocks of OWN_LB classes or rows along the sum (a block of W or dW stays
+ * in L2), scores OWN_SROWS rows a time when alone */
 #define OWN_LB 128
 #define OWN_SROWS 128
 #define OWN_PACK 512       /* l of A's rows of a tile copied for contiguous broadcasts */
@@ -572,26 +569,20 @@ static void F(team_run)(const F(team_t) * a, int T, int by_rows, int par)
     }
 }
 
-/* linear_chunked's row blocks (cols = n): on a team of every thread when BLAS can be held to
- * one thread (else BLAS's own threads run the products and the head runs on the caller's): by
- * classes (classes_step) with at least CHUNKED_MIN_CLASSES each, so each thread's products stay
- * wide, else by rows (rows_step, exact only) with at least CHUNKED_MIN_ROWS each; one thread
- * below B n d = CHUNKED_MIN_WORK (tuning.py's, the same). Scratch: the (chunk, n) score block S, lrow (each row's loss, summed here in row
- * order), tmp (T n doubles); a team's partials P (dX's by classes, dW's and db's by rows); with
- * filter_eps, per thread Wg and Tg within its share of half the score block, and idx (n). */
-#define CHUNKED_MIN_CLASSES 128
-#define CHUNKED_MIN_ROWS 16
-#define CHUNKED_MIN_WORK 65536
+/* linear_chunked's row blocks (cols = n): on the plan's team (tuning.plan) when BLAS can be
+ * held to one thread (else BLAS's own threads run the products and the head runs on the
+ * caller's), never more than the set_num_threads value (a traced XLA plan may predate it): by
+ * classes (classes_step) or by rows (rows_step, exact only). Scratch: the (chunk, n) score
+ * block S, lrow (each row's loss, summed here in row order), tmp (T n doubles); a team's
+ * partials P (dX's by classes, dW's and db's by rows); with filter_eps, per thread Wg and Tg
+ * within its share of half the score block, and idx (n). */
 static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX, double *sums,
                            const REAL *X, const REAL *W, const REAL *b, double scale, double thr,
-                           int own, int64_t chunk, int64_t B, int64_t d, double *loss_rows)
+                           int own, int team, int by_rows, int64_t chunk, int64_t B, int64_t d,
+                           double *loss_rows)
 {
     int64_t n = h->n;
-    int by_rows = n < 2 * CHUNKED_MIN_CLASSES && thr == 0;
-    int T = (int)fbp_max(1, fbp_min(fbp_threads(),
-                                    by_rows ? chunk / CHUNKED_MIN_ROWS : n / CHUNKED_MIN_CLASSES));
-    if (B * n * d < CHUNKED_MIN_WORK)   /* a fork / join would cost more than the work */
-        T = 1;
+    int T = (int)fbp_max(1, fbp_min(fbp_threads(), team));
     /* BLAS held to one thread where the team calls it: any product not own (filter_eps's
      * slices may; the loss alone has only the scores') */
     int blas = dW ? own != (FBP_OWN_SCORES | FBP_OWN_BACKWARD) || thr > 0 : !(own & FBP_OWN_SCORES),
@@ -655,11 +646,11 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
 }
 
 /* The preconditions linear_chunked and linear_loss share (a status) */
-static int F(check_chunked)(const fbp_head *head, int own, int64_t chunk, int64_t B, int64_t d,
-                            int64_t n)
+static int F(check_chunked)(const fbp_head *head, int own, int team, int by_rows, int64_t chunk,
+                            int64_t B, int64_t d, int64_t n)
 {
     if (B < 0 || d < 0 || n < 1 || chunk < 1 || !fbp_known_head(head) || own < 0
-        || own > (FBP_OWN_SCORES | FBP_OWN_BACKWARD))
+        || own > (FBP_OWN_SCORES | FBP_OWN_BACKWARD) || team < 1 || (by_rows != 0 && by_rows != 1))
         return FBP_EBADARG;
     if (!fbp_fits_int(B) || !fbp_fits_int(d) || !fbp_fits_int(n))
         return FBP_ETOOBIG;
@@ -673,13 +664,14 @@ static int F(check_chunked)(const fbp_head *head, int own, int64_t chunk, int64_
  * backward products on the active classes only (filtered_slice). */
 int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, const REAL *W,
                       const REAL *b, const fbp_head *head, int mean, int64_t chunk, int64_t cols,
-                      double filter_eps, int own, int64_t B, int64_t d, int64_t n)
+                      double filter_eps, int own, int team, int by_rows, int64_t B, int64_t d,
+                      int64_t n)
 {
     int softmax = head && (head->code == FBP_SOFTMAX || head->code == FBP_SOFTMAX_PROBS);
     if (cols < 1 || (cols < n && (!softmax || head->softcap != 0 || head->z_loss != 0))
-        || !(filter_eps >= 0) || (filter_eps > 0 && !softmax))
+        || !(filter_eps >= 0) || (filter_eps > 0 && (!softmax || by_rows)))
         return FBP_EBADARG;
-    int status = F(check_chunked)(head, own, chunk, B, d, n);
+    int status = F(check_chunked)(head, own, team, by_rows, chunk, B, d, n);
     if (status)
         return status;
     F(head_t) h = F(head_view)(head, n);
@@ -692,7 +684,7 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
     sums[0] = sums[1] = 0.0;
     if (cols == n)
         status = F(chunked_rows)(&h, dW, db ? db64 : NULL, dX, sums, X, W, b, scale,
-                                 filter_eps * scale, own, chunk, B, d, NULL);
+                                 filter_eps * scale, own, team, by_rows, chunk, B, d, NULL);
     else {
         REAL *S = fbp_malloc((size_t)(chunk * cols) * sizeof(REAL));
         double *tmp = fbp_malloc((size_t)(n + 5 * chunk) * sizeof(double));
@@ -716,14 +708,15 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
 /* The loss alone: chunked_rows without dW (no gradient products); loss_rows (B,) or NULL: the
  * rows' weighted losses; sums: their sum and the rows' weights' */
 int F(linear_loss)(double *loss_rows, double *sums, const REAL *X, const REAL *W, const REAL *b,
-                   const fbp_head *head, int64_t chunk, int own, int64_t B, int64_t d, int64_t n)
+                   const fbp_head *head, int64_t chunk, int own, int team, int by_rows, int64_t B,
+                   int64_t d, int64_t n)
 {
-    int status = F(check_chunked)(head, own, chunk, B, d, n);
+    int status = F(check_chunked)(head, own, team, by_rows, chunk, B, d, n);
     if (status)
         return status;
     F(head_t) h = F(head_view)(head, n);
     sums[0] = sums[1] = 0.0;
-    return F(chunked_rows)(&h, NULL, NULL, NULL, sums, X, W, b, 1.0, 0.0, own,
+    return F(chunked_rows)(&h, NULL, NULL, NULL, sums, X, W, b, 1.0, 0.0, own, team, by_rows,
                            fbp_min(chunk, fbp_max(B, 1)), B, d, loss_rows);
 }
 

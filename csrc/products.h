@@ -7,20 +7,20 @@
  *   dW += G^T X_c  a = class (A = G^T), l = row, B = X_c
  * Each product sums over l in one fixed order: the same bits on any team. */
 
-/* acc[r][v] += sum_{l < L} a[r sr + l sl] B[l ldb + off[v] ..] over OWN_RA rows of A and
- * OWN_KV vectors of B's row (offsets off[]): OWN_RA OWN_KV accumulators, each B load feeding
- * OWN_RA FMAs, each broadcast of A OWN_KV */
-FBP_INLINE void F(own_tile)(F(vec) acc[OWN_RA][OWN_KV], int ra, const REAL *a, int64_t sr,
-                            int64_t sl, const REAL *Bm, int64_t ldb, const int64_t off[OWN_KV],
+/* acc[r][v] += sum_{l < L} a[r sr + l sl] B[l ldb + off[v] ..] over FBP_OWN_RA rows of A and
+ * FBP_OWN_KV vectors of B's row (offsets off[]): FBP_OWN_RA FBP_OWN_KV accumulators, each B load feeding
+ * FBP_OWN_RA FMAs, each broadcast of A FBP_OWN_KV */
+FBP_INLINE void F(own_tile)(F(vec) acc[FBP_OWN_RA][FBP_OWN_KV], int ra, const REAL *a, int64_t sr,
+                            int64_t sl, const REAL *Bm, int64_t ldb, const int64_t off[FBP_OWN_KV],
                             int64_t L)
 {
     for (int64_t l = 0; l < L; l++) {
-        F(vec) bv[OWN_KV];
-        for (int v = 0; v < OWN_KV; v++)
+        F(vec) bv[FBP_OWN_KV];
+        for (int v = 0; v < FBP_OWN_KV; v++)
             bv[v] = F(vload)(Bm + l * ldb + off[v]);
         for (int r = 0; r < ra; r++) {      /* (ra: a constant where inlined) */
             REAL s = a[r * sr + l * sl];
-            for (int v = 0; v < OWN_KV; v++)
+            for (int v = 0; v < FBP_OWN_KV; v++)
                 acc[r][v] += s * bv[v];
         }
     }
@@ -28,7 +28,7 @@ FBP_INLINE void F(own_tile)(F(vec) acc[OWN_RA][OWN_KV], int ra, const REAL *a, i
 
 /* C[a, k] (+)= sum_{l < L} A[a sa + l sl] B[l ldb + k] for a < M, k < N (trans: C[k ldc + a],
  * S written from X_c^T). add: onto C's values, else over them. Blocks: l by lb (B's rows of a
- * block stay in L2 while every tile of C reads them), a by OWN_RA, k by OWN_KV vectors; a tile
+ * block stay in L2 while every tile of C reads them), a by FBP_OWN_RA, k by FBP_OWN_KV vectors; a tile
  * past N repeats the last vector and stores only its own. A's rows of a tile are copied to ap
  * (l-major) when they are strided along l (G^T: a line per l, a page per few l), so its
  * broadcasts read consecutive REALs; the last tile's rows past M repeat its last row there, or
@@ -41,49 +41,49 @@ FBP_HOT static void F(own_product)(REAL *C, int64_t ldc, int trans, int add, con
                                    int64_t N, int64_t L, int64_t lb, const REAL *pf, int64_t pfn)
 {
     int64_t nv = trans || N >= VLR ? (N + VLR - 1) / VLR : 0, nt = nv ? 0 : N,
-            tiles = (M + OWN_RA - 1) / OWN_RA * ((nv + OWN_KV - 1) / OWN_KV),
+            tiles = (M + FBP_OWN_RA - 1) / FBP_OWN_RA * ((nv + FBP_OWN_KV - 1) / FBP_OWN_KV),
             per = tiles ? pfn * (int64_t)sizeof(REAL) / 64 / tiles + 1 : 0;
     const char *pp = (const char *)pf, *pend = pf ? (const char *)(pf + pfn) : pp;
-    REAL ap[OWN_RA * OWN_PACK];     /* 24 KiB at most */
+    REAL ap[FBP_OWN_RA * OWN_PACK];     /* 24 KiB at most */
     if (M <= 0 || N <= 0)
         return;
     lb = sl != 1 ? fbp_min(lb, OWN_PACK) : lb;
     for (int64_t l0 = 0; l0 < L || l0 == 0; l0 += lb) {
         int64_t nl = fbp_min(lb, L - l0), onto = add || l0 > 0;
         const REAL *Bl = Bm + l0 * ldb;
-        for (int64_t a0 = 0; a0 < M; a0 += OWN_RA) {
-            int64_t ma = fbp_min(OWN_RA, M - a0);
+        for (int64_t a0 = 0; a0 < M; a0 += FBP_OWN_RA) {
+            int64_t ma = fbp_min(FBP_OWN_RA, M - a0);
             const REAL *a = A + a0 * sa + l0 * sl;
-            int64_t sr = sa, sk = sl, one = ma < OWN_RA && nl > OWN_PACK;
-            if (sl != 1 || (ma < OWN_RA && !one)) {
+            int64_t sr = sa, sk = sl, one = ma < FBP_OWN_RA && nl > OWN_PACK;
+            if (sl != 1 || (ma < FBP_OWN_RA && !one)) {
                 for (int64_t l = 0; l < nl; l++)
-                    for (int r = 0; r < OWN_RA; r++)
-                        ap[l * OWN_RA + r] = a[fbp_min(r, ma - 1) * sa + l * sl];
+                    for (int r = 0; r < FBP_OWN_RA; r++)
+                        ap[l * FBP_OWN_RA + r] = a[fbp_min(r, ma - 1) * sa + l * sl];
                 a = ap;
                 sr = 1;
-                sk = OWN_RA;
+                sk = FBP_OWN_RA;
             }
-            for (int64_t v0 = 0; v0 < nv; v0 += OWN_KV) {
-                int64_t mv = fbp_min(OWN_KV, nv - v0), off[OWN_KV];
-                F(vec) acc[OWN_RA][OWN_KV];
-                for (int v = 0; v < OWN_KV; v++)   /* the last vector ends at N */
+            for (int64_t v0 = 0; v0 < nv; v0 += FBP_OWN_KV) {
+                int64_t mv = fbp_min(FBP_OWN_KV, nv - v0), off[FBP_OWN_KV];
+                F(vec) acc[FBP_OWN_RA][FBP_OWN_KV];
+                for (int v = 0; v < FBP_OWN_KV; v++)   /* the last vector ends at N */
                     off[v] = fbp_min((v0 + fbp_min(v, mv - 1)) * VLR, trans ? N : N - VLR);
-                for (int r = 0; r < OWN_RA; r++)
-                    for (int v = 0; v < OWN_KV; v++)
+                for (int r = 0; r < FBP_OWN_RA; r++)
+                    for (int v = 0; v < FBP_OWN_KV; v++)
                         acc[r][v] = !onto || r >= ma || v >= mv || trans
                                             ? (F(vec)){0}
                                             : F(vload)(C + (a0 + r) * ldc + off[v]);
                 /* the next tile's C, fetched while this one computes: dW's rows come from
                  * memory, and a tile's first FMAs wait on them */
-                int64_t na0 = v0 + OWN_KV < nv ? a0 : a0 + OWN_RA,
-                        nv0 = v0 + OWN_KV < nv ? v0 + OWN_KV : 0;
-                for (int64_t r = 0; r < OWN_RA && !trans && na0 + r < M; r++)
-                    for (int64_t v = nv0; v < fbp_min(nv0 + OWN_KV, nv); v++)
+                int64_t na0 = v0 + FBP_OWN_KV < nv ? a0 : a0 + FBP_OWN_RA,
+                        nv0 = v0 + FBP_OWN_KV < nv ? v0 + FBP_OWN_KV : 0;
+                for (int64_t r = 0; r < FBP_OWN_RA && !trans && na0 + r < M; r++)
+                    for (int64_t v = nv0; v < fbp_min(nv0 + FBP_OWN_KV, nv); v++)
                         __builtin_prefetch(C + (na0 + r) * ldc + fbp_min(v * VLR, N - VLR), 1);
                 for (int64_t q = 0; q < per && pp < pend; q++, pp += 64)
                     __builtin_prefetch(pp);        /* the caller's next operand, spread out */
                 if (!one)
-                    F(own_tile)(acc, OWN_RA, a, sr, sk, Bl, ldb, off, nl);
+                    F(own_tile)(acc, FBP_OWN_RA, a, sr, sk, Bl, ldb, off, nl);
                 else
                     for (int r = 0; r < ma; r++)
                         F(own_tile)(acc + r, 1, a + r * sr, sr, sk, Bl, ldb, off, nl);
@@ -130,7 +130,7 @@ static void F(own_xt)(REAL *Xt, int64_t ldt, const REAL *X, int64_t rows, int64_
 
 /* S (rows, nc, row stride ldc) = X W^T from Xt = X^T (d, ldt): own_product with S transposed,
  * l = k in one block (a transposed C would be read back per block; Xt's columns of a tile, d
- * OWN_KV vectors, stay in L2) */
+ * FBP_OWN_KV vectors, stay in L2) */
 static void F(own_scores)(REAL *S, int64_t ldc, const REAL *Xt, int64_t ldt, const REAL *W,
                           int64_t nc, int64_t rows, int64_t d)
 {
@@ -143,7 +143,7 @@ static void F(own_scores)(REAL *S, int64_t ldc, const REAL *Xt, int64_t ldt, con
 static void F(own_backward)(const REAL *S, int64_t ldg, const REAL *Xc, const REAL *W, REAL *dW,
                             REAL *P, int add, int64_t rows, int64_t d, int64_t c0, int64_t nc)
 {
-    int64_t kw = OWN_KV * VLR, strips = (d + kw - 1) / kw;
+    int64_t kw = FBP_OWN_KV * VLR, strips = (d + kw - 1) / kw;
     if (P && nc == 0)
         memset(P, 0, (size_t)(rows * d) * sizeof(REAL));
     for (int64_t j = c0; j < c0 + nc; j += OWN_LB) {
@@ -189,7 +189,7 @@ int F(own_products)(int kind, REAL *C, const REAL *A, const REAL *Bm, int64_t M,
     if (kind < 0 || kind > 2 || M < 0 || N < 0 || K < 0)
         return FBP_EBADARG;
     int64_t nb = (M + OWN_SROWS - 1) / OWN_SROWS,
-            T = fbp_min(fbp_threads(), (kind ? M : N) / OWN_RA);
+            T = fbp_min(fbp_threads(), (kind ? M : N) / FBP_OWN_RA);
     REAL *Xt = kind ? NULL : fbp_malloc((size_t)fbp_max(nb * K * OWN_SROWS, 1) * sizeof(REAL));
     if (!kind && !Xt)
         return FBP_ENOMEM;

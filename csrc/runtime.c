@@ -129,3 +129,14 @@ int fbp_threads(void)
     return 1;
 #endif
 }
+
+int fbp_isa(void)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    /* the bits GCC's target_clones resolver reads */
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? 0 : __builtin_cpu_supports("avx2") ? 1 : 2;
+#else
+    return 2;
+#endif
+}

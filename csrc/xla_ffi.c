@@ -4,16 +4,16 @@
  *
  * Targets (fbp_xla_handler's codes, FBP_XLA_* in fastbp.h), operands in this order: X (B, d),
  * W (n, d), b (n,) if has_b, the target (labels (B,) int32/int64, or X's dtype), then the
- * array options present in `arrays` (bits 1 sample_weight (B,), 2 weight (n,), 4 pos_weight
- * (n,)), then for ROWS the upstream g (B,):
+ * array options present in `arrays` (FBP_ARR_* bits of fastbp.h: sample_weight (B,), weight
+ * (n,), pos_weight (n,)), then for ROWS the upstream g (B,):
  *   FORWARD: loss (a scalar), then dX, dW, db for need's bits 1, 2, 4: linear_head's fused
  *            "mean"/"sum" call (linear_fused or linear_chunked as `blocks` says);
  *   LOSS:    the loss alone (a scalar, or (B,) for reduction 2 "none"): linear_loss;
  *   ROWS:    dX, dW, db (need's bits) of sum_i g_i L_i: the "sum" call with sample weights
  *            times g (the backward of "none").
  *   HEAD:    operands S (B, n), the target, the arrays; results loss, dS (if need): heads_*.
- * Attributes (int64 or float64 scalars, by name): the head's fbp_head fields, reduction (0 sum,
- * 1 mean, 2 none), the plan of c_kernels.plan (blocks, chunk, cols, own, filter_eps), need,
+ * Attributes (int64 or float64 scalars, by name): the head's fbp_head fields, reduction
+ * (FBP_REDUCE_*), the plan of tuning.plan (blocks, chunk, cols, own, team, by_rows), filter_eps, need,
  * has_b, arrays and labels (1: class labels in [0, n) or ignore_index where check_ignore; 2:
  * labels -1 / +1), which the handlers check: labels are data, not known when tracing. */
 #ifndef REAL
@@ -22,12 +22,10 @@
 
 #include <stdio.h>
 
-enum { REDUCE_SUM, REDUCE_MEAN, REDUCE_NONE };
-enum { ARR_SW = 1, ARR_WEIGHT = 2, ARR_POS = 4 };
 
 typedef struct {
-    int64_t code, ignore_index, p, reduction, blocks, chunk, cols, own, need, has_b, arrays, labels,
-            check_ignore;
+    int64_t code, ignore_index, p, reduction, blocks, chunk, cols, own, team, by_rows, need, has_b,
+            arrays, labels, check_ignore;
     double label_smoothing, z_loss, softcap, margin, delta, alpha, gamma, filter_eps;
 } attrs_t;
 
@@ -45,6 +43,8 @@ static const struct {
              INT_ATTR(chunk),
              INT_ATTR(cols),
              INT_ATTR(own),
+             INT_ATTR(team),
+             INT_ATTR(by_rows),
              INT_ATTR(need),
              INT_ATTR(has_b),
              INT_ATTR(arrays),
@@ -257,27 +257,22 @@ static int F(call)(const call_t *c, int target, char *msg, size_t msg_len)
             b = c->in[k++]->data;
     }
     const XLA_FFI_Buffer *t = c->in[k++];
-    fbp_head h = {a->code,
-                  NULL,
-                  NULL,
-                  NULL,
-                  NULL,
-                  NULL,
-                  a->ignore_index,
-                  a->label_smoothing,
-                  a->z_loss,
-                  a->softcap,
-                  a->margin,
-                  a->p,
-                  a->delta,
-                  a->alpha,
-                  a->gamma};
+    fbp_head h = {.code = a->code,
+                  .ignore_index = a->ignore_index,
+                  .label_smoothing = a->label_smoothing,
+                  .z_loss = a->z_loss,
+                  .softcap = a->softcap,
+                  .margin = a->margin,
+                  .p = a->p,
+                  .delta = a->delta,
+                  .alpha = a->alpha,
+                  .gamma = a->gamma};
     const REAL *sw = NULL;
-    if (a->arrays & ARR_SW)
+    if (a->arrays & FBP_ARR_SAMPLE_WEIGHT)
         sw = c->in[k++]->data;
-    if (a->arrays & ARR_WEIGHT)
+    if (a->arrays & FBP_ARR_WEIGHT)
         h.weight = c->in[k++]->data;
-    if (a->arrays & ARR_POS)
+    if (a->arrays & FBP_ARR_POS_WEIGHT)
         h.pos_weight = c->in[k++]->data;
     int64_t *owned = NULL;
     if (a->labels) {
@@ -306,11 +301,12 @@ static int F(call)(const call_t *c, int target, char *msg, size_t msg_len)
     int status = FBP_OK;
     int64_t r = 0;
     if (target == FBP_XLA_LOSS) {
-        double *rows = a->reduction == REDUCE_NONE ? malloc(items(B) * sizeof *rows) : NULL;
-        if (a->reduction == REDUCE_NONE && !rows)
+        double *rows = a->reduction == FBP_REDUCE_NONE ? malloc(items(B) * sizeof *rows) : NULL;
+        if (a->reduction == FBP_REDUCE_NONE && !rows)
             status = FBP_ENOMEM;
         else
-            status = F(linear_loss)(rows, sums, X->data, W, b, &h, a->chunk, (int)a->own, B, d, n);
+            status = F(linear_loss)(rows, sums, X->data, W, b, &h, a->chunk, (int)a->own,
+                                     (int)a->team, (int)a->by_rows, B, d, n);
         REAL *loss = c->out[0]->data;
         if (status == FBP_OK && rows)
             for (int64_t i = 0; i < B; i++)
@@ -318,12 +314,12 @@ static int F(call)(const call_t *c, int target, char *msg, size_t msg_len)
         free(rows);
     } else if (target == FBP_XLA_HEAD) {
         REAL *dS = a->need ? c->out[1]->data : NULL;
-        double *rows = a->reduction == REDUCE_NONE ? malloc(items(B) * sizeof *rows) : NULL;
+        double *rows = a->reduction == FBP_REDUCE_NONE ? malloc(items(B) * sizeof *rows) : NULL;
         REAL *tmp = dS ? NULL : malloc(items(B * n) * sizeof(REAL));
-        if ((a->reduction == REDUCE_NONE && !rows) || (!dS && !tmp))
+        if ((a->reduction == FBP_REDUCE_NONE && !rows) || (!dS && !tmp))
             status = FBP_ENOMEM;
         else
-            status = F(heads)(dS ? dS : tmp, rows, sums, X->data, &h, a->reduction == REDUCE_MEAN,
+            status = F(heads)(dS ? dS : tmp, rows, sums, X->data, &h, a->reduction == FBP_REDUCE_MEAN,
                               B, n);
         REAL *loss = c->out[0]->data;
         if (status == FBP_OK && rows)
@@ -338,7 +334,7 @@ static int F(call)(const call_t *c, int target, char *msg, size_t msg_len)
         REAL *dW = a->need & 2 ? c->out[r++]->data : NULL;
         REAL *db = a->need & 4 ? c->out[r++]->data : NULL;
         REAL *dW_tmp = dW ? NULL : malloc(items(n * d) * sizeof(REAL));
-        int mean = target == FBP_XLA_FORWARD && a->reduction == REDUCE_MEAN;
+        int mean = target == FBP_XLA_FORWARD && a->reduction == FBP_REDUCE_MEAN;
         if (!dW && !dW_tmp)
             status = FBP_ENOMEM;
         else if (a->blocks)
@@ -346,11 +342,12 @@ static int F(call)(const call_t *c, int target, char *msg, size_t msg_len)
                                      (int)a->blocks, B, d, n);
         else
             status = F(linear_chunked)(dW ? dW : dW_tmp, db, dX, sums, X->data, W, b, &h, mean,
-                                       a->chunk, a->cols, a->filter_eps, (int)a->own, B, d, n);
+                                       a->chunk, a->cols, a->filter_eps, (int)a->own,
+                                       (int)a->team, (int)a->by_rows, B, d, n);
         free(dW_tmp);
     }
-    if (status == FBP_OK && target != FBP_XLA_ROWS && a->reduction != REDUCE_NONE)
-        *(REAL *)c->out[0]->data = (REAL)(a->reduction == REDUCE_SUM ? sums[0]
+    if (status == FBP_OK && target != FBP_XLA_ROWS && a->reduction != FBP_REDUCE_NONE)
+        *(REAL *)c->out[0]->data = (REAL)(a->reduction == FBP_REDUCE_SUM ? sums[0]
                                           : sums[1] != 0             ? sums[0] / sums[1]
                                                                      : NAN);
     free(scaled);

@@ -27,7 +27,7 @@ import jaxlib
 import numpy as np
 
 from . import _checks, _dispatch, _frameworks
-from ._registry import SCALAR_FIELDS, SPECS
+from ._registry import REDUCTIONS, SCALAR_FIELDS, SPECS
 from .backends._args import head_pack
 
 __all__ = ["linear_head", "PATH", *SPECS]
@@ -182,7 +182,7 @@ def _head_attrs(head, target, opts, reduction):
              for f, o in SCALAR_FIELDS.items()}
     return dict(attrs, code=np.int64(pack.code), labels=np.int64(labels),
                 check_ignore=np.int64("ignore_index" in SPECS[head].options),
-                reduction=np.int64(("sum", "mean", "none").index(reduction)))
+                reduction=np.int64(REDUCTIONS.index(reduction)))
 
 
 def _bits(need):
@@ -222,14 +222,16 @@ def _ffi_linear_fn(head, reduction, static, names, has_b):
             _standin(X), _standin(W), _standin(b) if has_b else None,
             _labels_standin(target, kind, n), head, options, True, chunk_rows, None)
         (B, d), dtype = X0.shape, X0.dtype
-        blocks, rows, cols, own = c_kernels.plan(dtype, B, d, n, head, opts, chunk)
-        loss_rows, loss_own = c_kernels.loss_plan(dtype, n, d, chunk)
+        p = c_kernels.call_plan(dtype, B, d, n, head, opts, chunk, filter_eps=filter_eps)
+        lp = c_kernels.call_plan(dtype, B, d, n, head, opts, chunk, loss=True)
         ops, bits = _array_operands(names, arrays)
-        return (dict(_head_attrs(head, t0, opts, reduction), blocks=np.int64(blocks),
-                     chunk=np.int64(rows), cols=np.int64(cols), own=np.int64(own),
+        return (dict(_head_attrs(head, t0, opts, reduction), blocks=np.int64(p.blocks),
+                     chunk=np.int64(p.chunk), cols=np.int64(p.cols), own=np.int64(p.own),
+                     team=np.int64(p.team), by_rows=np.int64(p.by_rows),
                      filter_eps=np.float64(filter_eps), has_b=np.int64(has_b),
                      arrays=bits),
-                dict(chunk=np.int64(loss_rows), own=np.int64(loss_own)), ops)
+                dict(chunk=np.int64(lp.chunk), own=np.int64(lp.own), team=np.int64(lp.team),
+                     by_rows=np.int64(lp.by_rows)), ops)
 
     def operands(X, W, b, target, ops):
         return (X, W) + ((b,) if has_b else ()) + (_ffi_target(target, kind), *ops)
@@ -239,7 +241,7 @@ def _ffi_linear_fn(head, reduction, static, names, has_b):
 
     def loss_call(X, W, b, target, arrays, how=reduction):
         common, loss_plan, ops = attrs(X, W, b, target, arrays)
-        common.update(loss_plan, reduction=np.int64(("sum", "mean", "none").index(how)))
+        common.update(loss_plan, reduction=np.int64(REDUCTIONS.index(how)))
         return _ffi("fastbp_linear_loss", _loss_shape(X.shape[0], how, X.dtype),
                     *operands(X, W, b, target, ops), **common)
 

@@ -13,6 +13,7 @@ import pytest
 
 import fastbp
 from fastbp._checks import HEAD_OPTIONS
+from fastbp.backends import tuning
 from fastbp.backends.tuning import score_blocks
 
 # The values each option takes in the tests ("on" options are built per shape below).
@@ -255,7 +256,7 @@ _PATH_SETTINGS = {
             "OWN_SCORES_MIN_WEIGHTS": 0, "OWN_BACKWARD_MIN_WEIGHTS": 0, "OWN_ROW_ALIGN": 1},
     "ownscores": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0, "FUSED_FEW_N": 0,
                   "OWN_SCORES_MIN_WEIGHTS": 0, "OWN_BACKWARD_MIN_WEIGHTS": 1 << 62,
-                  "OWN_ROW_ALIGN": 1},
+                  "OWN_ROW_ALIGN": 1, "ONE_BLOCK": False},   # (Numba's one block: BLAS's)
 }
 _ONLY = [b for b in os.environ.get("FASTBP_TEST_BACKENDS", "").split(",") if b]
 BACKENDS = [b for b in fastbp.available_backends() if not _ONLY or b in _ONLY]
@@ -275,5 +276,5 @@ def variant(name):
     module = fastbp._dispatch.backend_module(backend)
     with pytest.MonkeyPatch.context() as mp:
         for k, v in _PATH_SETTINGS[path].items():
-            mp.setattr(module if k == "score_blocks" else module.TUNING, k, v)
+            mp.setattr(tuning if k == "score_blocks" else module.TUNING, k, v)
         yield backend

@@ -173,7 +173,10 @@ def test_linear_kernels(case, B, d, n, dtype, values, path, nblocks, chunk, bias
             status = t.linear_fused(*args, nblocks, B, d, n)
         else:
             own = seed % 4 if path.startswith("own") else 0   # FBP_OWN_* bits (products.h)
-            status = t.linear_chunked(*args, chunk, cols or n, filter_eps, own, B, d, n)
+            # any team (at most the thread count runs), by rows where exact
+            team, by_rows = 1 + seed % 3, int(not filter_eps and seed % 5 < 2)
+            status = t.linear_chunked(*args, chunk, cols or n, filter_eps, own, team, by_rows,
+                                      B, d, n)
         assert status == lib.FBP_OK
         if filter_eps and values == "ordinary":
             assert not dW.any() and (dX is None or not dX.any())
@@ -189,7 +192,7 @@ def test_linear_kernels(case, B, d, n, dtype, values, path, nblocks, chunk, bias
             if path != "fused" and not cols:     # the loss alone, rows into an exact buffer
                 rows, alone = ex(np.full(B, 7.0)), ffi.new("double[2]")
                 assert t.linear_loss(p(c_kernels._F64, rows), alone, p(t, X), p(t, W), p(t, b),
-                                     h, chunk, own, B, d, n) == lib.FBP_OK
+                                     h, chunk, own, team, by_rows, B, d, n) == lib.FBP_OK
                 assert alone[0] == pytest.approx(sums[0], rel=1e-12, nan_ok=True)
                 assert alone[1] == sums[1]
                 assert rows.sum() == pytest.approx(alone[0], rel=1e-9, nan_ok=True)
@@ -201,7 +204,8 @@ def test_linear_kernels(case, B, d, n, dtype, values, path, nblocks, chunk, bias
 @fuzz
 @given(bad=st.sampled_from(["B", "n", "d", "nblocks", "chunk", "cols", "code", "NULL head",
                             "columns of a non-softmax head", "columns with softcap",
-                            "filter_eps", "filter_eps of a non-softmax head"]),
+                            "filter_eps", "filter_eps of a non-softmax head", "team",
+                            "by_rows", "filter_eps by rows"]),
        value=st.integers(-3, 0), dtype=dtypes, seed=seeds)
 def test_broken_preconditions_are_refused_before_writing(bad, value, dtype, seed):
     rng, t = np.random.default_rng(seed), c_kernels._T[np.dtype(dtype)]
@@ -229,16 +233,21 @@ def test_broken_preconditions_are_refused_before_writing(bad, value, dtype, seed
             h.softcap = 5.0
         # negative, NaN, or any filter on a hinge
         filter_eps = {"filter_eps": [-1e-3, float("nan")][value % 2],
-                      "filter_eps of a non-softmax head": 1e-3}.get(bad, 0.0)
+                      "filter_eps of a non-softmax head": 1e-3,
+                      "filter_eps by rows": 1e-3}.get(bad, 0.0)
+        team = value if bad == "team" else 1                  # team < 1
+        by_rows = {"by_rows": value - 1, "filter_eps by rows": 1}.get(bad, 0)   # not 0 / 1
         head = ffi.NULL if bad == "NULL head" else h
         common = (p(t, dW), ffi.NULL, p(t, dX), ffi.new("double[2]"), p(t, X), p(t, W),
                   ffi.NULL, head, 1)
         statuses = []
         if bad != "nblocks":
             statuses.append(t.linear_chunked(*common, dims["chunk"], dims["cols"], filter_eps,
-                                             value % 2, dims["B"], dims["d"], dims["n"]))
+                                             value % 2, team, by_rows, dims["B"], dims["d"],
+                                             dims["n"]))
         if bad not in ("chunk", "cols", "columns of a non-softmax head", "columns with softcap",
-                       "filter_eps", "filter_eps of a non-softmax head"):
+                       "filter_eps", "filter_eps of a non-softmax head", "team", "by_rows",
+                       "filter_eps by rows"):
             statuses.append(t.linear_fused(*common, dims["nblocks"], dims["B"], dims["d"],
                                            dims["n"]))
         if bad in ("B", "n", "code", "NULL head"):

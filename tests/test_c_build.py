@@ -156,7 +156,8 @@ def test_c_kernels_refuse_their_preconditions_without_writing(bad):
                        "p": 1, "ignore_index": -100})
     p = lambda a: ffi.from_buffer("double[]", a)     # noqa: E731
     status = lib.linear_chunked_f64(p(dW), p(db), p(dX), sums, p(X), p(W), p(b), head, 1,
-                                    args["chunk"], args["cols"], 0.0, 0, args["B"], d, args["n"])
+                                    args["chunk"], args["cols"], 0.0, 0, 1, 0, args["B"], d,
+                                    args["n"])
     assert status == lib.FBP_EBADARG
     with pytest.raises(ValueError, match="precondition"):
         c_kernels._check(status, "linear_head")

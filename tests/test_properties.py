@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastbp
+from fastbp.backends import tuning
 from cases import (BACKENDS, VARIANTS, assert_close, assert_linear_grads_close, cast_floats,
                    column_blocks, head_cases, make_head_inputs, variant)
 from test_layers import alpha_for, make_net
@@ -70,8 +71,7 @@ def test_softmax_any_column_blocking_matches_the_reference(case, B, d, n, dtype,
     args = cast_floats(dtype, X, W, b, target, options=opts)
     for backend in (b for b in BACKENDS if b != "numpy"):
         with variant(f"{backend}:columns"):    # restores score_blocks on exit
-            fastbp._dispatch.backend_module(backend).score_blocks = column_blocks(
-                rows, min(cols, n - 1))
+            tuning.score_blocks = column_blocks(rows, min(cols, n - 1))
             got = fastbp.linear_head(*args[:4], backend=backend, **args[4])
         assert_linear_grads_close(got, loss, dS, X, W, dtype)
 

@@ -96,18 +96,9 @@ def test_heads_bits_per_thread_count(backend, threads):
         np.testing.assert_array_equal(runs[0][1], first[1])       # row by row: no partials
 
 
-def test_the_c_team_sizes_are_tunings():
-    """csrc/linear.c's team sizes are tuning.py's (the Numba backend reads tuning.py), and so
-    are its own products' tile (rows of a block of scores) and FBP_OWN_* bits."""
-    from pathlib import Path
-    source = (Path(__file__).resolve().parents[1] / "csrc" / "linear.c").read_text()
-    for name in ("CHUNKED_MIN_CLASSES", "CHUNKED_MIN_ROWS", "CHUNKED_MIN_WORK"):
-        assert f"#define {name} {getattr(tuning, name)}\n" in source, name
-    assert f"#define OWN_KV {tuning.OWN_TILE_BYTES // 64}\n" in source
-    if "c" in COMPILED:
-        from fastbp.backends.c_kernels import lib
-        assert (lib.FBP_OWN_SCORES, lib.FBP_OWN_BACKWARD) == (tuning.OWN_SCORES,
-                                                              tuning.OWN_BACKWARD)
+def test_own_chunk_rows_are_whole_tiles():
+    """The C backend's own scores run blocks of whole register tiles (FBP_OWN_KV vectors),
+    else whole vectors, else the rows as they are."""
     assert [tuning.own_chunk_rows(r, 4) for r in (98, 64, 40, 10, 1)] == [64, 64, 32, 10, 1]
 
 

@@ -6,6 +6,7 @@ from collections import namedtuple
 import numpy as np
 
 from .._checks import DEFAULT_OPTIONS
+from .tuning import tiny_window
 from .._registry import (ACTIVATION_SPECS, ARRAY_FIELDS, HEAD_DTYPE, OPTIMIZER_CODES,
                          SCALAR_DEFAULTS, SCALAR_FIELDS, SPECS)
 
@@ -68,13 +69,12 @@ def reduced_loss(total, osum, reduction):
     return float(total) / float(osum) if osum else float("nan")
 
 
-def fast_entry(tuning, kernels):
+def fast_entry(backend, kernels):
     """A compiled backend's ``fast_linear_head``: linear_head's common tiny call (default
     options; ``out`` a Grads or None) checked and run by csrc/fastcall.c on ``kernels()`` --
     the addresses of the backend's (float64, float32) kernels with the C signature of
-    linear_fused_f64 -- on one block when the ``tuning`` thresholds say the fused path runs one
-    (n d <= FUSED_ANY_N_WEIGHTS, or n <= FUSED_FEW_N, d >= FUSED_FEW_MIN_D and
-    n d <= FUSED_FEW_WEIGHTS; and B n d < PARALLEL_MIN_WORK). The result returns (loss, dW, db,
+    linear_fused_f64 -- on one block inside ``tuning.tiny_window(backend)``, where
+    ``tuning.plan`` runs the fused rows on one block. The result returns (loss, dW, db,
     dX), or None when the call is not that one (nothing written; the caller takes the checked
     path). None without the _fastcall extension."""
     try:
@@ -93,9 +93,7 @@ def fast_entry(tuning, kernels):
 
     def fast_linear_head(X, W, b, target, head, need_dX, out):
         spec = specs.get(head) if head.__class__ is str else None
-        return _fastcall.linear_head(X, W, b, target, spec, need_dX, out,
-                                     tuning.FUSED_ANY_N_WEIGHTS, tuning.FUSED_FEW_N,
-                                     tuning.FUSED_FEW_MIN_D, tuning.FUSED_FEW_WEIGHTS,
-                                     tuning.PARALLEL_MIN_WORK, kernels())
+        return _fastcall.linear_head(X, W, b, target, spec, need_dX, out, *tiny_window(backend),
+                                     kernels())
 
     return fast_linear_head

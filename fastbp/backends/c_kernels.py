@@ -18,12 +18,11 @@ import sys
 import numpy as np
 
 from .._checks import DEFAULT_OPTIONS
-from .._registry import ACTIVATION_SPECS, ARRAY_FIELDS, HEAD_DTYPE, OPTIMIZER_CODES
+from .._registry import ACTIVATION_SPECS, ARRAY_FIELDS, HEAD_DTYPE, OPTIMIZER_CODES, REDUCTIONS
 from .._dispatch import get_num_threads
 from . import _blas, _compose
 from ._args import ACT_CODES, CODES, MAXOUT, fast_entry, head_pack, reduced_loss
-from .tuning import C as TUNING
-from .tuning import OWN_SCORES, default_chunk_rows, own_chunk_rows, own_products, score_blocks
+from . import tuning
 
 try:
     from ._fastbp_c import ffi, lib
@@ -52,6 +51,10 @@ def _check_abi():
         if value != code:
             raise ImportError(f"{what}: fastbp/_registry.py has code {code}, csrc/fastbp.h has "
                               f"{cname} = {value}")
+    for cname, value in shared_constants().items():
+        if getattr(lib, cname, None) != value:
+            raise ImportError(f"{cname}: fastbp/ has {value}, csrc/fastbp.h has "
+                              f"{getattr(lib, cname, None)}")
     got = [(name, f.offset) for name, f in ffi.typeof("fbp_head").fields]
     want = [(name, HEAD_DTYPE.fields[name][1]) for name in HEAD_DTYPE.names]
     if got != want or ffi.sizeof("fbp_head") != HEAD_DTYPE.itemsize:
@@ -59,7 +62,18 @@ def _check_abi():
                           f"fastbp/_registry.py's HEAD_DTYPE has {want}")
 
 
+def shared_constants():
+    """csrc/fastbp.h's names of the constants Python states too, and their Python values."""
+    consts = {"FBP_OWN_SCORES": tuning.OWN_SCORES, "FBP_OWN_BACKWARD": tuning.OWN_BACKWARD,
+              "FBP_OWN_KV": tuning.OWN_TILE_BYTES // 64, "FBP_OWN_RA": tuning.OWN_TILE_ROWS,
+              "FBP_HEADS_PARALLEL_MIN": tuning.HEADS_PARALLEL_MIN}
+    consts.update({f"FBP_REDUCE_{r.upper()}": i for i, r in enumerate(REDUCTIONS)})
+    consts.update({f"FBP_ARR_{f.upper()}": 1 << i for i, f in enumerate(ARRAY_FIELDS[2:])})
+    return consts
+
+
 _check_abi()
+TUNING = tuning.C        # this backend's thresholds (tests move them to force a path)
 
 
 def set_blas(numpy=True):
@@ -175,24 +189,13 @@ def head(name, S, target, out, reduction, options):
 # ---------------------------------------------------------------------------- linear + head
 
 
-def plan(dtype, B, d, n, head, options, chunk_rows, threads=None):
-    """Which kernel a linear_head call runs: (blocks, 0, 0, 0) for the fused rows on
-    ``blocks`` row blocks, or (0, chunk, cols, own) for the chunked path (fastbp.jax's FFI
-    targets take the same plan, made when a program is traced)."""
-    threads = _threads[0] if threads is None else threads
-    work, T = B * n * d, TUNING
-    min_work = T.FUSED_MIN_WORK if dtype.itemsize == 8 else T.FUSED_MIN_WORK_F32
-    if n * d <= T.FUSED_ANY_N_WEIGHTS or (threads > 1 and n <= T.FUSED_MAX_N
-                                          and work >= min_work):
-        return (1 if work < T.PARALLEL_MIN_WORK or B < 2 * threads
-                else min(T.BLOCKS_PER_THREAD * threads, max(threads, B // 8))), 0, 0, 0
-    if n <= T.FUSED_FEW_N and T.FUSED_FEW_MIN_D <= d and n * d <= T.FUSED_FEW_WEIGHTS:
-        return 1, 0, 0, 0
-    chunk, cols = score_blocks(head, B, n, dtype.itemsize, chunk_rows, options)
-    own = own_products(T, dtype, n, d) if cols == n else 0
-    if own & OWN_SCORES and not chunk_rows:
-        chunk = own_chunk_rows(chunk, dtype.itemsize)
-    return 0, chunk, cols, own
+def call_plan(dtype, B, d, n, head, options, chunk_rows, threads=None, loss=False,
+              filter_eps=0.0):
+    """tuning.plan for this backend at its thread count (``threads``: the fused rows' blocks'
+    threads, default the same; fastbp.jax's FFI targets take the plan made when a program is
+    traced)."""
+    return tuning.plan("c", B, d, n, dtype, head, options, chunk_rows, _threads[0], threads,
+                       loss, filter_eps)
 
 
 def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
@@ -208,24 +211,15 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
             _NULL if dX is None else _fb(ty, dX), sums, _fb(ty, X), _fb(ty, W),
             _NULL if b is None else _fb(ty, b), _head(t, head, target, options),
             reduction == "mean")
-    blocks, chunk, cols, own = plan(X.dtype, B, d, n, head, options, chunk_rows, threads)
-    if blocks:
-        status = t.linear_fused(*args, blocks, B, d, n)
+    p = call_plan(X.dtype, B, d, n, head, options, chunk_rows, threads, False, filter_eps)
+    if p.blocks:
+        status = t.linear_fused(*args, p.blocks, B, d, n)
     else:
-        status = t.linear_chunked(*args, chunk, cols, filter_eps, own, B, d, n)
+        status = t.linear_chunked(*args, p.chunk, p.cols, filter_eps, p.own, p.team, p.by_rows,
+                                  B, d, n)
     if status:
         _check(status, "linear_head")
     return reduced_loss(sums[0], sums[1], reduction)
-
-
-def loss_plan(dtype, n, d, chunk_rows):
-    """linear_loss's (chunk, own): its row blocks and whether the scores' product is fastbp's
-    own (as linear_head's chunked path)."""
-    own = own_products(TUNING, dtype, n, d) & OWN_SCORES
-    chunk = chunk_rows or default_chunk_rows(n, dtype.itemsize)
-    if own and not chunk_rows:
-        chunk = own_chunk_rows(chunk, dtype.itemsize)
-    return chunk, own
 
 
 def linear_loss(X, W, b, target, head, options, reduction, chunk_rows):
@@ -233,11 +227,12 @@ def linear_loss(X, W, b, target, head, options, reduction, chunk_rows):
     own products for the scores where linear_head takes them)."""
     (B, d), n = X.shape, W.shape[0]
     t = _T[X.dtype]
-    chunk, own = loss_plan(X.dtype, n, d, chunk_rows)
+    p = call_plan(X.dtype, B, d, n, head, options, chunk_rows, loss=True)
     rows = np.empty(B) if reduction == "none" else None
     sums = _sums()
     _check(t.linear_loss(_F64.p(rows), sums, _fb(t.ty, X), _fb(t.ty, W), t.p(b),
-                         _head(t, head, target, options), chunk, own, B, d, n), "linear_loss")
+                         _head(t, head, target, options), p.chunk, p.own, p.team, p.by_rows,
+                         B, d, n), "linear_loss")
     if reduction == "none":
         return rows.astype(X.dtype)
     return reduced_loss(sums[0], sums[1], reduction)
@@ -280,7 +275,7 @@ def own_product(kind, A, B, out=None):
 # tiny calls: checked and run by csrc/fastcall.c on linear_fused_* (_args.fast_entry)
 _FUSED = (int(ffi.cast("uintptr_t", ffi.addressof(lib, "linear_fused_f64"))),
           int(ffi.cast("uintptr_t", ffi.addressof(lib, "linear_fused_f32"))))
-fast_linear_head = fast_entry(TUNING, lambda: _FUSED)
+fast_linear_head = fast_entry("c", lambda: _FUSED)
 
 
 # ---------------------------------------------------------------------------- layers

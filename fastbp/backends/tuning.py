@@ -1,9 +1,17 @@
-"""The compiled backends' tuning thresholds, in one place: which path a call takes by shape.
+"""The compiled backends' tuning thresholds and ``plan``, the one place a path or a team is
+chosen: which kernel a linear_head / linear_loss call runs, on how many blocks or threads.
 
 Each rule says what it chooses and why in a line; the measurements behind every number, and how
 to remeasure them (``make crossover``), are in docs/performance.md. Tests override these per
-backend (``module.TUNING``) to run every path at small shapes.
+backend (``module.TUNING``) to run every path at small shapes. The constants C reads too
+(CHUNKED_*, OWN_*, the tile) are csrc/fastbp.h's #defines, compared at import
+(c_kernels._check_abi).
 """
+import functools
+from typing import NamedTuple
+
+import numpy as np
+
 from .. import config
 
 
@@ -25,6 +33,11 @@ class C:
     OWN_BACKWARD_MIN_WEIGHTS = 1 << 62
     OWN_ROW_ALIGN = 64            # and W's rows whole 64-byte lines (d = 500 float32: every
     #                               vector load of a row would be split over two)
+    OWN_KERNELS = 3               # own products it has: OWN_SCORES | OWN_BACKWARD
+    OWN_WHOLE_TILES = True        # own scores' blocks in whole register tiles (own_chunk_rows)
+    FUSED_MIN_ROWS = 0            # (no row floor on the parallel fused rows)
+    ONE_BLOCK = False             # (one thread, one block: the chunked path's team of one)
+    LOSS_BY_ROWS = True           # the loss alone's team splits rows below 2 CHUNKED_MIN_CLASSES
 
 
 class Numba:
@@ -42,13 +55,19 @@ class Numba:
     BLOCKS_PER_THREAD = 1         # the fused rows' blocks per thread (of 8 rows or more), handed
     #                               out as threads free up; C's 4 cost 1.3x at C float32 here
     #                               (each block copies W: docs/performance.md, "In a loop")
-    HEADS_PARALLEL_MIN = 1 << 16  # heads on scores: B n below this, one thread (csrc/heads.c's)
     OWN_SCORES_MIN_WEIGHTS = 1 << 23  # the chunked path's scores by own_scores (numba/linear.py:
     #                                   its dot tile beats BLAS's packing from there)
     OWN_BACKWARD_MIN_WEIGHTS = 1 << 62  # (no own backward kernels in Numba: never)
     OWN_ROW_ALIGN = 64                  # as C's
+    OWN_KERNELS = 1                     # own_scores only (OWN_SCORES)
+    OWN_WHOLE_TILES = False             # its tile is 4 rows of any length: the budget's rows
+    ONE_BLOCK = True                    # one thread, the batch one block: one compiled call
+    LOSS_BY_ROWS = False                # loss_team splits classes only
     FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0     # no few-classes window: its BLAS
     #                                                           path wins there
+
+
+TUNING = {"c": C, "numba": Numba}
 
 
 # softmax_nll with many classes: column blocks (two passes over the columns, four full-size
@@ -57,16 +76,18 @@ COLUMN_MIN_ROWS = 64
 PANEL_ROWS = 1024                 # rows per panel of column blocks (W is read three times each)
 # the chunked path's team: one thread per CHUNKED_MIN_CLASSES classes at most, so each thread's
 # one-thread products stay wide; below 2 x that many classes, the team splits the rows instead,
-# one thread per CHUNKED_MIN_ROWS rows of a block at most (csrc/linear.c's #defines of the same
-# names must equal them: tests/test_thread_counts.py)
+# one thread per CHUNKED_MIN_ROWS rows of a block at most (plan() sizes the team; C takes it)
 CHUNKED_MIN_CLASSES = 128
 CHUNKED_MIN_ROWS = 16
 CHUNKED_MIN_WORK = 1 << 16        # B n d below this: one thread (a fork / join costs more)
 
 
 OWN_SCORES, OWN_BACKWARD = 1, 2      # csrc/fastbp.h's FBP_OWN_* bits
-OWN_TILE_BYTES = 256                 # a register tile's rows of scores: OWN_KV = 4 vectors of 64
-#                                      bytes (csrc/linear.c), 64 float32 or 32 float64 rows
+OWN_TILE_BYTES = 256                 # a register tile's rows of scores: FBP_OWN_KV = 4 vectors of
+#                                      64 bytes (csrc/fastbp.h), 64 float32 or 32 float64 rows
+OWN_TILE_ROWS = 6                    # by FBP_OWN_RA rows of the other operand
+HEADS_PARALLEL_MIN = 1 << 16         # heads on scores: B n below this, one thread (a fork /
+#                                      join costs more; FBP_HEADS_PARALLEL_MIN)
 
 
 def own_products(tuning, dtype, n, d):
@@ -106,3 +127,85 @@ def score_blocks(head, B, n, itemsize, chunk_rows, options):
         return rows, n
     panel = min(B, PANEL_ROWS)
     return panel, max(1, config.score_block_bytes // (panel * itemsize))
+
+
+# The ISAs the C kernels are compiled for (csrc/common.h's target_clones), best first: the first
+# one the CPU has runs (GCC's resolver reads the same CPUID bits as these flags).
+ISAS = ("avx512f", "avx2", "default")
+
+
+@functools.lru_cache(maxsize=None)
+def host_isa():
+    """The ISA whose kernels run on this CPU: the first of ISAS its flags name (Linux's
+    /proc/cpuinfo; "default" where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return next(isa for isa in ISAS if isa == "default" or isa in flags)
+
+
+class Plan(NamedTuple):
+    """What a linear_head / linear_loss call runs (plan()). path: "fused" (the fused rows on
+    ``blocks`` fixed row blocks), "one_block" (Numba: the whole batch as one block of scores in
+    one compiled call), "chunked" (per block of ``chunk`` rows on a ``team`` of threads, split
+    by rows if ``by_rows`` else by classes; ``own``: FBP_OWN_* bits) or "columns" (softmax_nll
+    in (chunk, cols) blocks); tile: the ISA whose kernels run (host_isa)."""
+    path: str
+    blocks: int = 0
+    chunk: int = 0
+    cols: int = 0
+    own: int = 0
+    team: int = 1
+    by_rows: bool = False
+    tile: str = "default"
+
+
+def plan(backend, B, d, n, dtype, head="softmax_nll", options=None, chunk_rows=None,
+         threads=1, fused_threads=None, loss=False, filter_eps=0.0):
+    """The one place a compiled backend's linear_head (or, ``loss=True``, linear_loss) chooses
+    its path and team, from the backend's TUNING: ``threads`` the backend's thread count (the
+    chunked team's most), ``fused_threads`` the fused rows' (default ``threads``; 1 inside a
+    BLAS-driven network). c_kernels, the Numba package and fastbp.jax's XLA targets run what
+    it returns; the tests read it to check each forced path is the one taken."""
+    T, dtype = TUNING[backend], np.dtype(dtype)
+    tile, work = host_isa(), B * n * d
+    ft = threads if fused_threads is None else fused_threads
+    if not loss:
+        min_work = max(T.FUSED_MIN_WORK if dtype.itemsize == 8 else T.FUSED_MIN_WORK_F32,
+                       T.PARALLEL_MIN_WORK)
+        if n * d <= T.FUSED_ANY_N_WEIGHTS or (ft > 1 and n <= T.FUSED_MAX_N
+                                              and B >= T.FUSED_MIN_ROWS and work >= min_work):
+            blocks = (1 if work < T.PARALLEL_MIN_WORK or B < 2 * ft
+                      else min(T.BLOCKS_PER_THREAD * ft, max(ft, B // 8)))
+            return Plan("fused", blocks, tile=tile)
+        if n <= T.FUSED_FEW_N and T.FUSED_FEW_MIN_D <= d and n * d <= T.FUSED_FEW_WEIGHTS:
+            return Plan("fused", 1, tile=tile)
+        chunk, cols = score_blocks(head, B, n, dtype.itemsize, chunk_rows, options or {})
+    else:
+        chunk, cols = chunk_rows or default_chunk_rows(n, dtype.itemsize), n
+    if cols < n:
+        return Plan("columns", chunk=min(chunk, max(B, 1)), cols=cols, tile=tile)
+    if T.ONE_BLOCK and not loss and B and chunk >= B and (threads == 1
+                                                          or work < CHUNKED_MIN_WORK):
+        return Plan("one_block", chunk=B, cols=n, tile=tile)
+    own = own_products(T, dtype, n, d) & (OWN_SCORES if loss else T.OWN_KERNELS)
+    if own & OWN_SCORES and not chunk_rows and T.OWN_WHOLE_TILES:
+        chunk = own_chunk_rows(chunk, dtype.itemsize)
+    chunk = min(chunk, max(B, 1))
+    by_rows = n < 2 * CHUNKED_MIN_CLASSES and not filter_eps and (T.LOSS_BY_ROWS or not loss)
+    team = 1 if work < CHUNKED_MIN_WORK else max(1, min(
+        threads, chunk // CHUNKED_MIN_ROWS if by_rows else n // CHUNKED_MIN_CLASSES))
+    return Plan("chunked", chunk=chunk, cols=n, own=own, team=team, by_rows=by_rows, tile=tile)
+
+
+def tiny_window(backend):
+    """csrc/fastcall.c's window, the backend's thresholds under which plan() runs a call's
+    fused rows on one block: (FUSED_ANY_N_WEIGHTS, FUSED_FEW_N, FUSED_FEW_MIN_D,
+    FUSED_FEW_WEIGHTS, PARALLEL_MIN_WORK), passed in on every call (tests/test_linear_head.py
+    checks the window against plan())."""
+    T = TUNING[backend]
+    return (T.FUSED_ANY_N_WEIGHTS, T.FUSED_FEW_N, T.FUSED_FEW_MIN_D, T.FUSED_FEW_WEIGHTS,
+            T.PARALLEL_MIN_WORK)

@@ -33,9 +33,8 @@ import numpy as np
 from ..._checks import DEFAULT_OPTIONS
 from .. import _compose
 from .._args import ACT_CODES, HeadPack, fast_entry, head_pack, reduced_loss
+from .. import tuning
 from ..tuning import Numba as TUNING
-from ..tuning import (CHUNKED_MIN_CLASSES, CHUNKED_MIN_ROWS, CHUNKED_MIN_WORK, OWN_SCORES,
-                      default_chunk_rows, own_products, score_blocks)
 from .fastcall import _fused_cfuncs
 from .heads import heads_blocks, heads_parallel, mean_scale, rows_entry
 from .columns import softmax_cols_block, softmax_cols_loss
@@ -82,7 +81,7 @@ def head(name, S, target, out, reduction, options):
     B, dt = S.shape[0], S.dtype
     rows = np.empty(B, np.float64) if reduction == "none" else _EMPTY[_F64]
     mean, pack = reduction == "mean", _pack(name, S, target, options)
-    nblocks = min(_threads[0], B) if B * S.shape[1] >= TUNING.HEADS_PARALLEL_MIN else 1
+    nblocks = min(_threads[0], B) if B * S.shape[1] >= tuning.HEADS_PARALLEL_MIN else 1
     if nblocks > 1:
         entry = heads_blocks if _forked[0] else heads_parallel
         total, osum = entry(S, mean, nblocks, out, rows, *pack)
@@ -96,8 +95,7 @@ def head(name, S, target, out, reduction, options):
 # Numba's dispatch of the fused rows alone costs more than the checks, so tiny calls go
 # through csrc/fastcall.c and fastcall.py's C callbacks when it was built (not under
 # NUMBA_DISABLE_JIT: there is no machine code to call then).
-fast_linear_head = None if nb.config.DISABLE_JIT else fast_entry(TUNING,
-                                                                 _fused_cfuncs)
+fast_linear_head = None if nb.config.DISABLE_JIT else fast_entry("numba", _fused_cfuncs)
 
 
 def _dynamic(kernel, *args):
@@ -121,34 +119,23 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     h = _pack(head, X, target, options)
     mean = reduction == "mean"
     b_ = _EMPTY[dt] if b is None else b
-    threads = _threads[0] if threads is None else threads
-    T = TUNING
-    min_work = T.FUSED_MIN_WORK if dt.itemsize == 8 else T.FUSED_MIN_WORK_F32
-    if n * d <= T.FUSED_ANY_N_WEIGHTS or (
-            threads > 1 and n <= T.FUSED_MAX_N and B >= T.FUSED_MIN_ROWS
-            and B * n * d >= max(min_work, T.PARALLEL_MIN_WORK)):
+    p = tuning.plan("numba", B, d, n, dt, head, options, chunk_rows, _threads[0], threads,
+                    False, filter_eps)
+    if p.path in ("fused", "one_block"):
         db_ = _EMPTY[dt] if db is None else db
         dX_ = _NO_Z[dt] if dX is None else dX
-        if threads == 1 or B * n * d < T.PARALLEL_MIN_WORK or B < 2 * threads:
-            total, osum = linear_fused_serial(X, W, b_, mean, dW, db_, dX_, *h)
-        else:
-            blocks = min(T.BLOCKS_PER_THREAD * threads, max(threads, B // 8))
-            if _forked[0]:
-                total, osum = linear_fused_blocks(X, W, b_, mean, blocks, dW, db_, dX_, *h)
-            else:
-                total, osum = _dynamic(linear_fused, X, W, b_, mean, blocks, dW, db_, dX_, *h)
-    else:
-        rows, cols = score_blocks(head, B, n, dt.itemsize, chunk_rows, options)
-        if cols < n:
-            total, osum = _linear_columns(h, X, W, b_, mean, rows, cols, dW, db, dX)
-        elif B and rows >= B and (_threads[0] == 1 or B * n * d < CHUNKED_MIN_WORK):
-            db_ = _EMPTY[dt] if db is None else db
-            dX_ = _NO_Z[dt] if dX is None else dX
+        if p.path == "one_block":
             total, osum = linear_one_block(X, W, b_, mean, dW, db_, dX_, *h)
+        elif p.blocks == 1:
+            total, osum = linear_fused_serial(X, W, b_, mean, dW, db_, dX_, *h)
+        elif _forked[0]:
+            total, osum = linear_fused_blocks(X, W, b_, mean, p.blocks, dW, db_, dX_, *h)
         else:
-            own = own_products(T, dt, n, d) & OWN_SCORES      # (no own backward here)
-            total, osum = _linear_chunked(h, X, W, b_, mean, rows, dW, db, dX, filter_eps,
-                                          own)
+            total, osum = _dynamic(linear_fused, X, W, b_, mean, p.blocks, dW, db_, dX_, *h)
+    elif p.path == "columns":
+        total, osum = _linear_columns(h, X, W, b_, mean, p.chunk, p.cols, dW, db, dX)
+    else:
+        total, osum = _linear_chunked(h, X, W, b_, mean, p, dW, db, dX, filter_eps)
     return reduced_loss(total, osum, reduction)
 
 
@@ -159,10 +146,8 @@ def linear_loss(X, W, b, target, head, options, reduction, chunk_rows):
     (B, d), n, dt = X.shape, W.shape[0], X.dtype
     h = _pack(head, X, target, options)
     b_ = _EMPTY[dt] if b is None else b
-    own = bool(own_products(TUNING, dt, n, d) & OWN_SCORES)
-    chunk = min(chunk_rows or default_chunk_rows(n, dt.itemsize), max(B, 1))
-    team = 1 if B * n * d < CHUNKED_MIN_WORK else max(1, min(_threads[0],
-                                                             n // CHUNKED_MIN_CLASSES))
+    p = tuning.plan("numba", B, d, n, dt, head, options, chunk_rows, _threads[0], loss=True)
+    own, chunk, team = bool(p.own), p.chunk, p.team
     rows = np.empty(B)
     total = osum = 0.0
     with (blas_one_thread() if team > 1 and not own else contextlib.nullcontext(True)) as held:
@@ -188,21 +173,18 @@ def _rows_of(h, rows):
                          if getattr(h, k).size})
 
 
-def _linear_chunked(h, X, W, b, mean, chunk, dW, db, dX, filter_eps=0.0, own=0):
+def _linear_chunked(h, X, W, b, mean, p, dW, db, dX, filter_eps=0.0):
     """Per row block: S = X_c W^T (own: by own_scores, else BLAS), bias + head (db in
     float64), dW += S^T X_c, dX_c = S W (with filter_eps > 0 on the block's active classes
     only), on a team of Numba's threads with BLAS
-    held to one thread, split by classes (chunk_team) or, below 2 CHUNKED_MIN_CLASSES classes,
-    by rows (rows_team), as csrc/linear.c's chunked_rows; a team of one, or a forked child's,
+    held to one thread, of the plan's (``p``) size, split by classes (chunk_team) or by rows
+    (rows_team), as csrc/linear.c's chunked_rows; a team of one, or a forked child's,
     runs the threads' shares one after the other (the *_blocks twins: the same bits) with BLAS
     on all threads (one) or held (the child). Only one block of scores is ever held; the rows'
     losses are summed in row order."""
     B, n, dt = X.shape[0], W.shape[0], X.dtype
     scale = mean_scale(h, B) if mean else 1.0
-    chunk = min(chunk, max(B, 1))
-    by_rows = n < 2 * CHUNKED_MIN_CLASSES and not filter_eps
-    team = 1 if B * n * W.shape[1] < CHUNKED_MIN_WORK else max(1, min(
-        _threads[0], chunk // CHUNKED_MIN_ROWS if by_rows else n // CHUNKED_MIN_CLASSES))
+    chunk, team, by_rows, own = p.chunk, p.team, p.by_rows, p.own
     with blas_one_thread() if team > 1 else contextlib.nullcontext(False) as held:
         team = team if held else 1
         block, lrow = np.empty((chunk, n), dt), np.empty(chunk)
