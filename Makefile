@@ -1,5 +1,7 @@
-# Two entry points: `make demo` and `make test`. Each creates .venv if missing and installs what
-# it needs into it, so either works first on a fresh clone with only Python and a C compiler.
+# A new user's two entry points are `make demo` and `make test`: each creates .venv if missing
+# and installs what it needs into it, so either works first on a fresh clone with only Python
+# and a C compiler. The rest are the developers': lint, the sanitizers (test-asan, fuzz), the
+# timed suites (bench, bench-dask, bench-scaling, crossover) and clean.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -35,7 +37,7 @@ demo: $(VENV)/.installed-demo
 TEST_WORKERS_MAX ?= 4
 XDIST = -n auto --maxprocesses $(TEST_WORKERS_MAX)
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) tests benchmarks --benchmark-disable
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) tests benchmarks
 	@echo "The Numba backend's tests again, interpreted (NUMBA_DISABLE_JIT=1):"
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) tests -k numba
 
@@ -67,11 +69,9 @@ asan-build:
 		../venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test,jax]"
 
 # The C backend's tests under the sanitizers.
+# The C backend's tests: those marked `asan` (pytestmark in each file).
 test-asan: asan-build
-	$(ASAN_RUN) tests/test_heads.py tests/test_linear_head.py tests/test_layers.py \
-		tests/test_properties.py tests/test_concurrency.py tests/test_errors.py \
-		tests/test_model.py tests/test_c_build.py tests/test_c_abi_fuzz.py tests/test_own_products.py \
-		tests/test_linear_loss.py tests/test_jax_adapter.py
+	$(ASAN_RUN) -m asan tests
 	@echo "test-asan: the C backend's tests ran under ASan + UBSan with no report"
 
 # Every exported C kernel called through cffi with random shapes, exactly-sized buffers, extreme
@@ -91,7 +91,7 @@ REPORT = $(BIN)/python benchmarks/report.py benchmarks/last-run.json benchmarks/
 	benchmarks/last-adapters.json $$(ls benchmarks/last-dask.json 2>/dev/null) \
 	> benchmarks/RESULTS.md
 bench: $(VENV)/.installed-bench
-	$(BENCH_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider benchmarks \
+	$(BENCH_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider benchmarks --benchmark-enable \
 		--benchmark-json=benchmarks/last-run.json --benchmark-columns=median,iqr,rounds
 	$(BENCH_ENV) $(BIN)/python benchmarks/compile_times.py --json benchmarks/last-compile.json
 	$(BENCH_ENV) $(BIN)/python benchmarks/adapters.py --json benchmarks/last-adapters.json

@@ -3,7 +3,8 @@
 A quote is a ``> `` line copied from benchmarks/RESULTS.md. Each is found again in the current
 RESULTS.md by its label -- the row's leading cells up to its first figure (a target's name, a
 group and backend, a "###" group heading) -- within the group whose heading the quote block
-quotes, if it quotes one; the line is replaced by the current row. `make bench` runs this after
+quotes, if it quotes one (the block goes on over bare ``>`` lines, up to the first line that
+is no quote); the line is replaced by the current row. `make bench` runs this after
 writing RESULTS.md, so the pages quote the last run and nothing is retyped. A label that is no
 longer in RESULTS.md stops with its line named (tests/test_docs.py checks every quote too).
 """
@@ -43,11 +44,11 @@ def renew(page, results):
     """The page's lines with every quote replaced by the row of the same label."""
     out, lo, hi = [], 0, len(results)
     for n, line in enumerate(page, 1):
-        if not line.startswith("> "):
+        if not line.startswith(">"):
             lo, hi = 0, len(results)            # a quote block ends: search everywhere again
             out.append(line)
             continue
-        quoted = line[2:]
+        quoted = line[2:]                       # (a bare ">" keeps the block and its group)
         if quoted.startswith("#"):              # a group heading: the rows below are its own
             i = results.index(quoted) if quoted in results else None
             if i is None:

@@ -5,10 +5,10 @@
 After a BLAS call, OpenBLAS's threads spin for a while; OpenMP threads that spin too then wait
 for a core a whole time slice. Each setting runs in a fresh process (libgomp reads its
 environment once, when it loads): libgomp's default spin (GOMP_SPINCOUNT=300000), fastbp's
-default (GOMP_SPINCOUNT=1000, set by fastbp/_dispatch.py when the user set no policy), and
-OMP_WAIT_POLICY=passive; and fastbp's default with NumPy's BLAS on one thread (no OpenBLAS
-worker left spinning after the matmul). Two rows run the C backend's BLAS path with its GEMMs
-in NumPy's OpenBLAS (the default) or in SciPy's, a second OpenBLAS copy whose threads fight
+default (GOMP_SPINCOUNT=1000: fastbp/backends/__init__.py's spin_policy, when the user set no
+policy), and OMP_WAIT_POLICY=passive; and fastbp's default with NumPy's BLAS on one thread (no
+OpenBLAS worker left spinning after the matmul). Two rows run the C backend's BLAS path with its
+GEMMs in NumPy's OpenBLAS (the default) or in SciPy's, a second OpenBLAS copy whose threads fight
 NumPy's. The "tiny" rows are linear_head at D (64 x 64 x 10) on each backend, the Numba one on
 its fused rows (the default there) and on its BLAS path. Prints the median microseconds of 300
 calls.

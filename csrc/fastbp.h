@@ -80,6 +80,9 @@ int fbp_forked_child(void);      /* 1 in a process forked from one that loaded t
 /* the clone of the hot loops that runs here (common.h's FBP_HOT): an index of
  * fastbp/backends/tuning.py's ISAS, 0 "avx512f", 1 "avx2", 2 "default" */
 int fbp_isa(void);
+/* GOMP_SPINCOUNT when this library (and libgomp before it) loaded, -1 if unset (the spin policy
+ * fastbp sets for its own load only: fastbp/backends/__init__.py's spin_policy) */
+int64_t fbp_spin_at_load(void);
 /* scratch memory: the most bytes the kernels held at once since the last reset (exact) */
 int64_t fbp_scratch_peak(void);
 void fbp_scratch_reset(void);

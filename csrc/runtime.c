@@ -130,6 +130,15 @@ int fbp_threads(void)
 #endif
 }
 
+/* GOMP_SPINCOUNT as libgomp read it when it loaded, before this library (-1: unset) */
+static int64_t spin_at_load = -2;
+__attribute__((constructor)) static void record_spin(void)
+{
+    const char *s = getenv("GOMP_SPINCOUNT");
+    spin_at_load = s ? strtoll(s, NULL, 10) : -1;
+}
+int64_t fbp_spin_at_load(void) { return spin_at_load; }
+
 int fbp_isa(void)
 {
 #if defined(__GNUC__) && defined(__x86_64__)

@@ -22,7 +22,6 @@
 
 #include <stdio.h>
 
-
 typedef struct {
     int64_t code, ignore_index, p, reduction, blocks, chunk, cols, own, team, by_rows, need, has_b,
             arrays, labels, check_ignore;
@@ -306,7 +305,7 @@ static int F(call)(const call_t *c, int target, char *msg, size_t msg_len)
             status = FBP_ENOMEM;
         else
             status = F(linear_loss)(rows, sums, X->data, W, b, &h, a->chunk, (int)a->own,
-                                     (int)a->team, (int)a->by_rows, B, d, n);
+                                    (int)a->team, (int)a->by_rows, B, d, n);
         REAL *loss = c->out[0]->data;
         if (status == FBP_OK && rows)
             for (int64_t i = 0; i < B; i++)
@@ -319,8 +318,8 @@ static int F(call)(const call_t *c, int target, char *msg, size_t msg_len)
         if ((a->reduction == FBP_REDUCE_NONE && !rows) || (!dS && !tmp))
             status = FBP_ENOMEM;
         else
-            status = F(heads)(dS ? dS : tmp, rows, sums, X->data, &h, a->reduction == FBP_REDUCE_MEAN,
-                              B, n);
+            status = F(heads)(dS ? dS : tmp, rows, sums, X->data, &h,
+                              a->reduction == FBP_REDUCE_MEAN, B, n);
         REAL *loss = c->out[0]->data;
         if (status == FBP_OK && rows)
             for (int64_t i = 0; i < B; i++)
@@ -342,14 +341,14 @@ static int F(call)(const call_t *c, int target, char *msg, size_t msg_len)
                                      (int)a->blocks, B, d, n);
         else
             status = F(linear_chunked)(dW ? dW : dW_tmp, db, dX, sums, X->data, W, b, &h, mean,
-                                       a->chunk, a->cols, a->filter_eps, (int)a->own,
-                                       (int)a->team, (int)a->by_rows, B, d, n);
+                                       a->chunk, a->cols, a->filter_eps, (int)a->own, (int)a->team,
+                                       (int)a->by_rows, B, d, n);
         free(dW_tmp);
     }
     if (status == FBP_OK && target != FBP_XLA_ROWS && a->reduction != FBP_REDUCE_NONE)
         *(REAL *)c->out[0]->data = (REAL)(a->reduction == FBP_REDUCE_SUM ? sums[0]
-                                          : sums[1] != 0             ? sums[0] / sums[1]
-                                                                     : NAN);
+                                          : sums[1] != 0                 ? sums[0] / sums[1]
+                                                                         : NAN);
     free(scaled);
     free(owned);
     return status;

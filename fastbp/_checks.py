@@ -6,21 +6,54 @@ float64); labels are ``intp`` and inside ``[0, n)`` (or equal ``ignore_index``);
 options have their documented types and ranges; ``out`` arrays are writeable, C-contiguous, of the
 exact shape and dtype, and overlap no input (except a head's ``out`` that *is* its scores).
 """
-from types import MappingProxyType
+
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ._registry import ACTIVATION_SPECS, ACTIVATIONS, HEADS, REDUCTIONS, SPECS, integer, real
+from ._registry import (ACTIVATION_SPECS, ACTIVATIONS, DEFAULT_OPTIONS, HEAD_OPTIONS, HEADS,
+                        REDUCTIONS, SPECS, TARGET_KIND, TARGET_NAME, integer, real)
+from .backends.interface import LayerCache
 
-# Each head's keyword options and their defaults (``reduction`` is common to all), its target
-# kind and the target's name: views of the registry.
-HEAD_OPTIONS = {h: {k: o.default for k, o in spec.options.items()} for h, spec in SPECS.items()}
-# The options a call with none given runs with: one shared read-only mapping per head (the fast
-# path of linear_head passes it, so a backend may recognise it with `is` and skip unpacking).
-DEFAULT_OPTIONS = {head: MappingProxyType(opts) for head, opts in HEAD_OPTIONS.items()}
-TARGET_KIND = {h: spec.target for h, spec in SPECS.items()}
-TARGET_NAME = {h: spec.target_name for h, spec in SPECS.items()}
+
+class HeadCall(NamedTuple):
+    """check_head's result: a head call's checked arguments."""
+    S: np.ndarray
+    target: np.ndarray
+    options: dict
+    reduction: str
+    out: Optional[np.ndarray]
+    shape: tuple            # S's shape as given (a binary head's (B,) scores)
+
+
+class LinearHeadCall(NamedTuple):
+    """check_linear_head's result: a linear_head call's checked arguments (``out``: the
+    buffers of a given Grads, by name)."""
+    X: np.ndarray
+    W: np.ndarray
+    b: Optional[np.ndarray]
+    target: np.ndarray
+    head: str
+    options: dict
+    reduction: str
+    need_dX: bool
+    chunk_rows: Optional[int]
+    out: dict
+    filter_eps: float
+
+
+class MlpCall(NamedTuple):
+    """check_mlp_loss_grad's result (``out``: a (dW, db) pair per layer, None: new arrays)."""
+    X: np.ndarray
+    params: list
+    target: np.ndarray
+    activation: str
+    alpha: object
+    head: str
+    options: dict
+    reduction: str
+    out: list
+
 
 # Activation parameter: (name in messages, default), for the activations that take one.
 ACTIVATION_ALPHA = {a: spec.param for a, spec in ACTIVATION_SPECS.items() if spec.param}
@@ -28,21 +61,6 @@ ACTIVATION_ALPHA = {a: spec.param for a, spec in ACTIVATION_SPECS.items() if spe
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _PLAIN = (int, float)       # option values compared with their default by value
 _INTP = np.dtype(np.intp)
-
-
-class LayerCache(NamedTuple):
-    """What ``linear_act_backward`` needs from ``linear_act_forward`` (cs231n's ``cache``).
-
-    Only the post-activation ``A`` is kept (every f' of docs/math.md is cheap in ``a``), plus, for
-    maxout, the index of the winning piece per output.
-    """
-    X: np.ndarray
-    W: np.ndarray
-    b: Optional[np.ndarray]
-    activation: str
-    alpha: Optional[float]
-    A: np.ndarray
-    argmax: Optional[np.ndarray]
 
 
 # ---------------------------------------------------------------------------- arrays
@@ -139,8 +157,14 @@ def flag(name, value):
 
 # ---------------------------------------------------------------------------- targets
 def _where(ctx):
-    """ctx = (array name, n, "columns" / "rows" / ...) -> "S with 10 columns"."""
-    return "{} with {} {}".format(*ctx)
+    """ctx = (array name, n, "columns" / "rows" / ...[, the batch's array]) -> "S with 10
+    columns"."""
+    return "{} with {} {}".format(*ctx[:3])
+
+
+def _batch(ctx):
+    """The array whose rows are the batch: ctx's fourth item (X), else the scores' (S)."""
+    return ctx[3] if len(ctx) > 3 else ctx[0]
 
 
 def _label_range(arr):
@@ -157,7 +181,8 @@ def labels(name, y, B, n, ctx, ignore_index=None):
     arr = as_array(name, y)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
-    expect_shape(name, arr, (B,), lambda: f" (one label per row of {_where(ctx)})")
+    expect_shape(name, arr, (B,), lambda: f" (one label per row of {_batch(ctx)}, in [0, "
+                                          f"{ctx[1]}))")
     lo, hi = _label_range(arr) if B else (0, 0)
     if lo < 0 or hi >= n:
         bad = (arr < 0) | (arr >= n)
@@ -201,6 +226,10 @@ def head_target(head, target, B, n, dtype, options, ctx):
     name = TARGET_NAME[head]
     kind = TARGET_KIND[head]
     target = as_array(name, target)
+    if kind == "labels|probs" and target.dtype.kind in "fc" and target.ndim == 1:
+        raise TypeError(f"{name} must hold integer class labels (or ({B}, {n}) class "
+                        f"probabilities), got dtype {target.dtype} of shape {target.shape}; "
+                        f"convert labels with {name}.astype(int)")
     if kind == "labels|probs" and target.dtype.kind in "fc":
         target = float_array(name, target, dtype)
         expect_shape(name, target, (B, n), lambda: f" (class probabilities for {_where(ctx)})")
@@ -257,7 +286,7 @@ def check_head(head, S, target, options, reduction, out):
         inputs = [(name, S), (TARGET_NAME[head], target)]
         inputs += [(k, v) for k, v in opts.items() if isinstance(v, np.ndarray)]
         out = out_array("out", out, shape, S.dtype, inputs, may_be=S).reshape(B, n)
-    return S, target, opts, reduction, out, shape
+    return HeadCall(S, target, opts, reduction, out, shape)
 
 
 # ---------------------------------------------------------------------------- layers
@@ -345,7 +374,8 @@ def _fast_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
                 if owner is dW or owner is db or owner is dX:
                     return None
         bufs = {"dW": dW, "db": db, "dX": dX}
-    return X, W, b, target, head, DEFAULT_OPTIONS[head], "mean", need_dX, None, bufs, 0.0
+    return tuple.__new__(LinearHeadCall, (X, W, b, target, head, DEFAULT_OPTIONS[head], "mean",
+                                          need_dX, None, bufs, 0.0))    # (faster than __new__)
 
 
 def _own_buffer(arr, like, dt):
@@ -366,7 +396,7 @@ def check_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
     need_dX = flag("need_dX", need_dX)
     reduction, options = head_reduction(options, REDUCTIONS)
     filter_eps = options.pop("filter_eps", None) if options else None
-    target, opts = head_target(head, target, B, n, X.dtype, options, ("W", n, "rows"))
+    target, opts = head_target(head, target, B, n, X.dtype, options, ("W", n, "rows", "X"))
     filter_eps = 0.0 if filter_eps is None else filter_option(head, filter_eps, X.dtype)
     if chunk_rows is not None:
         chunk_rows = integer("chunk_rows", chunk_rows, lo=1)
@@ -374,7 +404,8 @@ def check_linear_head(X, W, b, target, head, options, need_dX, chunk_rows, out):
         out, {"dW": W.shape, "db": None if b is None else b.shape,
               "dX": X.shape if need_dX else None},
         X.dtype, [("X", X), ("W", W), ("b", b), ("target", target)])
-    return X, W, b, target, head, opts, reduction, need_dX, chunk_rows, bufs, filter_eps
+    return LinearHeadCall(X, W, b, target, head, opts, reduction, need_dX, chunk_rows, bufs,
+                          filter_eps)
 
 
 _NO_BUFFERS = {"dW": None, "db": None, "dX": None}   # read-only by convention
@@ -505,7 +536,7 @@ def check_mlp_loss_grad(X, params, target, activation, alpha, head, options, out
                          f"got W{len(params)} of shape {W_last.shape}")
     reduction, options = head_reduction(options)
     target, opts = head_target(head, target, X.shape[0], n, X.dtype, options,
-                               ("the last layer", n, "outputs"))
+                               ("the last layer", n, "outputs", "X"))
     bufs = []
     if out is not None:
         if not hasattr(out, "__len__") or len(out) != len(params):
@@ -521,7 +552,7 @@ def check_mlp_loss_grad(X, params, target, activation, alpha, head, options, out
             bufs.append((dW, db))
     else:
         bufs = [(None, None)] * len(params)
-    return X, params, target, activation, alpha, head, opts, reduction, bufs
+    return MlpCall(X, params, target, activation, alpha, head, opts, reduction, bufs)
 
 
 def check_batch(X, target, head, params, shapes, dtype, options):
@@ -548,5 +579,5 @@ def check_batch(X, target, head, params, shapes, dtype, options):
                 return X, target, DEFAULT_OPTIONS[head], "mean"
     reduction, options = head_reduction(options)
     target, opts = head_target(head, target, X.shape[0], n, dtype, options,
-                               ("the last layer", n, "outputs"))
+                               ("the last layer", n, "outputs", "X"))
     return X, target, opts, reduction

@@ -2,8 +2,8 @@
 
 A backend is a module under ``fastbp.backends`` exposing the same kernel functions (the
 protocol ``backends/interface.py`` states the set and their signatures). The compiled backends
-are imported on first use, never at ``import fastbp`` (only the plain-NumPy reference is, for the
-naive path), so a slow or broken backend costs nothing until it is asked for.
+are imported on first use, never at ``import fastbp`` (the plain-NumPy reference too), so a slow
+or broken backend costs nothing until it is asked for.
 """
 import contextlib
 import contextvars

@@ -34,8 +34,8 @@ def linear_loss(X, W, b, target, head, options, reduction, backend=None):
         got = module.fast_linear_head(X, W, b, target, head, False, None)
         if got is not None:
             return got[0]
-    X, W, b, target, head, opts, *_ = _checks.check_linear_head(
-        X, W, b, target, head, dict(options, reduction="sum"), False, None, None)
+    X, W, b, target, head, opts = _checks.check_linear_head(
+        X, W, b, target, head, dict(options, reduction="sum"), False, None, None)[:6]
     return module.linear_loss(X, W, b, target, head, opts, reduction, None)
 
 

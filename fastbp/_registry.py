@@ -9,6 +9,8 @@ head".
 """
 import math
 import numbers
+from collections import namedtuple
+from types import MappingProxyType
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
@@ -208,4 +210,19 @@ ACTIVATIONS = tuple(ACTIVATION_SPECS)
 # ``kind``): FBP_<NAME> in csrc/fastbp.h.
 OPTIMIZER_CODES = {"sgd": 0, "adam": 1}
 
-REDUCTIONS = ("mean", "sum", "none")
+REDUCTIONS = ("mean", "sum", "none")      # (csrc/fastbp.h's FBP_REDUCE_* in this order)
+
+# ---------------------------------------------------------------------------- views
+# Each head's keyword options and their defaults (``reduction`` is common to all), its target
+# kind and the target's name.
+HEAD_OPTIONS = {h: {k: o.default for k, o in spec.options.items()} for h, spec in SPECS.items()}
+# The options a call with none given runs with: one shared read-only mapping per head (the fast
+# path of linear_head passes it, so a backend may recognise it with `is` and skip unpacking).
+DEFAULT_OPTIONS = {head: MappingProxyType(opts) for head, opts in HEAD_OPTIONS.items()}
+TARGET_KIND = {h: spec.target for h, spec in SPECS.items()}
+TARGET_NAME = {h: spec.target_name for h, spec in SPECS.items()}
+
+# One head's arguments as the compiled kernels take them, the fields of fbp_head in order: the
+# code, the arrays (absent ones are the caller's "empty"), then the scalar options.
+HeadPack = namedtuple("HeadPack", ("code",) + ARRAY_FIELDS + tuple(SCALAR_FIELDS))
+SCALARS_AT = 1 + len(ARRAY_FIELDS)      # the first scalar field: pack[SCALARS_AT:] are the scalars

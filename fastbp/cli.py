@@ -11,7 +11,13 @@ from .errors import human_bytes
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):          # argparse's own errors: one line, exit 2
+    """Help that shows every option's default; argparse's own errors: one line, exit 2."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kw)
+
+    def error(self, message):
         self.exit(2, f"fastbp: error: {message}\n")
 
 
@@ -125,12 +131,16 @@ def _demo(args):
 def build_parser():
     from .train import DATASETS, OPTIMIZERS, TRAIN_HEADS
     from ._checks import ACTIVATIONS
+    from . import __version__
     parser = _Parser(prog="fastbp", description="Fused loss gradients without Jacobians.")
+    parser.add_argument("--version", action="version", version=f"fastbp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("info", help="versions, backends, threads, BLAS").set_defaults(fn=_info)
     p = sub.add_parser("compare", help="naive Jacobians vs fused: time and peak memory")
-    p.add_argument("--preset", choices=sorted(_compare.PRESETS), default="quick")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    p.add_argument("--preset", choices=sorted(_compare.PRESETS), default="quick",
+                   help="the batch sizes measured")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
+                   help="the arrays' dtype")
     p.add_argument("--json", metavar="PATH", help="write the measurements as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG: time and memory vs size")
     p.set_defaults(fn=_run_compare)
@@ -143,18 +153,22 @@ def build_parser():
     p.add_argument("--json", metavar="PATH", help="write the medians as JSON")
     p.set_defaults(fn=_run_bench)
     p = sub.add_parser("train", help="train a 2-layer net on real data")
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
-    p.add_argument("--hidden", type=_positive(int), default=64)
-    p.add_argument("--activation", choices=ACTIVATIONS, default="relu")
-    p.add_argument("--head", choices=tuple(TRAIN_HEADS), default="softmax_nll")
-    p.add_argument("--epochs", type=_positive(int), default=50)
-    p.add_argument("--batch-size", type=_positive(int), default=64)
-    p.add_argument("--lr", type=_positive(float), default=0.1)
+    p.add_argument("--dataset", choices=DATASETS, default="digits",
+                   help="a data set scikit-learn bundles (no download)")
+    p.add_argument("--hidden", type=_positive(int), default=64, help="hidden units")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="the hidden layer's activation")
+    p.add_argument("--head", choices=tuple(TRAIN_HEADS), default="softmax_nll",
+                   help="the loss")
+    p.add_argument("--epochs", type=_positive(int), default=50, help="passes over the data")
+    p.add_argument("--batch-size", type=_positive(int), default=64, help="rows per step")
+    p.add_argument("--lr", type=_positive(float), default=0.1, help="learning rate")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="sgd: momentum 0.9; adam: torch's defaults")
-    p.add_argument("--backend", choices=("auto",) + tuple(_dispatch._REGISTRY), default=None)
+    p.add_argument("--backend", choices=("auto",) + tuple(_dispatch._REGISTRY), default=None,
+                   help="None: fastbp's default (FASTBP_BACKEND, else auto)")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of loss and accuracy")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the split's and the weights' seed")
     p.set_defaults(fn=_run_train)
     p = sub.add_parser("precompile", help="compile the Numba backend's kernels into its disk "
                                           "cache, in parallel processes")

@@ -196,7 +196,8 @@ def table(rows):
 def plot(rows, path):
     """Two log-log panels, time and peak memory against batch size: per case (colour) the
     naive path measured (solid), its predicted bytes (dashed) and each fused backend (dotted)."""
-    import matplotlib
+    from .errors import require
+    matplotlib = require("matplotlib", "plot", "a plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D

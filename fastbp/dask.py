@@ -14,8 +14,13 @@ the optional extra ``dask``; ``import fastbp`` does not import this module.
 """
 import warnings
 
-import dask
-import dask.array as da
+try:
+    import dask
+    import dask.array as da
+    import sklearn  # noqa: F401  (LinearClassifier is an estimator)
+except ImportError as exc:
+    from .errors import missing_extra
+    raise ImportError(missing_extra("fastbp.dask", exc.name or "dask", "dask")) from exc
 import numpy as np
 from dask import delayed
 from scipy.optimize import minimize

@@ -25,6 +25,22 @@ class JacobianTooLarge(MemoryError):
             f"without them")
 
 
+def missing_extra(what, module, extra):
+    """The message of an ImportError for an optional dependency: what needs it and the extra
+    that installs it (``pip install 'fastbp[plot]'``)."""
+    return (f"{what} needs {module}, which is not installed: pip install 'fastbp[{extra}]' "
+            f"(or pip install {module})")
+
+
+def require(module, extra, what):
+    """``import module``, or an ImportError naming the extra that installs it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(missing_extra(what, module.split(".")[0], extra)) from exc
+
+
 class BackendUnavailable(RuntimeError):
     """A backend that exists but cannot be loaded on this machine."""
 

@@ -21,18 +21,21 @@ import re
 import warnings
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import jaxlib
+try:
+    import jax
+    import jax.numpy as jnp
+    import jaxlib
+except ImportError as exc:
+    from .errors import missing_extra
+    raise ImportError(missing_extra("fastbp.jax", "jax", "jax")) from exc
 import numpy as np
 
 from . import _checks, _dispatch, _frameworks
-from ._registry import REDUCTIONS, SCALAR_FIELDS, SPECS
-from .backends._args import head_pack
+from ._registry import REDUCTIONS, SPECS
+from .backends import c_xla
 
 __all__ = ["linear_head", "PATH", *SPECS]
 
-_ARRAY_OPTIONS = ("weight", "sample_weight", "pos_weight")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -48,20 +51,13 @@ def _jaxlib_ffi_version():
         return None
 
 
-# target name -> its code in csrc/fastbp.h
-_TARGETS = {"fastbp_linear_forward": "FBP_XLA_FORWARD", "fastbp_linear_loss": "FBP_XLA_LOSS",
-            "fastbp_linear_rows": "FBP_XLA_ROWS", "fastbp_head": "FBP_XLA_HEAD"}
-
-
 def _choose_path():
     """("xla_ffi", None) with the C targets registered with XLA, or ("callback", why not)."""
     try:
-        c = _dispatch.backend_module("c")
+        _dispatch.backend_module("c")
     except Exception as exc:                    # BackendUnavailable: no compiler at install
         return "callback", f"the C backend is not available: {exc}"
-    ours = c.ffi.new("int[2]")
-    c.lib.fbp_xla_api_version(ours, ours + 1)
-    ours, theirs = (ours[0], ours[1]), _jaxlib_ffi_version()
+    ours, theirs = c_xla.api_version(), _jaxlib_ffi_version()
     why = None
     if theirs is None or theirs[0] != ours[0] or theirs[1] < ours[1]:
         why = (f"jaxlib {jaxlib.__version__} speaks XLA FFI API "
@@ -69,8 +65,7 @@ def _choose_path():
                f"written for {ours[0]}.{ours[1]}")
     else:
         try:
-            for name, code in _TARGETS.items():
-                address = int(c.ffi.cast("uintptr_t", c.lib.fbp_xla_handler(getattr(c.lib, code))))
+            for name, address in c_xla.handlers().items():
                 jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(address), platform="cpu")
         except Exception as exc:                # XLA refused the handlers
             why = f"XLA did not register fastbp's targets ({type(exc).__name__}: {exc})"
@@ -118,7 +113,7 @@ def _labels(target, kind):
 def _split(head_options):
     """(reduction, static scalar options (hashable), names of array options, their arrays)."""
     reduction, options = _frameworks.split_reduction(head_options)
-    arrays = {k: v for k, v in options.items() if k in _ARRAY_OPTIONS and v is not None}
+    arrays = {k: v for k, v in options.items() if k in c_xla.ARRAY_OPTIONS and v is not None}
     static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
     return reduction, static, tuple(arrays), tuple(arrays.values())
 
@@ -172,32 +167,6 @@ def _labels_standin(target, kind, n):
     return _standin(target)
 
 
-def _head_attrs(head, target, opts, reduction):
-    """The attributes every target takes: fbp_head's code and scalars, the reduction and how
-    the handler checks the labels."""
-    pack = head_pack(head, target, opts)
-    kind = SPECS[head].target
-    labels = 0 if target.dtype.kind == "f" else 2 if kind == "pm1" else 1
-    attrs = {f: (np.int64 if o.kind == "int" else np.float64)(getattr(pack, f))
-             for f, o in SCALAR_FIELDS.items()}
-    return dict(attrs, code=np.int64(pack.code), labels=np.int64(labels),
-                check_ignore=np.int64("ignore_index" in SPECS[head].options),
-                reduction=np.int64(REDUCTIONS.index(reduction)))
-
-
-def _bits(need):
-    """The handlers' ``need``: bit i for gradient i of (dX, dW, db)."""
-    return np.int64(sum(1 << i for i, n in enumerate(need) if n))
-
-
-def _array_operands(names, arrays):
-    """The array options in csrc/xla_ffi.c's order and its ``arrays`` bits."""
-    given = dict(zip(names, arrays))
-    order = ("sample_weight", "weight", "pos_weight")
-    return ([given[k] for k in order if k in given],
-            np.int64(sum(1 << i for i, k in enumerate(order) if k in given)))
-
-
 def _ffi_target(target, kind):
     """Labels as int32 / int64 (the handlers read both), anything else as it is."""
     if kind != "float" and jnp.issubdtype(target.dtype, jnp.integer) and \
@@ -215,23 +184,13 @@ def _ffi_linear_fn(head, reduction, static, names, has_b):
     def attrs(X, W, b, target, arrays):
         """The call's attributes for these shapes and dtypes, after fastbp's own checks on
         stand-ins (errors name the argument when the program is traced)."""
-        c_kernels = _dispatch.backend_module("c")
         n = W.shape[0] if W.ndim == 2 else 0
         options = dict(static, **{k: _standin(a) for k, a in zip(names, arrays)})
-        X0, _, _, t0, _, opts, _, _, chunk, _, filter_eps = _checks.check_linear_head(
+        call = _checks.check_linear_head(
             _standin(X), _standin(W), _standin(b) if has_b else None,
             _labels_standin(target, kind, n), head, options, True, chunk_rows, None)
-        (B, d), dtype = X0.shape, X0.dtype
-        p = c_kernels.call_plan(dtype, B, d, n, head, opts, chunk, filter_eps=filter_eps)
-        lp = c_kernels.call_plan(dtype, B, d, n, head, opts, chunk, loss=True)
-        ops, bits = _array_operands(names, arrays)
-        return (dict(_head_attrs(head, t0, opts, reduction), blocks=np.int64(p.blocks),
-                     chunk=np.int64(p.chunk), cols=np.int64(p.cols), own=np.int64(p.own),
-                     team=np.int64(p.team), by_rows=np.int64(p.by_rows),
-                     filter_eps=np.float64(filter_eps), has_b=np.int64(has_b),
-                     arrays=bits),
-                dict(chunk=np.int64(lp.chunk), own=np.int64(lp.own), team=np.int64(lp.team),
-                     by_rows=np.int64(lp.by_rows)), ops)
+        ops, bits = c_xla.array_operands(names, arrays)
+        return (*c_xla.linear_attrs(call, has_b, reduction, bits), ops)
 
     def operands(X, W, b, target, ops):
         return (X, W) + ((b,) if has_b else ()) + (_ffi_target(target, kind), *ops)
@@ -283,7 +242,7 @@ def _ffi_linear_fn(head, reduction, static, names, has_b):
         loss_value, *grads = _ffi(
             "fastbp_linear_forward", [_loss_shape(X.shape[0], reduction, X.dtype),
                                       *grad_shapes(X, W, b, need)],
-            *operands(X, W, b, target, ops), need=_bits(need), **common)
+            *operands(X, W, b, target, ops), need=c_xla.need_bits(need), **common)
         return loss_value, (tuple(grads), need)
 
     def bwd(res, g):
@@ -295,7 +254,7 @@ def _ffi_linear_fn(head, reduction, static, names, has_b):
             common, _, ops = attrs(X, W, b, target, arrays)
             it = iter(_ffi("fastbp_linear_rows", grad_shapes(X, W, b, need),
                            *operands(X, W, b, target, ops), g.astype(X.dtype),
-                           need=_bits(need), **common))
+                           need=c_xla.need_bits(need), **common))
             grads = [next(it) if n else None for n in need]
         else:
             it = iter(res[0])
@@ -315,13 +274,14 @@ def _ffi_head_fn(head, reduction, static, names):
         first (at trace time)."""
         n = S.shape[1] if S.ndim == 2 else 1
         options = dict(static, **{k: _standin(a) for k, a in zip(names, arrays)})
-        _, t0, opts, _, _, _ = _checks.check_head(
+        c = _checks.check_head(
             head, _standin(S), _labels_standin(target, kind, n), options, reduction, None)
-        ops, bits = _array_operands(names, arrays)
+        t0, opts = c.target, c.options
+        ops, bits = c_xla.array_operands(names, arrays)
         shapes = [_loss_shape(S.shape[0], reduction, S.dtype)]
         shapes += [jax.ShapeDtypeStruct(S.shape, S.dtype)] if need else []
         return _ffi("fastbp_head", shapes, S, _ffi_target(target, kind), *ops,
-                    need=np.int64(need), arrays=bits, **_head_attrs(head, t0, opts, reduction))
+                    need=np.int64(need), arrays=bits, **c_xla.head_attrs(head, t0, opts, reduction))
 
     @jax.custom_vjp
     def f(S, target, arrays):

@@ -17,9 +17,14 @@ import os
 import numpy as np
 
 from . import _checks
-from .backends import reference
 from .errors import JacobianTooLarge
 from .layers import Grads
+
+
+def _reference():
+    """The NumPy backend, imported at the first naive call (``import fastbp`` loads no backend)."""
+    from .backends import reference
+    return reference
 
 # Heads whose gradient the notes route through probabilities p = softmax(s) or sigma(s).
 _PROB_HEADS = {"softmax_nll": "softmax", "sigmoid_bce": "sigmoid", "sigmoid_l2": "sigmoid"}
@@ -111,14 +116,14 @@ def _linear_jacobians(h, W, bias, need_input):
 
 def _head_backward(head, S, target, opts, reduction, tape):
     """Loss and dL/d vec(S); probability heads append their dense dp/ds to ``tape``."""
-    wl, wG, omega = reference.ROWS[head](S, target, **opts)
+    wl, wG, omega = _reference().ROWS[head](S, target, **opts)
     total = float(np.sum(wl, dtype=np.float64))
     if reduction == "none":                 # the row losses, the gradient of their sum
         loss, scale = wl.astype(S.dtype), 1.0
     elif reduction == "sum":
         loss, scale = total, 1.0
     else:
-        loss, scale = reference.mean_scale(total, float(np.sum(omega, dtype=np.float64)))
+        loss, scale = _reference().mean_scale(total, float(np.sum(omega, dtype=np.float64)))
     kind = _PROB_HEADS.get(head)
     if kind is None:                                    # the head's own dL/ds
         return loss, (wG * scale).ravel()
@@ -130,7 +135,7 @@ def _prob_backward(head, kind, S, target, opts, omega, scale, tape):
     sample_weight = opts.get("sample_weight")
     if kind == "softmax":
         return _softmax_backward(S, target, opts, omega, scale, tape)
-    P = reference.sigmoid(S)
+    P = _reference().sigmoid(S)
     w = np.ones(len(S), S.dtype) if sample_weight is None else sample_weight
     if head == "sigmoid_l2":
         dP = -2 * (target - P)
@@ -138,7 +143,7 @@ def _prob_backward(head, kind, S, target, opts, omega, scale, tape):
         pw = 1 if opts["pos_weight"] is None else opts["pos_weight"]
         dP = -pw * target / P + (1 - target) / (1 - P)
     dP = w[:, None] * dP
-    J = _diag(reference.sigmoid_prime(S))
+    J = _diag(_reference().sigmoid_prime(S))
     tape.append(J)
     return J.T @ (dP.ravel() * scale)
 
@@ -148,9 +153,9 @@ def _softmax_backward(S, target, opts, omega, scale, tape):
     (its diagonal ds'/ds on the tape too), the z_loss term's 2 z lse p added at s'."""
     cap = opts["softcap"]
     Sc = S if cap is None else cap * np.tanh(S / cap)
-    C, _ = reference.softmax_targets(S.shape[1], target, opts["sample_weight"], opts["weight"],
+    C, _ = _reference().softmax_targets(S.shape[1], target, opts["sample_weight"], opts["weight"],
                                      opts["ignore_index"], opts["label_smoothing"], S.dtype)
-    logP = reference.log_softmax(Sc)
+    logP = _reference().log_softmax(Sc)
     P = np.exp(logP)
     dP = np.where(C != 0, -C / np.where(C != 0, P, 1), 0)              # d(-sum C log p)/dp
     J = np.zeros((S.size, S.size), S.dtype)                             # dp_a/ds'_b per row:
@@ -172,8 +177,8 @@ def _softmax_backward(S, target, opts, omega, scale, tape):
 # ---------------------------------------------------------------------------- public
 def linear_head(X, W, b, target, head="softmax_nll", *, max_bytes=None, **head_options):
     """``fastbp.linear_head``'s numbers, by dense Jacobian products. Returns ``Grads``."""
-    (X, W, b, target, head, opts, reduction, *_) = _checks.check_linear_head(
-        X, W, b, target, head, head_options, True, None, None)
+    X, W, b, target, head, opts, reduction = _checks.check_linear_head(
+        X, W, b, target, head, head_options, True, None, None)[:7]
     (B, d), n = X.shape, W.shape[0]
     _guard(f"naive linear_head ({head}, B={B}, d={d}, n={n})",
            jacobian_bytes("linear_head", B=B, d=d, n=n, dtype=X.dtype, head=head,
@@ -209,8 +214,8 @@ def mlp_loss_grad(X, params, target, *, activation="relu", alpha=None, head="sof
         jac = _linear_jacobians(h, W, bias, l > 0)
         s = h @ W.T + (0 if b is None else b)
         if l < len(params) - 1:
-            h = reference.activate(activation, s, alpha)
-            jac.append(_diag(reference.activation_grad(activation, h, alpha)))
+            h = _reference().activate(activation, s, alpha)
+            jac.append(_diag(_reference().activation_grad(activation, h, alpha)))
         layers.append(jac)
     tape = [J for jac in layers for J in jac]
     loss, g = _head_backward(head, s, target, opts, reduction, tape)
@@ -239,5 +244,5 @@ def elementwise_backward(name, dA, S, *, alpha=None, max_bytes=None):
     B, n = S.shape
     _guard(f"naive elementwise_backward ({name}, B={B}, n={n})",
            jacobian_bytes("elementwise", B=B, n=n, dtype=S.dtype), max_bytes)
-    J = _diag(reference.activation_grad(name, reference.activate(name, S, alpha), alpha))
+    J = _diag(_reference().activation_grad(name, _reference().activate(name, S, alpha), alpha))
     return (J.T @ dA.ravel()).reshape(S.shape)

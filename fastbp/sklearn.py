@@ -12,7 +12,11 @@ loss has not improved by ``tol`` for ``n_iter_no_change`` epochs (scikit-learn's
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin
+except ImportError as exc:
+    from .errors import missing_extra
+    raise ImportError(missing_extra("fastbp.sklearn", "scikit-learn", "sklearn")) from exc
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, unique_labels

@@ -19,7 +19,12 @@ import ast
 import functools
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as exc:
+    from .errors import missing_extra
+    raise ImportError(missing_extra("fastbp.torch", "torch", "torch")) from exc
 
 from . import _frameworks
 from ._registry import SPECS

@@ -45,7 +45,8 @@ def load_dataset(name="digits", seed=0, test_size=0.25, dtype="float32"):
     """(X_train, X_test, y_train, y_test) of a bundled data set, stratified split."""
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {name!r}")
-    from sklearn.datasets import load_digits
+    from .errors import require
+    load_digits = require("sklearn.datasets", "sklearn", "the digits data set").load_digits
     from sklearn.model_selection import train_test_split
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(dtype)
@@ -112,7 +113,8 @@ def train(*, dataset="digits", hidden=64, activation="relu", head="softmax_nll",
 
 def plot_history(hist, path, title="fastbp train"):
     """A PNG with the training loss and the test accuracy per epoch."""
-    import matplotlib
+    from .errors import require
+    matplotlib = require("matplotlib", "plot", "a plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     epochs = np.arange(1, len(hist.losses) + 1)

@@ -19,8 +19,8 @@ import fastbp
 from cases import (assert_close, assert_linear_grads_close, cast_floats, head_cases,
                    make_head_inputs)
 
-pytestmark = pytest.mark.skipif("c" not in fastbp.available_backends(),
-                                reason="the C backend is not built")
+pytestmark = [pytest.mark.asan, pytest.mark.skipif("c" not in fastbp.available_backends(),
+                                reason="the C backend is not built")]
 EXAMPLES = int(os.environ.get("FASTBP_FUZZ_EXAMPLES", "25"))
 fuzz = settings(max_examples=EXAMPLES, deadline=None)
 

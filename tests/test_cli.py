@@ -89,3 +89,37 @@ def test_no_memory_ratio_where_a_side_measured_nothing():
            "fused": {"c": {"s": 1e-5, "peak_bytes": 0}}}
     line = compare.table([row]).splitlines()[2]
     assert line.split()[-1] == "-" and "0 B" in line
+
+
+def test_version_and_defaults_in_help(capsys):
+    import fastbp
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == \
+        f"fastbp {fastbp.__version__}"
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("(default: 50)", "(default: 64)", "(default: relu)", "(default: 0.1)"):
+        assert shown in text
+
+
+@pytest.mark.parametrize("module, extra, call", [
+    ("matplotlib", "plot", lambda: compare.plot([], "x.png")),
+    ("sklearn.datasets", "sklearn", lambda: __import__("fastbp.train").train.load_dataset()),
+])
+def test_a_missing_optional_dependency_names_its_extra(module, extra, call, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)      # import fails as if not installed
+    with pytest.raises(ImportError, match=rf"pip install 'fastbp\[{extra}\]'"):
+        call()
+
+
+@pytest.mark.parametrize("module, blocked", [("fastbp.torch", "torch"), ("fastbp.jax", "jax"),
+                                             ("fastbp.dask", "dask"),
+                                             ("fastbp.sklearn", "sklearn")])
+def test_an_adapter_without_its_library_names_the_extra(module, blocked):
+    code = (f"import sys; sys.modules[{blocked!r}] = None\n"
+            f"try:\n    import {module}\nexcept ImportError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "pip install 'fastbp[" in out, out

@@ -13,6 +13,9 @@ import pytest
 import fastbp
 from cases import tiny_linear_jobs
 
+# the C backend's tests, which `make test-asan` runs under the sanitizers
+pytestmark = pytest.mark.asan
+
 
 def _jobs():
     rng = np.random.default_rng(0)

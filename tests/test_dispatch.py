@@ -61,13 +61,12 @@ def test_env_var_sets_the_initial_default():
     assert run.returncode != 0 and "FASTBP_BACKEND must be one of" in run.stderr
 
 
-def test_import_loads_no_compiled_backend():
-    """Only the plain-NumPy reference (the naive path uses it) and its pure-Python helpers
-    (_compose, tuning's chunk size) are imported with fastbp: no Numba, no cffi."""
+def test_import_loads_no_backend():
+    """Only the backends' interface (LayerCache, plain Python) is imported with fastbp: no
+    backend, no Numba, no cffi."""
     run = _run("import sys, fastbp; print(sorted(m for m in sys.modules "
                "if m.startswith(('numba', 'cffi', 'fastbp.backends.'))))")
-    assert run.stdout.strip() == ("['fastbp.backends._compose', 'fastbp.backends.reference', "
-                                  "'fastbp.backends.tuning']")
+    assert run.stdout.strip() == "['fastbp.backends.interface']"
 
 
 def test_threads_knob():
@@ -104,12 +103,22 @@ def test_info_reports_the_machine():
         assert info["fastcall"]
 
 
+@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend is not built")
 @pytest.mark.parametrize("user_env, want", [
-    ({}, "1000"), ({"GOMP_SPINCOUNT": "5"}, "5"), ({"OMP_WAIT_POLICY": "active"}, None)])
-def test_openmp_spin_default_is_set_before_a_backend_loads_unless_the_user_chose(user_env,
-                                                                                 want):
+    ({}, 1000), ({"GOMP_SPINCOUNT": "5"}, 5), ({"OMP_WAIT_POLICY": "active"}, -1)])
+def test_openmp_spin_default_is_in_force_as_libgomp_loads_and_environ_is_left_alone(user_env,
+                                                                                    want):
+    """libgomp (loaded with a compiled backend) reads fastbp's spin count unless the user chose
+    a policy; os.environ is the user's after importing fastbp and loading every backend."""
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    code = "import os, fastbp; print(os.environ.get('GOMP_SPINCOUNT'))"
+    code = ("import os; before = dict(os.environ); import fastbp\n"
+            "same = [dict(os.environ) == before]\n"
+            "import numpy as np\n"
+            "for b in fastbp.available_backends():\n"
+            "    fastbp.linear_head(np.ones((2, 2)), np.ones((3, 2)), None, [0, 1], backend=b)\n"
+            "    same.append(dict(os.environ) == before)\n"
+            "from fastbp.backends import c_kernels\n"
+            "print(all(same), c_kernels.lib.fbp_spin_at_load())")
     out = subprocess.run([sys.executable, "-c", code], env={**env, **user_env},
                          capture_output=True, text=True, check=True).stdout.split()
-    assert out == [str(want)]
+    assert out == ["True", str(want)]

@@ -154,7 +154,9 @@ def test_cli_exit_codes_are_the_documented_ones():
 
 
 def test_design_md_file_map_names_every_module():
-    text = (DOCS / "design.md").read_text()
+    """The file map (the page's indented block) names every module, not the prose only."""
+    text = "\n".join(line for line in (DOCS / "design.md").read_text().splitlines()
+                     if line.startswith("    "))
     for path in sorted((ROOT / "fastbp").rglob("*.py")):
         rel = path.relative_to(ROOT / "fastbp")
         if rel.name == "__init__.py" and rel.parent != Path("backends/numba"):
@@ -197,3 +199,55 @@ def test_performance_md_quotes_results_md_never_retypes_it():
     retyped = [line for line in perf if "RESULTS.md" in line and not line.startswith(">")
                and figure.search(line)]
     assert not retyped, retyped
+
+
+def test_a_quote_under_a_heading_quotes_that_sections_rows():
+    """A quoted row below a quoted "####" heading is that section's row, found again there
+    even across a bare ">" line (the C1k and V tables once showed the T rows of the same
+    labels), and a row of another section under the heading is refused."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import quotes
+    results = ["#### T float64", "", "| row | t=1 |", "| c | 2 (1.0x) |",
+               "#### V float32", "", "| row | t=1 |", "| c | 1,271,786 (1.0x) |"]
+    page = ["> #### V float32", ">", "> | row | t=1 |", "> | c | 9 (1.0x) |", "", "> | c | 9 |"]
+    assert quotes.renew(page, results) == [
+        "> #### V float32", ">", "> | row | t=1 |", "> | c | 1,271,786 (1.0x) |", "",
+        "> | c | 2 (1.0x) |"]     # (out of any heading's block: the first row of that label)
+    perf = (DOCS / "performance.md").read_text().splitlines()
+    scope = None
+    for line in perf:
+        if not line.startswith(">"):
+            scope = None
+        elif line.startswith("> #"):
+            i = results_lines().index(line[2:])
+            scope = results_lines()[i:next((j for j in range(i + 1, len(results_lines()))
+                                            if results_lines()[j].startswith("#")), None)]
+        elif scope is not None and line[2:].strip():
+            assert line[2:] in scope, f"quoted out of its heading's section: {line}"
+
+
+def results_lines():
+    return (ROOT / "benchmarks" / "RESULTS.md").read_text().splitlines()
+
+
+_SECTION_REF = re.compile(r"((?:docs/)?[\w./-]+\.md)(?:'s)?,? \"([^\"]+)\"")
+
+
+def test_every_section_a_readme_or_doc_names_exists():
+    """A page naming a section of another as `FILE.md, "Heading"` (or `FILE.md's "Heading"`)
+    names a heading that file has (the README once sent readers to a RESULTS.md section that
+    does not exist)."""
+    pages = [ROOT / "README.md", *DOCS.glob("*.md")]
+    missing = []
+    for page in pages:
+        text = " ".join(page.read_text().split())        # references wrap over lines
+        for name, heading in _SECTION_REF.findall(text):
+            target = next((p for p in (ROOT / name, ROOT / "benchmarks" / name, DOCS / name)
+                           if p.is_file()), None)
+            if target is None:
+                continue
+            headings = [line.lstrip("#").strip() for line in target.read_text().splitlines()
+                        if line.startswith("#")]
+            if not any(h.startswith(heading) or heading in h for h in headings):
+                missing.append(f"{page.name}: {name}, \"{heading}\"")
+    assert not missing, missing

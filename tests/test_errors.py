@@ -5,6 +5,9 @@ import pytest
 
 import fastbp
 
+# the C backend's tests, which `make test-asan` runs under the sanitizers
+pytestmark = pytest.mark.asan
+
 S = np.zeros((4, 3))
 y = np.array([0, 1, 2, 1])
 Z = np.zeros((4, 3))
@@ -23,6 +26,16 @@ BAD = [
     ("S-int", lambda be: H(np.zeros((4, 3), int), y, backend=be), TypeError, r"S .*int64"),
     ("S-ragged", lambda be: H([[1.0, 2.0], [1.0]], [0, 1], backend=be), ValueError, r"^S "),
     ("y-shape", lambda be: H(S, y[:3], backend=be), ValueError, r"target must have shape \(4,\)"),
+    # a batch mismatch names the batch's rows (X's), not W's; float labels are not probabilities
+    ("y-batch-linear", lambda be: fastbp.linear_head(X, W, b, y[:3], backend=be), ValueError,
+     r"target must have shape \(4,\) \(one label per row of X, in \[0, 3\)\), got \(3,\)"),
+    ("y-batch-mlp", lambda be: fastbp.mlp_loss_grad(X, [(W, b)], y[:3], backend=be), ValueError,
+     r"one label per row of X"),
+    ("y-float-labels", lambda be: fastbp.linear_head(X, W, b, y.astype(float), backend=be),
+     TypeError, r"target must hold integer class labels \(or \(4, 3\) class probabilities\), "
+     r"got dtype float64 of shape \(4,\); convert labels with target.astype\(int\)"),
+    ("y-float-labels-head", lambda be: H(S, y.astype(np.float32), backend=be), TypeError,
+     r"target must hold integer class labels"),
     ("y-float", lambda be: fastbp.multiclass_hinge(S, y.astype(float), backend=be), TypeError,
      r"y must hold integer"),
     ("y-bool", lambda be: fastbp.nll(P, y > 0, backend=be), TypeError, r"y must hold integer"),

@@ -8,6 +8,9 @@ from fastbp._checks import REDUCTIONS
 from cases import (BACKENDS, assert_close, case_id, cast_floats, head_cases, make_head_inputs,
                    rotated, rotated_ids)
 
+# the C backend's tests, which `make test-asan` runs under the sanitizers
+pytestmark = pytest.mark.asan
+
 CASES = head_cases()
 _FD = rotated(CASES, BACKENDS, list(REDUCTIONS))
 _REDUCE = rotated(CASES, BACKENDS, ["float64", "float32"])

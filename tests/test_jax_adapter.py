@@ -6,6 +6,9 @@ import pytest
 import fastbp
 from cases import head_cases, make_head_inputs, rotated, rotated_ids
 
+# the C backend's tests, which `make test-asan` runs under the sanitizers
+pytestmark = pytest.mark.asan
+
 jax = pytest.importorskip("jax")
 jax_core = pytest.importorskip("jax.extend.core")
 fbj = pytest.importorskip("fastbp.jax")

@@ -6,6 +6,9 @@ import pytest
 import fastbp
 from cases import assert_close, cast_floats
 
+# the C backend's tests, which `make test-asan` runs under the sanitizers
+pytestmark = pytest.mark.asan
+
 ACTS = fastbp.ACTIVATIONS
 
 

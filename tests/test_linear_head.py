@@ -10,6 +10,9 @@ import fastbp
 from cases import (BACKENDS, VARIANTS, assert_close, case_id, cast_floats, head_cases,
                    make_options, make_target, rotated, rotated_ids, variant)
 
+# the C backend's tests, which `make test-asan` runs under the sanitizers
+pytestmark = pytest.mark.asan
+
 CASES = head_cases()
 
 

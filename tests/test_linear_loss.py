@@ -10,12 +10,15 @@ from cases import VARIANTS, case_id, head_cases, rotated, rotated_ids, variant
 from fastbp import _checks, _dispatch
 from test_linear_head import make_linear
 
+# the C backend's tests, which `make test-asan` runs under the sanitizers
+pytestmark = pytest.mark.asan
+
 _CASES = rotated(head_cases(), VARIANTS, ["float64", "float32"])
 
 
 def _loss(backend, X, W, b, target, head, opts, reduction, chunk_rows=None):
-    X, W, b, target, head, checked, *_ = _checks.check_linear_head(
-        X, W, b, target, head, dict(opts, reduction="sum"), False, None, None)
+    X, W, b, target, head, checked = _checks.check_linear_head(
+        X, W, b, target, head, dict(opts, reduction="sum"), False, None, None)[:6]
     return _dispatch.backend_module(backend).linear_loss(X, W, b, target, head, checked,
                                                          reduction, chunk_rows)
 

@@ -5,6 +5,9 @@ import pytest
 import fastbp
 from cases import assert_close, make_target, target_kinds
 
+# the C backend's tests, which `make test-asan` runs under the sanitizers
+pytestmark = pytest.mark.asan
+
 
 def test_initialisation_is_he_or_xavier_and_seeded():
     relu = fastbp.MLP([400, 300, 10], activation="relu", seed=1)

@@ -8,7 +8,8 @@ import pytest
 import fastbp
 from cases import BACKENDS
 
-pytestmark = pytest.mark.skipif("c" not in BACKENDS, reason="the C backend is not under test")
+pytestmark = [pytest.mark.asan,
+              pytest.mark.skipif("c" not in BACKENDS, reason="the C backend is not under test")]
 
 # (rows of A, inner, other): 1, below and past a register tile / vector / tile of vectors
 SHAPES = [(1, 1, 1), (7, 5, 3), (6, 16, 24), (13, 17, 33), (64, 64, 130), (101, 40, 257),

@@ -14,6 +14,9 @@ import fastbp
 from fastbp.backends import tuning
 from cases import BACKENDS, VARIANTS, variant
 
+# the C backend's tests, which `make test-asan` runs under the sanitizers
+pytestmark = pytest.mark.asan
+
 COMPILED = [b for b in BACKENDS if b != "numpy"]
 needs_c = pytest.mark.skipif("c" not in COMPILED, reason="the C backend is not built")
 

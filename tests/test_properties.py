@@ -1,6 +1,7 @@
 """Hypothesis property tests: random shapes (B = 0 and 1, n = 1, d = 1 included), random values
 and scales, both dtypes, every backend against the reference, and invariants of the math."""
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -10,6 +11,9 @@ from cases import (BACKENDS, VARIANTS, assert_close, assert_linear_grads_close, 
                    column_blocks, head_cases, make_head_inputs, variant)
 from test_layers import alpha_for, make_net
 from test_linear_head import make_linear
+
+# the C backend's tests, which `make test-asan` runs under the sanitizers
+pytestmark = pytest.mark.asan
 
 CASES = head_cases()
 dims = st.integers(1, 9)

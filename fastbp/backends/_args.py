@@ -1,14 +1,13 @@
 """What the compiled backends (numba, c) share in front of their kernels: the head and
 activation codes, the head's arguments as one pack (the fields of csrc/fastbp.h's ``fbp_head``,
 from ``fastbp._registry``), and the loss of the (total, omega) sums a kernel returns."""
-from collections import namedtuple
 
 import numpy as np
 
-from .._checks import DEFAULT_OPTIONS
 from .tuning import tiny_window
-from .._registry import (ACTIVATION_SPECS, ARRAY_FIELDS, HEAD_DTYPE, OPTIMIZER_CODES,
-                         SCALAR_DEFAULTS, SCALAR_FIELDS, SPECS)
+from .._registry import (ACTIVATION_SPECS, ARRAY_FIELDS, DEFAULT_OPTIONS, HEAD_DTYPE,
+                         OPTIMIZER_CODES, SCALAR_DEFAULTS, SCALAR_FIELDS, SCALARS_AT, SPECS,
+                         HeadPack)
 
 # FBP_<cname> of csrc/fastbp.h's head enum, by C name; softmax_nll's probability rows have
 # their own code
@@ -23,10 +22,8 @@ SIGMOID, TANH, RELU, LEAKY, ELU, MAXOUT, IDENTITY = (
     for c in ("SIGMOID", "TANH", "RELU", "LEAKY", "ELU", "MAXOUT", "IDENTITY"))
 SGD, ADAM = OPTIMIZER_CODES["sgd"], OPTIMIZER_CODES["adam"]
 
-# One head's arguments, the fields of fbp_head in order: the code, the arrays (absent ones are
-# the caller's "empty"), then the scalar options.
-HeadPack = namedtuple("HeadPack", ("code",) + ARRAY_FIELDS + tuple(SCALAR_FIELDS))
-SCALARS_AT = 1 + len(ARRAY_FIELDS)      # the first scalar field: pack[SCALARS_AT:] are the scalars
+__all__ = ["CODES", "ACT_CODES", "HeadPack", "SCALARS_AT", "head_code", "head_pack",
+           "default_record", "reduced_loss", "fast_entry"]
 _SCALAR_TYPES = tuple(int if o.kind == "int" else float for o in SCALAR_FIELDS.values())
 
 

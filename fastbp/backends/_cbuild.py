@@ -19,6 +19,14 @@ SOURCES = ["runtime.c", "heads.c", "linear.c", "mlp.c", "xla_ffi.c"]
 HEADER = pathlib.Path(__file__).resolve().parents[2] / CSRC / "fastbp.h"
 
 extra = shlex.split(os.environ.get("FASTBP_CFLAGS", ""))
+# Every C file's flags (setup.py compiles csrc/fastcall.c with these too).
+# -fno-trapping-math / -fno-math-errno: FP exception flags and errno are never read; they let the
+# NaN-faithful selects and sqrt of the hot loops vectorize (results are unchanged).
+# -ffp-contract=fast: -std=c99 would otherwise forbid fusing a * b + c into one FMA, and the
+# fused rows of linear.c are FMA-bound (docs/performance.md); an FMA rounds once instead of
+# twice, so results move by an ulp's order, the same bits run to run.
+CFLAGS = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=fast", *extra]
+LDFLAGS = extra
 ffibuilder = FFI()
 ffibuilder.cdef(HEADER.read_text())
 ffibuilder.set_source(
@@ -26,14 +34,8 @@ ffibuilder.set_source(
     '#include "fastbp.h"',
     sources=[f"{CSRC}/{name}" for name in SOURCES],
     include_dirs=[CSRC],
-    # -fno-trapping-math / -fno-math-errno: FP exception flags and errno are never read; they
-    # let the NaN-faithful selects and sqrt of the hot loops vectorize (results are unchanged).
-    # -ffp-contract=fast: -std=c99 would otherwise forbid fusing a * b + c into one FMA, and the
-    # fused rows of linear.c are FMA-bound (docs/performance.md); an FMA rounds once instead of
-    # twice, so results move by an ulp's order, the same bits run to run.
-    extra_compile_args=["-O3", "-fopenmp", "-std=c99", "-fno-trapping-math", "-fno-math-errno",
-                        "-ffp-contract=fast", *extra],
-    extra_link_args=["-fopenmp", *extra],
+    extra_compile_args=[*CFLAGS, "-fopenmp", "-std=c99"],     # (OpenMP: the kernels' threads)
+    extra_link_args=["-fopenmp", *LDFLAGS],
     optional=True,
 )
 

@@ -2,7 +2,7 @@
 (``linear_act_forward``, ``linear_head``, ``linear_act_backward``)."""
 import numpy as np
 
-from .._checks import LayerCache
+from .interface import LayerCache
 
 
 def mlp_forward(kernels, X, params, activation, alpha):

@@ -17,15 +17,16 @@ import sys
 
 import numpy as np
 
-from .._checks import DEFAULT_OPTIONS
-from .._registry import ACTIVATION_SPECS, ARRAY_FIELDS, HEAD_DTYPE, OPTIMIZER_CODES, REDUCTIONS
+from .._registry import (ACTIVATION_SPECS, ARRAY_FIELDS, DEFAULT_OPTIONS, HEAD_DTYPE,
+                         OPTIMIZER_CODES, REDUCTIONS)
 from .._dispatch import get_num_threads
-from . import _blas, _compose
+from . import _blas, _compose, spin_policy
 from ._args import ACT_CODES, CODES, MAXOUT, fast_entry, head_pack, reduced_loss
 from . import tuning
 
 try:
-    from ._fastbp_c import ffi, lib
+    with spin_policy():         # libgomp loads with the extension
+        from ._fastbp_c import ffi, lib
 except ImportError as exc:          # built without a C compiler: only this backend is absent
     raise ImportError(
         "the C extension fastbp.backends._fastbp_c was not built (installing fastbp needs a C "

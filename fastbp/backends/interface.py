@@ -7,7 +7,24 @@ protocol. Inputs are already validated by ``fastbp._checks`` (C-contiguous, one 
 so a kernel only computes. Gradients are written into the given arrays; ``None`` means "not
 wanted".
 """
-from typing import Callable, Optional, Protocol, runtime_checkable
+from typing import Callable, NamedTuple, Optional, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class LayerCache(NamedTuple):
+    """What ``linear_act_backward`` needs from ``linear_act_forward`` (cs231n's ``cache``).
+
+    Only the post-activation ``A`` is kept (every f' of docs/math.md is cheap in ``a``), plus, for
+    maxout, the index of the winning piece per output.
+    """
+    X: np.ndarray
+    W: np.ndarray
+    b: Optional[np.ndarray]
+    activation: str
+    alpha: Optional[float]
+    A: np.ndarray
+    argmax: Optional[np.ndarray]
 
 
 @runtime_checkable

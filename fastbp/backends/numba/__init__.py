@@ -30,9 +30,9 @@ import sys
 import numba as nb
 import numpy as np
 
-from ..._checks import DEFAULT_OPTIONS
+from ..._registry import DEFAULT_OPTIONS, HeadPack
 from .. import _compose
-from .._args import ACT_CODES, HeadPack, fast_entry, head_pack, reduced_loss
+from .._args import ACT_CODES, fast_entry, head_pack, reduced_loss
 from .. import tuning
 from ..tuning import Numba as TUNING
 from .fastcall import _fused_cfuncs

@@ -5,7 +5,7 @@ row block. softmax_nll's column blocks are in columns.py."""
 import numba as nb
 import numpy as np
 
-from .._args import HeadPack
+from ..._registry import HeadPack
 from ..tuning import Numba as TUNING
 from .heads import _unowned_pack, head_block, head_rows, mean_scale
 from .rows import head_row, row_weight

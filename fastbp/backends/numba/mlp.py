@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 
-from .._args import ADAM, ELU, LEAKY, RELU, SCALARS_AT, SGD, SIGMOID, TANH, HeadPack
+from ..._registry import SCALARS_AT, HeadPack
+from .._args import ADAM, ELU, LEAKY, RELU, SGD, SIGMOID, TANH
 from .heads import _unowned_pack, head_rows
 from .rows import relu, sigmoid
 from .runtime import gemm

@@ -17,7 +17,7 @@ import numpy as np
 from numba import types as _nbtypes
 from numba.extending import intrinsic, overload
 
-from .. import _blas
+from .. import _blas, spin_policy
 from ._jit import OPTS, inline, jit
 
 # "threadsafe": OpenMP (or TBB), so calls from several Python threads at once are safe (the
@@ -25,6 +25,10 @@ from ._jit import OPTS, inline, jit
 # (NUMBA_THREADING_LAYER). Takes effect at the first parallel call.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     nb.config.THREADING_LAYER = "threadsafe"
+if not nb.config.DISABLE_JIT:
+    with spin_policy():         # the layer (libgomp for OpenMP) loads now, not at a first call
+        from numba.np.ufunc.parallel import _launch_threads
+        _launch_threads()
 
 
 _NO_LABELS = np.empty(0, np.intp)
