@@ -1,13 +1,14 @@
 # A new user's two entry points are `make demo` and `make test`: each creates .venv if missing
 # and installs what it needs into it, so either works first on a fresh clone with only Python
 # and a C compiler. The rest are the developers': lint, the sanitizers (test-asan, fuzz), the
-# timed suites (bench, bench-dask, bench-scaling, crossover) and clean.
+# timed suites (bench, bench-dask, bench-scaling, bench-percore, crossover) and clean.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: demo test lint test-asan asan-build fuzz bench bench-dask bench-scaling crossover clean
+.PHONY: demo test lint test-asan asan-build fuzz bench bench-dask bench-scaling bench-percore \
+	crossover clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +91,10 @@ BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 REPORT = $(BIN)/python benchmarks/report.py benchmarks/last-run.json benchmarks/last-compile.json \
 	benchmarks/last-adapters.json $$(ls benchmarks/last-dask.json 2>/dev/null) \
 	> benchmarks/RESULTS.md
+THREADS_REPORT = if [ -f benchmarks/last-run.json ]; then $(REPORT); else \
+	$(BIN)/python benchmarks/report.py --threads benchmarks/last-scaling.json \
+	benchmarks/RESULTS.md > benchmarks/RESULTS.md.new && mv benchmarks/RESULTS.md.new \
+	benchmarks/RESULTS.md; fi
 bench: $(VENV)/.installed-bench
 	$(BENCH_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider benchmarks --benchmark-enable \
 		--benchmark-json=benchmarks/last-run.json --benchmark-columns=median,iqr,rounds
@@ -109,7 +114,15 @@ bench-dask: $(VENV)/.installed-bench
 # thread count pinned to that many cores (benchmarks/scaling.py; the table goes to stdout).
 bench-scaling: $(VENV)/.installed-bench
 	$(BENCH_ENV) $(BIN)/python benchmarks/scaling.py --json benchmarks/last-scaling.json
-	test ! -f benchmarks/last-run.json || $(REPORT)
+	$(THREADS_REPORT)
+	$(BIN)/python benchmarks/quotes.py docs/performance.md
+
+# Threads 1 and all the cores only (minutes): the per-core efficiency table, same output.
+# Without the whole run's files here (benchmarks/last-run.json), RESULTS.md's Threads section
+# alone is rewritten (report.py --threads).
+bench-percore: $(VENV)/.installed-bench
+	$(BENCH_ENV) $(BIN)/python benchmarks/scaling.py --per-core --json benchmarks/last-scaling.json
+	$(THREADS_REPORT)
 	$(BIN)/python benchmarks/quotes.py docs/performance.md
 
 # The tables behind the compiled backends' fused-vs-BLAS thresholds (FUSED_MAX_N and friends).

@@ -192,16 +192,22 @@ def main():
                 "median_s": statistics.median(r["median_s"] for r in done),
                 "peak_growth_mb": statistics.median(r["peak_growth_mb"] for r in done)})
     if "--json" in sys.argv:
+        from scaling import provenance
         with open(sys.argv[sys.argv.index("--json") + 1], "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump({"provenance": provenance(), "rows": rows}, f, indent=1)
     print(table(rows))
 
 
 def table(rows):
     """Each way against the fastest way of its framework that is not fastbp's, for the same
-    work: a training step, or the loss alone ("loss only" ways)."""
-    out = ["| shape | way | step (median) | vs the fastest non-fastbp way of its framework "
-           "| peak RSS growth |", "|---|---|---|---|---|"]
+    work: a training step, or the loss alone ("loss only" ways). ``rows``: the --json file's
+    {"provenance", "rows"} (its date, commit and versions head the table), or its rows."""
+    out = []
+    if isinstance(rows, dict):
+        from scaling import provenance_line
+        out, rows = [provenance_line(rows["provenance"]), ""], rows["rows"]
+    out += ["| shape | way | step (median) | vs the fastest non-fastbp way of its framework "
+            "| peak RSS growth |", "|---|---|---|---|---|"]
 
     def kind(way):
         return ("jax" if "jax" in way else "torch", way.endswith("loss only"))

@@ -105,12 +105,13 @@ def peak_extra_rss(shape, head, backend, options=None, score_block_bytes=None):
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """Record what ran: the host, versions, threads and the BLAS libraries (for RESULTS.md)."""
     import threadpoolctl
-    from scaling import host
+    from scaling import host, provenance
 
     import fastbp
     info = fastbp.info()
     output_json["fastbp"] = {
         "host": host(),
+        "provenance": provenance(),
         "versions": {"fastbp": info["fastbp"], **info["versions"]},
         "threads": info["threads"],
         "backends": info["backends"],

@@ -151,6 +151,7 @@ def own(backend):
     print(f"{'dtype':>7} {'B':>5} {'d':>5} {'n':>6} {'n d':>9} "
           + " ".join(f"{m:>8}" for m in modes) + "  best    picks")
     saved = T.OWN_SCORES_MIN_WEIGHTS, T.OWN_BACKWARD_MIN_WEIGHTS
+    isas, T.OWN_ISAS = T.OWN_ISAS, tuning.ISAS          # measure the own products on any ISA
     for dtype in ("float32", "float64"):
         for B, d, n in ((256, 256, 300), (1024, 256, 1000), (1024, 512, 1000),
                         (256, 1024, 4000), (1024, 512, 4000), (1024, 256, 16000),
@@ -166,13 +167,16 @@ def own(backend):
                     row[mode] = 1e3 * median_time(
                         lambda: fastbp.linear_head(X, W, b, y, out=out, backend=be), 5)
             T.OWN_SCORES_MIN_WEIGHTS, T.OWN_BACKWARD_MIN_WEIGHTS = saved
+            T.OWN_ISAS = isas                      # what the plan picks on this host
             picks = tuning.own_products(T, np.dtype(dtype), n, d)
+            T.OWN_ISAS = tuning.ISAS
             picks = "all" if picks == 3 else "scores" if picks else "blas"
             if tuning.score_blocks("softmax_nll", B, n, X.itemsize, None, {})[1] < n:
                 picks = "columns"            # (column blocks: no own products, rows alike)
             print(f"{dtype:>7} {B:>5} {d:>5} {n:>6} {n * d:>9} "
                   + " ".join(f"{t:>8.1f}" for t in row.values())
                   + f"  {min(row, key=row.get):<7} {picks}")
+    T.OWN_ISAS = isas
 
 
 if __name__ == "__main__":

@@ -166,7 +166,11 @@ def run(rows, skip_admm):
 
 def table(run):
     res = run["results"]
-    lines = [f"{run['rows']:,} x {D} float64, {K} classes, chunks of {CHUNK:,} rows, on a "
+    lines = []
+    if "provenance" in run:
+        from scaling import provenance_line
+        lines = [provenance_line(run["provenance"]), ""]
+    lines += [f"{run['rows']:,} x {D} float64, {K} classes, chunks of {CHUNK:,} rows, on a "
              f"LocalCluster of 1 or 2 worker processes (`python benchmarks/dask_scaling.py`).",
              "", "| gradient pass | workers | fastbp.dask | dask.array operations | ratio |",
              "|---|---|---|---|---|"]
@@ -198,6 +202,8 @@ def main():
                     help="leave out dask-ml's default solver (minutes at the full size)")
     args = ap.parse_args()
     out = run(args.rows, args.skip_admm)
+    from scaling import provenance
+    out["provenance"] = provenance()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -369,7 +369,38 @@ def in_a_loop(gs):
     return lines
 
 
+THREADS_HEADING = "## Threads: 1, 2, 4 ... up to the cores"
+
+
+def threads_section(path):
+    """RESULTS.md's Threads section from a scaling.py JSON file (its host line, date, commit
+    and versions come with its table)."""
+    return [THREADS_HEADING, "",
+            "`make bench-scaling` (`benchmarks/scaling.py`: each thread count in a process pinned "
+            "to that many cores; every row checked against the NumPy reference first; its "
+            "docstring says what each cell is; `make bench-percore`: 1 thread and all of "
+            "them):", "", json.load(open(path))["table"]]
+
+
+def splice_threads(results, path):
+    """``results`` (RESULTS.md's lines) with its Threads section replaced by ``path``'s (a
+    scaling run on a host where the whole `make bench` was not rerun), placed before "All
+    groups" if it had none."""
+    section = "\n".join(threads_section(path)).split("\n")
+    heads = [i for i, line in enumerate(results) if line.startswith("## ")]
+    if THREADS_HEADING in results:
+        i = results.index(THREADS_HEADING)
+        j = next((h for h in heads if h > i), len(results))
+    else:
+        i = j = results.index("## All groups")
+    return results[:i] + section + [""] + results[j:]
+
+
 def main():
+    if sys.argv[1] == "--threads":          # report.py --threads last-scaling.json RESULTS.md
+        results = open(sys.argv[3]).read().splitlines()
+        print("\n".join(splice_threads(results, sys.argv[2])))
+        return
     run = json.load(open(sys.argv[1]))
     compile_times = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else None
     info = run["machine_info"]
@@ -398,7 +429,9 @@ def main():
            if run["fastbp"].get("c_blas") else "")
         + ("; tiny linear_head calls through csrc/fastcall.c"
            if run["fastbp"].get("fastcall") else ""),
-        f"- run at {run['datetime']}",
+        f"- run at {run['datetime']}" + (
+            f"; {scaling.provenance_line(run['fastbp']['provenance'])}"
+            if "provenance" in run["fastbp"] else ""),
         "",
         "## Targets",
         "",
@@ -472,11 +505,7 @@ def main():
                   "each row is):", "", dask_scaling.table(json.load(open(sys.argv[4])))]
     threads = os.path.join(os.path.dirname(sys.argv[1]), "last-scaling.json")
     if os.path.exists(threads):
-        lines += ["", "## Threads: 1, 2, 4 ... up to the cores", "",
-                  "`make bench-scaling` (`benchmarks/scaling.py`: each thread count in a "
-                  "process pinned to that many cores; every row checked against the NumPy "
-                  "reference first; its docstring says what each cell is):", "",
-                  json.load(open(threads))["table"]]
+        lines += ["", *threads_section(threads)]
     lines += ["", "## All groups", ""]
     for group in sorted(g for g in gs if not g.startswith("products ")):   # (table above)
         lines += [table(group, gs[group]), ""]

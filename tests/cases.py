@@ -253,10 +253,12 @@ _PATH_SETTINGS = {
     # the chunked path on fastbp's own products at every shape: all three (the C backend's
     # only), or the scores alone (the backward by BLAS)
     "own": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0, "FUSED_FEW_N": 0,
-            "OWN_SCORES_MIN_WEIGHTS": 0, "OWN_BACKWARD_MIN_WEIGHTS": 0, "OWN_ROW_ALIGN": 1},
+            "OWN_SCORES_MIN_WEIGHTS": 0, "OWN_BACKWARD_MIN_WEIGHTS": 0, "OWN_ROW_ALIGN": 1,
+            "OWN_ISAS": tuning.ISAS},                  # (correct on every ISA, fast on some)
     "ownscores": {"FUSED_MAX_N": 0, "FUSED_ANY_N_WEIGHTS": 0, "FUSED_FEW_N": 0,
                   "OWN_SCORES_MIN_WEIGHTS": 0, "OWN_BACKWARD_MIN_WEIGHTS": 1 << 62,
-                  "OWN_ROW_ALIGN": 1, "ONE_BLOCK": False},   # (Numba's one block: BLAS's)
+                  "OWN_ROW_ALIGN": 1, "ONE_BLOCK": False,    # (Numba's one block: BLAS's)
+                  "OWN_ISAS": tuning.ISAS},
 }
 _ONLY = [b for b in os.environ.get("FASTBP_TEST_BACKENDS", "").split(",") if b]
 BACKENDS = [b for b in fastbp.available_backends() if not _ONLY or b in _ONLY]

@@ -111,6 +111,7 @@ def test_c_scratch_is_counted_exactly():
             # on fastbp's own products: X_c^T too, its rows whole vectors of 64 bytes
             mp.setattr(c_kernels.TUNING, "OWN_SCORES_MIN_WEIGHTS", 0)
             mp.setattr(c_kernels.TUNING, "OWN_ROW_ALIGN", 1)
+            mp.setattr(c_kernels.TUNING, "OWN_ISAS", c_kernels.tuning.ISAS)
             fastbp.linear_head(*args, y, chunk_rows=chunk, backend="c")
             xt = d * -(-chunk * item // 64) * 64
             assert c_kernels.scratch_bytes() == chunk * n * item + 2 * n * 8 + B * 8 + xt

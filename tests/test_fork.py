@@ -41,6 +41,7 @@ def work(_=None):
         out[name] = fastbp.linear_head(X, W, b, y)
     # the fused rows on all threads, whatever the thresholds pick at this shape
     T = fastbp._dispatch.backend_module(backend).TUNING
+    from fastbp.backends.tuning import ISAS
     saved = dict(FUSED_ANY_N_WEIGHTS=T.FUSED_ANY_N_WEIGHTS, FUSED_MAX_N=T.FUSED_MAX_N,
                  PARALLEL_MIN_WORK=T.PARALLEL_MIN_WORK)
     forced = dict(FUSED_ANY_N_WEIGHTS=0, FUSED_MAX_N=64, PARALLEL_MIN_WORK=0)
@@ -55,9 +56,10 @@ def work(_=None):
     for k, v in saved.items():
         setattr(T, k, v)
     # the chunked path's team on own products, all three (C) or the scores (Numba)
-    saved = {k: getattr(T, k) for k in ("OWN_SCORES_MIN_WEIGHTS", "OWN_BACKWARD_MIN_WEIGHTS")}
+    saved = {k: getattr(T, k) for k in ("OWN_SCORES_MIN_WEIGHTS", "OWN_BACKWARD_MIN_WEIGHTS",
+                                        "OWN_ISAS")}
     for k in saved:
-        setattr(T, k, 0)
+        setattr(T, k, ISAS if k == "OWN_ISAS" else 0)
     X, W = rng.standard_normal((256, 64)), rng.standard_normal((600, 64))
     y = rng.integers(0, 600, 256)
     out["own"] = (fastbp.linear_head(X, W, None, y, chunk_rows=64),

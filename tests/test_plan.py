@@ -119,3 +119,14 @@ def test_one_def_plan_in_the_package():
     defs = [p.relative_to(root).as_posix() for p in root.rglob("*.py")
             if "\ndef plan(" in p.read_text()]
     assert defs == ["backends/tuning.py"]
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_own_products_only_on_the_isas_their_tile_suits(backend, monkeypatch):
+    """At V (n d = 2^24 weights) the chunked path's scores run on fastbp's own products on
+    AVX-512; on AVX2 (whose 16 registers the tile spills: 0.05x OpenBLAS, docs/performance.md)
+    and the baseline, BLAS's."""
+    for isa, want in (("avx512f", tuning.OWN_SCORES), ("avx2", 0), ("default", 0)):
+        monkeypatch.setattr(tuning, "host_isa", lambda isa=isa: isa)
+        p = tuning.plan(backend, 1024, 512, 32000, np.float32, threads=2)
+        assert (p.path, p.tile, p.own & tuning.OWN_SCORES) == ("chunked", isa, want)

@@ -60,6 +60,7 @@ def test_linear_head_bits_per_thread_count(backend, path, dtype, threads, monkey
         monkeypatch.setattr(T, f"OWN_{bit}_MIN_WEIGHTS", 0 if "own" in name else 1 << 62,
                             raising=False)
     monkeypatch.setattr(T, "OWN_ROW_ALIGN", 1, raising=False)
+    monkeypatch.setattr(T, "OWN_ISAS", tuning.ISAS)        # own products on any ISA
     monkeypatch.setattr(T, "FUSED_MIN_WORK", 0)
     monkeypatch.setattr(T, "FUSED_MIN_WORK_F32", 0)
     monkeypatch.setattr(T, "PARALLEL_MIN_WORK", 0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastbp.backends.numba as nk
-from fastbp.backends.numba import _jit, linear, rows
+from fastbp.backends.numba import _jit, linear, products, rows
 
 
 def _cpu_flags():
@@ -76,7 +76,7 @@ def test_the_own_scores_tile_is_vector_code_in_its_dtype(dtype, kind):
     rng = np.random.default_rng(0)
     X, W = rng.standard_normal((8, 300)).astype(dtype), rng.standard_normal((9, 300)).astype(dtype)
     S = np.empty((8, 9), dtype)
-    asm = _asm(linear.own_scores, S, X, W, 0, 9)
+    asm = _asm(products.own_scores, S, X, W, 0, 9)
     assert len(_packed_fmas(asm, kind)) >= 16
     assert "gather" not in asm
 

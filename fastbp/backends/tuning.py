@@ -34,6 +34,9 @@ class C:
     OWN_ROW_ALIGN = 64            # and W's rows whole 64-byte lines (d = 500 float32: every
     #                               vector load of a row would be split over two)
     OWN_KERNELS = 3               # own products it has: OWN_SCORES | OWN_BACKWARD
+    OWN_ISAS = ("avx512f",)       # ISAs its own products' tile runs well on: it holds 24
+    #                               64-byte accumulators, AVX-512's registers; AVX2 has 16 of half
+    #                               the width, the tile spills (0.05x OpenBLAS on a Zen 3)
     OWN_WHOLE_TILES = True        # own scores' blocks in whole register tiles (own_chunk_rows)
     FUSED_MIN_ROWS = 0            # (no row floor on the parallel fused rows)
     ONE_BLOCK = False             # (one thread, one block: the chunked path's team of one)
@@ -55,14 +58,15 @@ class Numba:
     BLOCKS_PER_THREAD = 1         # the fused rows' blocks per thread (of 8 rows or more), handed
     #                               out as threads free up; C's 4 cost 1.3x at C float32 here
     #                               (each block copies W: docs/performance.md, "In a loop")
-    OWN_SCORES_MIN_WEIGHTS = 1 << 23  # the chunked path's scores by own_scores (numba/linear.py:
+    OWN_SCORES_MIN_WEIGHTS = 1 << 23  # the chunked path's scores by own_scores (numba/products.py:
     #                                   its dot tile beats BLAS's packing from there)
     OWN_BACKWARD_MIN_WEIGHTS = 1 << 62  # (no own backward kernels in Numba: never)
     OWN_ROW_ALIGN = 64                  # as C's
     OWN_KERNELS = 1                     # own_scores only (OWN_SCORES)
+    OWN_ISAS = ("avx512f",)             # its 4 x 4 dot tile: ~0.6x OpenBLAS a core on AVX2 (Zen 3)
     OWN_WHOLE_TILES = False             # its tile is 4 rows of any length: the budget's rows
     ONE_BLOCK = True                    # one thread, the batch one block: one compiled call
-    LOSS_BY_ROWS = False                # loss_team splits classes only
+    LOSS_BY_ROWS = False                # loss_step splits classes only
     FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0     # no few-classes window: its BLAS
     #                                                           path wins there
 
@@ -90,10 +94,10 @@ HEADS_PARALLEL_MIN = 1 << 16         # heads on scores: B n below this, one thre
 #                                      join costs more; FBP_HEADS_PARALLEL_MIN)
 
 
-def own_products(tuning, dtype, n, d):
+def own_products(tuning, dtype, n, d, isa=None):
     """The FBP_OWN_* bits of the chunked path's products that run on fastbp's own kernels
-    (csrc/products.h) rather than BLAS."""
-    if d * dtype.itemsize % tuning.OWN_ROW_ALIGN:
+    (csrc/products.h) rather than BLAS: none on an ISA their tile does not suit."""
+    if (isa or host_isa()) not in tuning.OWN_ISAS or d * dtype.itemsize % tuning.OWN_ROW_ALIGN:
         return 0
     return ((OWN_SCORES if n * d >= tuning.OWN_SCORES_MIN_WEIGHTS else 0)
             | (OWN_BACKWARD if n * d >= tuning.OWN_BACKWARD_MIN_WEIGHTS else 0))
@@ -191,7 +195,7 @@ def plan(backend, B, d, n, dtype, head="softmax_nll", options=None, chunk_rows=N
     if T.ONE_BLOCK and not loss and B and chunk >= B and (threads == 1
                                                           or work < CHUNKED_MIN_WORK):
         return Plan("one_block", chunk=B, cols=n, tile=tile)
-    own = own_products(T, dtype, n, d) & (OWN_SCORES if loss else T.OWN_KERNELS)
+    own = own_products(T, dtype, n, d, tile) & (OWN_SCORES if loss else T.OWN_KERNELS)
     if own & OWN_SCORES and not chunk_rows and T.OWN_WHOLE_TILES:
         chunk = own_chunk_rows(chunk, dtype.itemsize)
     chunk = min(chunk, max(B, 1))

@@ -1,7 +1,7 @@
 """softmax_nll's column blocks (csrc/linear.c's linear_columns): a panel of rows in blocks of
 columns, two passes -- first each row's running maximum, exp-sum and weight sum, then the
 gradient with the scores recomputed -- for a vocabulary too large for whole rows of scores.
-The driver, which calls BLAS between these, is ``_linear_columns`` in __init__.py."""
+The driver, which calls BLAS between these, is ``linear.linear_columns``."""
 import math
 
 import numpy as np

@@ -3,10 +3,10 @@ fixed row blocks whose sums are combined in block order (the same bits run to ru
 import numba as nb
 import numpy as np
 
-from .._args import SCALARS_AT, HeadPack
+from ..._registry import SCALARS_AT, HeadPack
 from .rows import BHINGE, head_row, relu, row_weight, step
-from .runtime import _unowned
-from ._jit import jit, pjit
+from .runtime import Twins, _unowned
+from ._jit import jit
 
 @jit
 def omega_total(h, B):
@@ -87,10 +87,10 @@ def rows_entry(S, mean, scale, b, db, dS, loss_rows, *head):
     return head_rows(HeadPack(*head), S, mean, scale, b, db, dS, loss_rows)
 
 
-@pjit
-def heads_parallel(S, mean, nblocks, dS, loss_rows, *head):
+def heads_blocks(S, mean, nblocks, dS, loss_rows, *head):
     """head_rows over nblocks fixed row blocks (one per thread), sums combined in block order:
-    the same bits for the same nblocks, however the threads are scheduled (csrc/heads.c)."""
+    the same bits for the same nblocks, however the threads are scheduled, and in order (a
+    forked child: the serial twin) (csrc/heads.c)."""
     h = HeadPack(*head)
     B = S.shape[0]
     scale = mean_scale(h, B) if mean else 1.0
@@ -102,18 +102,7 @@ def heads_parallel(S, mean, nblocks, dS, loss_rows, *head):
     return _sum_parts(parts)
 
 
-@jit
-def heads_blocks(S, mean, nblocks, dS, loss_rows, *head):
-    """heads_parallel's blocks one after the other (the same bits), in a forked child."""
-    h = HeadPack(*head)
-    B = S.shape[0]
-    scale = mean_scale(h, B) if mean else 1.0
-    parts = np.zeros((nblocks, 2))
-    for t in range(nblocks):
-        parts[t, 0], parts[t, 1] = head_block(h, S, scale, np.empty(0, S.dtype), np.empty(0),
-                                              dS, loss_rows, t * B // nblocks,
-                                              (t + 1) * B // nblocks)
-    return _sum_parts(parts)
+heads_blocks = Twins(heads_blocks)
 
 
 @jit

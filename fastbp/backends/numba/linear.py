@@ -1,6 +1,10 @@
-"""linear + head (csrc/linear.c): the fused rows (scores, head, dW, db, dX in one pass over four
-rows at a time), the whole batch as one block of BLAS products, and the filtered backward of a
-row block. softmax_nll's column blocks are in columns.py."""
+"""linear + head and linear + activation (csrc/linear.c): the fused rows (scores, head, dW, db,
+dX in one pass over four rows at a time), the whole batch as one block of BLAS products, the
+chunked path's team steps and the filtered backward of a row block (compiled), and linear.c's
+drivers between them (Python: chunked_rows, linear_columns, linear_loss, the layers).
+softmax_nll's column block rows are in columns.py, the own products in products.py."""
+
+import contextlib
 
 import numba as nb
 import numpy as np
@@ -9,8 +13,12 @@ from ..._registry import HeadPack
 from ..tuning import Numba as TUNING
 from .heads import _unowned_pack, head_block, head_rows, mean_scale
 from .rows import head_row, row_weight
-from .runtime import _NO_FLOATS, _carve, _keep, gemm
-from ._jit import jit, pjit
+from .products import scores
+from .._args import ACT_CODES
+from .columns import softmax_cols_block, softmax_cols_loss
+from .mlp import activation_backward, bias_activate, bias_maxout, maxout_backward
+from .runtime import _NO_FLOATS, Twins, _carve, _keep, blas_one_thread, gemm
+from ._jit import jit
 
 FUSED_KT_F32, FUSED_KT_F64 = 512, 128    # k tile of the fused rows: the tile's rows stay in L1
 
@@ -249,36 +257,20 @@ def _zero_block(pdW, pdb):
             pdW[j, k] = 0
 
 
-@jit
-def _fused_combine(pdW, pdb, parts, dW, db):
-    """The blocks' partials summed in block order into dW and db: returns (loss, omega)."""
-    for t in range(1, parts.shape[0]):
-        pdW[0] += pdW[t]
-        pdb[0] += pdb[t]
-        parts[0] += parts[t]
-    for j in range(dW.shape[0]):
-        for k in range(dW.shape[1]):
-            dW[j, k] = pdW[0, j, k]
-        if db.size:
-            db[j] = pdb[0, j]
-    return parts[0, 0], parts[0, 1]
-
-
 COMBINE_K = 1024       # dW's elements per task of the parallel combine (a row's k chunk)
 
 
-@pjit
 def linear_fused(X, W, b, mean, nblocks, dW, db, dX, *head):
     """The fused path over nblocks fixed row blocks, taken by the threads as they free up
     (C's schedule(dynamic, 1): a thread that loses its core to another pool's spinning threads
     holds up one block, not 1 / threads of the call), then dW's partials combined in parallel
-    over (class, k chunk) tasks, each element summed in block order: the bits of
-    _fused_combine, the same for the same nblocks however the threads are scheduled."""
+    over (class, k chunk) tasks, each element summed in block order: the same bits for the
+    same nblocks however the threads are scheduled, and in order (a forked child)."""
     h = HeadPack(*head)
     B = X.shape[0]
     n, d = W.shape
     scale, pdW, pdb, parts = _fused_scratch(h, X, W, mean, nblocks)
-    for t in nb.prange(nblocks):        # (chunk size 1: the caller's, fused_in_blocks)
+    for t in nb.prange(nblocks):        # (chunk size 1: the caller's, numba/__init__'s _dynamic)
         _zero_block(pdW[t], pdb[t])
         parts[t, 0], parts[t, 1] = linear_rows(
             h, X, W, b, scale, t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
@@ -299,19 +291,7 @@ def linear_fused(X, W, b, mean, nblocks, dW, db, dX, *head):
     return parts[0, 0], parts[0, 1]
 
 
-@jit
-def linear_fused_blocks(X, W, b, mean, nblocks, dW, db, dX, *head):
-    """linear_fused's blocks one after the other on the calling thread (the same bits), for a
-    process forked after Numba's threads ran: Numba's OpenMP layer aborts a forked child's
-    parallel region (libgomp would wait for a pool the child does not have)."""
-    h = HeadPack(*head)
-    B = X.shape[0]
-    scale, pdW, pdb, parts = _fused_scratch(h, X, W, mean, nblocks)
-    for t in range(nblocks):
-        _zero_block(pdW[t], pdb[t])
-        parts[t, 0], parts[t, 1] = linear_rows(
-            h, X, W, b, scale, t * B // nblocks, (t + 1) * B // nblocks, pdW[t], pdb[t], dX)
-    return _fused_combine(pdW, pdb, parts, dW, db)
+linear_fused = Twins(linear_fused)
 
 
 @jit
@@ -345,67 +325,16 @@ def linear_one_block(X, W, b, mean, dW, db, dX, *head):
     return total, osum
 
 
-@jit
-def own_scores(S, Xc, W, c0, c1):
-    """S[:, c0:c1] = Xc W[c0:c1]^T, fastbp's own product (csrc/products.h's scores): dot tiles
-    of 4 rows by 4 classes along k, whose 16 sums LLVM vectorizes into vector accumulators
-    (config.FASTMATH's reassociation), each load feeding 4 multiply-adds, W's rows read where
-    they lie (BLAS packs all of W again per block of rows). A tile past the rows or classes
-    repeats the last one; the stores, last one first, leave each element its own sum."""
-    rows, d = Xc.shape
-    ud = np.uint64(d)
-    zero = W.dtype.type(0)
-    for j0 in range(c0, c1, 4):          # 4 rows of W stay in L1 over the block's rows
-        q0, q1, q2, q3 = j0, min(j0 + 1, c1 - 1), min(j0 + 2, c1 - 1), min(j0 + 3, c1 - 1)
-        for i0 in range(0, rows, 4):
-            r0, r1 = i0, min(i0 + 1, rows - 1)
-            r2, r3 = min(i0 + 2, rows - 1), min(i0 + 3, rows - 1)
-            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
-            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
-            for k in range(ud):
-                x0, x1, x2, x3 = Xc[r0, k], Xc[r1, k], Xc[r2, k], Xc[r3, k]
-                w0, w1, w2, w3 = W[q0, k], W[q1, k], W[q2, k], W[q3, k]
-                a00 += x0 * w0
-                a01 += x0 * w1
-                a02 += x0 * w2
-                a03 += x0 * w3
-                a10 += x1 * w0
-                a11 += x1 * w1
-                a12 += x1 * w2
-                a13 += x1 * w3
-                a20 += x2 * w0
-                a21 += x2 * w1
-                a22 += x2 * w2
-                a23 += x2 * w3
-                a30 += x3 * w0
-                a31 += x3 * w1
-                a32 += x3 * w2
-                a33 += x3 * w3
-            S[r3, q3], S[r3, q2], S[r3, q1], S[r3, q0] = a33, a32, a31, a30
-            S[r2, q3], S[r2, q2], S[r2, q1], S[r2, q0] = a23, a22, a21, a20
-            S[r1, q3], S[r1, q2], S[r1, q1], S[r1, q0] = a13, a12, a11, a10
-            S[r0, q3], S[r0, q2], S[r0, q1], S[r0, q0] = a03, a02, a01, a00
-
-
-@jit
-def scores(S, Xc, W, c0, c1, own):
-    """S[:, c0:c1] = Xc W[c0:c1]^T: own_scores (own), else BLAS."""
-    if own:
-        own_scores(S, Xc, W, c0, c1)
-    else:
-        gemm(S[:, c0:c1], Xc, W[c0:c1], False, True)
-
-
 # linear_chunked's row blocks on a team of T = P.shape[0] threads (csrc/linear.c's
-# chunked_team), thread t owning the classes c_t = [t n / T, (t + 1) n / T), BLAS held to one
+# classes_step), thread t owning the classes c_t = [t n / T, (t + 1) n / T), BLAS held to one
 # thread by the caller when T > 1. Per block of rows X_c:
 #   1. S[:, c_t] = X_c W[c_t]^T (own_scores with own, else BLAS)
 #   2. bias + head on whole rows, the rows split over the team (lrow: each row's loss)
 #   3. db64[c_t] += S[:, c_t]'s column sums in row order; dW[c_t] (+)= S[:, c_t]^T X_c and
 #      P[t] = S[:, c_t] W[c_t], with filter_eps (thr > 0) on the slice's active classes only
 #   4. dX_c = the P[t] summed pairwise over t, the columns split over the team (T > 1).
-# chunk_team runs each step on Numba's threads; chunk_team_blocks the same steps one thread
-# after the other (T = 1, or a forked child). Both return the block's (loss, omega) in row order.
+# classes_step runs each step on Numba's threads, or one thread after the other (its serial twin:
+# T = 1, or a forked child), and returns the block's (loss, omega) in row order.
 
 @jit
 def _team_products(t, T, S, Xc, W, first, dW, db64, P, thr, Wg, Tg, idx, head):
@@ -441,9 +370,8 @@ def _team_dx(t, T, P, rows, dXc):
             dXc[r, k] = P[0, r, k]
 
 
-@pjit
-def chunk_team(S, Xc, W, b, scale, first, own, dW, db64, dXc, P, lrow, thr, Wg, Tg, idx,
-               *head):
+def classes_step(S, Xc, W, b, scale, first, own, dW, db64, dXc, P, lrow, thr, Wg, Tg, idx,
+                 *head):
     h = HeadPack(*head)
     T, (rows, n) = P.shape[0], S.shape
     for t in nb.prange(T):
@@ -458,27 +386,14 @@ def chunk_team(S, Xc, W, b, scale, first, own, dW, db64, dXc, P, lrow, thr, Wg, 
     return row_sums(lrow, rows, *head)
 
 
-@jit
-def chunk_team_blocks(S, Xc, W, b, scale, first, own, dW, db64, dXc, P, lrow, thr, Wg, Tg,
-                      idx, *head):
-    h = HeadPack(*head)
-    T, (rows, n) = P.shape[0], S.shape
-    for t in range(T):
-        scores(S, Xc, W, t * n // T, (t + 1) * n // T, own)
-    head_block(h, S, scale, b, np.empty(0), S, lrow, 0, rows)
-    for t in range(T):
-        _team_products(t, T, S, Xc, W, first, dW, db64, P, thr, Wg, Tg, idx, head)
-    if dXc.size and T > 1:
-        for t in range(T):
-            _team_dx(t, T, P, rows, dXc)
-    return row_sums(lrow, rows, *head)
+classes_step = Twins(classes_step)
 
 
-# The team by rows (fewer than 2 CHUNKED_MIN_CLASSES classes: csrc/linear.c's rows_team):
+# The team by rows (plan()'s by_rows: csrc/linear.c's rows_step):
 # thread t owns rows [t r / T, (t + 1) r / T) of each block of r rows: S_t = X_t W^T, the head,
 # dX_t = G_t W, and its own partials Pw[t] (+)= G_t^T X_t and Pb[t] += G_t's column sums;
-# after the last block rows_combine sums the partials pairwise over t into dW and db. The
-# *_blocks twins run the same tasks one after the other (a forked child: no parallel region).
+# after the last block rows_combine sums the partials pairwise over t into dW and db. Their
+# serial twins run the same tasks one after the other (a forked child: no parallel region).
 
 @jit
 def _rows_share(t, T, S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, head):
@@ -497,21 +412,14 @@ def _rows_share(t, T, S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, head):
         gemm(dXc[r0:r1], S[r0:r1], W)
 
 
-@pjit
-def rows_team(S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, *head):
+def rows_step(S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, *head):
     T = Pw.shape[0]
     for t in nb.prange(T):
         _rows_share(t, T, S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, head)
     return row_sums(lrow, S.shape[0], *head)
 
 
-@jit
-def rows_team_blocks(S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, *head):
-    """rows_team's shares one after the other (the same bits), in a forked child."""
-    T = Pw.shape[0]
-    for t in range(T):
-        _rows_share(t, T, S, Xc, W, b, scale, first, own, Pw, Pb, dXc, lrow, head)
-    return row_sums(lrow, S.shape[0], *head)
+rows_step = Twins(rows_step)
 
 
 @jit
@@ -536,22 +444,16 @@ def _combine_task(task, Pw, Pb, dW, db64):
         db64[j] = Pb[0, j]
 
 
-@pjit
 def rows_combine(Pw, Pb, dW, db64):
     T, n, d = Pw.shape
     for task in nb.prange(n * ((d + COMBINE_K - 1) // COMBINE_K)):
         _combine_task(task, Pw, Pb, dW, db64)
 
 
-@jit
-def rows_combine_blocks(Pw, Pb, dW, db64):
-    T, n, d = Pw.shape
-    for task in range(n * ((d + COMBINE_K - 1) // COMBINE_K)):
-        _combine_task(task, Pw, Pb, dW, db64)
+rows_combine = Twins(rows_combine)
 
 
-@pjit
-def loss_team(S, Xc, W, b, own, T, lrow, *head):
+def loss_step(S, Xc, W, b, own, T, lrow, *head):
     """linear_loss's block of rows on T threads: S = X_c W^T (thread t: its share of the
     classes), then the head on whole rows (its share of the rows; lrow: their losses, the
     gradient written over S unused). Returns the block's (loss, omega) in row order."""
@@ -564,13 +466,7 @@ def loss_team(S, Xc, W, b, own, T, lrow, *head):
     return row_sums(lrow, rows, *head)
 
 
-@jit
-def loss_block(S, Xc, W, b, own, lrow, *head):
-    """loss_team on one thread (a forked child: no parallel region)."""
-    h = HeadPack(*head)
-    scores(S, Xc, W, 0, S.shape[1], own)
-    head_block(h, S, 1.0, b, np.empty(0), S, lrow, 0, S.shape[0])
-    return row_sums(lrow, S.shape[0], *head)
+loss_step = Twins(loss_step)
 
 
 @jit
@@ -628,3 +524,189 @@ def filtered_slice(S, c0, c1, Xc, W, dW, P, thr, Wg, Tg, idx, h):
             dW[c0 + idx[g0 + k]] += Tg[k]
         if P.size:
             gemm(P, G[:, g0:g0 + ng], Wg[:ng], False, False, 1.0 if g0 else 0.0)
+
+
+# ---------------------------------------------------------------------------- the drivers
+# linear.c's drivers under their C names: the Python between the compiled steps (BLAS calls of
+# the column blocks, the loop over blocks of rows), given the head pack ``h`` (absent arrays
+# empty) and the call's Plan (tuning.plan).
+
+def rows_of(h, rows):
+    """The pack for a block of rows: its labels, targets and sample weights (absent stay empty)."""
+    return h._replace(**{k: getattr(h, k)[rows] for k in ("y", "Z", "sample_weight")
+                         if getattr(h, k).size})
+
+
+def linear_loss(h, X, W, b, p):
+    """The loss alone, per block of rows: S = X_c W^T (own_scores where linear_head takes it)
+    and the head's row losses, on the plan's team split by classes (loss_step), BLAS held to
+    one thread when it is BLAS's product; no gradient products. Returns (the rows' losses,
+    their sum, the sum of their weights)."""
+    B, n, dt = X.shape[0], W.shape[0], X.dtype
+    own, chunk, team = bool(p.own), p.chunk, p.team
+    rows = np.empty(B)
+    total = osum = 0.0
+    with (blas_one_thread() if team > 1 and not own else contextlib.nullcontext(True)) as held:
+        team = team if held else 1
+        block = np.empty((chunk, n), dt)
+        for lo in range(0, B, chunk):
+            hi = min(lo + chunk, B)
+            t, o = loss_step.on(team)(block[:hi - lo], X[lo:hi], W, b, own, team, rows[lo:hi],
+                                      *rows_of(h, slice(lo, hi)))
+            total += t
+            osum += o
+    return rows, total, osum
+
+
+def linear_chunked(h, X, W, b, mean, p, dW, db, dX, filter_eps=0.0):
+    """linear_head's blocks of scores: in (chunk, cols) blocks for the plan's "columns"
+    (linear_columns), else whole rows (chunked_rows)."""
+    if p.path == "columns":
+        return linear_columns(h, X, W, b, mean, p.chunk, p.cols, dW, db, dX)
+    return chunked_rows(h, X, W, b, mean, p, dW, db, dX, filter_eps)
+
+
+def chunked_rows(h, X, W, b, mean, p, dW, db, dX, filter_eps=0.0):
+    """Per row block: S = X_c W^T (own: by own_scores, else BLAS), bias + head (db in
+    float64), dW += S^T X_c, dX_c = S W (with filter_eps > 0 on the block's active classes
+    only), on the plan's team of Numba's threads with BLAS held to one thread, split by classes
+    (classes_step) or by rows (rows_step), as csrc/linear.c's chunked_rows; a team of one, or
+    a forked child's, runs the threads' shares one after the other (the serial twins: the same
+    bits) with BLAS on all threads (one) or held (the child). Only one block of scores is ever
+    held; the rows' losses are summed in row order."""
+    B, n, dt = X.shape[0], W.shape[0], X.dtype
+    scale = mean_scale(h, B) if mean else 1.0
+    chunk, team, by_rows, own = p.chunk, p.team, p.by_rows, p.own
+    with blas_one_thread() if team > 1 else contextlib.nullcontext(False) as held:
+        team = team if held else 1
+        block, lrow = np.empty((chunk, n), dt), np.empty(chunk)
+        db64 = np.zeros(n) if db is not None else _NO_FLOATS
+        run = _by_rows if team > 1 and by_rows else _by_classes
+        total, osum = run(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow, own,
+                          filter_eps)
+    if db is not None:
+        with np.errstate(over="ignore"):       # a diverging run's inf is the answer
+            db[...] = db64
+    return total, osum
+
+
+def _by_classes(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow, own, filter_eps):
+    """classes_step over the blocks of rows."""
+    B, (n, d), dt = X.shape[0], W.shape, X.dtype
+    P = np.empty((team, chunk, d) if dX is not None else (team, 0, 0), dt)
+    thr = filter_eps * scale
+    # filter_eps's groups: all threads' Wg and Tg within half the score block
+    group = max(1, min(n, chunk * n // (4 * max(d, 1))) // team) if filter_eps else 0
+    Wg, Tg = np.empty((team, group, d), dt), np.empty((team, group, d), dt)
+    idx = np.empty(n if filter_eps else 0, np.intp)
+    step = classes_step.on(team)
+    total = osum = 0.0
+    if B == 0 or filter_eps:
+        dW[...] = 0
+    for lo in range(0, B, chunk):
+        hi = min(lo + chunk, B)
+        dXc = _no_rows(dt) if dX is None else dX[lo:hi]
+        Pb = P if team > 1 or dX is None else dXc[None]    # one thread: dX_c itself
+        t, o = step(block[:hi - lo], X[lo:hi], W, b, scale, lo == 0, bool(own), dW, db64, dXc,
+                    Pb, lrow, thr, Wg, Tg, idx, *rows_of(h, slice(lo, hi)))
+        total += t
+        osum += o
+    return total, osum
+
+
+def _by_rows(h, X, W, b, scale, chunk, dW, db64, dX, team, block, lrow, own, filter_eps):
+    """rows_step over the blocks of rows, then rows_combine."""
+    B, (n, d), dt = X.shape[0], W.shape, X.dtype
+    Pw, Pb = np.empty((team, n, d), dt), np.zeros((team, n))
+    total = osum = 0.0
+    for lo in range(0, B, chunk):
+        hi = min(lo + chunk, B)
+        dXc = _no_rows(dt) if dX is None else dX[lo:hi]
+        t, o = rows_step(block[:hi - lo], X[lo:hi], W, b, scale, lo == 0, bool(own), Pw, Pb,
+                         dXc, lrow, *rows_of(h, slice(lo, hi)))
+        total += t
+        osum += o
+    rows_combine(Pw, Pb, dW, db64)
+    return total, osum
+
+
+def _no_rows(dt):
+    return np.empty((0, 0), dt)
+
+
+def linear_columns(h, X, W, b, mean, rows, cols, dW, db, dX):
+    """softmax_nll in blocks of (rows, cols) scores, cols < n, as csrc/linear.c's
+    linear_columns: per panel of rows X_p, pass 1 per column block S = X_p W_c^T + b_c and the
+    rows' statistics; pass 2 S again, the gradient in place, dW_c += S^T X_p, dX_p += S W_c.
+    st: per row M, r, rest and the argmax (as a float: exact below 2^53)."""
+    B, n, dt = X.shape[0], W.shape[0], X.dtype
+    scale = mean_scale(h, B) if mean else 1.0
+    rows = min(rows, max(B, 1))
+    flat = np.empty(rows * cols, dt)          # a block of any shape, C-contiguous for BLAS
+    st, lin = np.empty((rows, 4)), np.empty(rows)
+    x = np.empty(cols)
+    db64 = np.zeros(n) if db is not None else _NO_FLOATS
+    total = osum = 0.0
+    if B == 0:
+        dW[...] = 0
+    for lo in range(0, B, rows):
+        hi = min(lo + rows, B)
+        Xp, hp = X[lo:hi], rows_of(h, slice(lo, hi))
+        for second in (False, True):
+            for c0 in range(0, n, cols):
+                c1 = min(c0 + cols, n)
+                S, Wc = flat[:(hi - lo) * (c1 - c0)].reshape(hi - lo, c1 - c0), W[c0:c1]
+                gemm(S, Xp, Wc, trans_b=True)
+                softmax_cols_block(second, S, c0, n, b, hp, scale, st, lin, db64, x)
+                if not second:
+                    continue
+                gemm(dW[c0:c1], S, Xp, trans_a=True, beta=1.0 if lo else 0.0)
+                if dX is not None:
+                    gemm(dX[lo:hi], S, Wc, beta=1.0 if c0 else 0.0)
+        t, o = softmax_cols_loss(st[:hi - lo], lin, hp, n)
+        total += t
+        osum += o
+    if db is not None:
+        with np.errstate(over="ignore"):
+            db[...] = db64
+    return total, osum
+
+
+# ---------------------------------------------------------------------------- linear + activation
+def linear_act_forward(X, W, b, activation, alpha):
+    """A = f(X W^T + b) (BLAS, then the activation's epilogue): (A, maxout's winners or
+    None)."""
+    dt = X.dtype
+    S = np.empty((X.shape[0], W.shape[0]), dt)
+    gemm(S, X, W, trans_b=True)
+    b_ = np.empty(0, dt) if b is None else b
+    if activation == "maxout":
+        A = np.empty((X.shape[0], W.shape[0] // alpha), dt)
+        winners = np.empty(A.shape, np.intp)
+        bias_maxout(S, b_, alpha, A, winners)
+        return A, winners
+    bias_activate(S, b_, ACT_CODES[activation], 0.0 if alpha is None else alpha)
+    return S, None
+
+
+def _backward_dS(dA, cache, db):
+    """dS of a linear+activation layer, and db (if wanted) in the same pass."""
+    db64 = np.zeros(cache.W.shape[0]) if db is not None else _NO_FLOATS
+    dS = np.empty((dA.shape[0], cache.W.shape[0]), dA.dtype)
+    if cache.activation == "maxout":
+        maxout_backward(dA, cache.argmax, cache.alpha, dS, db64)
+    else:
+        activation_backward(dA, cache.A, ACT_CODES[cache.activation],
+                            0.0 if cache.alpha is None else cache.alpha, dS, db64)
+    if db is not None:
+        with np.errstate(over="ignore"):
+            db[...] = db64
+    return dS
+
+
+def linear_act_backward(dA, cache, dX, dW, db):
+    """dW = dS^T X, db, dX = dS W of a linear+activation layer."""
+    dS = _backward_dS(dA, cache, db)
+    gemm(dW, dS, cache.X, trans_a=True)
+    if dX is not None:
+        gemm(dX, dS, cache.W)

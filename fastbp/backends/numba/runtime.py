@@ -10,6 +10,7 @@ import ctypes
 import os
 import sys
 import threading
+import types
 
 import llvmlite.binding as _llvm
 import numba as nb
@@ -18,7 +19,7 @@ from numba import types as _nbtypes
 from numba.extending import intrinsic, overload
 
 from .. import _blas, spin_policy
-from ._jit import OPTS, inline, jit
+from ._jit import OPTS, inline, jit, pjit
 
 # "threadsafe": OpenMP (or TBB), so calls from several Python threads at once are safe (the
 # default workqueue layer aborts on concurrent use), unless the user chose a layer
@@ -44,11 +45,35 @@ def set_num_threads(n):
     nb.set_num_threads(_threads[0])
 
 
-_forked = [False]       # set in a forked child: linear_fused_blocks instead of linear_fused
+_forked = [False]       # set in a forked child: every Twins runs its serial kernel
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _forked.__setitem__(0, True))
+
+
+class Twins:
+    """One kernel body compiled twice: ``parallel``, its ``prange`` loops on Numba's threads,
+    and ``serial``, the same loops one iteration after the other on the calling thread (the
+    same bits: every loop's partials are combined in a fixed order). Calling it runs the
+    parallel kernel, or the serial one in a process forked after Numba's threads ran, whose
+    parallel region would abort (libgomp waits for a pool the child does not have)."""
+
+    def __init__(self, body):
+        twin = types.FunctionType(body.__code__, body.__globals__, body.__name__ + "_in_order",
+                                  body.__defaults__, body.__closure__)
+        twin.__qualname__ = body.__qualname__ + "_in_order"     # its own disk cache entry
+        twin.__doc__ = body.__doc__
+        self.parallel, self.serial = pjit(body), jit(twin)
+        self.__doc__, self.__name__ = body.__doc__, body.__name__
+
+    def __call__(self, *args):
+        return self.on(2)(*args)
+
+    def on(self, threads):
+        """The kernel for a team of ``threads``: one thread (or a forked child's) runs the
+        serial kernel, no parallel region (BLAS inside then keeps its own threads)."""
+        return self.parallel if threads > 1 and not _forked[0] else self.serial
 
 
 # Arrays without an owner, and addresses: no reference counts in the hot loops.
