@@ -44,8 +44,22 @@ def info():
         # whether the compiled entry of tiny linear_head calls (csrc/fastcall.c) was built
         "fastcall": importlib.util.find_spec("fastbp.backends._fastcall") is not None,
         "cpu": _cpu_features(),
+        "tuning": _tuning(),
         "jax_path": _jax_path(),
     }
+
+
+def _tuning():
+    """What tuning.plan decides with here, and where it came from: the ISA whose kernels run
+    (read from the CPU's flags), per compiled backend whether its own products can run on that
+    ISA (OWN_ISAS) and the thresholds (the shipped defaults of backends/tuning.py; nothing is
+    measured on the host yet)."""
+    from .backends import tuning
+    isa = tuning.host_isa()
+    return {"isa": isa, "isa_source": "/proc/cpuinfo flags (GCC's resolver reads the same)",
+            "own_products": {b: isa in t.OWN_ISAS for b, t in tuning.TUNING.items()},
+            "thresholds": "shipped defaults: fastbp/backends/tuning.py",
+            "score_block_bytes": __import__("fastbp").config.score_block_bytes}
 
 
 def _jax_path():

@@ -122,3 +122,11 @@ def test_openmp_spin_default_is_in_force_as_libgomp_loads_and_environ_is_left_al
     out = subprocess.run([sys.executable, "-c", code], env={**env, **user_env},
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", str(want)]
+
+
+def test_info_says_which_tuning_is_in_force_and_where_it_came_from():
+    from fastbp.backends import tuning
+    t = fastbp.info()["tuning"]
+    assert t["isa"] == tuning.host_isa() and t["isa"] in tuning.ISAS
+    assert t["own_products"] == {b: t["isa"] in T.OWN_ISAS for b, T in tuning.TUNING.items()}
+    assert "tuning.py" in t["thresholds"] and t["score_block_bytes"] > 0

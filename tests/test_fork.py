@@ -43,8 +43,8 @@ def work(_=None):
     T = fastbp._dispatch.backend_module(backend).TUNING
     from fastbp.backends.tuning import ISAS
     saved = dict(FUSED_ANY_N_WEIGHTS=T.FUSED_ANY_N_WEIGHTS, FUSED_MAX_N=T.FUSED_MAX_N,
-                 PARALLEL_MIN_WORK=T.PARALLEL_MIN_WORK)
-    forced = dict(FUSED_ANY_N_WEIGHTS=0, FUSED_MAX_N=64, PARALLEL_MIN_WORK=0)
+                 PARALLEL_MIN_WORK=T.PARALLEL_MIN_WORK, FUSED_ISAS=T.FUSED_ISAS)
+    forced = dict(FUSED_ANY_N_WEIGHTS=0, FUSED_MAX_N=64, PARALLEL_MIN_WORK=0, FUSED_ISAS=ISAS)
     for k, v in forced.items():
         setattr(T, k, v)
     for k in ("FUSED_MIN_WORK", "FUSED_MIN_ROWS"):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp.backends.tuning import ISAS
 from cases import (BACKENDS, VARIANTS, assert_close, case_id, cast_floats, head_cases,
                    make_options, make_target, rotated, rotated_ids, variant)
 
@@ -321,6 +322,7 @@ def test_fast_entry_takes_the_few_classes_window_where_the_backend_has_one(backe
     y = rng.integers(0, 10, 64)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(T, "FUSED_ANY_N_WEIGHTS", 0)      # the few-classes window alone
+        mp.setattr(T, "FUSED_ISAS", ISAS)             # open on any ISA (the plan's gate)
         got = fast(X, W, b, y, "softmax_nll", True, None)
         assert (got is not None) == (T.FUSED_FEW_N >= 10 and T.FUSED_FEW_MIN_D <= 64
                                      and T.FUSED_FEW_WEIGHTS >= 640)

@@ -130,3 +130,17 @@ def test_own_products_only_on_the_isas_their_tile_suits(backend, monkeypatch):
         monkeypatch.setattr(tuning, "host_isa", lambda isa=isa: isa)
         p = tuning.plan(backend, 1024, 512, 32000, np.float32, threads=2)
         assert (p.path, p.tile, p.own & tuning.OWN_SCORES) == ("chunked", isa, want)
+
+
+def test_the_c_fused_windows_only_on_the_isas_their_blocks_suit(monkeypatch):
+    """C float32 (256 x 3072 x 10) on 2 threads and D (64 x 64 x 10, the few-class window)
+    take C's fused rows on AVX-512 only; on AVX2 (64-byte register blocks spill: 12 ms
+    against BLAS's 1.3) BLAS's products. Tiny weights stay fused, and Numba's rows (compiled
+    for the host) everywhere; the fast entry's window follows."""
+    for isa, fused in (("avx512f", True), ("avx2", False), ("default", False)):
+        monkeypatch.setattr(tuning, "host_isa", lambda isa=isa: isa)
+        assert (tuning.plan("c", 256, 3072, 10, np.float32, threads=2).path == "fused") == fused
+        assert (tuning.plan("c", 64, 64, 10, np.float64, threads=1).path == "fused") == fused
+        assert (tuning.tiny_window("c")[1] > 0) == fused
+        assert tuning.plan("c", 5, 4, 3, np.float64, threads=2).path == "fused"
+        assert tuning.plan("numba", 256, 3072, 10, np.float32, threads=2).path == "fused"

@@ -58,3 +58,20 @@ def test_the_micro_architecture_by_cpuid(vendor, family, model, name, full):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import scaling
     assert scaling.uarch(vendor, family, model) == (name, full)
+
+
+def test_report_splices_a_scaling_run_into_results_md(tmp_path):
+    """report.py --threads: RESULTS.md's Threads section is replaced by the run's (its host,
+    date and commit with it) and every other line kept."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import report
+    run = tmp_path / "scaling.json"
+    run.write_text(json.dumps({"table": "Host: here\n\nRun 2026-12-07 at commit abc\n\n#### T"}))
+    results = ["# Benchmark results", "", "## Targets", "x", report.THREADS_HEADING, "", "old",
+               "#### T float64", "| c | 1 |", "## All groups", "", "### dgemm"]
+    out = report.splice_threads(results, run)
+    assert out[:4] == results[:4] and out[-3:] == results[-3:]
+    assert "old" not in out and "Run 2026-12-07 at commit abc" in out
+    assert out.count(report.THREADS_HEADING) == 1
+    fresh = report.splice_threads([line for line in results if line not in results[4:9]], run)
+    assert fresh.index(report.THREADS_HEADING) < fresh.index("## All groups")

@@ -61,6 +61,7 @@ def test_linear_head_bits_per_thread_count(backend, path, dtype, threads, monkey
                             raising=False)
     monkeypatch.setattr(T, "OWN_ROW_ALIGN", 1, raising=False)
     monkeypatch.setattr(T, "OWN_ISAS", tuning.ISAS)        # own products on any ISA
+    monkeypatch.setattr(T, "FUSED_ISAS", tuning.ISAS)      # the fused rows' windows too
     monkeypatch.setattr(T, "FUSED_MIN_WORK", 0)
     monkeypatch.setattr(T, "FUSED_MIN_WORK_F32", 0)
     monkeypatch.setattr(T, "PARALLEL_MIN_WORK", 0)

@@ -39,6 +39,11 @@ class C:
     #                               the width, the tile spills (0.05x OpenBLAS on a Zen 3)
     OWN_WHOLE_TILES = True        # own scores' blocks in whole register tiles (own_chunk_rows)
     FUSED_MIN_ROWS = 0            # (no row floor on the parallel fused rows)
+    # ISAs where the few-class windows above (FUSED_MAX_N, FUSED_FEW_*) run the fused rows:
+    # their register blocks are 64-byte vectors, AVX-512's; on AVX2 each is two registers and
+    # the blocks spill: 12 ms against BLAS's 1.3 at C float32 on 2 cores of a Zen 3
+    # (docs/performance.md). Tiny weights (FUSED_ANY_N_WEIGHTS) stay fused everywhere.
+    FUSED_ISAS = ("avx512f",)
     ONE_BLOCK = False             # (one thread, one block: the chunked path's team of one)
     LOSS_BY_ROWS = True           # the loss alone's team splits rows below 2 CHUNKED_MIN_CLASSES
 
@@ -67,6 +72,7 @@ class Numba:
     OWN_WHOLE_TILES = False             # its tile is 4 rows of any length: the budget's rows
     ONE_BLOCK = True                    # one thread, the batch one block: one compiled call
     LOSS_BY_ROWS = False                # loss_step splits classes only
+    FUSED_ISAS = ("avx512f", "avx2", "default")   # LLVM compiles its rows for the host's ISA
     FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0     # no few-classes window: its BLAS
     #                                                           path wins there
 
@@ -177,15 +183,16 @@ def plan(backend, B, d, n, dtype, head="softmax_nll", options=None, chunk_rows=N
     T, dtype = TUNING[backend], np.dtype(dtype)
     tile, work = host_isa(), B * n * d
     ft = threads if fused_threads is None else fused_threads
+    few = tile in T.FUSED_ISAS            # the few-class windows run on this ISA
     if not loss:
         min_work = max(T.FUSED_MIN_WORK if dtype.itemsize == 8 else T.FUSED_MIN_WORK_F32,
                        T.PARALLEL_MIN_WORK)
-        if n * d <= T.FUSED_ANY_N_WEIGHTS or (ft > 1 and n <= T.FUSED_MAX_N
+        if n * d <= T.FUSED_ANY_N_WEIGHTS or (few and ft > 1 and n <= T.FUSED_MAX_N
                                               and B >= T.FUSED_MIN_ROWS and work >= min_work):
             blocks = (1 if work < T.PARALLEL_MIN_WORK or B < 2 * ft
                       else min(T.BLOCKS_PER_THREAD * ft, max(ft, B // 8)))
             return Plan("fused", blocks, tile=tile)
-        if n <= T.FUSED_FEW_N and T.FUSED_FEW_MIN_D <= d and n * d <= T.FUSED_FEW_WEIGHTS:
+        if few and n <= T.FUSED_FEW_N and T.FUSED_FEW_MIN_D <= d and n * d <= T.FUSED_FEW_WEIGHTS:
             return Plan("fused", 1, tile=tile)
         chunk, cols = score_blocks(head, B, n, dtype.itemsize, chunk_rows, options or {})
     else:
@@ -211,5 +218,6 @@ def tiny_window(backend):
     FUSED_FEW_WEIGHTS, PARALLEL_MIN_WORK), passed in on every call (tests/test_linear_head.py
     checks the window against plan())."""
     T = TUNING[backend]
-    return (T.FUSED_ANY_N_WEIGHTS, T.FUSED_FEW_N, T.FUSED_FEW_MIN_D, T.FUSED_FEW_WEIGHTS,
+    few_n = T.FUSED_FEW_N if host_isa() in T.FUSED_ISAS else 0
+    return (T.FUSED_ANY_N_WEIGHTS, few_n, T.FUSED_FEW_MIN_D, T.FUSED_FEW_WEIGHTS,
             T.PARALLEL_MIN_WORK)
