@@ -144,3 +144,12 @@ def test_the_c_fused_windows_only_on_the_isas_their_blocks_suit(monkeypatch):
         assert (tuning.tiny_window("c")[1] > 0) == fused
         assert tuning.plan("c", 5, 4, 3, np.float64, threads=2).path == "fused"
         assert tuning.plan("numba", 256, 3072, 10, np.float32, threads=2).path == "fused"
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_a_call_held_to_one_thread_runs_no_team(backend):
+    """threads=1 (the last layer inside a BLAS-driven network): neither fused blocks nor a
+    chunked team beyond it, whatever the backend's thread count."""
+    p = tuning.plan(backend, 256, 100, 600, np.float64, threads=16, fused_threads=1)
+    assert p.team == 1 and p.blocks <= 1
+    assert tuning.plan(backend, 256, 100, 600, np.float64, threads=16).team > 1

@@ -176,13 +176,14 @@ class Plan(NamedTuple):
 def plan(backend, B, d, n, dtype, head="softmax_nll", options=None, chunk_rows=None,
          threads=1, fused_threads=None, loss=False, filter_eps=0.0):
     """The one place a compiled backend's linear_head (or, ``loss=True``, linear_loss) chooses
-    its path and team, from the backend's TUNING: ``threads`` the backend's thread count (the
-    chunked team's most), ``fused_threads`` the fused rows' (default ``threads``; 1 inside a
-    BLAS-driven network). c_kernels, the Numba package and fastbp.jax's XLA targets run what
-    it returns; the tests read it to check each forced path is the one taken."""
+    its path and team, from the backend's TUNING: ``threads`` the backend's thread count,
+    ``fused_threads`` the most the call may use (default ``threads``; 1 inside a BLAS-driven
+    network, whose GEMMs keep BLAS's pool): the fused rows' blocks and the chunked team.
+    c_kernels, the Numba package and fastbp.jax's XLA targets run what it returns; the tests
+    read it to check each forced path is the one taken."""
     T, dtype = TUNING[backend], np.dtype(dtype)
     tile, work = host_isa(), B * n * d
-    ft = threads if fused_threads is None else fused_threads
+    ft = threads if fused_threads is None else min(threads, fused_threads)
     few = tile in T.FUSED_ISAS            # the few-class windows run on this ISA
     if not loss:
         min_work = max(T.FUSED_MIN_WORK if dtype.itemsize == 8 else T.FUSED_MIN_WORK_F32,
@@ -199,8 +200,7 @@ def plan(backend, B, d, n, dtype, head="softmax_nll", options=None, chunk_rows=N
         chunk, cols = chunk_rows or default_chunk_rows(n, dtype.itemsize), n
     if cols < n:
         return Plan("columns", chunk=min(chunk, max(B, 1)), cols=cols, tile=tile)
-    if T.ONE_BLOCK and not loss and B and chunk >= B and (threads == 1
-                                                          or work < CHUNKED_MIN_WORK):
+    if T.ONE_BLOCK and not loss and B and chunk >= B and (ft == 1 or work < CHUNKED_MIN_WORK):
         return Plan("one_block", chunk=B, cols=n, tile=tile)
     own = own_products(T, dtype, n, d, tile) & (OWN_SCORES if loss else T.OWN_KERNELS)
     if own & OWN_SCORES and not chunk_rows and T.OWN_WHOLE_TILES:
@@ -208,7 +208,7 @@ def plan(backend, B, d, n, dtype, head="softmax_nll", options=None, chunk_rows=N
     chunk = min(chunk, max(B, 1))
     by_rows = n < 2 * CHUNKED_MIN_CLASSES and not filter_eps and (T.LOSS_BY_ROWS or not loss)
     team = 1 if work < CHUNKED_MIN_WORK else max(1, min(
-        threads, chunk // CHUNKED_MIN_ROWS if by_rows else n // CHUNKED_MIN_CLASSES))
+        ft, chunk // CHUNKED_MIN_ROWS if by_rows else n // CHUNKED_MIN_CLASSES))
     return Plan("chunked", chunk=chunk, cols=n, own=own, team=team, by_rows=by_rows, tile=tile)
 
 
