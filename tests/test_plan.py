@@ -134,9 +134,9 @@ def test_own_products_only_on_the_isas_their_tile_suits(backend, monkeypatch):
 
 def test_the_c_fused_windows_only_on_the_isas_their_blocks_suit(monkeypatch):
     """C float32 (256 x 3072 x 10) on 2 threads and D (64 x 64 x 10, the few-class window)
-    take C's fused rows on AVX-512 only; on AVX2 (64-byte register blocks spill: 12 ms
-    against BLAS's 1.3) BLAS's products. Tiny weights stay fused, and Numba's rows (compiled
-    for the host) everywhere; the fast entry's window follows."""
+    take C's fused rows on AVX-512 only; on AVX2 (64-byte register blocks spill: 10.5 ms
+    against 1.2 on BLAS's, docs/performance.md) BLAS's products. Tiny weights stay fused, and
+    Numba's rows (compiled for the host) everywhere; the fast entry's window follows."""
     for isa, fused in (("avx512f", True), ("avx2", False), ("default", False)):
         monkeypatch.setattr(tuning, "host_isa", lambda isa=isa: isa)
         assert (tuning.plan("c", 256, 3072, 10, np.float32, threads=2).path == "fused") == fused

@@ -3,9 +3,9 @@ chosen: which kernel a linear_head / linear_loss call runs, on how many blocks o
 
 Each rule says what it chooses and why in a line; the measurements behind every number, and how
 to remeasure them (``make crossover``), are in docs/performance.md. Tests override these per
-backend (``module.TUNING``) to run every path at small shapes. The constants C reads too
-(CHUNKED_*, OWN_*, the tile) are csrc/fastbp.h's #defines, compared at import
-(c_kernels._check_abi).
+backend (``module.TUNING``) to run every path at small shapes. The constants C states too (the
+FBP_OWN_* bits, the own products' tile, HEADS_PARALLEL_MIN) are csrc/fastbp.h's, compared at
+import (c_kernels.shared_constants); C takes the team plan() sizes as an argument.
 """
 import functools
 from typing import NamedTuple
@@ -41,8 +41,8 @@ class C:
     FUSED_MIN_ROWS = 0            # (no row floor on the parallel fused rows)
     # ISAs where the few-class windows above (FUSED_MAX_N, FUSED_FEW_*) run the fused rows:
     # their register blocks are 64-byte vectors, AVX-512's; on AVX2 each is two registers and
-    # the blocks spill: 12 ms against BLAS's 1.3 at C float32 on 2 cores of a Zen 3
-    # (docs/performance.md). Tiny weights (FUSED_ANY_N_WEIGHTS) stay fused everywhere.
+    # the blocks spill: 10.5 ms against 1.2 on BLAS's products at C float32 on 2 cores of a
+    # Zen 3 (docs/performance.md, "Per ISA"). Tiny weights (FUSED_ANY_N_WEIGHTS) stay fused.
     FUSED_ISAS = ("avx512f",)
     ONE_BLOCK = False             # (one thread, one block: the chunked path's team of one)
     LOSS_BY_ROWS = True           # the loss alone's team splits rows below 2 CHUNKED_MIN_CLASSES
@@ -68,7 +68,7 @@ class Numba:
     OWN_BACKWARD_MIN_WEIGHTS = 1 << 62  # (no own backward kernels in Numba: never)
     OWN_ROW_ALIGN = 64                  # as C's
     OWN_KERNELS = 1                     # own_scores only (OWN_SCORES)
-    OWN_ISAS = ("avx512f",)             # its 4 x 4 dot tile: ~0.6x OpenBLAS a core on AVX2 (Zen 3)
+    OWN_ISAS = ("avx512f",)             # where it was measured to win (not yet on AVX2)
     OWN_WHOLE_TILES = False             # its tile is 4 rows of any length: the budget's rows
     ONE_BLOCK = True                    # one thread, the batch one block: one compiled call
     LOSS_BY_ROWS = False                # loss_step splits classes only
