@@ -80,6 +80,16 @@ int fbp_forked_child(void);      /* 1 in a process forked from one that loaded t
 /* the clone of the hot loops that runs here (common.h's FBP_HOT): an index of
  * fastbp/backends/tuning.py's ISAS, 0 "avx512f", 1 "avx2", 2 "default" */
 int fbp_isa(void);
+/* the fused rows' kernel set in force (csrc/fused.h), an ISAS index as fbp_isa's: the CPU's
+ * best unless fbp_set_tile chose a lesser one (the tests run every set the CPU has), or
+ * FBP_TILE_WIDE: the AVX-512 set's tiles on the baseline ISA (for the tests: its loops on any
+ * x86-64); returns the one in force, never one the CPU lacks; -1 sets the CPU's best */
+#define FBP_TILE_WIDE 3
+int fbp_tile(void);
+int fbp_set_tile(int isa);
+/* the core's L2 in bytes as the C library reads it from the CPU, 512 KiB where it cannot say
+ * (the fused rows' blocks of rows fit half of it) */
+int64_t fbp_l2_bytes(void);
 /* GOMP_SPINCOUNT when this library (and libgomp before it) loaded, -1 if unset (the spin policy
  * fastbp sets for its own load only: fastbp/backends/__init__.py's spin_policy) */
 int64_t fbp_spin_at_load(void);

@@ -6,8 +6,6 @@
 #ifndef REAL
 #include "common.h"
 
-#define FUSED_R 8          /* rows per register block of the fused rows */
-#define FUSED_KT 512       /* k tile of their forward: its rows of x and w stay in L1 */
 #define FUSED_CK 256       /* k chunk of a task combining their partials */
 /* fastbp's own products (products.h): register tiles of FBP_OWN_RA rows of C by FBP_OWN_KV
  * vectors (fastbp.h), blocks of OWN_LB classes or rows along the sum (a block of W or dW stays
@@ -36,147 +34,61 @@ FBP_INLINE F(vec) F(vload)(const REAL *p)
     return v;
 }
 FBP_INLINE void F(vstore)(REAL *p, F(vec) v) { memcpy(p, &v, sizeof v); }
-/* the sum of the lanes in double, in a fixed tree order */
-FBP_INLINE double F(vsum)(F(vec) v)
-{
-    double t[64 / sizeof(REAL)];
-    for (int64_t l = 0; l < VLR; l++)
-        t[l] = v[l];
-    for (int64_t w = VLR / 2; w; w /= 2)
-        for (int64_t l = 0; l < w; l++)
-            t[l] += t[l + w];
-    return t[0];
-}
-
 /* m rounded up to whole vectors */
 static int64_t F(vceil)(int64_t m) { return (m + VLR - 1) / VLR * VLR; }
 
-/* REALs of scratch one block of fused rows needs (carved in linear_rows): whole vectors, so
- * every part (and the next block's scratch) starts on a 64-byte boundary when scratch does */
-static int64_t F(fused_scratch)(int64_t n, int64_t ld)
-{
-    int64_t nd = F(vceil)(n * (int64_t)(sizeof(double) / sizeof(REAL)));   /* n doubles */
-    return n * ld + nd + (FUSED_R + 1) * ld + F(vceil)(FUSED_R * n) + FUSED_R * n * VLR
-           + F(vceil)(n * FUSED_R) + nd;
-}
+/* The fused rows' kernel sets (fused.h), one per ISA the build targets; linear_fused runs the
+ * set fbp_tile() names. Each set's functions are compiled for its ISA by the pragma around it. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FBP_NO_CLONES)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
+#define FBP_VB 64
+#define V(name) F(name##_avx512)
+#include "fused.h"
+#undef FBP_VB
+#undef V
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define FBP_VB 32
+#define V(name) F(name##_avx2)
+#include "fused.h"
+#undef FBP_VB
+#undef V
+#pragma GCC pop_options
+#define FBP_FUSED_ISAS 3
+#else
+#define FBP_FUSED_ISAS 1
+#endif
+#define FBP_VB 16
+#define V(name) F(name##_sse)
+#include "fused.h"
+#undef FBP_VB
+#undef V
+/* the AVX-512 set's tiles compiled for the baseline ISA (its 64-byte vectors split in four):
+ * slow, but the same loops, so the tests check the AVX-512 set's logic on any x86-64 */
+#define FBP_VB 64
+#define V(name) F(name##_wide)
+#include "fused.h"
+#undef FBP_VB
+#undef V
 
-/* Rows lo..hi, FUSED_R at a time, in vectors of VLR REALs:
- *   s_r = W x_r + b           j in pairs: 16 accumulators, each load feeds 2 or 8 FMAs;
- *   g_r = head(s_r)           in place on s_r (f = sw_r scale; the head's own sums in double);
- *   pdW += sum_r g_r x_r^T, pdb += sum_r g_r, dX_r = W^T g_r
- *                             one pass over k with x_r and dX_r in registers.
- * The rows are first copied to xs with row stride ld (see linear_fused), zero past d and for
- * missing rows, so every k loop runs whole vectors. Wp: W the same way.
- * scratch (F(fused_scratch)(n, ld) REALs, 64-byte aligned): the partials pdW (n, ld) and pdb
- * (n doubles: db's terms cancel, so they add in double), xs (FUSED_R + 1, ld), S (FUSED_R, n),
- * accv (FUSED_R, n) vectors, g (n, FUSED_R), tmp (n doubles); each part 64-byte aligned (so no
- * vector load is split across two cache lines). */
-FBP_HOT static void F(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp,
-                                   const REAL *b, double scale, int64_t lo, int64_t hi, int64_t d,
-                                   int64_t ld, REAL *scratch, REAL *dX, double *out)
-{
-    enum { R = FUSED_R };
-    int64_t n = h->n, kw = F(vceil)(d);
-    int64_t nd = F(vceil)(n * (int64_t)(sizeof(double) / sizeof(REAL)));     /* n doubles */
-    REAL *pdW = scratch, *xs = pdW + n * ld + nd, *S = xs + (R + 1) * ld,
-         *accv = S + F(vceil)(R * n), *g = accv + R * n * VLR,
-         *spare = xs + R * ld;                                 /* spare: dX of missing rows */
-    double *pdb = (double *)(pdW + n * ld), *tmp = (double *)(g + F(vceil)(n * R));
-    double total = 0.0, osum = 0.0;
-    memset(pdW, 0, (size_t)(n * ld) * sizeof(REAL));
-    memset(pdb, 0, (size_t)n * sizeof(double));
-    for (int r = 0; r < R; r++)            /* the padding past d stays 0 */
-        memset(xs + r * ld + d, 0, (size_t)(ld - d) * sizeof(REAL));
-    for (int64_t i0 = lo; i0 < hi; i0 += R) {
-        int64_t cnt = fbp_min(R, hi - i0);
-        for (int64_t r = 0; r < R; r++) {
-            REAL *xr = xs + r * ld;
-            if (r < cnt)
-                memcpy(xr, X + (i0 + r) * d, (size_t)d * sizeof(REAL));
-            else
-                memset(xr, 0, (size_t)d * sizeof(REAL));
-        }
-        memset(accv, 0, (size_t)(R * n * VLR) * sizeof(REAL));
-        for (int64_t k0 = 0; k0 < kw; k0 += FUSED_KT) {
-            int64_t k1 = fbp_min(k0 + FUSED_KT, kw);
-            for (int64_t j = 0; j < n; j += 2) {
-                int64_t j1 = fbp_min(j + 1, n - 1);  /* odd n: the last pair is (j, j) */
-                const REAL *w0 = Wp + j * ld, *w1 = Wp + j1 * ld;
-                F(vec) a0[R], a1[R];
-                for (int r = 0; r < R; r++) {
-                    a0[r] = F(vload)(accv + (r * n + j) * VLR);
-                    a1[r] = F(vload)(accv + (r * n + j1) * VLR);
-                }
-                for (int64_t k = k0; k < k1; k += VLR) {
-                    F(vec) u = F(vload)(w0 + k), v = F(vload)(w1 + k);
-                    for (int r = 0; r < R; r++) {
-                        F(vec) xv = F(vload)(xs + r * ld + k);
-                        a0[r] += xv * u;
-                        a1[r] += xv * v;
-                    }
-                }
-                for (int r = 0; r < R; r++) {
-                    F(vstore)(accv + (r * n + j) * VLR, a0[r]);
-                    F(vstore)(accv + (r * n + j1) * VLR, a1[r]);
-                }
-            }
-        }
-        for (int64_t r = 0; r < R; r++) {
-            REAL *s = S + r * n;
-            if (r < cnt) {
-                int64_t i = i0 + r;
-                for (int64_t j = 0; j < n; j++)
-                    s[j] = (REAL)(F(vsum)(F(vload)(accv + (r * n + j) * VLR))
-                                  + (b ? (double)b[j] : 0.0));
-                double swi = h->sw ? h->sw[i] : 1.0;
-                total += swi * F(head_row)(h, i, s, s, swi * scale, tmp);
-                osum += F(row_weight)(h, i);
-            }
-            for (int64_t j = 0; j < n; j++)
-                g[j * R + r] = r < cnt ? s[j] : (REAL)0;
-        }
-        for (int64_t j = 0; j < n; j++) {
-            const REAL *gj = g + j * R;
-            pdb[j] += (((double)gj[0] + gj[1]) + ((double)gj[2] + gj[3]))
-                      + (((double)gj[4] + gj[5]) + ((double)gj[6] + gj[7]));
-        }
-        /* the next block's rows, fetched while this one computes (copying them to xs waited
-         * on L3: 13% of the time at shape C) */
-        int64_t ahead = fbp_min(R, hi - i0 - R);
-        const REAL *next = ahead > 0 ? X + (i0 + R) * d : X;   /* (no pointer past the end) */
-        for (int64_t k = 0; k < kw; k += VLR) {
-            F(vec) xv[R], dx[R];
-            for (int r = 0; r < R; r++) {
-                xv[r] = F(vload)(xs + r * ld + k);
-                dx[r] = (F(vec)){0};
-            }
-            for (int64_t r = 0; r < ahead; r++)      /* k < d: inside row r */
-                __builtin_prefetch(next + r * d + k);
-            for (int64_t j = 0; j < n; j++) {
-                const REAL *gj = g + j * R;
-                F(vec) w = F(vload)(Wp + j * ld + k), q[R / 2];
-                for (int r = 0; r < R; r++)
-                    dx[r] += gj[r] * w;
-                for (int r = 0; r < R / 2; r++)   /* a tree, not a chain of 8 dependent FMAs */
-                    q[r] = gj[2 * r] * xv[2 * r] + gj[2 * r + 1] * xv[2 * r + 1];
-                F(vstore)(pdW + j * ld + k,
-                          F(vload)(pdW + j * ld + k) + ((q[0] + q[1]) + (q[2] + q[3])));
-            }
-            if (dX) {
-                int64_t m = fbp_min(VLR, d - k);
-                for (int r = 0; r < R; r++) {   /* missing rows go to the spare row */
-                    REAL *dst = (r < cnt ? dX + (i0 + r) * d : spare) + k;
-                    if (m == VLR)                /* a whole vector: no libc call */
-                        F(vstore)(dst, dx[r]);
-                    else
-                        memcpy(dst, &dx[r], (size_t)m * sizeof(REAL));
-                }
-            }
-        }
-    }
-    out[0] = total;
-    out[1] = osum;
-}
+/* the kernel sets by fbp_tile(): AVX-512F, AVX2, SSE2, the AVX-512 tiles on SSE2 */
+typedef struct {
+    int64_t (*block_rows)(int64_t ld, int64_t rows);
+    int64_t (*scratch)(int64_t n, int64_t d, int64_t ld, int64_t rb);
+    void (*rows)(const F(head_t) *, const REAL *, const REAL *, const REAL *, double, int64_t,
+                 int64_t, int64_t, int64_t, int64_t, REAL *, REAL *, double *);
+} F(fused_set);
+#define FBP_SET(isa) {F(block_rows_##isa), F(scratch_##isa), F(linear_rows_##isa)}
+static const F(fused_set) F(fused_sets)[] = {
+#if FBP_FUSED_ISAS == 3
+    FBP_SET(avx512), FBP_SET(avx2),
+#else
+    FBP_SET(sse), FBP_SET(sse),
+#endif
+    FBP_SET(sse), FBP_SET(wide)};
+#undef FBP_SET
 
 #include "products.h"
 
@@ -215,13 +127,17 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     F(head_t) h = F(head_view)(head, n);
     double scale = mean ? F(mean_scale)(&h, B) : 1.0;
     int nb = (int)fbp_min(fbp_min(nblocks, FBP_MAX_BLOCKS), fbp_max(B, 1));
-    /* Row stride of the copies: d rounded up to whole vectors, and an odd number of cache
-     * lines, so the FUSED_R rows of xs and the n of Wp and pdW fall in different L1 sets
-     * (rows a power of two apart share one set: docs/performance.md, "C loop structure"). */
+    /* Row stride of the copies: d rounded up to whole 64-byte lines (whole vectors of every
+     * ISA), an odd number of them, so the rows of xs and the n of Wp and pdW fall in different
+     * L1 sets (rows a power of two apart share one set: docs/performance.md, "C loop
+     * structure"). */
     int64_t kw = F(vceil)(d), ld = kw + ((kw / VLR) % 2 ? 0 : VLR);
+    /* the kernel set in force (fused.h), its rows per block within the block's rows */
+    const F(fused_set) *set = &F(fused_sets)[fbp_tile()];
+    int64_t rb = set->block_rows(ld, (B + nb - 1) / nb), per = set->scratch(n, d, ld, rb);
     /* Wp (n, ld), then one linear_rows scratch per block. Tiny problems use the stack: a
      * malloc would cost more than their arithmetic (a few microseconds in all). */
-    int64_t nld = n * ld, per = F(fused_scratch)(n, ld);
+    int64_t nld = n * ld;
     REAL small[2048 + 64 / sizeof(REAL)];
     double part[2 * FBP_MAX_BLOCKS];
     int on_stack = nb == 1 && nld + per <= 2048;
@@ -235,8 +151,8 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
                                            * a forked child has no OpenMP (runtime.c) */
         F(pack_rows)(buf, W, 0, n, d, ld);
         for (int t = 0; t < nb; t++)
-            F(linear_rows)(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld,
-                           buf + nld + t * per, dX, part + 2 * t);
+            set->rows(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld, rb,
+                      buf + nld + t * per, dX, part + 2 * t);
         for (int64_t q = 0; q < n * nk; q++)
             F(combine_partials)(dW, buf + nld, per, nb, q / nk, q % nk * FUSED_CK, d, ld);
     } else
@@ -249,8 +165,8 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
          * delays one block, not half the rows); their partials combine in a fixed order */
 #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < nb; t++)
-            F(linear_rows)(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld,
-                           buf + nld + t * per, dX, part + 2 * t);
+            set->rows(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld, rb,
+                      buf + nld + t * per, dX, part + 2 * t);
 #pragma omp for schedule(static)
         for (int64_t q = 0; q < n * nk; q++)
             F(combine_partials)(dW, buf + nld, per, nb, q / nk, q % nk * FUSED_CK, d, ld);

@@ -1,5 +1,8 @@
 /* Runtime settings: the BLAS the kernels call and the number of OpenMP threads. */
+#define _GNU_SOURCE   /* sysconf's cache sizes */
 #include "common.h"
+
+#include <unistd.h>
 
 #include <pthread.h>
 
@@ -148,4 +151,22 @@ int fbp_isa(void)
 #else
     return 2;
 #endif
+}
+
+static int tile = -1;             /* -1: fbp_isa() */
+int fbp_tile(void) { return tile < 0 ? fbp_isa() : tile; }
+int fbp_set_tile(int isa)
+{
+    tile = isa < 0 ? -1 : isa == FBP_TILE_WIDE ? isa : (int)fbp_min(fbp_max(isa, fbp_isa()), 2);
+    return fbp_tile();
+}
+
+int64_t fbp_l2_bytes(void)
+{
+    static int64_t l2 = 0;        /* (every thread that races here writes the same value) */
+    if (!l2) {
+        long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        l2 = v >= 64 * 1024 ? v : 512 * 1024;
+    }
+    return l2;
 }

@@ -51,12 +51,16 @@ def info():
 
 def _tuning():
     """What tuning.plan decides with here, and where it came from: the ISA whose kernels run
-    (read from the CPU's flags), per compiled backend whether its own products can run on that
-    ISA (OWN_ISAS) and the thresholds (the shipped defaults of backends/tuning.py; nothing is
-    measured on the host yet)."""
+    (read from the CPU's flags), the C fused rows' kernel set (csrc/fused.h: the ISA's own
+    unless c_kernels.set_tile chose another), per compiled backend whether its few-class fused
+    windows (FUSED_ISAS) and its own products (OWN_ISAS) run on that ISA, and the thresholds
+    (the shipped defaults of backends/tuning.py; nothing is measured on the host yet)."""
     from .backends import tuning
     isa = tuning.host_isa()
+    c = _dispatch._modules.get("c")
     return {"isa": isa, "isa_source": "/proc/cpuinfo flags (GCC's resolver reads the same)",
+            "fused_tile": c.tile() if c else isa,
+            "fused_windows": {b: isa in t.FUSED_ISAS for b, t in tuning.TUNING.items()},
             "own_products": {b: isa in t.OWN_ISAS for b, t in tuning.TUNING.items()},
             "thresholds": "shipped defaults: fastbp/backends/tuning.py",
             "score_block_bytes": __import__("fastbp").config.score_block_bytes}

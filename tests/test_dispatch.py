@@ -129,4 +129,6 @@ def test_info_says_which_tuning_is_in_force_and_where_it_came_from():
     t = fastbp.info()["tuning"]
     assert t["isa"] == tuning.host_isa() and t["isa"] in tuning.ISAS
     assert t["own_products"] == {b: t["isa"] in T.OWN_ISAS for b, T in tuning.TUNING.items()}
+    assert t["fused_windows"] == {b: t["isa"] in T.FUSED_ISAS for b, T in tuning.TUNING.items()}
+    assert t["fused_tile"] == t["isa"]          # (no test leaves another kernel set in force)
     assert "tuning.py" in t["thresholds"] and t["score_block_bytes"] > 0

@@ -1,5 +1,6 @@
 """linear_head (docs/api.md s. 2): the fused S = X W^T + b -> head -> backward, for every head and
 option, against finite differences, the head on explicit scores, and the naive Jacobian path."""
+import contextlib
 import functools
 
 import numba
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp.backends import tuning
 from fastbp.backends.tuning import ISAS
 from cases import (BACKENDS, VARIANTS, assert_close, case_id, cast_floats, head_cases,
                    make_options, make_target, rotated, rotated_ids, variant)
@@ -121,8 +123,8 @@ def test_backends_match_reference(linear_backend, dtype, rng):
 
 @pytest.mark.parametrize("B, d, n", [(17, 1030, 11), (9, 520, 3), (33, 17, 12), (8, 8, 1)])
 def test_shapes_across_register_blocks_and_k_tiles(B, d, n, linear_backend, dtype, rng):
-    """The C fused rows work on 8 rows x 8 lanes at a time and on k tiles of 512: partial
-    blocks, partial vectors and several tiles, with and without dX."""
+    """The C fused rows work on register tiles of 4 rows and on k chunks: partial tiles,
+    partial vectors and several chunks, with and without dX."""
     for head, spec in [("softmax_nll", {"target": "labels"}),
                        ("multiclass_hinge", {"target": "labels"}), ("l1", {"target": "dense"})]:
         n_head = max(n, 2) if spec["target"] == "labels" else n
@@ -313,7 +315,7 @@ def test_fast_entry_follows_the_path_thresholds(setting, backend, rng):
 def test_fast_entry_takes_the_few_classes_window_where_the_backend_has_one(backend, rng):
     """n <= FUSED_FEW_N, d >= FUSED_FEW_MIN_D and n d <= FUSED_FEW_WEIGHTS (the C backend's;
     shape D) run fused on one block, so the fast entry takes them with the checked path's bits;
-    shorter rows, or the window closed, are left to the checked path."""
+    rows shorter than FUSED_FEW_MIN_D, or the window closed, are left to the checked path."""
     fast = _fast(backend)
     if fast is None:
         return
@@ -331,7 +333,8 @@ def test_fast_entry_takes_the_few_classes_window_where_the_backend_has_one(backe
             assert got[0] == want.loss
             for a, exp in zip(got[1:], want[1:]):
                 np.testing.assert_array_equal(a, exp)
-        assert fast(X[:, :32].copy(), W[:, :32].copy(), b, y, "softmax_nll", True, None) is None
+        short = fast(X[:, :32].copy(), W[:, :32].copy(), b, y, "softmax_nll", True, None)
+        assert (short is None) == (T.FUSED_FEW_MIN_D > 32 or got is None)
         mp.setattr(T, "FUSED_FEW_N", 0)
         assert fast(X, W, b, y, "softmax_nll", True, None) is None
 
@@ -453,3 +456,63 @@ def test_filter_eps_auto_on_a_trained_models_softmax(backend, rng):
     from fastbp.backends.reference import active_classes
     _, G = fastbp.softmax_nll(X[:32] @ W.T + b, y[:32], reduction="sum", backend="numpy")
     assert active_classes(G, np.full(32, np.finfo(np.float32).eps / 32)).mean() < 0.5
+
+
+# ---------------------------------------------------------------- the C fused rows' kernel sets
+def _tiles():
+    """csrc/fused.h's kernel sets this CPU runs: its ISA's and every lesser one, and "wide" (the
+    AVX-512 set's tiles on the baseline ISA: their loops tested on any x86-64)."""
+    if "c" not in BACKENDS:
+        return []
+    return [*ISAS[ISAS.index(tuning.host_isa()):], "wide"]
+
+
+@contextlib.contextmanager
+def _tile(name):
+    """The C backend's fused rows on every call (two blocks where there are rows for them), on
+    kernel set ``name``."""
+    c = fastbp._dispatch.backend_module("c")
+    with variant("c:parallel"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(c.TUNING, "FUSED_ISAS", ISAS)
+        assert c.set_tile(name) == name
+        try:
+            yield "c"
+        finally:
+            c.set_tile(None)
+
+
+_TILE_CASES = rotated(CASES, _tiles(), ["float64", "float32"])
+
+
+@pytest.mark.parametrize("case, tile, dtype", _TILE_CASES, ids=rotated_ids(_TILE_CASES))
+def test_every_kernel_set_equals_head_on_explicit_scores(case, tile, dtype, rng):
+    """Every case on every kernel set of the fused rows the CPU runs, the dtypes in turn."""
+    with _tile(tile) as backend:
+        _equals_head_on_explicit_scores(case, backend, np.dtype(dtype), rng, 11)
+
+
+# rows past several blocks of rows (d = 3000: a few rows per block), several k chunks, classes
+# in one and in several backward groups (the AVX-512 set's groups hold 12, the others' 6), rows
+# read in place (d whole vectors, an odd number of 64-byte lines) or copied (even, or partial)
+@pytest.mark.parametrize("B, d, n", [(37, 3000, 13), (21, 48, 7), (9, 64, 12), (30, 19, 5),
+                                     (50, 784, 10), (3, 1000, 2)])
+@pytest.mark.parametrize("tile", _tiles())
+def test_every_kernel_set_across_blocks_groups_and_copies(B, d, n, tile, dtype, rng):
+    X, W, b, y, _ = make_linear("softmax_nll", {"target": "labels"}, B, d, n, np.float64, rng)
+    want = fastbp.linear_head(X, W, b, y, backend="numpy")
+    X_d, W_d, b_d = cast_floats(dtype, X, W, b)
+    with _tile(tile) as backend:
+        for need_dX in (True, False):
+            got = fastbp.linear_head(X_d, W_d, b_d, y, need_dX=need_dX, backend=backend)
+            for name in ("loss", "dW", "db") + (("dX",) if need_dX else ()):
+                assert_close(getattr(got, name), getattr(want, name), dtype, name)
+
+
+def test_a_kernel_set_the_cpu_lacks_is_not_taken():
+    c = pytest.importorskip("fastbp.backends.c_kernels")
+    try:
+        assert c.set_tile("avx512f") == tuning.host_isa()      # its best at most
+        assert c.set_tile("default") == "default"
+        assert c.tile() == "default"
+    finally:
+        assert c.set_tile(None) == tuning.host_isa() == c.tile()

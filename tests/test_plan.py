@@ -132,18 +132,26 @@ def test_own_products_only_on_the_isas_their_tile_suits(backend, monkeypatch):
         assert (p.path, p.tile, p.own & tuning.OWN_SCORES) == ("chunked", isa, want)
 
 
-def test_the_c_fused_windows_only_on_the_isas_their_blocks_suit(monkeypatch):
-    """C float32 (256 x 3072 x 10) on 2 threads and D (64 x 64 x 10, the few-class window)
-    take C's fused rows on AVX-512 only; on AVX2 (64-byte register blocks spill: 10.5 ms
-    against 1.2 on BLAS's, docs/performance.md) BLAS's products. Tiny weights stay fused, and
+def test_the_c_fused_windows_follow_fused_isas(monkeypatch):
+    """C float32 (256 x 3072 x 10) on 1 and 2 threads and D (64 x 64 x 10) take C's fused rows
+    on each ISA of FUSED_ISAS (every one: each has its kernel set, csrc/fused.h) and BLAS's
+    products on an ISA left out of it; 16 classes take BLAS's. Tiny weights stay fused, and
     Numba's rows (compiled for the host) everywhere; the fast entry's window follows."""
-    for isa, fused in (("avx512f", True), ("avx2", False), ("default", False)):
+    assert tuning.C.FUSED_ISAS == tuning.ISAS
+    for isa in tuning.ISAS:
         monkeypatch.setattr(tuning, "host_isa", lambda isa=isa: isa)
-        assert (tuning.plan("c", 256, 3072, 10, np.float32, threads=2).path == "fused") == fused
-        assert (tuning.plan("c", 64, 64, 10, np.float64, threads=1).path == "fused") == fused
-        assert (tuning.tiny_window("c")[1] > 0) == fused
-        assert tuning.plan("c", 5, 4, 3, np.float64, threads=2).path == "fused"
-        assert tuning.plan("numba", 256, 3072, 10, np.float32, threads=2).path == "fused"
+        for gated in (False, True):
+            monkeypatch.setattr(tuning.C, "FUSED_ISAS",
+                                tuple(i for i in tuning.ISAS if i != isa or not gated))
+            fused = not gated
+            for t in (1, 2):
+                assert (tuning.plan("c", 256, 3072, 10, np.float32, threads=t).path
+                        == "fused") == fused
+            assert (tuning.plan("c", 64, 64, 10, np.float64, threads=1).path == "fused") == fused
+            assert (tuning.tiny_window("c")[1] > 0) == fused
+            assert tuning.plan("c", 256, 3072, 16, np.float32, threads=1).path == "chunked"
+            assert tuning.plan("c", 5, 4, 3, np.float64, threads=2).path == "fused"
+            assert tuning.plan("numba", 256, 3072, 10, np.float32, threads=2).path == "fused"
 
 
 @pytest.mark.parametrize("backend", COMPILED)

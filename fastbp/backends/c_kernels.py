@@ -67,7 +67,8 @@ def shared_constants():
     """csrc/fastbp.h's names of the constants Python states too, and their Python values."""
     consts = {"FBP_OWN_SCORES": tuning.OWN_SCORES, "FBP_OWN_BACKWARD": tuning.OWN_BACKWARD,
               "FBP_OWN_KV": tuning.OWN_TILE_BYTES // 64, "FBP_OWN_RA": tuning.OWN_TILE_ROWS,
-              "FBP_HEADS_PARALLEL_MIN": tuning.HEADS_PARALLEL_MIN}
+              "FBP_HEADS_PARALLEL_MIN": tuning.HEADS_PARALLEL_MIN,
+              "FBP_TILE_WIDE": tuning.TILES.index("wide")}
     consts.update({f"FBP_REDUCE_{r.upper()}": i for i, r in enumerate(REDUCTIONS)})
     consts.update({f"FBP_ARR_{f.upper()}": 1 << i for i, f in enumerate(ARRAY_FIELDS[2:])})
     return consts
@@ -93,6 +94,19 @@ _threads = [get_num_threads()]        # the fused path's row blocks (one per thr
 def set_num_threads(n):
     _threads[0] = n
     lib.fbp_set_num_threads(n)
+
+
+def set_tile(name=None):
+    """The fused rows' kernel set (csrc/fused.h) by its name in tuning.TILES: an ISA the CPU
+    has, or "wide" (the AVX-512 set's tiles on the baseline ISA: the tests run its loops on any
+    x86-64); None: the CPU's best (the default). Returns the one in force (an ISA the CPU lacks
+    gives its best)."""
+    return tuning.TILES[lib.fbp_set_tile(-1 if name is None else tuning.TILES.index(name))]
+
+
+def tile():
+    """The fused rows' kernel set in force (tuning.TILES)."""
+    return tuning.TILES[lib.fbp_tile()]
 
 
 def scratch_bytes(reset=False):

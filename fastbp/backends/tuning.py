@@ -15,15 +15,23 @@ import numpy as np
 from .. import config
 
 
+# The ISAs the C kernels are compiled for (csrc/common.h's target_clones), best first: the first
+# one the CPU has runs (GCC's resolver reads the same CPUID bits as these flags).
+ISAS = ("avx512f", "avx2", "default")
+# the C fused rows' kernel sets (csrc/fused.h), by fbp_set_tile's index: one per ISA, then "wide",
+# the AVX-512 set's tiles compiled for the baseline ISA (the tests run its loops on any x86-64)
+TILES = (*ISAS, "wide")
+
+
 class C:
     """c_kernels.linear_head's choice between the fused rows and chunked BLAS."""
     FUSED_ANY_N_WEIGHTS = 256     # n d <= this: tiny W, always fused (fixed cost beats BLAS's)
-    FUSED_FEW_N = 10              # few classes, one block fused when n <= this, d >= the next
-    FUSED_FEW_MIN_D = 64          #   and n d <= FUSED_FEW_WEIGHTS: the fused rows beat BLAS's
-    FUSED_FEW_WEIGHTS = 5120      #   packing there, lose beyond
+    FUSED_FEW_N = 12              # few classes: fused on one block when n <= this, at any d
+    FUSED_FEW_MIN_D = 0           #   (each ISA's register tiles, csrc/fused.h, beat BLAS's
+    FUSED_FEW_WEIGHTS = 1 << 62   #   skinny products there: docs/performance.md)
     FUSED_MAX_N = 12              # fused on all threads: n <= this and B n d >= FUSED_MIN_WORK
     FUSED_MIN_WORK = 1 << 23      #   (a region needing both cores for long loses them below);
-    FUSED_MIN_WORK_F32 = 1 << 20  #   float32's rows run 16 lanes and beat BLAS from smaller work
+    FUSED_MIN_WORK_F32 = 1 << 20  #   float32's rows run twice the lanes and win from less work
     PARALLEL_MIN_WORK = 1 << 16   # B n d below this: one block (a fork/join costs more)
     BLOCKS_PER_THREAD = 4         # row blocks per thread (of 8 rows or more): load balance
     # the chunked path's products on fastbp's own kernels (csrc/products.h) once W has this
@@ -40,10 +48,8 @@ class C:
     OWN_WHOLE_TILES = True        # own scores' blocks in whole register tiles (own_chunk_rows)
     FUSED_MIN_ROWS = 0            # (no row floor on the parallel fused rows)
     # ISAs where the few-class windows above (FUSED_MAX_N, FUSED_FEW_*) run the fused rows:
-    # their register blocks are 64-byte vectors, AVX-512's; on AVX2 each is two registers and
-    # the blocks spill: 10.5 ms against 1.2 on BLAS's products at C float32 on 2 cores of a
-    # Zen 3 (docs/performance.md, "Per ISA"). Tiny weights (FUSED_ANY_N_WEIGHTS) stay fused.
-    FUSED_ISAS = ("avx512f",)
+    # every one, each on its own kernel set (csrc/fused.h: tiles sized to its registers)
+    FUSED_ISAS = ISAS
     ONE_BLOCK = False             # (one thread, one block: the chunked path's team of one)
     LOSS_BY_ROWS = True           # the loss alone's team splits rows below 2 CHUNKED_MIN_CLASSES
 
@@ -137,11 +143,6 @@ def score_blocks(head, B, n, itemsize, chunk_rows, options):
         return rows, n
     panel = min(B, PANEL_ROWS)
     return panel, max(1, config.score_block_bytes // (panel * itemsize))
-
-
-# The ISAs the C kernels are compiled for (csrc/common.h's target_clones), best first: the first
-# one the CPU has runs (GCC's resolver reads the same CPUID bits as these flags).
-ISAS = ("avx512f", "avx2", "default")
 
 
 @functools.lru_cache(maxsize=None)
