@@ -73,10 +73,10 @@ FBP_INLINE void V(forward_tile)(REAL *acc, const REAL *const x_r[FR], REAL *cons
  *   dout[r ldo + k] = din[r ldi + k] + sum_j g[r, j] Wp[j, k]
  *                   (din: the earlier groups' sum, NULL for the first group)
  * g: (rows, n) row-major. dx: whether dX is wanted. */
-FBP_INLINE void V(backward_group)(REAL *pdW, const REAL *din, int64_t ldi, REAL *dout,
-                                  int64_t ldo, const REAL *xs, int64_t ldx, const REAL *Wp,
-                                  const REAL *g, int64_t j0, int64_t n, int64_t cnt, int64_t kw,
-                                  int64_t ld, int dx, const int bc)
+FBP_INLINE void V(backward_group)(REAL *pdW, const REAL *din, int64_t ldi, REAL *dout, int64_t ldo,
+                                  const REAL *xs, int64_t ldx, const REAL *Wp, const REAL *g,
+                                  int64_t j0, int64_t n, int64_t cnt, int64_t kw, int64_t ld,
+                                  int dx, const int bc)
 {
     for (int64_t k = 0; k < kw; k += VL) {
         V(vec) acc[BC], w[BC];
@@ -97,7 +97,8 @@ FBP_INLINE void V(backward_group)(REAL *pdW, const REAL *din, int64_t ldi, REAL 
                 }
             }
             if (dx)
-                V(store)(dout + r * ldo + k, din ? V(load)(din + r * ldi + k) + (d0 + d1) : d0 + d1);
+                V(store)(dout + r * ldo + k,
+                         din ? V(load)(din + r * ldi + k) + (d0 + d1) : d0 + d1);
         }
         for (int c = 0; c < bc; c++)
             V(store)(pdW + (j0 + c) * ld + k, acc[c]);
@@ -114,75 +115,74 @@ static int64_t V(block_rows)(int64_t ld, int64_t rows)
     return fbp_max(FR, rb / FR * FR);
 }
 
-/* The backward reads rows and writes dX rows in place when d is whole vectors and an odd number
- * of lines (it walks a column of rb rows: rows a power of two lines apart share one L1 set);
- * else through copies with row stride ld, zero past d. The forward reads rows in place when
- * they are whole vectors (copying them as it reads), else the copy. */
-static int V(in_place)(int64_t d) { return d % VL == 0 && d * (int64_t)sizeof(REAL) % 128 == 64; }
-
 /* REALs of scratch a block of rb rows needs (carved in linear_rows), every part whole 64-byte
  * lines, so each starts on a line when scratch does */
 static int64_t V(scratch)(int64_t n, int64_t d, int64_t ld, int64_t rb)
 {
     int64_t line = 64 / (int64_t)sizeof(REAL);
     int64_t nd = (n * (int64_t)(sizeof(double) / sizeof(REAL)) + line - 1) / line * line;
-    return n * ld + nd + (V(in_place)(d) ? 1 : 2 * rb + 1) * ld
-           + (rb * n * VL + line - 1) / line * line + (rb * n + line - 1) / line * line + nd;
+    return n * ld + nd + (2 * rb + 1) * ld + (rb * n * VL + line - 1) / line * line
+           + (rb * n + line - 1) / line * line + nd;
 }
 
 /* Rows lo..hi of linear + head into this block's partials, rb at a time. scratch
  * (V(scratch)(n, d, ld, rb) REALs, 64-byte aligned): pdW (n, ld), pdb (n doubles: db's terms
  * cancel, so they add in double), a zero row (ld: the rows of a tile past the block's), the
- * copies xs and dxs (rb, ld) unless in place, acc (rb n vectors), S (rb, n): scores, then
- * gradients, tmp (n doubles). Wp: W's rows with stride ld, zero past d. out: the loss and the
- * weight sums. */
+ * copies xs and dxs (rb, ld: rows and dX's partial sums), acc (rb n vectors), S (rb, n):
+ * scores, then gradients, tmp (n doubles). Wp: W's rows with stride ld, zero past d. out: the
+ * loss and the weight sums.
+ * Where rows are read and dX written: in place only as whole vectors on whole 64-byte lines
+ * (a vector load across two lines costs two: NumPy's arrays start 16 bytes into one), and for
+ * the backward's walks down a column of rb rows an odd number of lines apart too (rows a
+ * power of two lines apart share one L1 set); else through xs and dxs, with row stride ld,
+ * zero past d. The forward makes the copy as it first reads a row's vectors. dX's last group
+ * of classes stores to dX itself wherever d is whole vectors. */
 static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, const REAL *b,
-                           double scale, int64_t lo, int64_t hi, int64_t d, int64_t ld,
-                           int64_t rb, REAL *scratch, REAL *dX, double *out)
+                           double scale, int64_t lo, int64_t hi, int64_t d, int64_t ld, int64_t rb,
+                           REAL *scratch, REAL *dX, double *out)
 {
     int64_t n = h->n, kw = (d + VL - 1) / VL * VL, line = 64 / (int64_t)sizeof(REAL);
     int64_t nd = (n * (int64_t)(sizeof(double) / sizeof(REAL)) + line - 1) / line * line;
-    int in_place = V(in_place)(d);
+    int64_t bytes = d * (int64_t)sizeof(REAL);
+    int whole = d % VL == 0, lines = whole && bytes % 64 == 0, odd = lines && bytes / 64 % 2;
+    int x_back = odd && (uintptr_t)X % 64 == 0;              /* the backward reads X itself */
+    int dx_back = odd && dX && (uintptr_t)dX % 64 == 0;      /* and sums dX's groups there */
+    int copy = whole && !x_back;     /* the forward copies the rows to xs as it reads them */
     /* k chunk: the forward's rows of x and w within 24 KiB of L1, 256 bytes to 2 KiB of each */
     int64_t kt = fbp_max(256, fbp_min(2048, 24576 / (fbp_min(rb, hi - lo) + n) / 64 * 64))
                  / (int64_t)sizeof(REAL);
-    REAL *pdW = scratch, *zero = pdW + n * ld + nd, *xs = zero + ld,
-         *dxs = in_place ? xs : xs + rb * ld, *acc = in_place ? xs : dxs + rb * ld;
+    REAL *pdW = scratch, *zero = pdW + n * ld + nd, *xs = zero + ld, *dxs = xs + rb * ld,
+         *acc = dxs + rb * ld;
     REAL *S = acc + (rb * n * VL + line - 1) / line * line;
-    double *pdb = (double *)(pdW + n * ld), *tmp = (double *)(S + (rb * n + line - 1) / line * line);
+    double *pdb = (double *)(pdW + n * ld),
+           *tmp = (double *)(S + (rb * n + line - 1) / line * line);
     double total = 0.0, osum = 0.0;
-    memset(pdW, 0, (size_t)(n * ld + nd + ld) * sizeof(REAL));   /* pdW, pdb, zero */
+    memset(pdW, 0, (size_t)(n * ld + nd + ld) * sizeof(REAL)); /* pdW, pdb, zero */
     for (int64_t i0 = lo; i0 < hi; i0 += rb) {
-        int64_t cnt = fbp_min(rb, hi - i0), rows = (cnt + FR - 1) / FR * FR, ldx = d, lddx = d;
-        const REAL *x = X + i0 * d;
-        REAL *dx = dX ? dX + i0 * d : NULL;
-        const REAL *xf = x;        /* the forward's rows */
-        int64_t ldf = d, copying = !in_place && d % VL == 0;
-        if (!in_place) {
+        int64_t cnt = fbp_min(rb, hi - i0), rows = (cnt + FR - 1) / FR * FR;
+        const REAL *xb = x_back ? X + i0 * d : xs; /* the backward's rows */
+        int64_t ldx = x_back ? d : ld, lddx = dx_back ? d : ld;
+        REAL *dx = !dX ? NULL : dx_back ? dX + i0 * d : dxs;
+        if (!whole)
             for (int64_t r = 0; r < cnt; r++) {
-                if (!copying)
-                    memcpy(xs + r * ld, X + (i0 + r) * d, (size_t)d * sizeof(REAL));
+                memcpy(xs + r * ld, X + (i0 + r) * d, (size_t)d * sizeof(REAL));
                 memset(xs + r * ld + d, 0, (size_t)(ld - d) * sizeof(REAL));
             }
-            x = xs;
-            dx = dX ? dxs : NULL;
-            ldx = lddx = ld;
-            xf = copying ? xf : xs;
-            ldf = copying ? d : ld;
-        }
         for (int64_t k0 = 0; k0 < kw; k0 += kt) {
             int64_t k1 = fbp_min(k0 + kt, kw);
             for (int64_t r0 = 0; r0 < rows; r0 += FR) {
-                const REAL *x_r[FR];
-                REAL *c_r[FR];
+                const REAL *x_r[FR], *c_r[FR]; /* the rows as first read, and as copied */
+                REAL *to[FR];
                 for (int r = 0; r < FR; r++) {
-                    x_r[r] = r0 + r < cnt ? xf + (r0 + r) * ldf : zero;
-                    c_r[r] = xs + (r0 + r) * ld;   /* (rows past cnt: within xs, unread) */
+                    int64_t i = r0 + r;
+                    x_r[r] = i >= cnt ? zero : whole ? X + (i0 + i) * d : xs + i * ld;
+                    c_r[r] = i >= cnt || !copy ? x_r[r] : xs + i * ld;
+                    to[r] = xs + i * ld; /* (rows past cnt: within xs, unread) */
                 }
                 for (int64_t j0 = 0; j0 < n; j0 += FC) {
                     int fc = (int)fbp_min(FC, n - j0);
-#define FBP_TILE(c)                                                                           \
-    V(forward_tile)(acc, x_r, copying && j0 == 0 ? c_r : NULL, Wp, r0, j0, n, k0, k1, ld,    \
+#define FBP_TILE(c) \
+    V(forward_tile)(acc, j0 ? c_r : x_r, copy && !j0 ? to : NULL, Wp, r0, j0, n, k0, k1, ld, \
                     k0 == 0, c)
                     if (fc == FC)
                         FBP_TILE(FC);
@@ -216,17 +216,17 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
             /* dX's partial sums over the groups in dx; the last group's in dX itself when its
              * rows are whole vectors */
             const REAL *din = j0 ? dx : NULL;
-            int last = j0 + bc == n && d % VL == 0;
+            int last = j0 + bc == n && whole;
             REAL *dout = last && dx ? dX + i0 * d : dx;
             int64_t ldo = last ? d : lddx;
             switch (bc) {
-#define FBP_GROUP(c)                                                                          \
-    case c:                                                                                   \
-        if (dx)                                                                               \
-            V(backward_group)(pdW, din, lddx, dout, ldo, x, ldx, Wp, S, j0, n, cnt, kw, ld, 1,  \
-                              c);                                                             \
-        else                                                                                  \
-            V(backward_group)(pdW, NULL, 0, NULL, 0, x, ldx, Wp, S, j0, n, cnt, kw, ld, 0, c);  \
+#define FBP_GROUP(c) \
+    case c: \
+        if (dx) \
+            V(backward_group)(pdW, din, lddx, dout, ldo, xb, ldx, Wp, S, j0, n, cnt, kw, ld, 1, \
+                              c); \
+        else \
+            V(backward_group)(pdW, NULL, 0, NULL, 0, xb, ldx, Wp, S, j0, n, cnt, kw, ld, 0, c); \
         break;
                 FBP_GROUP(1)
                 FBP_GROUP(2)
@@ -245,7 +245,7 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
 #undef FBP_GROUP
             }
         }
-        if (dX && d % VL)
+        if (dX && !whole)
             for (int64_t r = 0; r < cnt; r++)
                 memcpy(dX + (i0 + r) * d, dxs + r * ld, (size_t)d * sizeof(REAL));
     }

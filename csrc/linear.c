@@ -83,11 +83,11 @@ typedef struct {
 #define FBP_SET(isa) {F(block_rows_##isa), F(scratch_##isa), F(linear_rows_##isa)}
 static const F(fused_set) F(fused_sets)[] = {
 #if FBP_FUSED_ISAS == 3
-    FBP_SET(avx512), FBP_SET(avx2),
+        FBP_SET(avx512), FBP_SET(avx2),
 #else
-    FBP_SET(sse), FBP_SET(sse),
+        FBP_SET(sse), FBP_SET(sse),
 #endif
-    FBP_SET(sse), FBP_SET(wide)};
+        FBP_SET(sse), FBP_SET(wide)};
 #undef FBP_SET
 
 #include "products.h"
