@@ -32,7 +32,7 @@ fastbp.set_num_threads(2)
 def work(_=None):
     rng = np.random.default_rng(0)
     out = {}
-    # linear_head: fused rows (C: on all threads from B n d >= 2^23), BLAS row blocks,
+    # linear_head: fused rows (C: on all threads from B n d >= 2^20), BLAS row blocks,
     # softmax_nll's column blocks (a small score budget)
     for name, (B, d, n) in {"fused": (1024, 64, 10), "fused_big": (1024, 1024, 10),
                             "chunked": (512, 300, 40)}.items():

@@ -30,8 +30,8 @@ class C:
     FUSED_FEW_MIN_D = 0           #   (each ISA's register tiles, csrc/fused.h, beat BLAS's
     FUSED_FEW_WEIGHTS = 1 << 62   #   skinny products there: docs/performance.md)
     FUSED_MAX_N = 12              # fused on all threads: n <= this and B n d >= FUSED_MIN_WORK
-    FUSED_MIN_WORK = 1 << 23      #   (a region needing both cores for long loses them below);
-    FUSED_MIN_WORK_F32 = 1 << 20  #   float32's rows run twice the lanes and win from less work
+    FUSED_MIN_WORK = 1 << 20      #   (below, one block beats a region needing every core; the
+    FUSED_MIN_WORK_F32 = 1 << 20  #   per-ISA kernel sets win from the same work in both dtypes)
     PARALLEL_MIN_WORK = 1 << 16   # B n d below this: one block (a fork/join costs more)
     BLOCKS_PER_THREAD = 4         # row blocks per thread (of 8 rows or more): load balance
     # the chunked path's products on fastbp's own kernels (csrc/products.h) once W has this
