@@ -12,6 +12,9 @@ import sysconfig
 import pytest
 
 COMPILED = ("numba", "c")
+# every session runs the shipped thresholds, never a `fastbp tune` cache of the machine it runs
+# on (the tests check the shipped plan; tests/test_tune.py applies caches of its own)
+os.environ["FASTBP_TUNING"] = "defaults"
 
 
 def c_compiler():

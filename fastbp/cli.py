@@ -44,6 +44,40 @@ def _precompile(args):
     print(f"precompile: done in {time.perf_counter() - start:.1f} s")
 
 
+def _tune(args):
+    from . import tune
+    from .backends import tuning
+    path = tuning.cache_path()
+    if args.reset:
+        existed = os.path.exists(path)
+        if existed:
+            os.remove(path)
+        tuning.reset_measured()
+        print(f"tune: {'removed ' + path if existed else 'no cache at ' + path}; the shipped "
+              "thresholds hold")
+        return
+    if args.show:
+        print(json.dumps({**tuning.SOURCE, "cache": path, "in_force": {
+            b: {k: getattr(T, k) for k in tuning.MEASURED} for b, T in tuning.TUNING.items()}},
+            indent=2))
+        return
+    backends = args.backends.split(",")
+    compiled = [b for b in _dispatch._REGISTRY if b != "numpy"]
+    if not backends or set(backends) - set(compiled):
+        raise ValueError(f"--backends must name some of {', '.join(compiled)}, "
+                         f"got {args.backends!r}")
+    for b in backends:
+        _dispatch.backend_module(b)          # (unavailable: BackendUnavailable says why)
+    save = not (args.quick or args.no_save)
+    with _bar(total=tune.steps(backends, _dispatch.get_num_threads(),
+                               tune.SHAPES["quick" if args.quick else "full"]),
+              desc="measuring") as bar:
+        data = tune.run(backends, quick=args.quick, save=save, progress=bar.update)
+    print(tune.table(data))
+    print(f"\ntune: {data['seconds']} s on {data['cpu']} ({data['isa']}, {data['threads']} "
+          f"threads); {'cached in ' + path if save else 'not saved'}")
+
+
 def _bar(**kw):
     from tqdm import tqdm
     return tqdm(file=sys.stderr, leave=False, dynamic_ncols=True, disable=None, **kw)  # no TTY: off
@@ -175,6 +209,16 @@ def build_parser():
     p.add_argument("--jobs", type=_positive(int), default=None,
                    help="processes (default: the cores)")
     p.set_defaults(fn=_precompile)
+    p = sub.add_parser("tune", help="measure the crossovers this CPU's features cannot decide and "
+                                    "cache them for every later process")
+    p.add_argument("--backends", default="c,numba", help="the compiled backends to tune")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny shapes, one round: checks that every step runs (saves nothing)")
+    p.add_argument("--no-save", action="store_true", help="measure and print only")
+    p.add_argument("--show", action="store_true",
+                   help="print the values in force and where they came from; measure nothing")
+    p.add_argument("--reset", action="store_true", help="remove this CPU model's cache")
+    p.set_defaults(fn=_tune)
     p = sub.add_parser("demo", help="what `make demo` runs: compare, then train")
     p.add_argument("--out", default="fastbp-demo", help="folder for the plots")
     p.set_defaults(fn=_demo)

@@ -54,7 +54,8 @@ def _tuning():
     (read from the CPU's flags), the C fused rows' kernel set (csrc/fused.h: the ISA's own
     unless c_kernels.set_tile chose another), per compiled backend whether its few-class fused
     windows (FUSED_ISAS) and its own products (OWN_ISAS) run on that ISA, and the thresholds
-    (the shipped defaults of backends/tuning.py; nothing is measured on the host yet)."""
+    `fastbp tune` measures (tuning.MEASURED): their values in force and where they came from
+    (the shipped defaults of backends/tuning.py, or this CPU model's cache)."""
     from .backends import tuning
     isa = tuning.host_isa()
     c = _dispatch._modules.get("c")
@@ -62,7 +63,8 @@ def _tuning():
             "fused_tile": c.tile() if c else isa,
             "fused_windows": {b: isa in t.FUSED_ISAS for b, t in tuning.TUNING.items()},
             "own_products": {b: isa in t.OWN_ISAS for b, t in tuning.TUNING.items()},
-            "thresholds": "shipped defaults: fastbp/backends/tuning.py",
+            "thresholds": {**tuning.SOURCE, "in_force": {
+                b: {k: getattr(t, k) for k in tuning.MEASURED} for b, t in tuning.TUNING.items()}},
             "score_block_bytes": __import__("fastbp").config.score_block_bytes}
 
 

@@ -131,4 +131,7 @@ def test_info_says_which_tuning_is_in_force_and_where_it_came_from():
     assert t["own_products"] == {b: t["isa"] in T.OWN_ISAS for b, T in tuning.TUNING.items()}
     assert t["fused_windows"] == {b: t["isa"] in T.FUSED_ISAS for b, T in tuning.TUNING.items()}
     assert t["fused_tile"] == t["isa"]          # (no test leaves another kernel set in force)
-    assert "tuning.py" in t["thresholds"] and t["score_block_bytes"] > 0
+    assert "tuning.py" in t["thresholds"]["source"] and t["thresholds"]["path"] is None
+    assert t["thresholds"]["in_force"] == {     # (the sessions run the shipped values)
+        b: {k: getattr(T, k) for k in tuning.MEASURED} for b, T in tuning.TUNING.items()}
+    assert t["score_block_bytes"] > 0

@@ -8,6 +8,11 @@ FBP_OWN_* bits, the own products' tile, HEADS_PARALLEL_MIN) are csrc/fastbp.h's,
 import (c_kernels.shared_constants); C takes the team plan() sizes as an argument.
 """
 import functools
+import json
+import os
+import re
+import warnings
+from importlib import metadata
 from typing import NamedTuple
 
 import numpy as np
@@ -79,8 +84,9 @@ class Numba:
     ONE_BLOCK = True                    # one thread, the batch one block: one compiled call
     LOSS_BY_ROWS = False                # loss_step splits classes only
     FUSED_ISAS = ("avx512f", "avx2", "default")   # LLVM compiles its rows for the host's ISA
-    FUSED_FEW_N = FUSED_FEW_MIN_D = FUSED_FEW_WEIGHTS = 0     # no few-classes window: its BLAS
-    #                                                           path wins there
+    FUSED_FEW_N = 0               # no few-classes window: its BLAS path wins there (on the
+    FUSED_FEW_MIN_D = 0           #   hosts measured; `fastbp tune` opens it where its rows win)
+    FUSED_FEW_WEIGHTS = 1 << 62
 
 
 TUNING = {"c": C, "numba": Numba}
@@ -146,16 +152,29 @@ def score_blocks(head, B, n, itemsize, chunk_rows, options):
 
 
 @functools.lru_cache(maxsize=None)
+def _cpuinfo():
+    """The first processor's fields of Linux's /proc/cpuinfo ({} where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read().split("\n\n", 1)[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+@functools.lru_cache(maxsize=None)
 def host_isa():
     """The ISA whose kernels run on this CPU: the first of ISAS its flags name (Linux's
     /proc/cpuinfo; "default" where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:
-        flags = []
+    flags = _cpuinfo().get("flags", "").split()
     return next(isa for isa in ISAS if isa == "default" or isa in flags)
+
+
+def cpu_model():
+    """The CPU model a tuning cache is kept for: vendor, family, model and name (every core of
+    one model runs the same kernels at the same crossovers)."""
+    info = _cpuinfo()
+    return " ".join(info.get(k, "?") for k in ("vendor_id", "cpu family", "model", "model name"))
 
 
 class Plan(NamedTuple):
@@ -222,3 +241,95 @@ def tiny_window(backend):
     few_n = T.FUSED_FEW_N if host_isa() in T.FUSED_ISAS else 0
     return (T.FUSED_ANY_N_WEIGHTS, few_n, T.FUSED_FEW_MIN_D, T.FUSED_FEW_WEIGHTS,
             T.PARALLEL_MIN_WORK)
+
+
+# ------------------------------------------------------------------ measured on the host
+# The thresholds the CPU's features cannot decide: `fastbp tune` (fastbp/tune.py) measures them
+# on the user's machine and caches them per CPU model; every later process applies that cache
+# here at import (FASTBP_TUNING=defaults: the shipped values). docs/performance.md, "fastbp tune".
+MEASURED = ("FUSED_FEW_N", "FUSED_MIN_WORK", "FUSED_MIN_WORK_F32", "OWN_ISAS")
+CACHE_FORMAT = 1
+_SHIPPED = {b: {k: getattr(T, k) for k in MEASURED} for b, T in TUNING.items()}
+# where the MEASURED values in force came from (fastbp.info()["tuning"]["thresholds"])
+SOURCE = {"source": "shipped defaults: fastbp/backends/tuning.py", "path": None, "measured": None}
+
+
+def cache_path():
+    """This CPU model's tuning cache: FASTBP_CACHE_DIR, else $XDG_CACHE_HOME/fastbp, else
+    ~/.cache/fastbp; one file per CPU model (cpu_model)."""
+    root = os.environ.get("FASTBP_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "fastbp")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", cpu_model()).strip("-").lower()
+    return os.path.join(root, f"tuning-{slug}.json")
+
+
+def fastbp_version():
+    """The installed fastbp's version (a cache measured with another is not applied)."""
+    try:
+        return metadata.version("fastbp")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _check_cache(data, version):
+    """Why a cache's contents cannot be applied here, or None."""
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+        return f"not a format-{CACHE_FORMAT} fastbp tuning cache"
+    if data.get("cpu") != cpu_model():
+        return f"measured on another CPU ({data.get('cpu')!r})"
+    if data.get("fastbp") != version:
+        return f"measured with fastbp {data.get('fastbp')}, this is {version}"
+    values = data.get("values")
+    if not isinstance(values, dict) or set(values) - set(TUNING):
+        return "its values are not {backend: {threshold: value}}"
+    for backend, settings in values.items():
+        for k, v in (settings.items() if isinstance(settings, dict) else [(None, None)]):
+            ok = (isinstance(v, list) and set(v) <= set(ISAS) if k == "OWN_ISAS" else
+                  k in MEASURED and isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+            if not ok:
+                return f"{backend}.{k} = {v!r} is not a threshold fastbp tune measures"
+    return None
+
+
+def reset_measured():
+    """The shipped MEASURED values, in force from here on."""
+    for b, T in TUNING.items():
+        for k, v in _SHIPPED[b].items():
+            setattr(T, k, v)
+    SOURCE.update(source="shipped defaults: fastbp/backends/tuning.py", path=None, measured=None)
+
+
+def apply_measured(data=None, path=None):
+    """Put the shipped MEASURED values back, then ``data`` (a cache's contents, as
+    fastbp/tune.py writes them) over them; ``data=None`` reads this CPU model's cache, if any
+    and FASTBP_TUNING is not "defaults". A cache that cannot be applied warns and is ignored."""
+    reset_measured()
+    if data is None:
+        setting = os.environ.get("FASTBP_TUNING", "cache")
+        if setting not in ("cache", "defaults"):
+            warnings.warn(f"FASTBP_TUNING must be 'cache' or 'defaults', got {setting!r}: "
+                          "using the cache", RuntimeWarning, stacklevel=2)
+        path = cache_path()
+        if setting == "defaults" or not os.path.exists(path):
+            return SOURCE
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as exc:
+            data = exc
+    why = (f"unreadable: {data}" if isinstance(data, Exception) else
+           _check_cache(data, fastbp_version()))
+    if why:
+        warnings.warn(f"fastbp: tuning cache {path} ignored ({why}); the shipped thresholds "
+                      "hold: rerun `fastbp tune`", RuntimeWarning, stacklevel=2)
+        return SOURCE
+    for b, settings in data["values"].items():
+        for k, v in settings.items():
+            setattr(TUNING[b], k, tuple(v) if isinstance(v, list) else v)
+    SOURCE.update(source=f"measured by `fastbp tune` on {data.get('date', '?')}", path=path,
+                  measured=data["values"])
+    return SOURCE
+
+
+apply_measured()
