@@ -237,14 +237,16 @@ def provenance():
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
+    from fastbp.backends import tuning     # (a `fastbp tune` cache, if any, applies)
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": commit or "unknown", "python": platform.python_version(),
-            "versions": versions}
+            "versions": versions, "thresholds": tuning.SOURCE["source"]}
 
 
 def provenance_line(p):
     return (f"Run {p['date']} at commit {p['commit']}; python {p['python']}, "
-            + ", ".join(f"{k} {v}" for k, v in p["versions"].items()))
+            + ", ".join(f"{k} {v}" for k, v in p["versions"].items())
+            + f"; thresholds: {p.get('thresholds', 'shipped defaults')}")
 
 
 def host():
