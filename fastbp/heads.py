@@ -6,12 +6,14 @@ head needs no code here.
 """
 import numpy as np
 
-from . import _checks
+from . import _bf16, _checks
 from ._dispatch import backend_module
 from ._registry import SPECS
 
 
-def _run(name, S, target, reduction, out, backend, **options):
+def _run(name, S, target, reduction, out, backend, grad_dtype=None, **options):
+    if grad_dtype is not None or _bf16.involved(S, target, *options.values()):
+        return _in_dtype(name, S, target, reduction, out, backend, grad_dtype, options)
     S, target, opts, reduction, buf, shape = _checks.check_head(name, S, target, options,
                                                                 reduction, out)
     dS = buf if buf is not None else np.empty(S.shape, S.dtype)
@@ -19,9 +21,22 @@ def _run(name, S, target, reduction, out, backend, **options):
     return loss, (out if out is not None else dS.reshape(shape))
 
 
+def _in_dtype(name, S, target, reduction, out, backend, grad_dtype, options):
+    """A bfloat16 call (docs/api.md, "bfloat16"): the head in float32 on the arrays' values,
+    dS in ``grad_dtype`` or S's dtype, rounded once."""
+    arrays = {"S": S, "target": target, **options}
+    partner = next((k for k, a in arrays.items() if _bf16.involved(a)), "grad_dtype")
+    S = np.asarray(S) if not hasattr(S, "dtype") else S
+    want = _bf16.grad_dtype(grad_dtype) or S.dtype
+    S, target = (_bf16.head_array(k, arrays[k], partner) for k in ("S", "target"))
+    options = {k: _bf16.head_array(k, v, partner) for k, v in options.items()}
+    loss, dS = _run(name, S, target, reduction, None, backend, **options)
+    return loss, _bf16.result(dS, want, out)
+
+
 _TEMPLATE = '''
-def {name}({S}, {T}, *, {options}reduction="mean", out=None, backend=None):
-    return _run("{name}", {S}, {T}, reduction, out, backend, {passed})
+def {name}({S}, {T}, *, {options}reduction="mean", out=None, backend=None, grad_dtype=None):
+    return _run("{name}", {S}, {T}, reduction, out, backend, grad_dtype, {passed})
 '''
 
 

@@ -3,7 +3,7 @@ from typing import NamedTuple, Optional, Union
 
 import numpy as np
 
-from . import _checks
+from . import _bf16, _checks
 from ._dispatch import backend_module
 
 
@@ -25,22 +25,29 @@ def _buffer(given, like, wanted=True):
 
 
 def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows=None, out=None,
-                backend=None, **head_options):
+                backend=None, grad_dtype=None, **head_options):
     """Fused ``S = X W^T + b`` -> ``head`` -> backward, one block of rows at a time.
 
     Returns ``Grads(loss, dW, db, dX)``. Never builds a Jacobian, and never holds more than
     ``chunk_rows x n`` scores (default: ``fastbp.config.score_block_bytes`` worth), so peak extra
     memory does not grow with the batch. ``head_options``: the head's keyword options, with
     ``reduction`` "mean" (default), "sum" or "none" (the (B,) row losses, and the gradients of
-    their sum).
+    their sum). bfloat16 arrays: products in float32 on their values, each gradient in its
+    argument's dtype unless ``grad_dtype`` (docs/api.md, "bfloat16").
     """
     module = backend_module(backend)
-    if module.fast_linear_head is not None and not head_options and chunk_rows is None:
+    if (module.fast_linear_head is not None and not head_options and chunk_rows is None
+            and grad_dtype is None):
         # the backend's whole tiny call in compiled code: (loss, dW, db, dX), or None (nothing
-        # written)
+        # written; a bfloat16 call among them)
         got = module.fast_linear_head(X, W, b, target, head, need_dX, out)
         if got is not None:
             return _new_grads(Grads, got)
+    if grad_dtype is not None or _bf16.involved(X, W, b, target, *head_options.values()):
+        X, W, b, target, head_options, dtypes = _bf16.linear_call(X, W, b, target, head_options)
+        g = linear_head(X, W, b, target, head, need_dX=need_dX, chunk_rows=chunk_rows,
+                        backend=backend, **head_options)
+        return _in_dtypes(g, dtypes, grad_dtype, out)
     (X, W, b, target, head, opts, reduction, need_dX, chunk_rows, bufs,
      filter_eps) = _checks.check_linear_head(X, W, b, target, head, head_options, need_dX,
                                              chunk_rows, out)
@@ -56,6 +63,16 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
         loss = module.linear_head(X, W, b, target, head, opts, reduction, chunk_rows, dW, db, dX,
                                   filter_eps=filter_eps)
     return _new_grads(Grads, (loss, dW, db, dX))      # Grads(...) without its Python __new__
+
+
+def _in_dtypes(g, dtypes, grad_dtype, out):
+    """A linear_head result with each gradient in ``grad_dtype``, else its argument's dtype
+    (``dtypes`` by name; the kernels' where absent), rounded once (into ``out``'s arrays)."""
+    want = _bf16.grad_dtype(grad_dtype)
+    return Grads(g.loss, *(_bf16.result(a, want or dtypes.get(k) or a.dtype,
+                                        getattr(out, "d" + k, None))
+                           if a is not None else None
+                           for k, a in (("W", g.dW), ("b", g.db), ("X", g.dX))))
 
 
 def linear_act_forward(X, W, b, activation, *, alpha=None, backend=None):

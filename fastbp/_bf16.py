@@ -1,0 +1,115 @@
+"""bfloat16 calls (docs/api.md, "bfloat16"): the one rule for which arrays are rounded to
+bfloat16, what runs in float32 and which dtype each result comes back in.
+
+A call is a bfloat16 call when one of its float arrays is ``ml_dtypes.bfloat16`` (the dtype
+JAX uses). Then, as ``torch.autocast`` runs a linear layer:
+
+- the products' operands (X, W, b of linear_head) are bfloat16 values: a float32 one is
+  rounded to bfloat16 (to nearest even), a bfloat16 one is taken as it is; float64 does not mix
+  with bfloat16 (a TypeError names it);
+- the head's arrays (scores of a head call, probability targets, weights) are taken in float32
+  as they are (bfloat16 widens exactly);
+- everything then runs in float32: products accumulate in float32, the head works in float32,
+  the loss sums in double as in any float32 call; so a gradient is rounded once, at the end,
+  never between row blocks or threads;
+- each gradient comes back in its argument's dtype (dW in W's: float32 master weights get a
+  float32 dW), or in ``grad_dtype`` when given; the loss is a float (row losses: float32).
+
+The kernels run on float32 copies of the bfloat16 operands (widening is exact); the
+arithmetic is the float32 kernels', so results equal the float32 reference on the same
+bfloat16 values to float32 rounding (tests/test_bf16.py).
+"""
+import functools
+
+import numpy as np
+
+
+def involved(*arrays):
+    """Whether any of ``arrays`` (anything: lists, None, scalars) is a bfloat16 array (by the
+    dtype's name: ``import fastbp`` does not import ml_dtypes)."""
+    return any(getattr(getattr(a, "dtype", None), "name", None) == "bfloat16" for a in arrays)
+
+
+@functools.lru_cache(maxsize=None)
+def bf16():
+    """ml_dtypes.bfloat16's NumPy dtype (imported at the first bfloat16 call)."""
+    import ml_dtypes
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+_F32 = np.dtype(np.float32)
+
+
+def grad_dtype(value):
+    """``grad_dtype`` checked: None or one of bfloat16, float32, float64."""
+    if value is None:
+        return None
+    try:
+        dt = np.dtype(value)
+    except TypeError:
+        dt = None
+    if dt not in (bf16(), _F32, np.dtype(np.float64)):
+        raise TypeError(f"grad_dtype must be None, ml_dtypes.bfloat16, np.float32 or "
+                        f"np.float64, got {value!r}")
+    return dt
+
+
+def _float_dtype(name, a):
+    dt = getattr(a, "dtype", None)
+    if dt is None:
+        a = np.asarray(a)
+        dt = a.dtype
+    return a, dt
+
+
+def operand(name, a, partner):
+    """A product operand of a bfloat16 call as float32 holding bfloat16 values, and its
+    dtype (None for None). ``partner``: the argument that made the call bfloat16 (for the
+    error)."""
+    if a is None:
+        return None, None
+    a, dt = _float_dtype(name, a)
+    if dt == bf16():
+        return a.astype(_F32), dt
+    if dt == _F32:
+        return a.astype(bf16()).astype(_F32), dt
+    raise TypeError(f"{name} has dtype {dt} but {partner} is bfloat16: a bfloat16 call's "
+                    f"products take bfloat16 or float32 arrays (float32 is rounded to "
+                    f"bfloat16, as torch.autocast does), not {dt}")
+
+
+def head_array(name, a, partner):
+    """A head-side float array of a bfloat16 call in float32 (as it is); integer labels and
+    non-arrays pass through."""
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "fV":
+        return a
+    if a.dtype == bf16():
+        return a.astype(_F32)
+    if a.dtype == _F32:
+        return a
+    raise TypeError(f"{name} has dtype {a.dtype} but {partner} is bfloat16: the head of a "
+                    f"bfloat16 call takes bfloat16 or float32 arrays, not {a.dtype}")
+
+
+def linear_call(X, W, b, target, options):
+    """A linear_head call's (X, W, b, target, options) ready for the float32 kernels if it is
+    a bfloat16 call (as they are otherwise), and each gradient's default dtype by name."""
+    arrays = {"X": X, "W": W, "b": b, "target": target, **options}
+    partner = next((n for n, a in arrays.items() if involved(a)), None)
+    if partner is None:
+        return X, W, b, target, options, {}
+    (X, tX), (W, tW), (b, tb) = (operand(n, a, partner) for n, a in (("X", X), ("W", W), ("b", b)))
+    options = {k: head_array(k, v, partner) for k, v in options.items()}
+    return X, W, b, head_array("target", target, partner), options, {"X": tX, "W": tW, "b": tb}
+
+
+def result(a, dtype, out=None):
+    """A float32 result ``a`` in ``dtype`` (rounded once), written into ``out`` if given."""
+    if a is None:
+        return None
+    if out is not None:
+        if out.dtype != dtype:
+            raise TypeError(f"out arrays of this call must have dtype {dtype}, got {out.dtype}")
+        out[...] = a
+        return out
+    return a if a.dtype == dtype else a.astype(dtype)
