@@ -13,7 +13,7 @@ each adapter only converts its arrays and wires its autograd.
 """
 import numpy as np
 
-from . import _checks, heads, layers
+from . import _bf16, _checks, heads, layers
 from ._dispatch import backend_module
 from ._registry import REDUCTIONS
 
@@ -28,6 +28,8 @@ def split_reduction(options):
 def linear_loss(X, W, b, target, head, options, reduction, backend=None):
     """The loss alone: a float, or the row losses (B,) for "none"."""
     module = backend_module(backend)
+    if _bf16.involved(X, W, b, target, *options.values()):
+        X, W, b, target, options, _ = _bf16.linear_call(X, W, b, target, options)
     if module.fast_linear_head is not None and not options and reduction == "mean":
         # a tiny call's compiled entry (loss and dW in ~1 µs) costs less than the checks of
         # the loss path; None where the call is not tiny
@@ -39,23 +41,26 @@ def linear_loss(X, W, b, target, head, options, reduction, backend=None):
     return module.linear_loss(X, W, b, target, head, opts, reduction, None)
 
 
-def linear_forward(X, W, b, target, head, options, reduction, need, backend):
+def linear_forward(X, W, b, target, head, options, reduction, need, backend, grad_dtype=None):
     """(loss, dX, dW, db) with ``need`` = (dX, dW, db) flags: gradients only where needed (None
-    elsewhere), none at all for "none" (they come in ``linear_rows_backward``)."""
+    elsewhere), none at all for "none" (they come in ``linear_rows_backward``); in
+    ``grad_dtype`` if given (linear_head's)."""
     if reduction == "none" or not any(need):
         return linear_loss(X, W, b, target, head, options, reduction, backend), None, None, None
     if reduction != "mean":             # (no options at all: the tiny call's compiled entry)
         options = dict(options, reduction=reduction)
     g = layers.linear_head(X, W, b, target, head, need_dX=bool(need[0]), backend=backend,
-                           **options)
+                           grad_dtype=grad_dtype, **options)
     return g.loss, g.dX, g.dW if need[1] else None, g.db if need[2] else None
 
 
-def linear_rows_backward(X, W, b, target, head, options, g, need, backend):
-    """(dX, dW, db) of sum_i g_i L_i: the fused "sum" call with sample weights times g."""
-    options = _times_sample_weight(options, g, X.dtype)
+def linear_rows_backward(X, W, b, target, head, options, g, need, backend, grad_dtype=None):
+    """(dX, dW, db) of sum_i g_i L_i: the fused "sum" call with sample weights times g (in
+    float32 for a bfloat16 call: the weights are the head's)."""
+    low = _bf16.involved(X, W, b, g)
+    options = _times_sample_weight(options, g, np.float32 if low else X.dtype)
     grads = layers.linear_head(X, W, b, target, head, need_dX=bool(need[0]), backend=backend,
-                               reduction="sum", **options)
+                               reduction="sum", grad_dtype=grad_dtype, **options)
     return grads.dX, grads.dW, grads.db
 
 

@@ -26,12 +26,12 @@ except ImportError as exc:
     from .errors import missing_extra
     raise ImportError(missing_extra("fastbp.torch", "torch", "torch")) from exc
 
-from . import _frameworks
+from . import _bf16, _frameworks
 from ._registry import SPECS
 
 __all__ = ["linear_head", "LinearHead", *SPECS]
 
-_FLOATS = (torch.float32, torch.float64)
+_FLOATS = (torch.float32, torch.float64, torch.bfloat16)
 _PLAIN = frozenset({*_FLOATS, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
 # the options that are arrays (tensor arguments of the operators); every other option is a
 # scalar and travels in the operators' ``options`` string
@@ -57,8 +57,8 @@ def _check(name, t):
         raise TypeError(f"{name} must be a CPU tensor, got one on {t.device}; fastbp runs on "
                         f"the CPU: move it with {name}.cpu()")
     if t.is_complex() or (t.is_floating_point() and t.dtype not in _FLOATS):
-        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}; convert it with "
-                        f"{name}.float() (or .double())")
+        raise TypeError(f"{name} must be float32, float64 or bfloat16, got {t.dtype}; convert "
+                        f"it with {name}.float() (or .double(), .bfloat16())")
 
 
 def _plain(*tensors):
@@ -74,10 +74,10 @@ def _plain(*tensors):
                 "torch.compile")
 
 
-def _split(head, head_options):
+def _split(head, head_options, autocast=False):
     """(reduction, the array options as a list of tensors or None, the scalar options as the
-    operators' string). Runs in the caller's frame: plain Python on constants, which dynamo
-    folds."""
+    operators' string, with ``autocast`` when the products run in bfloat16). Runs in the
+    caller's frame: plain Python on constants, which dynamo folds."""
     if head not in SPECS:
         raise ValueError(f"head must be one of {tuple(SPECS)}, got {head!r}")
     reduction, options = _frameworks.split_reduction(head_options)
@@ -93,7 +93,22 @@ def _split(head, head_options):
             options[k] = v.item()
         elif not isinstance(v, (bool, int, float, str, type(None))):
             raise TypeError(f"{k} must be a number or a string, got {type(v).__name__}")
+    if autocast:
+        options[_AUTOCAST] = "bfloat16"
     return reduction, arrays, repr(sorted(options.items()))
+
+
+_AUTOCAST = "__autocast__"      # (an options entry no head has: the operators pop it)
+
+
+def _autocast(*tensors):
+    """Whether a linear layer on ``tensors`` runs its products in bfloat16 here, as
+    ``torch.autocast("cpu", torch.bfloat16)`` runs nn.Linear: autocast is on for the CPU with
+    bfloat16, and the floating tensors are float32 or bfloat16 (autocast leaves float64)."""
+    return (torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            and all(t.dtype in (torch.float32, torch.bfloat16) for t in tensors
+                    if t is not None))
 
 
 @functools.lru_cache(maxsize=256)
@@ -101,29 +116,56 @@ def _scalars(options):
     return dict(ast.literal_eval(options))
 
 
-def _array(t):
-    """A tensor's NumPy view (detached; fastbp's checks copy a non-contiguous one)."""
-    return None if t is None else t.numpy(force=True)
+def _array(t, bf16=False):
+    """A tensor's NumPy view (detached; fastbp's checks copy a non-contiguous one); bfloat16
+    as ml_dtypes.bfloat16 (the same bits). ``bf16``: a float32 tensor rounded to bfloat16
+    (autocast's products)."""
+    if t is None:
+        return None
+    if bf16 and t.dtype == torch.float32:
+        t = t.detach().to(torch.bfloat16)
+    if t.dtype == torch.bfloat16:
+        return t.detach().view(torch.int16).numpy(force=True).view(_bf16.bf16())
+    return t.numpy(force=True)
 
 
 def _inputs(target, arrays, head, options):
-    """The kernels' target (labels as intp) and options dict from an operator's arguments."""
+    """The kernels' target (labels as intp), options dict and autocast flag from an
+    operator's arguments."""
     t = _array(target)
     if t.dtype.kind in "iu" and SPECS[head].target != "float":
         t = t.astype(np.intp, copy=False)
     if options == "[]" and not any(a is not None for a in arrays):
-        return t, {}                          # (every call without options: the common one)
+        return t, {}, False                   # (every call without options: the common one)
     opts = dict(_scalars(options))
+    autocast = opts.pop(_AUTOCAST, None) is not None
     opts.update((k, _array(a)) for k, a in zip(_ARRAY_OPTIONS, arrays) if a is not None)
-    return t, opts
+    return t, opts, autocast
 
 
-def _tensor(a, like):
-    """A kernel's result as a tensor; an absent gradient as an empty one (operators return
-    tensors only)."""
+def _low(*tensors):
+    """Whether a call runs as a bfloat16 call (its gradients come back float32 from the
+    kernels and take their arguments' dtypes here, rounded once)."""
+    return any(t is not None and t.dtype == torch.bfloat16 for t in tensors)
+
+
+def _loss_dtype(X, low):
+    """The loss's dtype: float32 for a bfloat16 call (as autocast's cross_entropy), else X's."""
+    return torch.float32 if low else X.dtype
+
+
+def _tensor(a, like, dtype=None):
+    """A kernel's result as a tensor in ``dtype`` (default: ``like``'s); an absent gradient
+    as an empty one (operators return tensors only)."""
+    dtype = dtype or like.dtype
     if a is None:
-        return like.new_empty(0)
-    return torch.from_numpy(np.asarray(a, _NUMPY[like.dtype]))
+        return like.new_empty(0, dtype=dtype)
+    if dtype == torch.bfloat16:
+        a = np.asarray(a)
+        if a.dtype == _bf16.bf16():
+            return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(np.asarray(a, np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(np.asarray(a, _NUMPY[dtype]))
 
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
@@ -132,15 +174,19 @@ _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 # ---------------------------------------------------------------------------- operators
 @torch.library.impl(_LIB, "linear_head", "CPU")
 def _linear_head_op(X, W, b, target, arrays, head, options, backend, reduction, need):
-    t, opts = _inputs(target, arrays, head, options)
-    loss, *grads = _frameworks.linear_forward(_array(X), _array(W), _array(b), t, head, opts,
-                                              reduction, need, backend)
-    return (_tensor(loss, X), *(_tensor(a, X) for a in grads))
+    t, opts, autocast = _inputs(target, arrays, head, options)
+    low = autocast or _low(X, W, b)
+    loss, *grads = _frameworks.linear_forward(
+        _array(X, autocast), _array(W, autocast), _array(b, autocast), t, head, opts,
+        reduction, need, backend, np.float32 if low else None)
+    return (_tensor(loss, X, _loss_dtype(X, low)),
+            *(_tensor(a, like if like is not None else X) for a, like in zip(grads, (X, W, b))))
 
 
 @torch.library.register_fake("fastbp::linear_head", lib=_LIB)
 def _(X, W, b, target, arrays, head, options, backend, reduction, need):
-    loss = X.new_empty((X.shape[0],) if reduction == "none" else ())
+    low = _AUTOCAST in options or _low(X, W, b)
+    loss = X.new_empty((X.shape[0],) if reduction == "none" else (), dtype=_loss_dtype(X, low))
     grads = reduction != "none" and any(need)
     return (loss, *(a.new_empty(a.shape if grads and n and a is not None else (0,))
                     if a is not None else X.new_empty(0) for a, n in zip((X, W, b), need)))
@@ -148,10 +194,13 @@ def _(X, W, b, target, arrays, head, options, backend, reduction, need):
 
 @torch.library.impl(_LIB, "linear_rows_backward", "CPU")
 def _linear_rows_backward_op(X, W, b, target, arrays, head, options, backend, g, need):
-    t, opts = _inputs(target, arrays, head, options)
-    grads = _frameworks.linear_rows_backward(_array(X), _array(W), _array(b), t, head, opts,
-                                             _array(g), need, backend)
-    return tuple(_tensor(a if n else None, X) for a, n in zip(grads, need))
+    t, opts, autocast = _inputs(target, arrays, head, options)
+    low = autocast or _low(X, W, b)
+    grads = _frameworks.linear_rows_backward(
+        _array(X, autocast), _array(W, autocast), _array(b, autocast), t, head, opts,
+        _array(g), need, backend, np.float32 if low else None)
+    return tuple(_tensor(a if n else None, like if like is not None else X)
+                 for a, n, like in zip(grads, need, (X, W, b)))
 
 
 @torch.library.register_fake("fastbp::linear_rows_backward", lib=_LIB)
@@ -162,14 +211,14 @@ def _(X, W, b, target, arrays, head, options, backend, g, need):
 
 @torch.library.impl(_LIB, "head", "CPU")
 def _head_op(S, target, arrays, head, options, backend, reduction, need):
-    t, opts = _inputs(target, arrays, head, options)
+    t, opts, _ = _inputs(target, arrays, head, options)
     loss, dS = _frameworks.head_forward(head, _array(S), t, opts, reduction, backend)
-    return _tensor(loss, S), _tensor(dS if need else None, S)
+    return _tensor(loss, S, _loss_dtype(S, _low(S))), _tensor(dS if need else None, S)
 
 
 @torch.library.register_fake("fastbp::head", lib=_LIB)
 def _(S, target, arrays, head, options, backend, reduction, need):
-    loss = S.new_empty((S.shape[0],) if reduction == "none" else ())
+    loss = S.new_empty((S.shape[0],) if reduction == "none" else (), dtype=_loss_dtype(S, _low(S)))
     return loss, S.new_empty(S.shape if need else (0,))
 
 
@@ -254,9 +303,9 @@ def linear_head(X, W, b, target, head="softmax_nll", *, backend=None, **head_opt
     ``head_options``: the head's options (tensors or arrays for ``weight``, ``sample_weight``,
     ``pos_weight``; not differentiated) and ``reduction`` "mean" (default), "sum" or "none".
     """
-    reduction, arrays, options = _split(head, head_options)
     for name, t in (("X", X), ("W", W), ("b", b), ("target", target)):
         _check(name, t)
+    reduction, arrays, options = _split(head, head_options, _autocast(X, W, b))
     _plain(X, W, b)
     target = torch.as_tensor(target)
     grad = torch.is_grad_enabled()

@@ -203,8 +203,10 @@ def test_upstream_scalar_scales_and_retain_graph_repeats(rng):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (lambda X: X.half(), r"X must be float32 or float64, got torch.float16; .*X.float\(\)"),
-    (lambda X: X.bfloat16(), r"got torch.bfloat16"),
+    (lambda X: X.half(), r"X must be float32, float64 or bfloat16, got torch.float16; "
+                         r".*X.float\(\)"),
+    (lambda X: X.to(torch.complex64), r"X must be float32, float64 or bfloat16, got "
+                                      r"torch.complex64"),
     (lambda X: X.to("meta"), r"X must be a CPU tensor, got one on meta.*X.cpu\(\)")])
 def test_other_devices_and_dtypes_are_type_errors(bad, match):
     X, W, y = torch.ones(3, 2), torch.ones(4, 2), torch.zeros(3, dtype=torch.int64)
@@ -364,3 +366,100 @@ def test_torch_func_transforms_and_second_derivatives_are_clear_errors(rng):
     loss = fbt.linear_head(X, Wt, b, y)
     with pytest.raises(RuntimeError, match="first derivatives only"):
         torch.autograd.grad(loss, Wt, create_graph=True)
+
+
+# ---------------------------------------------------------------------------- bfloat16
+def _bf16_numpy(t):
+    import ml_dtypes
+    return t.detach().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_linear_head_under_autocast_is_autocast_linear_plus_cross_entropy(reduction, rng):
+    """Inside torch.autocast("cpu", bfloat16): the products on bfloat16 values (X, W, b
+    rounded, as nn.Linear there), the loss float32, each gradient in its tensor's dtype; equal
+    to autocast's nn.Linear + F.cross_entropy within bfloat16 rounding, and to fastbp's NumPy
+    call on the rounded values within float32's (dW is not rounded to bfloat16 on the way)."""
+    torch.manual_seed(0)
+    X = torch.from_numpy(rng.standard_normal((48, 40)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 7, 48))
+    lin, head = torch.nn.Linear(40, 7), fbt.LinearHead(40, 7, reduction=reduction)
+    head.load_state_dict(lin.state_dict())
+    Xa, Xb = X.clone().requires_grad_(), X.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = F.cross_entropy(lin(Xa), y, reduction=reduction)
+        got = head(Xb, y)
+    assert got.dtype == want.dtype == torch.float32 and got.shape == want.shape
+    g = torch.rand(got.shape) + 0.5 if reduction == "none" else torch.tensor(1.0)
+    (want * g).sum().backward()
+    (got * g).sum().backward()
+    for a, b in ((lin.weight.grad, head.weight.grad), (lin.bias.grad, head.bias.grad),
+                 (Xa.grad, Xb.grad)):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(b, a, rtol=0, atol=2e-2 * a.abs().max().item())
+    torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)
+    ref = fastbp.linear_head(*(_bf16_numpy(t.detach().bfloat16()) for t in
+                               (X, lin.weight, lin.bias)), y.numpy(), backend="numpy",
+                             reduction="sum" if reduction == "none" else reduction,
+                             sample_weight=g.numpy() if reduction == "none" else None,
+                             grad_dtype=np.float32)
+    for got_grad, want_grad in ((head.weight.grad, ref.dW), (head.bias.grad, ref.db),
+                                (Xb.grad, ref.dX)):
+        _close(got_grad, want_grad, np.float32)
+
+
+def test_bfloat16_tensors_give_bfloat16_gradients_and_a_float32_loss(rng):
+    X = torch.from_numpy(rng.standard_normal((20, 9))).bfloat16().requires_grad_()
+    W = torch.from_numpy(rng.standard_normal((4, 9))).bfloat16().requires_grad_()
+    b = torch.zeros(4, dtype=torch.float32, requires_grad=True)     # a float32 bias mixes in
+    y = torch.from_numpy(rng.integers(0, 4, 20))
+    loss = fbt.linear_head(X, W, b, y)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert (X.grad.dtype, W.grad.dtype, b.grad.dtype) == (torch.bfloat16,) * 2 + (torch.float32,)
+    want = fastbp.linear_head(_bf16_numpy(X), _bf16_numpy(W), b.detach().numpy(), y.numpy(),
+                              backend="numpy")
+    assert abs(loss.item() - want.loss) <= 1e-5 * abs(want.loss)
+    np.testing.assert_array_equal(_bf16_numpy(W.grad).astype(np.float32),
+                                  want.dW.astype(np.float32))
+    S = torch.from_numpy(rng.standard_normal((6, 3))).bfloat16().requires_grad_()
+    loss = fbt.softmax_nll(S, torch.tensor([0, 1, 2, 0, 1, 2]))
+    loss.backward()
+    assert loss.dtype == torch.float32 and S.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_autocast_model_has_no_graph_break_and_equals_eager(backend, rng,
+                                                                     fresh_dynamo):
+    X = torch.from_numpy(rng.standard_normal((12, 6)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 5, 12))
+    results = []
+    for compiled in (False, True):
+        body, head = _model(torch.float32, "mean", {})
+
+        def f(X, y):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return head(body(X), y)
+
+        if compiled:
+            explain = torch._dynamo.explain(f)(X, y)
+            assert explain.graph_break_count == 0, explain.break_reasons
+            f = torch.compile(f, fullgraph=True, backend=backend)
+        results.append(_train(lambda: f(X, y), [*body.parameters(), *head.parameters()]))
+    assert all(a.dtype == torch.float32 for a in results[1][0] + results[1][1])
+    for a, c in zip(*(r[0] + r[1] for r in results)):
+        torch.testing.assert_close(a, c, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_operators_pass_opcheck_in_bfloat16_and_under_autocast(reduction, rng):
+    X, W, b, y, w = _op_args(rng, torch.bfloat16)
+    torch.library.opcheck(torch.ops.fastbp.linear_head.default,
+                          (X, W.float(), b, y, [None] * 3, "softmax_nll", "[]", None,
+                           reduction, [True, True, True]))
+    torch.library.opcheck(torch.ops.fastbp.linear_head.default,
+                          (X.float(), W.float(), b.float(), y, [None] * 3, "softmax_nll",
+                           "[('__autocast__', 'bfloat16')]", None, reduction,
+                           [True, True, False]))
+    torch.library.opcheck(torch.ops.fastbp.head.default,
+                          (X @ W.T, y, [None] * 3, "softmax_nll", "[]", None, reduction, True))

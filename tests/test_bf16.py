@@ -1,0 +1,184 @@
+"""bfloat16 calls (docs/api.md, "bfloat16"; fastbp/_bf16.py): every head and linear_head on
+every backend and path against the NumPy reference computed in float32 from the same bfloat16
+values, the mixed-dtype rule, gradients rounded once, errors, inputs left alone."""
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastbp
+from cases import (BACKENDS, VARIANTS, assert_close, head_cases, make_head_inputs,
+                   rotated, rotated_ids, variant)
+from test_linear_head import make_linear
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F32 = np.dtype(np.float32)
+CASES = head_cases()
+
+
+def cast(dtype, *arrays, options=None):
+    """Every float array (bfloat16's kind is "V") in ``dtype``; labels untouched."""
+    def one(v):
+        return (v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind in "fV" else v)
+    out = [one(a) for a in arrays]
+    return out + [{k: one(v) for k, v in options.items()}] if options is not None else out
+
+
+def assert_rounded_once(got, want32, terms=None):
+    """``got`` (bfloat16) is the float32 result ``want32`` rounded to bfloat16: within one
+    bfloat16 rounding (2^-8 relative) of it, beyond the float32 result's own 1e-4 of its
+    terms."""
+    assert got.dtype == BF16
+    got, want = got.astype(np.float64), np.asarray(want32, np.float64)
+    scale = np.abs(want) if terms is None else terms
+    assert np.all(np.abs(got - want) <= 2.0 ** -8 * np.abs(want) + 1e-4 * np.max(scale, initial=0)
+                  + 1e-30)
+
+
+_HEADS = rotated(CASES, BACKENDS, ["mean", "sum", "none"])
+
+
+@pytest.mark.parametrize("case, backend, reduction", _HEADS, ids=rotated_ids(_HEADS))
+def test_every_head_on_bfloat16_scores_is_the_float32_head_on_their_values(
+        case, backend, reduction, rng):
+    head, spec = case
+    S, target, opts = make_head_inputs(head, spec, 9, 5, np.float32, rng)
+    S, target, opts = cast(BF16, S, target, options=opts)
+    keep = [np.copy(a) for a in (S, target)]
+    fn = getattr(fastbp, head)
+    want_loss, want = fn(*cast(F32, S, target), backend="numpy", reduction=reduction,
+                         **cast(F32, options=opts)[0])
+    loss, dS = fn(S, target, backend=backend, reduction=reduction, grad_dtype=np.float32,
+                  **opts)
+    assert dS.dtype == F32
+    assert_close(loss, want_loss, F32)
+    assert_close(dS, want, F32)
+    loss16, dS16 = fn(S, target, backend=backend, reduction=reduction, **opts)
+    assert_close(loss16, want_loss, F32)
+    assert_rounded_once(dS16, want)
+    for a, k in zip((S, target), keep):
+        np.testing.assert_array_equal(a, k)
+
+
+_LINEAR = rotated(CASES, BACKENDS, ["mean", "sum", "none"])
+
+
+@pytest.mark.parametrize("case, backend, reduction", _LINEAR, ids=rotated_ids(_LINEAR))
+def test_every_head_of_linear_head_in_bfloat16_is_float32_on_the_values(
+        case, backend, reduction, rng):
+    head, spec = case
+    X, W, b, target, opts = make_linear(head, spec, 11, 7, 5, np.float32, rng)
+    X, W, b, target, opts = cast(BF16, X, W, b, target, options=opts)
+    keep = [np.copy(a) for a in (X, W, b)]
+    want = fastbp.linear_head(*cast(F32, X, W, b, target), head, backend="numpy",
+                              reduction=reduction, **cast(F32, options=opts)[0])
+    g = fastbp.linear_head(X, W, b, target, head, backend=backend, reduction=reduction,
+                           grad_dtype=np.float32, **opts)
+    assert_close(g.loss, want.loss, F32)
+    terms = {"dW": np.abs(W).max() * np.abs(X).sum(0).max(), "dX": np.abs(W).sum(0).max()}
+    for k in ("dW", "db", "dX"):
+        assert getattr(g, k).dtype == F32
+        assert_close(getattr(g, k), getattr(want, k), F32, k, scale=terms.get(k))
+    g16 = fastbp.linear_head(X, W, b, target, head, backend=backend, reduction=reduction,
+                             **opts)
+    assert_close(g16.loss, want.loss, F32)
+    for k in ("dW", "db", "dX"):
+        assert_rounded_once(getattr(g16, k), getattr(want, k), terms.get(k))
+    for a, k in zip((X, W, b), keep):
+        np.testing.assert_array_equal(a, k)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_path_runs_bfloat16_calls_across_blocks(name, rng):
+    """Several row blocks, column blocks, threads: the float32 kernels on the bfloat16 values,
+    every gradient rounded once at the end."""
+    for n, head in ((10, "softmax_nll"), (300, "softmax_nll"), (7, "sigmoid_bce")):
+        X = rng.standard_normal((70, 33)).astype(BF16)
+        W = (0.3 * rng.standard_normal((n, 33))).astype(BF16)
+        b = (0.1 * rng.standard_normal(n)).astype(BF16)
+        y = rng.integers(0, n, 70) if head == "softmax_nll" else rng.random((70, n)) > 0.5
+        y = y if head == "softmax_nll" else y.astype(np.float32)
+        want = fastbp.linear_head(*cast(F32, X, W, b), y, head, backend="numpy", chunk_rows=16)
+        with variant(name) as backend:
+            g = fastbp.linear_head(X, W, b, y, head, backend=backend, grad_dtype=np.float32)
+            g16 = fastbp.linear_head(X, W, b, y, head, backend=backend)
+        assert_close(g.loss, want.loss, F32)
+        for k in ("dW", "db", "dX"):
+            assert_close(getattr(g, k), getattr(want, k), F32, k,
+                         scale=70 * np.abs(getattr(want, k)).max())
+            assert_rounded_once(getattr(g16, k), getattr(want, k),
+                                70 * np.abs(getattr(want, k)).max())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_operands_of_a_bfloat16_call_are_rounded_as_autocast_does(backend, rng):
+    """X bfloat16 with W, b float32 (master weights): the products take W and b rounded to
+    bfloat16; dW and db come back float32, not rounded; dX bfloat16."""
+    X = rng.standard_normal((40, 24)).astype(BF16)
+    W = rng.standard_normal((6, 24)).astype(F32)
+    b = rng.standard_normal(6).astype(F32)
+    y = rng.integers(0, 6, 40)
+    g = fastbp.linear_head(X, W, b, y, backend=backend)
+    assert (g.dW.dtype, g.db.dtype, g.dX.dtype) == (F32, F32, BF16)
+    same = fastbp.linear_head(X, W.astype(BF16), b.astype(BF16), y, backend=backend,
+                              grad_dtype=np.float32)
+    np.testing.assert_array_equal(g.dW, same.dW)      # the same float32 kernel, the same bits
+    np.testing.assert_array_equal(g.db, same.db)
+    np.testing.assert_array_equal(g.dX, same.dX.astype(BF16))
+    assert g.loss == same.loss
+    # float32 arrays with grad_dtype=bfloat16: a float32 call, its gradients rounded once
+    g32 = fastbp.linear_head(*cast(F32, X), W, b, y, backend=backend)
+    r = fastbp.linear_head(*cast(F32, X), W, b, y, backend=backend, grad_dtype=BF16)
+    np.testing.assert_array_equal(r.dW, g32.dW.astype(BF16))
+    assert r.loss == g32.loss
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bfloat16_out_arrays_are_written(backend, rng):
+    X = rng.standard_normal((20, 8)).astype(BF16)
+    W = rng.standard_normal((3, 8)).astype(F32)
+    y = rng.integers(0, 3, 20)
+    out = fastbp.Grads(None, np.empty((3, 8), F32), None, np.empty((20, 8), BF16))
+    g = fastbp.linear_head(X, W, None, y, out=out, backend=backend)
+    assert g.dW is out.dW and g.dX is out.dX
+    want = fastbp.linear_head(X, W, None, y, backend=backend)
+    np.testing.assert_array_equal(out.dW, want.dW)
+    np.testing.assert_array_equal(out.dX, want.dX)
+    S = rng.standard_normal((4, 3)).astype(BF16)
+    dS = np.empty((4, 3), BF16)
+    loss, got = fastbp.softmax_nll(S, [0, 1, 2, 0], out=dS, backend=backend)
+    assert got is dS
+    with pytest.raises(TypeError, match="out arrays of this call must have dtype bfloat16, "
+                                        "got float32"):
+        fastbp.linear_head(X, W, None, y, backend=backend,
+                           out=fastbp.Grads(None, None, None, np.empty((20, 8), F32)))
+
+
+def test_bfloat16_calls_refuse_float64_and_bad_grad_dtypes(rng):
+    X = rng.standard_normal((5, 4)).astype(BF16)
+    W = rng.standard_normal((3, 4))
+    with pytest.raises(TypeError, match="W has dtype float64 but X is bfloat16"):
+        fastbp.linear_head(X, W, None, [0, 1, 2, 0, 1])
+    with pytest.raises(TypeError, match="weight has dtype float64 but X is bfloat16"):
+        fastbp.linear_head(X, W.astype(F32), None, [0, 1, 2, 0, 1], weight=np.ones(3))
+    with pytest.raises(TypeError, match="grad_dtype must be None, ml_dtypes.bfloat16, "
+                                        "np.float32 or np.float64, got 'int8'"):
+        fastbp.linear_head(X, W.astype(F32), None, [0, 1, 2, 0, 1], grad_dtype="int8")
+    with pytest.raises(TypeError, match="grad_dtype must be"):
+        fastbp.softmax_nll(X, [0, 1, 2, 0, 1], grad_dtype=np.float16)
+
+
+@settings(max_examples=25, deadline=None)
+@given(B=st.integers(1, 40), d=st.integers(1, 40), n=st.integers(1, 20),
+       seed=st.integers(0, 2 ** 16), backend=st.sampled_from(BACKENDS))
+def test_property_a_bfloat16_call_is_float32_on_its_values(B, d, n, seed, backend):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((B, d)).astype(BF16)
+    W = rng.standard_normal((n, d)).astype(BF16)
+    y = rng.integers(0, n, B)
+    g = fastbp.linear_head(X, W, None, y, backend=backend, grad_dtype=np.float32)
+    want = fastbp.linear_head(*cast(F32, X, W), None, y, backend=backend)
+    assert_close(g.loss, want.loss, F32)
+    assert_close(g.dW, want.dW, F32, scale=np.abs(X).sum(0).max())
+    assert_close(g.dX, want.dX, F32, scale=np.abs(W).sum(0).max())
