@@ -93,6 +93,11 @@ int64_t fbp_l2_bytes(void);
 /* GOMP_SPINCOUNT when this library (and libgomp before it) loaded, -1 if unset (the spin policy
  * fastbp sets for its own load only: fastbp/backends/__init__.py's spin_policy) */
 int64_t fbp_spin_at_load(void);
+/* bfloat16 <-> float32 of n elements (fastbp/_bf16.py): widening exact; narrowing to nearest
+ * even, a NaN kept a NaN, into bfloat16 (as_float 0) or into float32 holding the bfloat16 value
+ * (as_float 1: a product operand of a bfloat16 call) */
+void fbp_bf16_to_f32(float *dst, const uint16_t *src, int64_t n);
+void fbp_f32_to_bf16(void *dst, const float *src, int64_t n, int as_float);
 /* scratch memory: the most bytes the kernels held at once since the last reset (exact) */
 int64_t fbp_scratch_peak(void);
 void fbp_scratch_reset(void);

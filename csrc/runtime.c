@@ -170,3 +170,69 @@ int64_t fbp_l2_bytes(void)
     }
     return l2;
 }
+
+/* ---- bfloat16 <-> float32 (fastbp/_bf16.py): a bfloat16 is a float32's upper 16 bits, so
+ * widening is exact; narrowing rounds to nearest even and keeps a NaN a (quiet) NaN, as
+ * ml_dtypes does. Element by element: the same bits at any thread count. */
+FBP_INLINE uint16_t to_bf16(uint32_t u)
+{
+    uint16_t nan = (uint16_t)((u >> 16) | 0x40);
+    uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
+
+FBP_HOT static void widen_part(float *dst, const uint16_t *src, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(&dst[i], &u, 4);
+    }
+}
+
+FBP_HOT static void narrow_part(void *dst, const float *src, int64_t n, int as_float)
+{
+    if (as_float) {
+        float *out = dst;
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &src[i], 4);
+            u = (uint32_t)to_bf16(u) << 16;
+            memcpy(&out[i], &u, 4);
+        }
+    } else {
+        uint16_t *out = dst;
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &src[i], 4);
+            out[i] = to_bf16(u);
+        }
+    }
+}
+
+/* parts of FBP_CONVERT_PART elements on the threads once there are two of them (a fork / join
+ * costs more than a smaller conversion) */
+#define FBP_CONVERT_PART (64 * 1024)
+static int convert_threads(int64_t n)
+{
+    int64_t parts = (n + FBP_CONVERT_PART - 1) / FBP_CONVERT_PART;
+    return parts < 2 ? 1 : (int)fbp_min(parts, fbp_threads());
+}
+
+void fbp_bf16_to_f32(float *dst, const uint16_t *src, int64_t n)
+{
+    int64_t parts = (n + FBP_CONVERT_PART - 1) / FBP_CONVERT_PART;
+#pragma omp parallel for num_threads(convert_threads(n)) schedule(static)
+    for (int64_t p = 0; p < parts; p++)
+        widen_part(dst + p * FBP_CONVERT_PART, src + p * FBP_CONVERT_PART,
+                   fbp_min(FBP_CONVERT_PART, n - p * FBP_CONVERT_PART));
+}
+
+void fbp_f32_to_bf16(void *dst, const float *src, int64_t n, int as_float)
+{
+    int64_t parts = (n + FBP_CONVERT_PART - 1) / FBP_CONVERT_PART;
+    size_t size = as_float ? sizeof(float) : sizeof(uint16_t);
+#pragma omp parallel for num_threads(convert_threads(n)) schedule(static)
+    for (int64_t p = 0; p < parts; p++)
+        narrow_part((char *)dst + (size_t)(p * FBP_CONVERT_PART) * size, src + p * FBP_CONVERT_PART,
+                    fbp_min(FBP_CONVERT_PART, n - p * FBP_CONVERT_PART), as_float);
+}

@@ -40,6 +40,32 @@ def bf16():
 _F32 = np.dtype(np.float32)
 
 
+@functools.lru_cache(maxsize=None)
+def _c():
+    """The C backend's conversions (vectorized, on the threads) where it loads, else None:
+    NumPy's (ml_dtypes') casts, several times slower."""
+    from . import _dispatch
+    from .errors import BackendUnavailable
+    try:
+        return _dispatch._load("c").bf16_convert
+    except BackendUnavailable:
+        return None
+
+
+def convert(a, dtype, operand=False):
+    """``a`` (bfloat16 or float32) as a new C-contiguous array of ``dtype`` (float32 or
+    bfloat16); ``operand``: float32 in, float32 out holding its bfloat16 rounding."""
+    convert_c = _c()
+    if convert_c is None:
+        with np.errstate(invalid="ignore"):          # (NaN propagates, as in every call)
+            return a.astype(bf16()).astype(_F32) if operand else a.astype(dtype)
+    a = np.ascontiguousarray(a)
+    out = np.empty(a.shape, dtype)
+    convert_c(out.view(np.uint16) if out.dtype == bf16() else out,
+              a.view(np.uint16) if a.dtype == bf16() else a)
+    return out
+
+
 def grad_dtype(value):
     """``grad_dtype`` checked: None or one of bfloat16, float32, float64."""
     if value is None:
@@ -70,9 +96,9 @@ def operand(name, a, partner):
         return None, None
     a, dt = _float_dtype(name, a)
     if dt == bf16():
-        return a.astype(_F32), dt
+        return convert(a, _F32), dt
     if dt == _F32:
-        return a.astype(bf16()).astype(_F32), dt
+        return convert(a, _F32, operand=True), dt
     raise TypeError(f"{name} has dtype {dt} but {partner} is bfloat16: a bfloat16 call's "
                     f"products take bfloat16 or float32 arrays (float32 is rounded to "
                     f"bfloat16, as torch.autocast does), not {dt}")
@@ -84,7 +110,7 @@ def head_array(name, a, partner):
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "fV":
         return a
     if a.dtype == bf16():
-        return a.astype(_F32)
+        return convert(a, _F32)
     if a.dtype == _F32:
         return a
     raise TypeError(f"{name} has dtype {a.dtype} but {partner} is bfloat16: the head of a "
@@ -110,6 +136,8 @@ def result(a, dtype, out=None):
     if out is not None:
         if out.dtype != dtype:
             raise TypeError(f"out arrays of this call must have dtype {dtype}, got {out.dtype}")
-        out[...] = a
+        out[...] = a if a.dtype != _F32 or dtype != bf16() else convert(a, dtype)
         return out
-    return a if a.dtype == dtype else a.astype(dtype)
+    if a.dtype == dtype:
+        return a
+    return convert(a, dtype) if a.dtype == _F32 and dtype == bf16() else a.astype(dtype)

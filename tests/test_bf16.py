@@ -182,3 +182,30 @@ def test_property_a_bfloat16_call_is_float32_on_its_values(B, d, n, seed, backen
     assert_close(g.loss, want.loss, F32)
     assert_close(g.dW, want.dW, F32, scale=np.abs(X).sum(0).max())
     assert_close(g.dX, want.dX, F32, scale=np.abs(W).sum(0).max())
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 64 * 1024 + 3, 3 * 64 * 1024 + 17])
+@pytest.mark.parametrize("fallback", [False, True])
+def test_conversions_are_ml_dtypes_bit_for_bit(size, fallback, monkeypatch, rng):
+    """fastbp's conversions (the C backend's, on its threads for large arrays, or NumPy's):
+    widening exact, narrowing to nearest even (ties included), infinities kept, a NaN a NaN."""
+    from fastbp import _bf16
+    if fallback:
+        monkeypatch.setattr(_bf16, "_c", lambda: None)
+    elif _bf16._c() is None:
+        pytest.skip("the C backend is not built here")
+    bits = rng.integers(0, 2 ** 32, size, dtype=np.uint32)
+    bits[: min(size, 6)] = [0x3F808000, 0x3F818000, 0x7F800000, 0xFF800000, 0x00000001,
+                            0x7F7FFFFF][: min(size, 6)]       # ties to even, inf, tiny, max
+    a = bits.view(np.float32)
+    with np.errstate(invalid="ignore"):
+        want = a.astype(BF16)
+    got = _bf16.convert(a, BF16)
+    nan = np.isnan(a)
+    assert got.dtype == BF16 and np.isnan(got.astype(F32)[nan]).all()
+    np.testing.assert_array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])
+    np.testing.assert_array_equal(_bf16.convert(got, F32).view(np.uint32),
+                                  got.astype(F32).view(np.uint32))
+    held = _bf16.convert(a, F32, operand=True)
+    np.testing.assert_array_equal(held.view(np.uint32)[~nan],
+                                  want.astype(F32).view(np.uint32)[~nan])

@@ -96,6 +96,18 @@ def set_num_threads(n):
     lib.fbp_set_num_threads(n)
 
 
+def bf16_convert(dst, src):
+    """``dst[...] = src`` between C-contiguous arrays of one size (csrc/runtime.c): bfloat16 (as
+    uint16) to float32 exactly, float32 to bfloat16 (uint16) or to float32 holding bfloat16
+    values, to nearest even; on the threads for large arrays."""
+    if src.dtype == np.float32:
+        lib.fbp_f32_to_bf16(_fb(dst, require_writable=True), _fb("float[]", src), src.size,
+                            int(dst.dtype == np.float32))
+    else:
+        lib.fbp_bf16_to_f32(_fb("float[]", dst, require_writable=True),
+                            _fb("uint16_t[]", src), src.size)
+
+
 def set_tile(name=None):
     """The fused rows' kernel set (csrc/fused.h) by its name in tuning.TILES: an ISA the CPU
     has, or "wide" (the AVX-512 set's tiles on the baseline ISA: the tests run its loops on any
