@@ -29,7 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from . import _checks, layers
+from . import _bf16, _checks, layers
 from ._registry import SPECS
 from . import _math
 from .layers import Grads
@@ -106,12 +106,19 @@ def _denominator(head, target, options, B, n, dtype):
     return float(np.sum(_math.row_weights(head, target, opts, dtype), dtype=np.float64))
 
 
-def _linear_part(X, target, rows, W, b, head, options, mean, need_dX, backend):
-    """One chunk: ((loss, [dW, db], denominator), dX), all sums."""
+def _linear_part(X, target, rows, W, b, head, options, mean, need_dX, backend, low):
+    """One chunk: ((loss, [dW, db], denominator), dX), all sums; ``low`` (a bfloat16 call):
+    the chunk's gradients in float32, rounded only once the chunks are summed."""
     options = {**options, **rows}
     g = layers.linear_head(X, W, b, target, head, need_dX=need_dX, backend=backend,
-                           reduction="sum", **options)
-    omega = _denominator(head, target, options, len(X), len(W), X.dtype) if mean else 0.0
+                           reduction="sum", grad_dtype=np.float32 if low else None, **options)
+    omega = 0.0
+    if mean:
+        if low:                     # (the head's arrays of a bfloat16 call: float32)
+            target = _bf16.head_array("target", target, "X")
+            options = {k: _bf16.head_array(k, v, "X") for k, v in options.items()}
+        omega = _denominator(head, target, options, len(X), len(W),
+                             np.dtype(np.float32) if low else X.dtype)
     return (g.loss, [g.dW, g.db], omega), g.dX
 
 
@@ -149,8 +156,9 @@ def _finish(total, reduction):
     return float(loss), grads, scale
 
 
-def _times(a, scale):
-    return a if scale == 1.0 else a * a.dtype.type(scale)
+def _times(a, scale, dtype):
+    """A chunk's dX times the mean's factor, in ``dtype`` (rounded once, after the factor)."""
+    return _bf16.result(a if scale == 1.0 else a * a.dtype.type(scale), np.dtype(dtype))
 
 
 # ---------------------------------------------------------------------------- public
@@ -164,13 +172,19 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=False, backend=N
     need_dX = _checks.flag("need_dX", need_dX)
     head, reduction, targets, rows, options, target0, rows0 = _split(X, target, head,
                                                                      head_options)
-    _checks.check_linear_head(np.empty((0, X.shape[1]), X.dtype), W, b, target0, head,
-                              {**options, **rows0, "reduction": reduction}, need_dX, None, None)
+    opts0 = {**options, **rows0}
+    low = _bf16.involved(X, W, b, target0, *opts0.values())
+    empty = np.empty((0, X.shape[1]), X.dtype)
+    dtypes = {"X": X.dtype, "W": getattr(W, "dtype", None), "b": getattr(b, "dtype", None)}
+    if low:                         # (the bfloat16 rule checked on the client, as a call's)
+        empty, W0, b0, target0, opts0, dtypes = _bf16.linear_call(empty, W, b, target0, opts0)
+    _checks.check_linear_head(empty, W0 if low else W, b0 if low else b, target0, head,
+                              {**opts0, "reduction": reduction}, need_dX, None, None)
     Wd, bd = delayed(W), delayed(b)
     parts, dXs = [], []
     for Xc, tc, rc in zip(X.to_delayed().ravel(), targets, rows):
         part, dXc = delayed(_linear_part, nout=2)(Xc, tc, rc, Wd, bd, head, options,
-                                                  reduction == "mean", need_dX, backend)
+                                                  reduction == "mean", need_dX, backend, low)
         parts.append(part)
         dXs.append(dXc)
     if need_dX:             # one pass: the chunks' dX stay where they were computed
@@ -178,10 +192,12 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=False, backend=N
         parts, dXs = list(persisted[:len(parts)]), persisted[len(parts):]
     (total,) = dask.compute(_tree(parts))
     loss, (dW, db), scale = _finish(total, reduction)
+    if low:                         # the summed float32 gradients, rounded once
+        dW, db = _bf16.result(dW, dtypes["W"]), _bf16.result(db, dtypes["b"])
     dX = None
     if need_dX:
         dX = da.concatenate([
-            da.from_delayed(delayed(_times)(block, scale), shape=(rows_, X.shape[1]),
+            da.from_delayed(delayed(_times)(block, scale, X.dtype), shape=(rows_, X.shape[1]),
                             dtype=X.dtype)
             for block, rows_ in zip(dXs, X.chunks[0])], axis=0)
     return Grads(loss, dW, db, dX)

@@ -89,10 +89,12 @@ def _on_ffi(backend):
 
 
 def _float(name, a):
-    """bfloat16 / float16 arrays: a TypeError naming the fix (the kernels take float32/64)."""
-    if jnp.issubdtype(a.dtype, jnp.floating) and np.dtype(a.dtype) not in _FLOATS:
-        raise TypeError(f"{name} must be float32 or float64, got {a.dtype}; convert it with "
-                        f"{name}.astype(jnp.float32)")
+    """float16 arrays: a TypeError naming the fix (the kernels take float32/64; bfloat16 is a
+    bfloat16 call, _low)."""
+    if jnp.issubdtype(a.dtype, jnp.floating) and np.dtype(a.dtype) not in _FLOATS \
+            and a.dtype != jnp.bfloat16:
+        raise TypeError(f"{name} must be float32, float64 or bfloat16, got {a.dtype}; convert "
+                        f"it with {name}.astype(jnp.float32)")
     return a
 
 
@@ -375,11 +377,46 @@ def linear_head(X, W, b, target, head="softmax_nll", *, backend=None, **head_opt
     X, W, target = _float("X", jnp.asarray(X)), _float("W", jnp.asarray(W)), jnp.asarray(target)
     has_b = b is not None
     b = _float("b", jnp.asarray(b)) if has_b else jnp.zeros(0, X.dtype)
+    X, W, b = _low({"X": X, "W": W, "b": b})
     if _on_ffi(backend):
         f = _ffi_linear_fn(head, reduction, static, names, has_b)
     else:
         f = _linear_fn(head, reduction, static, names, has_b, backend)
-    return f(X, W, b, target, tuple(jnp.asarray(a) for a in arrays))
+    return f(X, W, b, _widened(target), tuple(_widened(jnp.asarray(a)) for a in arrays))
+
+
+# ---------------------------------------------------------------------------- bfloat16
+@jax.custom_vjp
+def _rounded(a):
+    """A float32 product operand of a bfloat16 call: its bfloat16 value in float32; the
+    gradient passes unrounded (float32 master weights get a float32 gradient)."""
+    return a.astype(jnp.bfloat16).astype(jnp.float32)
+
+
+_rounded.defvjp(lambda a: (_rounded(a), None), lambda _, g: (g,))
+
+
+def _low(named):
+    """A bfloat16 call's (docs/api.md, "bfloat16") product operands ``named`` ({name: array})
+    as float32 arrays of bfloat16 values, in order: a bfloat16 one widened (its gradient comes
+    back bfloat16, rounded once by the widening's transpose), a float32 one rounded (_rounded);
+    the arrays as they are when none is bfloat16."""
+    arrays = list(named.values())
+    if not any(a.dtype == jnp.bfloat16 for a in arrays):
+        return arrays
+    partner = next(k for k, a in named.items() if a.dtype == jnp.bfloat16)
+    out = []
+    for name, a in named.items():
+        if a.dtype not in (jnp.bfloat16, jnp.float32):
+            raise TypeError(f"{name} has dtype {a.dtype} but {partner} is bfloat16: a bfloat16 "
+                            f"call's products take bfloat16 or float32 arrays, not {a.dtype}")
+        out.append(a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else _rounded(a))
+    return out
+
+
+def _widened(a):
+    """A head-side array (scores, targets, options) in float32 if bfloat16."""
+    return a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a
 
 
 # ---------------------------------------------------------------------------- heads
@@ -430,8 +467,8 @@ def _head_function(name, spec):
             f = _ffi_head_fn(name, reduction, static, names)
         else:
             f = _head_fn(name, reduction, static, names, backend)
-        return f(_float(spec.scores_name, jnp.asarray(S)), jnp.asarray(target),
-                 tuple(jnp.asarray(a) for a in arrays))
+        return f(_widened(_float(spec.scores_name, jnp.asarray(S))),
+                 _widened(jnp.asarray(target)), tuple(_widened(jnp.asarray(a)) for a in arrays))
 
     head.__name__ = head.__qualname__ = name
     head.__doc__ = (spec.doc + "\n\n    A differentiable JAX function: the loss (a scalar, or "

@@ -402,3 +402,29 @@ def _chunk_dW_sums(i):
     above = Xc[Xc[:, 0] > 0.5].sum(axis=0)
     half = 0.5 * Xc.sum(axis=0)
     return np.stack([above - half, half - above])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_bfloat16_chunks_sum_float32_partials_and_round_once(reduction, rng):
+    """bfloat16 row chunks with float32 W, b: every chunk's dW, db in float32, summed, rounded
+    once to W's / b's dtype (float32 here: not at all); dX bfloat16, each chunk's scaled
+    before its one rounding; equal to the one-machine bfloat16 call."""
+    import ml_dtypes
+    X = rng.standard_normal((17, 6)).astype(ml_dtypes.bfloat16)
+    W, b = rng.standard_normal((3, 6)).astype(np.float32), np.zeros(3, np.float32)
+    y = rng.integers(0, 3, 17)
+    g = fbd.linear_head(da.from_array(X, chunks=(CHUNKS, -1)), W, b, y, need_dX=True,
+                        reduction=reduction)
+    want = fastbp.linear_head(X, W, b, y, reduction=reduction)
+    assert (g.dW.dtype, g.db.dtype, g.dX.dtype) == (np.float32, np.float32, X.dtype)
+    assert_close(g.loss, want.loss, np.float32)
+    assert_close(g.dW, want.dW, np.float32)
+    assert_close(g.db, want.db, np.float32)
+    np.testing.assert_allclose(g.dX.compute().astype(np.float32), want.dX.astype(np.float32),
+                               rtol=2 ** -8, atol=1e-6)
+    Wb = W.astype(ml_dtypes.bfloat16)
+    g16 = fbd.linear_head(da.from_array(X, chunks=(CHUNKS, -1)), Wb, None, y)
+    assert g16.dW.dtype == Wb.dtype
+    np.testing.assert_allclose(g16.dW.astype(np.float32),
+                               fastbp.linear_head(X, Wb, None, y).dW.astype(np.float32),
+                               rtol=2 ** -7, atol=1e-6)

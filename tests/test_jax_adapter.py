@@ -200,9 +200,9 @@ def test_labels_out_of_range_are_errors_when_the_program_runs(rng, path):
 
 def test_half_precision_is_a_type_error_naming_the_fix(rng):
     X, W, b, y = _inputs(rng)
-    with pytest.raises(TypeError, match=r"X must be float32 or float64, got bfloat16; .*"
-                                        r"astype\(jnp.float32\)"):
-        fbj.linear_head(jnp.asarray(X, jnp.bfloat16), W, b, y)
+    with pytest.raises(TypeError, match=r"X must be float32, float64 or bfloat16, got "
+                                        r"float16; .*astype\(jnp.float32\)"):
+        fbj.linear_head(jnp.asarray(X, jnp.float16), W, b, y)
     with pytest.raises(TypeError, match="got float16"):
         fbj.softmax_nll(jnp.asarray(X, jnp.float16), y % 3)
 
@@ -248,3 +248,50 @@ def test_a_target_called_with_operands_its_attributes_do_not_name_is_an_error(rn
         jax.block_until_ready(loss(X, W, y.astype(np.float64), labels=np.int64(1)))
     with pytest.raises(Exception, match="attribute it does not know"):
         jax.block_until_ready(loss(X, W, y, labels=np.int64(1), colour=np.int64(3)))
+
+
+# ---------------------------------------------------------------------------- bfloat16
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bfloat16_arrays_are_a_bfloat16_call_on_both_paths(path, reduction, rng):
+    """X bfloat16 with W, b float32 (master weights): the products on bfloat16 values, the loss
+    float32, dX bfloat16 and dW, db float32 (not rounded); equal to fastbp's NumPy call on the
+    same arrays."""
+    import ml_dtypes
+    X = rng.standard_normal((30, 12)).astype(ml_dtypes.bfloat16)
+    W, b = rng.standard_normal((4, 12)).astype(np.float32), rng.standard_normal(4).astype(
+        np.float32)
+    y = rng.integers(0, 4, 30)
+    w = _weights((30,) if reduction == "none" else (), rng).astype(np.float32)
+
+    def loss(X, W, b):
+        return (fbj.linear_head(X, W, b, y, reduction=reduction) * w).sum()
+
+    value, (dX, dW, db) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(
+        jnp.asarray(X), jnp.asarray(W), jnp.asarray(b))
+    assert (dX.dtype, dW.dtype, db.dtype) == (jnp.bfloat16, jnp.float32, jnp.float32)
+    want = fastbp.linear_head(X, W, b, y, backend="numpy", grad_dtype=np.float32,
+                              reduction="sum" if reduction == "none" else reduction,
+                              sample_weight=w if reduction == "none" else None)
+    scale = 1.0 if reduction == "none" else float(w)
+    _close(value, want.loss * scale, np.float32)
+    _close(dW, want.dW * scale, np.float32)
+    _close(db, want.db * scale, np.float32)
+    np.testing.assert_allclose(np.asarray(dX).astype(np.float32), want.dX * scale,
+                               rtol=2 ** -8, atol=1e-6)
+
+
+def test_a_jitted_bfloat16_call_goes_through_the_targets_without_a_callback(rng):
+    if fbj.PATH != "xla_ffi":
+        pytest.skip(f"the XLA targets are not registered here: {fbj.PATH_REASON}")
+    X = jnp.asarray(rng.standard_normal((8, 5)), jnp.bfloat16)
+    W = jnp.asarray(rng.standard_normal((3, 5)), jnp.bfloat16)
+    S = jnp.asarray(rng.standard_normal((8, 3)), jnp.bfloat16)
+    y = jnp.asarray(rng.integers(0, 3, 8))
+    text = jax.jit(jax.grad(lambda X, W: fbj.linear_head(X, W, None, y), argnums=(0, 1))).lower(
+        X, W).as_text()
+    assert "custom_call @fastbp_linear_forward(" in text and "callback" not in text
+    assert "bf16" in text                      # (the arguments, converted inside the program)
+    dS = jax.grad(lambda S: fbj.softmax_nll(S, y))(S)
+    assert dS.dtype == jnp.bfloat16
+    with pytest.raises(TypeError, match="W has dtype float64 but X is bfloat16"):
+        fbj.linear_head(X, jnp.asarray(np.ones((3, 5))), None, y)
