@@ -141,3 +141,13 @@ def result(a, dtype, out=None):
     if a.dtype == dtype:
         return a
     return convert(a, dtype) if a.dtype == _F32 and dtype == bf16() else a.astype(dtype)
+
+
+def operands(named, partner=None):
+    """A bfloat16 call's product operands ``named`` ({name: array or None}) as float32 arrays
+    of bfloat16 values, and their dtypes, both by name (operand); ``partner``: the bfloat16
+    argument named in errors (default: the first of ``named``)."""
+    partner = partner or next(k for k, a in named.items() if involved(a))
+    pairs = {k: operand(k, a, partner) for k, a in named.items()}
+    return {k: p[0] for k, p in pairs.items()}, {k: p[1] for k, p in pairs.items()}
+

@@ -81,6 +81,11 @@ def linear_act_forward(X, W, b, activation, *, alpha=None, backend=None):
     For maxout, ``W`` is ``(k*n, d)`` piece-major (rows ``p*n .. p*n+n-1`` are piece ``p``) and
     ``alpha`` is ``k`` (default 2).
     """
+    if _bf16.involved(X, W, b):    # (A in X's dtype; the cache keeps A in float32)
+        a, dtypes = _bf16.operands({"X": X, "W": W, "b": b})
+        A, cache = linear_act_forward(a["X"], a["W"], a["b"], activation, alpha=alpha,
+                                      backend=backend)
+        return _bf16.result(A, dtypes["X"]), cache._replace(X=X, W=W, b=b)
     X, W, b, activation, alpha = _checks.check_linear_act_forward(X, W, b, activation, alpha)
     A, argmax = backend_module(backend).linear_act_forward(X, W, b, activation, alpha)
     return A, _checks.LayerCache(X, W, b, activation, alpha, A, argmax)
@@ -88,6 +93,14 @@ def linear_act_forward(X, W, b, activation, *, alpha=None, backend=None):
 
 def linear_act_backward(dA, cache, *, need_dX=True, backend=None):
     """``(dX, dW, db)`` from the upstream gradient ``dA`` and ``linear_act_forward``'s cache."""
+    if isinstance(cache, tuple) and _bf16.involved(dA, *cache[:3], getattr(cache, "A", None)):
+        a, dtypes = _bf16.operands({"X": cache.X, "W": cache.W, "b": cache.b})
+        dX, dW, db = linear_act_backward(
+            _bf16.head_array("dA", dA, "cache.X"),
+            cache._replace(X=a["X"], W=a["W"], b=a["b"],
+                           A=_bf16.head_array("cache.A", cache.A, "cache.X")),
+            need_dX=need_dX, backend=backend)
+        return tuple(_bf16.result(g, dtypes[k]) for g, k in ((dX, "X"), (dW, "W"), (db, "b")))
     dA, cache, need_dX = _checks.check_linear_act_backward(dA, cache, need_dX)
     dW, db, dX = _buffer(None, cache.W), _buffer(None, cache.b), _buffer(None, cache.X, need_dX)
     backend_module(backend).linear_act_backward(dA, cache, dX, dW, db)
@@ -97,14 +110,52 @@ def linear_act_backward(dA, cache, *, need_dX=True, backend=None):
 def mlp_forward(X, params, *, activation="relu", alpha=None, backend=None):
     """Scores of the network ``params`` = [(W1, b1), ..., (WL, bL)]; hidden layers use
     ``activation``, the last layer is linear."""
+    if _bf16.involved(X, *_flat(params)):       # (the scores in X's dtype)
+        a, dtypes = _bf16.operands({"X": X, **_named(params)})
+        S = mlp_forward(a["X"], _pairs(a, len(params)), activation=activation, alpha=alpha,
+                        backend=backend)
+        return _bf16.result(S, dtypes["X"])
     X, params, activation, alpha = _checks.check_params(X, params, activation, alpha)
     return backend_module(backend).mlp_forward(X, params, activation, alpha)
 
 
+def _flat(params):
+    return [a for layer in params if isinstance(layer, (tuple, list)) for a in layer]
+
+
+def _named(params):
+    """{"W1": W1, "b1": b1, ...} of a network's params."""
+    return {f"{k}{i}": a for i, layer in enumerate(params, start=1)
+            for k, a in zip("Wb", layer)}
+
+
+def _pairs(named, layers):
+    return [(named[f"W{i}"], named[f"b{i}"]) for i in range(1, layers + 1)]
+
+
 def mlp_loss_grad(X, params, target, *, activation="relu", alpha=None, head="softmax_nll",
-                  out=None, backend=None, **head_options):
+                  out=None, backend=None, grad_dtype=None, **head_options):
     """Loss and ``[(dW1, db1), ...]`` of the network on ``(X, target)``: forward, the last layer
-    fused with ``head``, backward. ``out``: a list of preallocated ``(dW, db)`` pairs."""
+    fused with ``head``, backward. ``out``: a list of preallocated ``(dW, db)`` pairs.
+    bfloat16 arrays: docs/api.md, "bfloat16" (the hidden activations stay float32)."""
+    if grad_dtype is not None or _bf16.involved(X, *_flat(params), target,
+                                                *head_options.values()):
+        want = _bf16.grad_dtype(grad_dtype)
+        dtypes = {}
+        arrays = {"X": X, **_named(params), "target": target, **head_options}
+        partner = next((k for k, a in arrays.items() if _bf16.involved(a)), None)
+        if partner:
+            a, dtypes = _bf16.operands({"X": X, **_named(params)}, partner)
+            X, params = a["X"], _pairs(a, len(params))
+            target = _bf16.head_array("target", target, partner)
+            head_options = {k: _bf16.head_array(k, v, partner) for k, v in head_options.items()}
+        loss, grads = _mlp_loss_grad(X, params, target, activation, alpha, head, head_options,
+                                     None, backend)
+        return loss, [tuple(_bf16.result(g, want or dtypes.get(f"{k}{i}") or g.dtype,
+                                         out[i - 1][j] if out else None)
+                            if g is not None else None
+                            for j, (k, g) in enumerate(zip("Wb", pair)))
+                      for i, pair in enumerate(grads, start=1)]
     return _mlp_loss_grad(X, params, target, activation, alpha, head, head_options, out, backend)
 
 

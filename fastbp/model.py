@@ -7,10 +7,10 @@ parameter-sized array is allocated per step. Same seed, same thread count: same 
 import numpy as np
 from scipy.linalg import blas
 
-from . import _checks
+from . import _bf16, _checks
 from ._dispatch import backend_module
 from ._registry import ACTIVATION_SPECS, SPECS
-from .layers import _mlp_loss_grad, mlp_forward
+from .layers import _mlp_loss_grad, mlp_forward, mlp_loss_grad
 
 # Initialisation (the registry's ``init``): He for the relu-like activations (their gain is
 # sqrt(2)), Xavier/Glorot for the saturating and linear ones.
@@ -38,7 +38,8 @@ class MLP:
         self.activation, self.alpha = _checks.activation_alpha(activation, alpha)
         self.head = _checks.choice("head", head, _checks.HEADS)
         if np.dtype(dtype) not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+            raise TypeError(f"dtype must be float32 or float64 (the parameters' dtype; bfloat16 "
+                            f"batches train float32 parameters), got {dtype!r}")
         self.dtype, self.backend, self.sizes = np.dtype(dtype), backend, sizes
         rng = np.random.default_rng(seed)
         k = self.alpha if self.activation == "maxout" else 1
@@ -70,7 +71,13 @@ class MLP:
         return S
 
     def loss_grad(self, X, target, **head_options):
-        """Loss and gradients (the model's own buffers, overwritten by the next call)."""
+        """Loss and gradients (the model's own buffers, overwritten by the next call). A
+        bfloat16 batch is a bfloat16 call (docs/api.md, "bfloat16"): the products on the
+        bfloat16 values of X and the parameters, the gradients in the parameters' dtype."""
+        if _bf16.involved(X, target, *head_options.values()):
+            return mlp_loss_grad(X, self.params, target, activation=self.activation,
+                                 alpha=self.alpha, head=self.head, out=self.grads,
+                                 backend=self.backend, **head_options)
         return _mlp_loss_grad(X, self.params, target, self.activation, self.alpha, self.head,
                               head_options, self.grads, self.backend)
 
@@ -79,8 +86,13 @@ class MLP:
 
         The parameters are the model's own (their shapes were fixed at construction and are
         re-checked cheaply); X and target are validated as in ``mlp_loss_grad``. A backend may
-        run the whole step in one compiled call (the Numba and C backends do, for SGD and Adam).
+        run the whole step in one compiled call (the Numba and C backends do, for SGD and Adam;
+        a bfloat16 batch takes ``loss_grad`` then ``optimizer.update`` on the parameters).
         """
+        if _bf16.involved(X, target, *head_options.values()):
+            loss, grads = self.loss_grad(X, target, **head_options)
+            optimizer.update(self.params, grads)
+            return loss
         X, target, opts, reduction = _checks.check_batch(
             X, target, self.head, self.params, self._shapes, self.dtype, head_options)
         return backend_module(self.backend).mlp_step(
@@ -93,6 +105,16 @@ class MLP:
         ``step`` calls, bit for bit, but X, target and the options are validated once for the
         whole epoch, and a backend may run all its steps in one call (the C backend does)."""
         batch_size = _checks.integer("batch_size", batch_size, lo=1)
+        if _bf16.involved(X, target, *head_options.values()):     # (step by step)
+            total = 0.0
+            for lo in range(0, len(X), batch_size):
+                rows = slice(lo, lo + batch_size)
+                opts = {k: v[rows] if v is not None and SPECS[self.head].options.get(k)
+                        and SPECS[self.head].options[k].kind == "row" else v
+                        for k, v in head_options.items()}
+                total += len(X[rows]) * self.step(X[rows], target[rows], optimizer=optimizer,
+                                                  **opts)
+            return total / len(X) if len(X) else float("nan")
         X, target, opts, reduction = _checks.check_batch(
             X, target, self.head, self.params, self._shapes, self.dtype, head_options)
         losses = backend_module(self.backend).mlp_epoch(

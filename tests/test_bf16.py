@@ -209,3 +209,77 @@ def test_conversions_are_ml_dtypes_bit_for_bit(size, fallback, monkeypatch, rng)
     held = _bf16.convert(a, F32, operand=True)
     np.testing.assert_array_equal(held.view(np.uint32)[~nan],
                                   want.astype(F32).view(np.uint32)[~nan])
+
+
+@pytest.mark.parametrize("activation", fastbp.ACTIVATIONS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layers_and_networks_in_bfloat16_are_float32_on_the_values(activation, backend, rng):
+    """linear_act_forward / _backward, mlp_forward and mlp_loss_grad: bfloat16 X with a float32
+    and a bfloat16 layer; the float32 functions on the same values, the outputs in X's dtype,
+    each gradient in its argument's, rounded once."""
+    k = 2 if activation == "maxout" else 1
+    X = rng.standard_normal((13, 6)).astype(BF16)
+    params = [(rng.standard_normal((5 * k, 6)).astype(F32), rng.standard_normal(5 * k).astype(F32)),
+              (rng.standard_normal((3, 5)).astype(BF16), rng.standard_normal(3).astype(BF16))]
+    values = [tuple(a.astype(BF16).astype(F32) for a in layer) for layer in params]
+    y = rng.integers(0, 3, 13)
+    X32 = X.astype(F32)
+    loss, grads = fastbp.mlp_loss_grad(X, params, y, activation=activation, backend=backend)
+    want_loss, want = fastbp.mlp_loss_grad(X32, values, y, activation=activation,
+                                           backend="numpy")
+    assert_close(loss, want_loss, F32)
+    for (dW, db), (wW, wb), (W, b) in zip(grads, want, params):
+        assert (dW.dtype, db.dtype) == (W.dtype, b.dtype)
+        for got, w in ((dW, wW), (db, wb)):
+            if got.dtype == BF16:
+                assert_rounded_once(got, w, np.abs(w).max() * 13)
+            else:
+                assert_close(got, w, F32, scale=np.abs(w).max() * 13)
+    _, grads32 = fastbp.mlp_loss_grad(X, params, y, activation=activation, backend=backend,
+                                      grad_dtype=np.float32)
+    assert all(g.dtype == F32 for pair in grads32 for g in pair)
+    S = fastbp.mlp_forward(X, params, activation=activation, backend=backend)
+    assert_rounded_once(S, fastbp.mlp_forward(X32, values, activation=activation,
+                                              backend="numpy"))
+    W, b = params[0]
+    A, cache = fastbp.linear_act_forward(X, W, b, activation, backend=backend)
+    A32, cache32 = fastbp.linear_act_forward(X32, *values[0], activation, backend="numpy")
+    assert_rounded_once(A, A32, np.abs(A32).max())
+    dA = rng.standard_normal(A.shape).astype(BF16)
+    dX, dW, db = fastbp.linear_act_backward(dA, cache, backend=backend)
+    wX, wW, wb = fastbp.linear_act_backward(dA.astype(F32), cache32, backend="numpy")
+    assert (dX.dtype, dW.dtype, db.dtype) == (BF16, F32, F32)
+    assert_rounded_once(dX, wX, np.abs(wX).max() * 6)
+    assert_close(dW, wW, F32, scale=np.abs(wW).max() * 13)
+    assert_close(db, wb, F32, scale=np.abs(wb).max() * 13)
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+def test_an_mlp_trains_float32_parameters_on_bfloat16_batches(optimizer, rng):
+    """MLP.step / epoch / loss_grad on a bfloat16 batch: the step of the float32 network on
+    the batch's and the parameters' bfloat16 values (the gradients float32, unrounded), the
+    parameters float32 throughout."""
+    X = rng.standard_normal((24, 5)).astype(BF16)
+    y = rng.integers(0, 3, 24)
+    sw = rng.random(24).astype(F32) + 0.5
+    a, b = (fastbp.MLP([5, 4, 3], seed=1) for _ in range(2))
+    oa, ob = (getattr(fastbp, optimizer)(lr=0.1) for _ in range(2))
+    for _ in range(2):
+        loss_a = a.epoch(X, y, optimizer=oa, batch_size=10, sample_weight=sw)
+        total = 0.0
+        for lo in range(0, 24, 10):               # the float32 steps on the same values
+            rows = slice(lo, lo + 10)
+            rounded = [tuple(p.astype(BF16).astype(F32) for p in layer) for layer in b.params]
+            loss, grads = fastbp.mlp_loss_grad(X[rows].astype(F32), rounded, y[rows],
+                                               sample_weight=sw[rows])
+            ob.update(b.params, grads)
+            total += len(y[rows]) * loss
+        assert_close(loss_a, total / 24, F32)
+    for pa, pb in zip((p for layer in a.params for p in layer),
+                      (p for layer in b.params for p in layer)):
+        assert pa.dtype == F32
+        assert_close(pa, pb, F32)
+    loss, grads = a.loss_grad(X, y)
+    assert grads[0][0].dtype == F32 and grads[0][0] is a.grads[0][0]
+    with pytest.raises(TypeError, match="dtype must be float32 or float64 .*bfloat16 batches"):
+        fastbp.MLP([5, 3], dtype=BF16)
