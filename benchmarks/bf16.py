@@ -59,7 +59,7 @@ def _torch_autocast(X, W, b, y):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = F.cross_entropy(F.linear(Xt, Wt, bt), torch.from_numpy(y))
     loss.backward()
-    return (float(loss), *(t.grad.double().numpy() for t in (Wt, bt, Xt)))
+    return (float(loss.detach()), *(t.grad.double().numpy() for t in (Wt, bt, Xt)))
 
 
 def accuracy(group, backend):
@@ -155,6 +155,22 @@ def timings(group, backends, rounds):
              "first_call_s": first[name]} for name, t in times.items()]
 
 
+def table(run):
+    """The run's host, provenance and two tables as Markdown (report.py puts it in RESULTS.md's
+    bfloat16 section)."""
+    lines = [f"Host: {host_line(run['host'])}; {run.get('threads', '?')} threads. "
+             f"{provenance_line(run['provenance'])}", "",
+             "| group | way | loss rel. error | dW rel. error | dX rel. error |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['group']} | {r['way']} | {r['loss']:.1e} | {r['dW']:.1e} | {r['dX']:.1e} |"
+              for r in run["accuracy"]]
+    if run["timings"]:
+        lines += ["", "| group | way | median | first call |", "|---|---|---|---|"]
+        lines += [f"| {r['group']} | {r['way']} | {r['median_s'] * 1e3:,.2f} ms | "
+                  f"{r['first_call_s']:.2f} s |" for r in run["timings"]]
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--groups", default="C,V", help="accuracy groups")
@@ -164,26 +180,15 @@ def main():
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
     backends = [be for be in ("c", "numba") if be in fastbp.available_backends()]
-    h, p = host(), provenance()
-    print(f"Host: {host_line(h)}; {fastbp.get_num_threads()} threads")
-    print(provenance_line(p))
-    out = {"host": h, "provenance": p, "accuracy": [], "timings": []}
-    print("\n| group | way | loss rel. error | dW rel. error | dX rel. error |")
-    print("|---|---|---|---|---|")
-    for group in args.groups.split(","):
-        for r in accuracy(group, backends[0]):
-            out["accuracy"].append(r)
-            print(f"| {group} | {r['way']} | {r['loss']:.1e} | {r['dW']:.1e} | {r['dX']:.1e} |")
-    if not args.accuracy_only:
-        print("\n| group | way | median | first call |")
-        print("|---|---|---|---|")
-        for group in args.timing_groups.split(","):
-            for r in timings(group, backends, args.rounds):
-                out["timings"].append(r)
-                print(f"| {group} | {r['way']} | {r['median_s'] * 1e3:,.2f} ms | "
-                      f"{r['first_call_s']:.2f} s |")
+    run = {"host": host(), "provenance": provenance(), "threads": fastbp.get_num_threads(),
+           "accuracy": [r for group in args.groups.split(",")
+                        for r in accuracy(group, backends[0])],
+           "timings": [] if args.accuracy_only else [
+               r for group in args.timing_groups.split(",")
+               for r in timings(group, backends, args.rounds)]}
+    print(table(run))
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        Path(args.json).write_text(json.dumps(run, indent=1))
 
 
 if __name__ == "__main__":

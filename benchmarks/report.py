@@ -382,24 +382,42 @@ def threads_section(path):
             "them):", "", json.load(open(path))["table"]]
 
 
-def splice_threads(results, path):
-    """``results`` (RESULTS.md's lines) with its Threads section replaced by ``path``'s (a
-    scaling run on a host where the whole `make bench` was not rerun), placed before "All
-    groups" if it had none."""
-    section = "\n".join(threads_section(path)).split("\n")
+BF16_HEADING = "## bfloat16"
+
+
+def bf16_section(path):
+    """RESULTS.md's bfloat16 section from a benchmarks/bf16.py JSON file."""
+    import bf16
+    return [BF16_HEADING, "",
+            "`python benchmarks/bf16.py --json PATH` (its docstring says what each row is; "
+            "accuracy against the float64 call on the same float32 data):", "",
+            bf16.table(json.load(open(path)))]
+
+
+def splice(results, heading, section):
+    """``results`` (RESULTS.md's lines) with the section under ``heading`` replaced by
+    ``section``'s lines (a run on a host where the whole `make bench` was not rerun), placed
+    before "All groups" if it had none."""
+    section = "\n".join(section).split("\n")
     heads = [i for i, line in enumerate(results) if line.startswith("## ")]
-    if THREADS_HEADING in results:
-        i = results.index(THREADS_HEADING)
+    if heading in results:
+        i = results.index(heading)
         j = next((h for h in heads if h > i), len(results))
     else:
         i = j = results.index("## All groups")
     return results[:i] + section + [""] + results[j:]
 
 
+def splice_threads(results, path):
+    return splice(results, THREADS_HEADING, threads_section(path))
+
+
 def main():
-    if sys.argv[1] == "--threads":          # report.py --threads last-scaling.json RESULTS.md
+    if sys.argv[1] in ("--threads", "--bf16"):    # report.py --threads last-scaling.json R.md
         results = open(sys.argv[3]).read().splitlines()
-        print("\n".join(splice_threads(results, sys.argv[2])))
+        heading, section = ((THREADS_HEADING, threads_section) if sys.argv[1] == "--threads"
+                            else (BF16_HEADING, bf16_section))
+        print("\n".join(splice(results, heading, section(sys.argv[2]))))
         return
     run = json.load(open(sys.argv[1]))
     compile_times = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else None

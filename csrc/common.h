@@ -58,6 +58,21 @@ static inline int fbp_known_head(const fbp_head *h)
 {
     return h && h->code >= 0 && h->code < FBP_NUM_HEADS;
 }
+/* A bfloat16 call's rows for the fused rows (linear_fused_bf16): X and dX as bfloat16 bits,
+ * whole arrays (B, d); NULL where the float arrays are used */
+typedef struct {
+    const uint16_t *X;
+    uint16_t *dX;
+} fbp_bf16_rows;
+
+/* a float32's bits rounded to bfloat16's (to nearest even; a NaN stays a quiet NaN) */
+FBP_INLINE uint16_t fbp_to_bf16(uint32_t u)
+{
+    uint16_t nan = (uint16_t)((u >> 16) | 0x40);
+    uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
+
 static inline int64_t fbp_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t fbp_max(int64_t a, int64_t b) { return a > b ? a : b; }
 

@@ -118,6 +118,12 @@ int linear_fused_f64(double *dW, double *db, double *dX, double *sums, const dou
 int linear_fused_f32(float *dW, float *db, float *dX, double *sums, const float *X, const float *W,
                      const float *b, const fbp_head *head, int mean, int nblocks, int64_t B,
                      int64_t d, int64_t n);
+/* linear_fused_f32 on a bfloat16 call's rows (fastbp/_bf16.py): X (B, d) as bfloat16 bits, W and
+ * b float32 (holding bfloat16 values), dW, db float32; dX float32 (dX) or bfloat16 bits (dXh),
+ * at most one of them: each block's rows are widened in L2 and its dX rounded there */
+int linear_fused_bf16(float *dW, float *db, float *dX, uint16_t *dXh, double *sums,
+                      const uint16_t *X, const float *W, const float *b, const fbp_head *head,
+                      int mean, int nblocks, int64_t B, int64_t d, int64_t n);
 
 /* linear_head, chunked BLAS: per block of chunk rows S = X_c W^T, bias + head in place,
  * dW += S^T X_c, dX_c = S W; only one (chunk, n) score block is ever held. team: the threads

@@ -105,6 +105,27 @@ FBP_INLINE void V(backward_group)(REAL *pdW, const REAL *din, int64_t ldi, REAL 
     }
 }
 
+/* A bfloat16 row (uint16 bits) widened into REALs, exactly; REALs rounded into a bfloat16 row
+ * (to nearest even): a bfloat16 call's rows in and dX out (linear_fused_bf16) */
+FBP_INLINE void V(widen_row)(REAL *dst, const uint16_t *src, int64_t d)
+{
+    for (int64_t k = 0; k < d; k++) {
+        uint32_t u = (uint32_t)src[k] << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        dst[k] = (REAL)f;
+    }
+}
+FBP_INLINE void V(narrow_row)(uint16_t *dst, const REAL *src, int64_t d)
+{
+    for (int64_t k = 0; k < d; k++) {
+        float f = (float)src[k];
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        dst[k] = fbp_to_bf16(u);
+    }
+}
+
 /* Rows of a block of at most `rows`: as many as keep their x and dX rows (2 rb ld REALs) within
  * half the core's L2 (fbp_l2_bytes) between the forward and the backward, whole tiles of FR,
  * from FR to 256 */
@@ -136,18 +157,24 @@ static int64_t V(scratch)(int64_t n, int64_t d, int64_t ld, int64_t rb)
  * the backward's walks down a column of rb rows an odd number of lines apart too (rows a
  * power of two lines apart share one L1 set); else through xs and dxs, with row stride ld,
  * zero past d. The forward makes the copy as it first reads a row's vectors. dX's last group
- * of classes stores to dX itself wherever d is whole vectors. */
+ * of classes stores to dX itself wherever d is whole vectors.
+ * A bfloat16 call's rows (bf->X: uint16 bits) are widened into xs as a block starts and its dX
+ * (bf->dX) rounded from dxs as it ends: in L2, never a whole float32 copy of X or dX. */
 static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, const REAL *b,
                            double scale, int64_t lo, int64_t hi, int64_t d, int64_t ld, int64_t rb,
-                           REAL *scratch, REAL *dX, double *out)
+                           REAL *scratch, REAL *dX, const fbp_bf16_rows *bf, double *out)
 {
+    const uint16_t *Xh = bf ? bf->X : NULL;
+    uint16_t *dXh = bf ? bf->dX : NULL;
     int64_t n = h->n, kw = (d + VL - 1) / VL * VL, line = 64 / (int64_t)sizeof(REAL);
     int64_t nd = (n * (int64_t)(sizeof(double) / sizeof(REAL)) + line - 1) / line * line;
     int64_t bytes = d * (int64_t)sizeof(REAL);
     int whole = d % VL == 0, lines = whole && bytes % 64 == 0, odd = lines && bytes / 64 % 2;
-    int x_back = odd && (uintptr_t)X % 64 == 0;              /* the backward reads X itself */
-    int dx_back = odd && dX && (uintptr_t)dX % 64 == 0;      /* and sums dX's groups there */
-    int copy = whole && !x_back;     /* the forward copies the rows to xs as it reads them */
+    int staged = !whole || Xh;  /* rows copied (or widened) to xs as a block starts */
+    int x_back = odd && !Xh && (uintptr_t)X % 64 == 0;        /* the backward reads X itself */
+    int dx_back = odd && dX && (uintptr_t)dX % 64 == 0;       /* and sums dX's groups there */
+    int copy = !staged && !x_back;  /* the forward copies the rows to xs as it reads them */
+    int want_dx = dX || dXh;
     /* k chunk: the forward's rows of x and w within 24 KiB of L1, 256 bytes to 2 KiB of each */
     int64_t kt = fbp_max(256, fbp_min(2048, 24576 / (fbp_min(rb, hi - lo) + n) / 64 * 64))
                  / (int64_t)sizeof(REAL);
@@ -162,10 +189,13 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
         int64_t cnt = fbp_min(rb, hi - i0), rows = (cnt + FR - 1) / FR * FR;
         const REAL *xb = x_back ? X + i0 * d : xs; /* the backward's rows */
         int64_t ldx = x_back ? d : ld, lddx = dx_back ? d : ld;
-        REAL *dx = !dX ? NULL : dx_back ? dX + i0 * d : dxs;
-        if (!whole)
+        REAL *dx = !want_dx ? NULL : dx_back ? dX + i0 * d : dxs;
+        if (staged)
             for (int64_t r = 0; r < cnt; r++) {
-                memcpy(xs + r * ld, X + (i0 + r) * d, (size_t)d * sizeof(REAL));
+                if (Xh)
+                    V(widen_row)(xs + r * ld, Xh + (i0 + r) * d, d);
+                else
+                    memcpy(xs + r * ld, X + (i0 + r) * d, (size_t)d * sizeof(REAL));
                 memset(xs + r * ld + d, 0, (size_t)(ld - d) * sizeof(REAL));
             }
         for (int64_t k0 = 0; k0 < kw; k0 += kt) {
@@ -175,7 +205,7 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
                 REAL *to[FR];
                 for (int r = 0; r < FR; r++) {
                     int64_t i = r0 + r;
-                    x_r[r] = i >= cnt ? zero : whole ? X + (i0 + i) * d : xs + i * ld;
+                    x_r[r] = i >= cnt ? zero : !staged ? X + (i0 + i) * d : xs + i * ld;
                     c_r[r] = i >= cnt || !copy ? x_r[r] : xs + i * ld;
                     to[r] = xs + i * ld; /* (rows past cnt: within xs, unread) */
                 }
@@ -216,7 +246,7 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
             /* dX's partial sums over the groups in dx; the last group's in dX itself when its
              * rows are whole vectors */
             const REAL *din = j0 ? dx : NULL;
-            int last = j0 + bc == n && whole;
+            int last = j0 + bc == n && whole && !dXh;
             REAL *dout = last && dx ? dX + i0 * d : dx;
             int64_t ldo = last ? d : lddx;
             switch (bc) {
@@ -245,7 +275,10 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
 #undef FBP_GROUP
             }
         }
-        if (dX && !whole)
+        if (dXh)
+            for (int64_t r = 0; r < cnt; r++)
+                V(narrow_row)(dXh + (i0 + r) * d, dxs + r * ld, d);
+        else if (dX && !whole)
             for (int64_t r = 0; r < cnt; r++)
                 memcpy(dX + (i0 + r) * d, dxs + r * ld, (size_t)d * sizeof(REAL));
     }

@@ -78,7 +78,8 @@ typedef struct {
     int64_t (*block_rows)(int64_t ld, int64_t rows);
     int64_t (*scratch)(int64_t n, int64_t d, int64_t ld, int64_t rb);
     void (*rows)(const F(head_t) *, const REAL *, const REAL *, const REAL *, double, int64_t,
-                 int64_t, int64_t, int64_t, int64_t, REAL *, REAL *, double *);
+                 int64_t, int64_t, int64_t, int64_t, REAL *, REAL *, const fbp_bf16_rows *,
+                 double *);
 } F(fused_set);
 #define FBP_SET(isa) {F(block_rows_##isa), F(scratch_##isa), F(linear_rows_##isa)}
 static const F(fused_set) F(fused_sets)[] = {
@@ -118,9 +119,10 @@ static void F(combine_partials)(REAL *dW, REAL *part, int64_t per, int nb, int64
     memcpy(dW + j * d + k0, part + at + k0, (size_t)(k1 - k0) * sizeof(REAL));
 }
 
-int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, const REAL *W,
+/* linear_fused; bf: a bfloat16 call's X and dX (linear_fused_bf16), else NULL */
+static int F(fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, const REAL *W,
                     const REAL *b, const fbp_head *head, int mean, int nblocks, int64_t B,
-                    int64_t d, int64_t n)
+                    int64_t d, int64_t n, const fbp_bf16_rows *bf)
 {
     if (B < 0 || d < 0 || n < 1 || nblocks < 1 || !fbp_known_head(head))
         return FBP_EBADARG;
@@ -152,7 +154,7 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
         F(pack_rows)(buf, W, 0, n, d, ld);
         for (int t = 0; t < nb; t++)
             set->rows(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld, rb,
-                      buf + nld + t * per, dX, part + 2 * t);
+                      buf + nld + t * per, dX, bf, part + 2 * t);
         for (int64_t q = 0; q < n * nk; q++)
             F(combine_partials)(dW, buf + nld, per, nb, q / nk, q % nk * FUSED_CK, d, ld);
     } else
@@ -166,7 +168,7 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
 #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < nb; t++)
             set->rows(&h, X, buf, b, scale, t * B / nb, (t + 1) * B / nb, d, ld, rb,
-                      buf + nld + t * per, dX, part + 2 * t);
+                      buf + nld + t * per, dX, bf, part + 2 * t);
 #pragma omp for schedule(static)
         for (int64_t q = 0; q < n * nk; q++)
             F(combine_partials)(dW, buf + nld, per, nb, q / nk, q % nk * FUSED_CK, d, ld);
@@ -190,6 +192,25 @@ int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, c
     fbp_free(raw);
     return FBP_OK;
 }
+
+int F(linear_fused)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X, const REAL *W,
+                    const REAL *b, const fbp_head *head, int mean, int nblocks, int64_t B,
+                    int64_t d, int64_t n)
+{
+    return F(fused)(dW, db, dX, sums, X, W, b, head, mean, nblocks, B, d, n, NULL);
+}
+
+#if !FBP_DOUBLE
+int linear_fused_bf16(float *dW, float *db, float *dX, uint16_t *dXh, double *sums,
+                      const uint16_t *Xh, const float *W, const float *b, const fbp_head *head,
+                      int mean, int nblocks, int64_t B, int64_t d, int64_t n)
+{
+    if (!Xh || (dX && dXh))
+        return FBP_EBADARG;
+    fbp_bf16_rows bf = {Xh, dXh};
+    return F(fused)(dW, db, dX, sums, NULL, W, b, head, mean, nblocks, B, d, n, &bf);
+}
+#endif
 
 /* ------------------------------------------------------------------ linear + head, chunked */
 

@@ -174,13 +174,6 @@ int64_t fbp_l2_bytes(void)
 /* ---- bfloat16 <-> float32 (fastbp/_bf16.py): a bfloat16 is a float32's upper 16 bits, so
  * widening is exact; narrowing rounds to nearest even and keeps a NaN a (quiet) NaN, as
  * ml_dtypes does. Element by element: the same bits at any thread count. */
-FBP_INLINE uint16_t to_bf16(uint32_t u)
-{
-    uint16_t nan = (uint16_t)((u >> 16) | 0x40);
-    uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
-}
-
 FBP_HOT static void widen_part(float *dst, const uint16_t *src, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
@@ -196,7 +189,7 @@ FBP_HOT static void narrow_part(void *dst, const float *src, int64_t n, int as_f
         for (int64_t i = 0; i < n; i++) {
             uint32_t u;
             memcpy(&u, &src[i], 4);
-            u = (uint32_t)to_bf16(u) << 16;
+            u = (uint32_t)fbp_to_bf16(u) << 16;
             memcpy(&out[i], &u, 4);
         }
     } else {
@@ -204,7 +197,7 @@ FBP_HOT static void narrow_part(void *dst, const float *src, int64_t n, int as_f
         for (int64_t i = 0; i < n; i++) {
             uint32_t u;
             memcpy(&u, &src[i], 4);
-            out[i] = to_bf16(u);
+            out[i] = fbp_to_bf16(u);
         }
     }
 }

@@ -44,6 +44,11 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
         if got is not None:
             return _new_grads(Grads, got)
     if grad_dtype is not None or _bf16.involved(X, W, b, target, *head_options.values()):
+        if module.linear_head_bf16 is not None and _bf16.involved(X):
+            g = _in_kernel(module, X, W, b, target, head, need_dX, chunk_rows, out, grad_dtype,
+                           head_options)
+            if g is not None:
+                return g
         X, W, b, target, head_options, dtypes = _bf16.linear_call(X, W, b, target, head_options)
         g = linear_head(X, W, b, target, head, need_dX=need_dX, chunk_rows=chunk_rows,
                         backend=backend, **head_options)
@@ -63,6 +68,40 @@ def linear_head(X, W, b, target, head="softmax_nll", *, need_dX=True, chunk_rows
         loss = module.linear_head(X, W, b, target, head, opts, reduction, chunk_rows, dW, db, dX,
                                   filter_eps=filter_eps)
     return _new_grads(Grads, (loss, dW, db, dX))      # Grads(...) without its Python __new__
+
+
+def _in_kernel(module, X, W, b, target, head, need_dX, chunk_rows, out, grad_dtype, options):
+    """A bfloat16 X read as bfloat16 by the backend's kernel (linear_head_bf16: the C fused
+    rows widen it a block at a time), W and b converted (small); None where that kernel does
+    not run the call (the caller converts X)."""
+    if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.flags.c_contiguous):
+        return None
+    a, dtypes = _bf16.operands({"W": W, "b": b}, "X")
+    options = {k: _bf16.head_array(k, v, "X") for k, v in options.items()}
+    # every check of the float32 call, on a stand-in of X's shape (never written or read)
+    (_, W, b, target, head, opts, reduction, need_dX, chunk_rows, _,
+     _) = _checks.check_linear_head(np.empty(X.shape, np.float32), a["W"], a["b"],
+                                    _bf16.head_array("target", target, "X"), head, options,
+                                    need_dX, chunk_rows, None)
+    want = _bf16.grad_dtype(grad_dtype)
+    dX_dtype = want or X.dtype
+    if reduction == "none" or (need_dX and dX_dtype not in (X.dtype, np.float32)):
+        return None
+    dW, db = np.empty(W.shape, np.float32), None if b is None else np.empty(b.shape, np.float32)
+    dX = None
+    if need_dX:
+        given = getattr(out, "dX", None)
+        dX = (given if given is not None and given.dtype == dX_dtype
+              else np.empty(X.shape, dX_dtype))
+    loss = module.linear_head_bf16(X.view(np.uint16), W, b, target, head, opts, reduction,
+                                   chunk_rows, dW, db,
+                                   None if dX is None else dX.view(np.uint16)
+                                   if dX.dtype == X.dtype else dX)
+    if loss is None:
+        return None
+    got = Grads(loss, dW, db, dX)
+    return _in_dtypes(got, {"W": dtypes["W"], "b": dtypes["b"], "X": dX_dtype}, grad_dtype,
+                      out)
 
 
 def _in_dtypes(g, dtypes, grad_dtype, out):

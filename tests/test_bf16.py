@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import fastbp
 from cases import (BACKENDS, VARIANTS, assert_close, head_cases, make_head_inputs,
                    rotated, rotated_ids, variant)
-from test_linear_head import make_linear
+from test_linear_head import _tile, _tiles, make_linear
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F32 = np.dtype(np.float32)
@@ -283,3 +283,41 @@ def test_an_mlp_trains_float32_parameters_on_bfloat16_batches(optimizer, rng):
     assert grads[0][0].dtype == F32 and grads[0][0] is a.grads[0][0]
     with pytest.raises(TypeError, match="dtype must be float32 or float64 .*bfloat16 batches"):
         fastbp.MLP([5, 3], dtype=BF16)
+
+
+@pytest.mark.parametrize("tile", _tiles())
+@pytest.mark.parametrize("B, d, n", [(9, 5, 3), (70, 33, 7), (300, 64, 10), (40, 48, 13)])
+def test_every_kernel_set_reads_bfloat16_rows_in_its_blocks(tile, B, d, n, rng):
+    """The C fused rows on a bfloat16 X (linear_head_bf16: rows widened a block at a time, dX
+    rounded as a block ends): every kernel set, partial and whole vectors, several blocks and
+    class groups; dX bfloat16 or float32 (grad_dtype), or not asked; the float32 reference on
+    the same values."""
+    X = rng.standard_normal((B, d)).astype(BF16)
+    W = (0.3 * rng.standard_normal((n, d))).astype(F32)
+    b = rng.standard_normal(n).astype(BF16)
+    y = rng.integers(0, n, B)
+    want = fastbp.linear_head(X.astype(F32), W.astype(BF16).astype(F32), b.astype(F32), y,
+                              backend="numpy", label_smoothing=0.1)
+    c = fastbp._dispatch.backend_module("c")
+    calls = []
+    real = c.linear_head_bf16
+
+    def spy(*args):
+        calls.append(args[0].dtype)
+        return real(*args)
+    with _tile(tile) as backend, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(c, "linear_head_bf16", spy)
+        g16 = fastbp.linear_head(X, W, b, y, backend=backend, label_smoothing=0.1)
+        g32 = fastbp.linear_head(X, W, b, y, backend=backend, label_smoothing=0.1,
+                                 grad_dtype=np.float32)
+        none = fastbp.linear_head(X, W, b, y, backend=backend, label_smoothing=0.1,
+                                  need_dX=False)
+    assert calls == [np.uint16] * 3                 # (the kernel read X as bfloat16 each time)
+    assert (g16.dW.dtype, g16.db.dtype, g16.dX.dtype) == (F32, BF16, BF16)
+    assert none.dX is None and g32.dX.dtype == F32
+    for g in (g16, g32, none):
+        assert_close(g.loss, want.loss, F32)
+        assert_close(g.dW, want.dW, F32, scale=np.abs(want.dW).max() * B)
+    assert_close(g32.dX, want.dX, F32, scale=np.abs(want.dX).max() * n)
+    assert_rounded_once(g16.dX, want.dX, np.abs(want.dX).max() * n)
+    assert_rounded_once(g16.db, want.db, np.abs(want.db).max() * B)

@@ -249,6 +249,29 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
     return reduced_loss(sums[0], sums[1], reduction)
 
 
+_U16 = ffi.typeof("uint16_t[]")
+_F32 = _T[np.dtype(np.float32)]
+
+
+def linear_head_bf16(Xh, W, b, target, head, options, reduction, chunk_rows, dW, db, dX):
+    """A bfloat16 call (fastbp/_bf16.py) on the fused rows, X read as bfloat16 (``Xh``: its
+    uint16 view) and widened a block at a time in L2; ``dX``: float32, or uint16 (the bfloat16
+    result's bits), or None; W, b, target, options float32 as the float32 call's. The loss, or
+    None (nothing run) where plan() does not take the fused rows: the caller converts."""
+    (B, d), n = Xh.shape, W.shape[0]
+    p = call_plan(np.dtype(np.float32), B, d, n, head, options, chunk_rows)
+    if not p.blocks or reduction == "none":
+        return None
+    sums = _sums()
+    half = dX is not None and dX.dtype == np.uint16
+    _check(lib.linear_fused_bf16(
+        _fb(_F32.ty, dW), _F32.p(db), _F32.p(None if half else dX),
+        _fb(_U16, dX) if half else _NULL, sums, _fb(_U16, Xh), _fb(_F32.ty, W), _F32.p(b),
+        _head(_F32, head, target, options), reduction == "mean", p.blocks, B, d, n),
+        "linear_head")
+    return reduced_loss(sums[0], sums[1], reduction)
+
+
 def linear_loss(X, W, b, target, head, options, reduction, chunk_rows):
     """The loss alone: linear_loss_f32 / _f64 (the chunked path's team without its backward:
     own products for the scores where linear_head takes them)."""

@@ -29,12 +29,17 @@ class LayerCache(NamedTuple):
 
 @runtime_checkable
 class Backend(Protocol):
-    """The functions of a backend module. ``fast_linear_head`` is a function or None."""
+    """The functions of a backend module. ``fast_linear_head`` and ``linear_head_bf16`` are
+    functions or None."""
 
     #: linear_head's common tiny call (default options), checked and run in compiled code:
     #: ``(X, W, b, target, head, need_dX, out) -> (loss, dW, db, dX)``, or None when the call
     #: is not that one (nothing written; the checked path runs). None: no such entry.
     fast_linear_head: Optional[Callable]
+    #: linear_head of a bfloat16 call reading X as bfloat16 in its kernel (fastbp/_bf16.py):
+    #: ``(Xh, W, b, target, head, options, reduction, chunk_rows, dW, db, dX) -> loss``, or
+    #: None where its plan has no such kernel (the caller converts X). None: no such entry.
+    linear_head_bf16: Optional[Callable]
 
     def head(self, name, S, target, out, reduction, options):
         """Head ``name`` on scores S (B, n): writes dS into ``out`` (which may be S) and

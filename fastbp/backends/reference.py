@@ -213,6 +213,7 @@ def head(name, S, target, out, reduction, options):
 
 # ---------------------------------------------------------------------------- linear + head
 fast_linear_head = None          # no compiled entry for the whole call: always the checked path
+linear_head_bf16 = None          # bfloat16 calls: X converted to float32 first (fastbp/_bf16.py)
 
 
 def _head_blocks(X, W, b, target, head, options, chunk):

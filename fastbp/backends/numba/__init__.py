@@ -39,7 +39,8 @@ from .heads import heads_blocks, rows_entry
 from .mlp import _ADAM, _SGD, mlp_epoch_kernel, mlp_step_kernel
 from .runtime import _EMPTY, _NO_LABELS, _NO_Z, BLAS, _forked, _threads, set_num_threads
 
-__all__ = ["head", "linear_head", "linear_loss", "fast_linear_head", "linear_act_forward",
+__all__ = ["head", "linear_head", "linear_loss", "fast_linear_head", "linear_head_bf16",
+           "linear_act_forward",
            "linear_act_backward", "mlp_forward", "mlp_loss_grad", "mlp_step", "mlp_epoch",
            "set_num_threads", "BLAS", "TUNING"]
 _this = sys.modules[__name__]      # the kernel set _compose builds the networks from
@@ -88,6 +89,7 @@ def head(name, S, target, out, reduction, options):
 # through csrc/fastcall.c and fastcall.py's C callbacks when it was built (not under
 # NUMBA_DISABLE_JIT: there is no machine code to call then).
 fast_linear_head = None if nb.config.DISABLE_JIT else fast_entry("numba", _fused_cfuncs)
+linear_head_bf16 = None          # bfloat16 calls: X converted to float32 first (fastbp/_bf16.py)
 
 
 def _dynamic(kernel, *args):
