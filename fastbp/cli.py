@@ -91,8 +91,8 @@ def _run_compare(args):
     print(_compare.table(rows))
     notes = _compare.notes_case(args.dtype)
     print(f"\nThe notes' case, 100 vectors x 4096 features through one elementwise layer: the "
-          f"naive Jacobian alone is {human_bytes(notes)} ({args.dtype}); fused, it is one "
-          f"elementwise product.")
+          f"naive Jacobian alone is {human_bytes(notes)} ({_compare.naive_dtype(args.dtype)});"
+          f" fused, it is one elementwise product.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "notes_case_naive_bytes": notes}, f, indent=2)
@@ -173,8 +173,9 @@ def build_parser():
     p = sub.add_parser("compare", help="naive Jacobians vs fused: time and peak memory")
     p.add_argument("--preset", choices=sorted(_compare.PRESETS), default="quick",
                    help="the batch sizes measured")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
-                   help="the arrays' dtype")
+    p.add_argument("--dtype", choices=("float32", "float64", "bfloat16"), default="float64",
+                   help="the arrays' dtype (bfloat16: the fused calls on bfloat16 arrays, the "
+                        "naive path on their values in float32)")
     p.add_argument("--json", metavar="PATH", help="write the measurements as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG: time and memory vs size")
     p.set_defaults(fn=_run_compare)

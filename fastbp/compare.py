@@ -14,7 +14,7 @@ import tracemalloc
 
 import numpy as np
 
-from . import _dispatch, layers, naive
+from . import _bf16, _dispatch, layers, naive
 from . import _math
 from .errors import JacobianTooLarge, human_bytes
 
@@ -73,10 +73,23 @@ def rss_peak(fn):
     return 1024 * (_hwm_kib() - before)
 
 
+def naive_dtype(name):
+    """The naive path's dtype in a run of ``name``: float32 for bfloat16 (NumPy's products)."""
+    return np.dtype(np.float32) if str(name) == "bfloat16" else np.dtype(name)
+
+
+def dtype_of(name):
+    """A case dtype by name: float32, float64 or bfloat16 (ml_dtypes')."""
+    return _bf16.bf16() if str(name) == "bfloat16" else np.dtype(name)
+
+
 def cases(B, dtype, rng, feats=64):
     """The notes' cases at batch size B: name -> (naive fn, {backend: fused fn}, predicted bytes)
-    (``feats``: the width of the elementwise layer)."""
+    (``feats``: the width of the elementwise layer). bfloat16: the fused calls on bfloat16
+    arrays, the naive path (NumPy's products) on the same values in float32."""
     d, h, n = 32, 16, 10
+    low = str(dtype) == "bfloat16"
+    dtype = np.dtype(np.float32) if low else dtype
     X = rng.standard_normal((B, d)).astype(dtype)
     y = rng.integers(0, n, B)
     Z = rng.random((B, n)).astype(dtype)
@@ -85,15 +98,25 @@ def cases(B, dtype, rng, feats=64):
     W, b = (0.3 * rng.standard_normal((n, d))).astype(dtype), np.zeros(n, dtype)
     S = rng.standard_normal((B, feats)).astype(dtype)
     dA = rng.standard_normal((B, feats)).astype(dtype)
+    if low:       # the arrays' bfloat16 values: the fused calls' (lo) and, in float32, naive's
+        lo = {k: v.astype(_bf16.bf16()) for k, v in
+              dict(X=X, Z=Z, W1=W1, b1=b1, W2=W2, b2=b2, W=W, b=b).items()}
+        X, Z, W1, b1, W2, b2, W, b = (lo[k].astype(np.float32) for k in lo)
+        S, dA = (a.astype(_bf16.bf16()).astype(np.float32) for a in (S, dA))
+    else:
+        lo = dict(X=X, Z=Z, W1=W1, b1=b1, W2=W2, b2=b2, W=W, b=b)
     params = [(W1, b1), (W2, b2)]
+    low_params = [(lo["W1"], lo["b1"]), (lo["W2"], lo["b2"])]
     backends = _dispatch.available_backends()
 
     def fused_elementwise():    # the collapsed product the naive Jacobian computes: dA * f'(s)
         return dA * _math.activation_grad("sigmoid", _math.sigmoid(S), None)
 
     def one_layer(head, target):
+        low_target = lo["Z"] if target is Z else target
         return (lambda: naive.linear_head(X, W, b, target, head),
-                {be: (lambda be=be: layers.linear_head(X, W, b, target, head, backend=be))
+                {be: (lambda be=be: layers.linear_head(lo["X"], lo["W"], lo["b"], low_target,
+                                                       head, backend=be))
                  for be in backends},
                 naive.jacobian_bytes("linear_head", B=B, d=d, n=n, dtype=dtype, head=head))
 
@@ -108,8 +131,9 @@ def cases(B, dtype, rng, feats=64):
         f"1-layer sigmoid-focal ({d}->{n})": one_layer("sigmoid_focal", Z),
         f"2-layer sigmoid+softmax ({d}->{h}->{n})": (
             lambda: naive.mlp_loss_grad(X, params, y, activation="sigmoid"),
-            {be: (lambda be=be: layers.mlp_loss_grad(X, params, y, activation="sigmoid",
-                                                     backend=be)) for be in backends},
+            {be: (lambda be=be: layers.mlp_loss_grad(lo["X"], low_params, y,
+                                                     activation="sigmoid", backend=be))
+             for be in backends},
             naive.jacobian_bytes("mlp", B=B, d=d, n=n, h=h, dtype=dtype)),
     }
 
@@ -130,9 +154,9 @@ def _all_cases(sizes, dtype):
     at every size, then the notes' own elementwise case (100 vectors of 4096 features)."""
     rng = np.random.default_rng(0)
     for B in sizes:
-        for name, args in cases(B, np.dtype(dtype), rng).items():
+        for name, args in cases(B, dtype_of(dtype), rng).items():
             yield name, B, args
-    name, args = next(iter(cases(100, np.dtype(dtype), rng, feats=4096).items()))
+    name, args = next(iter(cases(100, dtype_of(dtype), rng, feats=4096).items()))
     yield name, 100, args
 
 
@@ -150,7 +174,7 @@ def run(preset="quick", dtype="float64", progress=None):
 
 def notes_case(dtype="float64"):
     """The notes' minibatch: 100 vectors of 4096 features through an elementwise layer."""
-    return naive.jacobian_bytes("elementwise", B=100, n=4096, dtype=dtype)
+    return naive.jacobian_bytes("elementwise", B=100, n=4096, dtype=naive_dtype(dtype))
 
 
 def fmt_s(t):

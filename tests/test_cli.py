@@ -123,3 +123,19 @@ def test_an_adapter_without_its_library_names_the_extra(module, blocked):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120).stdout
     assert "pip install 'fastbp[" in out, out
+
+
+def test_compare_runs_its_cases_in_bfloat16(tiny_preset, capsys, tmp_path):
+    """--dtype bfloat16: the fused calls on bfloat16 arrays (their results' dtypes), the naive
+    path on the same values in float32 (its Jacobians' bytes at float32's size)."""
+    path = tmp_path / "c.json"
+    assert cli.main(["compare", "--dtype", "bfloat16", "--json", str(path)]) == 0
+    assert "671 GB (float32)" in capsys.readouterr().out
+    rows = json.loads(path.read_text())["rows"]
+    assert all(r["dtype"] == "bfloat16" for r in rows)
+    cases = compare.cases(4, compare.dtype_of("bfloat16"), np.random.default_rng(0))
+    naive_fn, fused, predicted = cases["1-layer softmax (32->10)"]
+    g = fused["numpy"]()
+    assert g.dX.dtype.name == "bfloat16" and g.dW.dtype.name == "bfloat16"
+    want = naive_fn()
+    np.testing.assert_allclose(g.dW.astype(np.float32), want[1], rtol=2 ** -7, atol=1e-6)
