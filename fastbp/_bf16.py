@@ -129,13 +129,18 @@ def linear_call(X, W, b, target, options):
     return X, W, b, head_array("target", target, partner), options, {"X": tX, "W": tW, "b": tb}
 
 
-def result(a, dtype, out=None):
-    """A float32 result ``a`` in ``dtype`` (rounded once), written into ``out`` if given."""
+def result(a, dtype, out=None, name="out"):
+    """A float32 result ``a`` in ``dtype`` (rounded once), written into ``out`` (the argument
+    ``name``) if given."""
     if a is None:
         return None
     if out is not None:
-        if out.dtype != dtype:
-            raise TypeError(f"out arrays of this call must have dtype {dtype}, got {out.dtype}")
+        if not isinstance(out, np.ndarray) or out.dtype != dtype:
+            raise TypeError(f"{name} must have dtype {dtype} in this call, got "
+                            f"{getattr(out, 'dtype', type(out).__name__)}")
+        if out.shape != a.shape or not out.flags.writeable:
+            raise ValueError(f"{name} must be a writeable array of shape {a.shape}, got "
+                             f"shape {out.shape}{'' if out.flags.writeable else ', read-only'}")
         out[...] = a if a.dtype != _F32 or dtype != bf16() else convert(a, dtype)
         return out
     if a.dtype == dtype:

@@ -31,7 +31,7 @@ def _in_dtype(name, S, target, reduction, out, backend, grad_dtype, options):
     S, target = (_bf16.head_array(k, arrays[k], partner) for k in ("S", "target"))
     options = {k: _bf16.head_array(k, v, partner) for k, v in options.items()}
     loss, dS = _run(name, S, target, reduction, None, backend, **options)
-    return loss, _bf16.result(dS, want, out)
+    return loss, _bf16.result(dS, want, out, "out")
 
 
 _TEMPLATE = '''

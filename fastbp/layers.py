@@ -90,9 +90,10 @@ def _in_kernel(module, X, W, b, target, head, need_dX, chunk_rows, out, grad_dty
     dW, db = np.empty(W.shape, np.float32), None if b is None else np.empty(b.shape, np.float32)
     dX = None
     if need_dX:
-        given = getattr(out, "dX", None)
-        dX = (given if given is not None and given.dtype == dX_dtype
-              else np.empty(X.shape, dX_dtype))
+        given = getattr(out, "dX", None)      # (written by the kernel only if it fits exactly)
+        fits = (isinstance(given, np.ndarray) and given.dtype == dX_dtype
+                and given.shape == X.shape and given.flags.c_contiguous and given.flags.writeable)
+        dX = given if fits else np.empty(X.shape, dX_dtype)
     loss = module.linear_head_bf16(X.view(np.uint16), W, b, target, head, opts, reduction,
                                    chunk_rows, dW, db,
                                    None if dX is None else dX.view(np.uint16)
@@ -109,7 +110,7 @@ def _in_dtypes(g, dtypes, grad_dtype, out):
     (``dtypes`` by name; the kernels' where absent), rounded once (into ``out``'s arrays)."""
     want = _bf16.grad_dtype(grad_dtype)
     return Grads(g.loss, *(_bf16.result(a, want or dtypes.get(k) or a.dtype,
-                                        getattr(out, "d" + k, None))
+                                        getattr(out, "d" + k, None), "out.d" + k)
                            if a is not None else None
                            for k, a in (("W", g.dW), ("b", g.db), ("X", g.dX))))
 

@@ -149,10 +149,14 @@ def test_bfloat16_out_arrays_are_written(backend, rng):
     dS = np.empty((4, 3), BF16)
     loss, got = fastbp.softmax_nll(S, [0, 1, 2, 0], out=dS, backend=backend)
     assert got is dS
-    with pytest.raises(TypeError, match="out arrays of this call must have dtype bfloat16, "
-                                        "got float32"):
+    with pytest.raises(TypeError, match="out.dX must have dtype bfloat16 in this call, got "
+                                        "float32"):
         fastbp.linear_head(X, W, None, y, backend=backend,
                            out=fastbp.Grads(None, None, None, np.empty((20, 8), F32)))
+    with pytest.raises(ValueError, match=r"out.dX must be a writeable array of shape \(20, 8\), "
+                                         r"got shape \(10, 8\)"):
+        fastbp.linear_head(X, W, None, y, backend=backend,
+                           out=fastbp.Grads(None, None, None, np.empty((10, 8), BF16)))
 
 
 def test_bfloat16_calls_refuse_float64_and_bad_grad_dtypes(rng):
