@@ -192,7 +192,7 @@ def mlp_loss_grad(X, params, target, *, activation="relu", alpha=None, head="sof
         loss, grads = _mlp_loss_grad(X, params, target, activation, alpha, head, head_options,
                                      None, backend)
         return loss, [tuple(_bf16.result(g, want or dtypes.get(f"{k}{i}") or g.dtype,
-                                         out[i - 1][j] if out else None)
+                                         out[i - 1][j] if out else None, f"out[{i - 1}][{j}]")
                             if g is not None else None
                             for j, (k, g) in enumerate(zip("Wb", pair)))
                       for i, pair in enumerate(grads, start=1)]
