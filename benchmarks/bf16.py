@@ -101,7 +101,7 @@ def _ways(group, backends):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = fn(Xt, Wt, bt, yt)
             loss.backward()
-            return float(loss)
+            return float(loss.detach())
         return run
 
     def eager(X, W, b, y):

@@ -385,13 +385,22 @@ def threads_section(path):
 BF16_HEADING = "## bfloat16"
 
 
-def bf16_section(path):
-    """RESULTS.md's bfloat16 section from a benchmarks/bf16.py JSON file."""
+def bf16_section(paths):
+    """RESULTS.md's bfloat16 section from benchmarks/bf16.py JSON files (comma-separated, each
+    under its own host and provenance line; ``PATH#V,K``: that run's rows of those groups)."""
     import bf16
-    return [BF16_HEADING, "",
-            "`python benchmarks/bf16.py --json PATH` (its docstring says what each row is; "
-            "accuracy against the float64 call on the same float32 data):", "",
-            bf16.table(json.load(open(path)))]
+    lines = [BF16_HEADING, "",
+             "`python benchmarks/bf16.py --json PATH` (its docstring says what each row is; "
+             "accuracy against the float64 call on the same float32 data):"]
+    for spec in paths.split(","):
+        path, _, groups = spec.partition("#")
+        run = json.load(open(path))
+        if groups:
+            keep = set(groups.split("+"))
+            run = {**run, **{k: [r for r in run[k] if r["group"] in keep]
+                             for k in ("accuracy", "timings")}}
+        lines += ["", bf16.table(run)]
+    return lines
 
 
 def splice(results, heading, section):
