@@ -15,8 +15,9 @@ JAX uses). Then, as ``torch.autocast`` runs a linear layer:
 - each gradient comes back in its argument's dtype (dW in W's: float32 master weights get a
   float32 dW), or in ``grad_dtype`` when given; the loss is a float (row losses: float32).
 
-The kernels run on float32 copies of the bfloat16 operands (widening is exact); the
-arithmetic is the float32 kernels', so results equal the float32 reference on the same
+The float32 kernels run on float32 copies of the bfloat16 operands (widening is exact), except
+the C fused rows, which widen X a block at a time themselves (layers._in_kernel); either way
+the arithmetic is the float32 kernels', so results equal the float32 reference on the same
 bfloat16 values to float32 rounding (tests/test_bf16.py).
 """
 import functools
@@ -80,21 +81,14 @@ def grad_dtype(value):
     return dt
 
 
-def _float_dtype(name, a):
-    dt = getattr(a, "dtype", None)
-    if dt is None:
-        a = np.asarray(a)
-        dt = a.dtype
-    return a, dt
-
-
 def operand(name, a, partner):
     """A product operand of a bfloat16 call as float32 holding bfloat16 values, and its
     dtype (None for None). ``partner``: the argument that made the call bfloat16 (for the
     error)."""
     if a is None:
         return None, None
-    a, dt = _float_dtype(name, a)
+    a = a if isinstance(a, np.ndarray) else np.asarray(a)
+    dt = a.dtype
     if dt == bf16():
         return convert(a, _F32), dt
     if dt == _F32:
@@ -124,9 +118,9 @@ def linear_call(X, W, b, target, options):
     partner = next((n for n, a in arrays.items() if involved(a)), None)
     if partner is None:
         return X, W, b, target, options, {}
-    (X, tX), (W, tW), (b, tb) = (operand(n, a, partner) for n, a in (("X", X), ("W", W), ("b", b)))
+    a, dtypes = operands({"X": X, "W": W, "b": b}, partner)
     options = {k: head_array(k, v, partner) for k, v in options.items()}
-    return X, W, b, head_array("target", target, partner), options, {"X": tX, "W": tW, "b": tb}
+    return a["X"], a["W"], a["b"], head_array("target", target, partner), options, dtypes
 
 
 def result(a, dtype, out=None, name="out"):

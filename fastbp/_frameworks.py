@@ -65,10 +65,11 @@ def linear_rows_backward(X, W, b, target, head, options, g, need, backend, grad_
 
 
 # ---------------------------------------------------------------------------- heads
-def head_forward(head, S, target, options, reduction, backend):
+def head_forward(head, S, target, options, reduction, backend, grad_dtype=None):
     """(loss, dS); for "none" the row losses and the rows of the sum's gradient, which the
-    backward scales by the upstream vector (``rows_times``)."""
-    return getattr(heads, head)(S, target, reduction=reduction, backend=backend, **options)
+    backward scales by the upstream vector (``rows_times``); dS in ``grad_dtype`` if given."""
+    return getattr(heads, head)(S, target, reduction=reduction, backend=backend,
+                                grad_dtype=grad_dtype, **options)
 
 
 def rows_times(dS, g):

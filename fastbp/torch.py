@@ -144,9 +144,15 @@ def _inputs(target, arrays, head, options):
 
 
 def _low(*tensors):
-    """Whether a call runs as a bfloat16 call (its gradients come back float32 from the
-    kernels and take their arguments' dtypes here, rounded once)."""
+    """Whether a call runs as a bfloat16 call: its operators return float32 gradients, which
+    the backward scales by the upstream gradient and autograd then casts to each input's
+    dtype, rounding them once (docs/api.md, "bfloat16")."""
     return any(t is not None and t.dtype == torch.bfloat16 for t in tensors)
+
+
+def _grad_dtype(a, low):
+    """An operator's gradient dtype for input ``a``: float32 in a bfloat16 call (_low)."""
+    return torch.float32 if low else a.dtype
 
 
 def _loss_dtype(X, low):
@@ -180,7 +186,9 @@ def _linear_head_op(X, W, b, target, arrays, head, options, backend, reduction, 
         _array(X, autocast), _array(W, autocast), _array(b, autocast), t, head, opts,
         reduction, need, backend, np.float32 if low else None)
     return (_tensor(loss, X, _loss_dtype(X, low)),
-            *(_tensor(a, like if like is not None else X) for a, like in zip(grads, (X, W, b))))
+            *(_tensor(a, X if like is None else like, _grad_dtype(X if like is None else like,
+                                                                   low))
+              for a, like in zip(grads, (X, W, b))))
 
 
 @torch.library.register_fake("fastbp::linear_head", lib=_LIB)
@@ -188,8 +196,9 @@ def _(X, W, b, target, arrays, head, options, backend, reduction, need):
     low = _AUTOCAST in options or _low(X, W, b)
     loss = X.new_empty((X.shape[0],) if reduction == "none" else (), dtype=_loss_dtype(X, low))
     grads = reduction != "none" and any(need)
-    return (loss, *(a.new_empty(a.shape if grads and n and a is not None else (0,))
-                    if a is not None else X.new_empty(0) for a, n in zip((X, W, b), need)))
+    return (loss, *(a.new_empty(a.shape if grads and n else (0,), dtype=_grad_dtype(a, low))
+                    if a is not None else X.new_empty(0, dtype=_grad_dtype(X, low))
+                    for a, n in zip((X, W, b), need)))
 
 
 @torch.library.impl(_LIB, "linear_rows_backward", "CPU")
@@ -199,27 +208,33 @@ def _linear_rows_backward_op(X, W, b, target, arrays, head, options, backend, g,
     grads = _frameworks.linear_rows_backward(
         _array(X, autocast), _array(W, autocast), _array(b, autocast), t, head, opts,
         _array(g), need, backend, np.float32 if low else None)
-    return tuple(_tensor(a if n else None, like if like is not None else X)
+    return tuple(_tensor(a if n else None, X if like is None else like,
+                         _grad_dtype(X if like is None else like, low))
                  for a, n, like in zip(grads, need, (X, W, b)))
 
 
 @torch.library.register_fake("fastbp::linear_rows_backward", lib=_LIB)
 def _(X, W, b, target, arrays, head, options, backend, g, need):
-    return tuple(a.new_empty(a.shape) if n and a is not None else X.new_empty(0)
-                 for a, n in zip((X, W, b), need))
+    low = _AUTOCAST in options or _low(X, W, b)
+    return tuple(a.new_empty(a.shape, dtype=_grad_dtype(a, low)) if n and a is not None
+                 else X.new_empty(0, dtype=_grad_dtype(X, low)) for a, n in zip((X, W, b), need))
 
 
 @torch.library.impl(_LIB, "head", "CPU")
 def _head_op(S, target, arrays, head, options, backend, reduction, need):
     t, opts, _ = _inputs(target, arrays, head, options)
-    loss, dS = _frameworks.head_forward(head, _array(S), t, opts, reduction, backend)
-    return _tensor(loss, S, _loss_dtype(S, _low(S))), _tensor(dS if need else None, S)
+    low = _low(S)
+    loss, dS = _frameworks.head_forward(head, _array(S), t, opts, reduction, backend,
+                                        np.float32 if low else None)
+    return _tensor(loss, S, _loss_dtype(S, low)), _tensor(dS if need else None, S,
+                                                          _grad_dtype(S, low))
 
 
 @torch.library.register_fake("fastbp::head", lib=_LIB)
 def _(S, target, arrays, head, options, backend, reduction, need):
-    loss = S.new_empty((S.shape[0],) if reduction == "none" else (), dtype=_loss_dtype(S, _low(S)))
-    return loss, S.new_empty(S.shape if need else (0,))
+    low = _low(S)
+    loss = S.new_empty((S.shape[0],) if reduction == "none" else (), dtype=_loss_dtype(S, low))
+    return loss, S.new_empty(S.shape if need else (0,), dtype=_grad_dtype(S, low))
 
 
 # ---------------------------------------------------------------------------- autograd
