@@ -12,8 +12,9 @@ F.cross_entropy under ``torch.autocast("cpu", torch.bfloat16)`` on the same tens
 
 Timings (linear + softmax_nll forward and backward, all cores): fastbp float32 and bfloat16
 (every array bfloat16) on each compiled backend (P: V's shape with a trained model's peaked
-softmax and ``filter_eps="auto"``; its peers' rows are V's, which compute it the same way), torch eager and torch.compile under autocast,
-JAX jit on bfloat16 arrays, and the three bare products in bfloat16 and float32 (PyTorch's);
+softmax and ``filter_eps="auto"``; its peers' rows are V's, which compute it the same way),
+torch eager and torch.compile under autocast, JAX jit on bfloat16 arrays, and the three bare
+products in bfloat16 and float32 (PyTorch's);
 each way's loss checked against fastbp's float32 one (to bfloat16's precision) before it is
 timed; every way timed in turn within each round, the median over the rounds.
 """
