@@ -167,11 +167,12 @@ def table(run):
     """The run's host, provenance and two tables as Markdown (report.py puts it in RESULTS.md's
     bfloat16 section)."""
     lines = [f"Host: {host_line(run['host'])}; {run.get('threads', '?')} threads. "
-             f"{provenance_line(run['provenance'])}", "",
-             "| group | way | loss rel. error | dW rel. error | dX rel. error |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['group']} | {r['way']} | {r['loss']:.1e} | {r['dW']:.1e} | {r['dX']:.1e} |"
-              for r in run["accuracy"]]
+             f"{provenance_line(run['provenance'])}"]
+    if run["accuracy"]:
+        lines += ["", "| group | way | loss rel. error | dW rel. error | dX rel. error |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['group']} | {r['way']} | {r['loss']:.1e} | {r['dW']:.1e} | "
+                  f"{r['dX']:.1e} |" for r in run["accuracy"]]
     if run["timings"]:
         lines += ["", "| group | way | median | first call |", "|---|---|---|---|"]
         lines += [f"| {r['group']} | {r['way']} | {r['median_s'] * 1e3:,.2f} ms | "
