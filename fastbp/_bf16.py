@@ -26,9 +26,14 @@ import numpy as np
 
 
 def involved(*arrays):
-    """Whether any of ``arrays`` (anything: lists, None, scalars) is a bfloat16 array (by the
-    dtype's name: ``import fastbp`` does not import ml_dtypes)."""
-    return any(getattr(getattr(a, "dtype", None), "name", None) == "bfloat16" for a in arrays)
+    """Whether any of ``arrays`` (anything: lists, None, scalars) is a bfloat16 array. On every
+    call of the API: the dtype's kind first ("V" for ml_dtypes' types; a C attribute), its name
+    only then (a Python property, microseconds); ``import fastbp`` does not import ml_dtypes."""
+    for a in arrays:
+        dt = getattr(a, "dtype", None)
+        if getattr(dt, "kind", None) == "V" and dt.name == "bfloat16":
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=None)
