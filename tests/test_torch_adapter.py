@@ -294,6 +294,22 @@ def _train(step_fn, params, steps=3):
     return losses, [p.detach().clone() for p in params]
 
 
+def _eager_and_compiled(make, backend, dtype, reduction, options, X, y):
+    """Three SGD steps of ``make(body, head)`` (a function of X, y) on a fresh model, eager and
+    then compiled with ``fullgraph=True`` (dynamo's explain finds 0 graph breaks first): each
+    run's (losses, parameters)."""
+    results = []
+    for compiled in (False, True):
+        body, head = _model(dtype, reduction, options)
+        f = make(body, head)
+        if compiled:
+            explain = torch._dynamo.explain(f)(X, y)
+            assert explain.graph_break_count == 0, explain.break_reasons
+            f = torch.compile(f, fullgraph=True, backend=backend)
+        results.append(_train(lambda: f(X, y), [*body.parameters(), *head.parameters()]))
+    return results
+
+
 def _model(dtype, reduction, options):
     torch.manual_seed(0)
     body = torch.nn.Sequential(torch.nn.Linear(6, 8, dtype=dtype), torch.nn.Tanh())
@@ -315,18 +331,12 @@ def test_compiled_model_has_no_graph_break_and_trains_as_eager(backend, reductio
     X = torch.from_numpy(rng.standard_normal((12, 6))).to(dtype)
     y = torch.from_numpy(rng.integers(0, 5, 12))
     opts = {"label_smoothing": 0.1, "weight": torch.linspace(0.5, 1.5, 5, dtype=dtype)}
-    results = []
-    for compiled in (False, True):
-        body, head = _model(dtype, reduction, opts)
-
+    def make(body, head):
         def f(X, y):
             return head(body(X), y)
+        return f
 
-        if compiled:
-            explain = torch._dynamo.explain(f)(X, y)
-            assert explain.graph_break_count == 0, explain.break_reasons
-            f = torch.compile(f, fullgraph=True, backend=backend)
-        results.append(_train(lambda: f(X, y), [*body.parameters(), *head.parameters()]))
+    results = _eager_and_compiled(make, backend, dtype, reduction, opts, X, y)
     tol = _tol(np.float64 if dtype == torch.float64 else np.float32)
     for a, c in zip(*(r[0] + r[1] for r in results)):
         torch.testing.assert_close(a, c, rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
@@ -433,19 +443,13 @@ def test_compiled_autocast_model_has_no_graph_break_and_equals_eager(backend, rn
                                                                      fresh_dynamo):
     X = torch.from_numpy(rng.standard_normal((12, 6)).astype(np.float32))
     y = torch.from_numpy(rng.integers(0, 5, 12))
-    results = []
-    for compiled in (False, True):
-        body, head = _model(torch.float32, "mean", {})
-
+    def make(body, head):
         def f(X, y):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return head(body(X), y)
+        return f
 
-        if compiled:
-            explain = torch._dynamo.explain(f)(X, y)
-            assert explain.graph_break_count == 0, explain.break_reasons
-            f = torch.compile(f, fullgraph=True, backend=backend)
-        results.append(_train(lambda: f(X, y), [*body.parameters(), *head.parameters()]))
+    results = _eager_and_compiled(make, backend, torch.float32, "mean", {}, X, y)
     assert all(a.dtype == torch.float32 for a in results[1][0] + results[1][1])
     for a, c in zip(*(r[0] + r[1] for r in results)):
         torch.testing.assert_close(a, c, rtol=2e-2, atol=2e-2)
