@@ -25,11 +25,11 @@ def _in_dtype(name, S, target, reduction, out, backend, grad_dtype, options):
     """A bfloat16 call (docs/api.md, "bfloat16"): the head in float32 on the arrays' values,
     dS in ``grad_dtype`` or S's dtype, rounded once."""
     arrays = {"S": S, "target": target, **options}
-    partner = next((k for k, a in arrays.items() if _bf16.involved(a)), "grad_dtype")
-    S = np.asarray(S) if not hasattr(S, "dtype") else S
-    want = _bf16.grad_dtype(grad_dtype) or S.dtype
-    S, target = (_bf16.head_array(k, arrays[k], partner) for k in ("S", "target"))
-    options = {k: _bf16.head_array(k, v, partner) for k, v in options.items()}
+    partner = next((k for k, a in arrays.items() if _bf16.involved(a)), None)
+    want = _bf16.grad_dtype(grad_dtype) or np.asarray(S).dtype
+    if partner:                 # (else a float32 / float64 call: dS converted at the end only)
+        S, target = (_bf16.head_array(k, arrays[k], partner) for k in ("S", "target"))
+        options = {k: _bf16.head_array(k, v, partner) for k, v in options.items()}
     loss, dS = _run(name, S, target, reduction, None, backend, **options)
     return loss, _bf16.result(dS, want, out, "out")
 
