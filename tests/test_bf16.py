@@ -325,23 +325,3 @@ def test_every_kernel_set_reads_bfloat16_rows_in_its_blocks(tile, B, d, n, rng):
     assert_close(g32.dX, want.dX, F32, scale=np.abs(want.dX).max() * n)
     assert_rounded_once(g16.dX, want.dX, np.abs(want.dX).max() * n)
     assert_rounded_once(g16.db, want.db, np.abs(want.db).max() * B)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_grad_dtype_converts_the_gradients_of_any_call(dtype, backend, rng):
-    """grad_dtype on a float32 or float64 call (no bfloat16 array): the call as it is, its
-    gradients converted once at the end."""
-    S = rng.standard_normal((6, 4)).astype(dtype)
-    y = rng.integers(0, 4, 6)
-    loss, dS = fastbp.softmax_nll(S, y, backend=backend)
-    for want in (BF16, F32, np.float64):
-        got_loss, got = fastbp.softmax_nll(S, y, backend=backend, grad_dtype=want)
-        assert got_loss == loss and got.dtype == np.dtype(want)
-        np.testing.assert_array_equal(got, dS.astype(want))
-    X, W = rng.standard_normal((6, 5)).astype(dtype), rng.standard_normal((4, 5)).astype(dtype)
-    g = fastbp.linear_head(X, W, None, y, backend=backend, label_smoothing=0.1)
-    r = fastbp.linear_head(X, W, None, y, backend=backend, label_smoothing=0.1,
-                           grad_dtype=BF16)
-    assert r.loss == g.loss and (r.dW.dtype, r.dX.dtype) == (BF16, BF16)
-    np.testing.assert_array_equal(r.dX, g.dX.astype(BF16))
