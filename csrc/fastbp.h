@@ -124,6 +124,16 @@ int linear_fused_f32(float *dW, float *db, float *dX, double *sums, const float 
 int linear_fused_bf16(float *dW, float *db, float *dX, uint16_t *dXh, double *sums,
                       const uint16_t *X, const float *W, const float *b, const fbp_head *head,
                       int mean, int nblocks, int64_t B, int64_t d, int64_t n);
+/* linear_chunked_f32 of a bfloat16 call on the team by classes (csrc/dot16.h): X (B, d) and
+ * W (n, d) as bfloat16 bits (4-byte aligned, d even), b float32 holding bfloat16 values, dW, db,
+ * dX float32; the three products in bfloat16 pairs with float32 sums, the score gradient
+ * rounded to bfloat16 for the backward's (as autocast's backward). set 1: AVX512-BF16's
+ * vdpbf16ps (FBP_EBADARG where fbp_dot16_hw is 0), 2: its arithmetic on float32 vectors. */
+int linear_chunked_bf16(float *dW, float *db, float *dX, double *sums, const uint16_t *X,
+                        const uint16_t *W, const float *b, const fbp_head *head, int mean,
+                        int64_t chunk, int team, int set, int64_t B, int64_t d, int64_t n);
+/* 1 where the CPU has AVX512-BF16 (and the build its kernels), else 0 */
+int fbp_dot16_hw(void);
 
 /* linear_head, chunked BLAS: per block of chunk rows S = X_c W^T, bias + head in place,
  * dW += S^T X_c, dX_c = S W; only one (chunk, n) score block is ever held. team: the threads

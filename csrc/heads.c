@@ -28,13 +28,13 @@ int F(heads)(REAL *dS, double *loss_rows, double *sums, const REAL *S, const fbp
         return FBP_ENOMEM;
     if (nb == 1 || fbp_forked_child())   /* (no OpenMP in a forked child: runtime.c) */
         for (int t = 0; t < nb; t++)
-            F(head_block)(&h, S, NULL, dS, loss_rows, NULL, scale, t * B / nb, (t + 1) * B / nb, 0,
-                          tmp + (int64_t)t * n, part + 2 * t);
+            F(head_block)(&h, S, NULL, dS, n, loss_rows, NULL, scale, t * B / nb, (t + 1) * B / nb,
+                          0, tmp + (int64_t)t * n, part + 2 * t);
     else {
 #pragma omp parallel for num_threads(nb) schedule(static, 1)
         for (int t = 0; t < nb; t++)
-            F(head_block)(&h, S, NULL, dS, loss_rows, NULL, scale, t * B / nb, (t + 1) * B / nb, 0,
-                          tmp + (int64_t)t * n, part + 2 * t);
+            F(head_block)(&h, S, NULL, dS, n, loss_rows, NULL, scale, t * B / nb, (t + 1) * B / nb,
+                          0, tmp + (int64_t)t * n, part + 2 * t);
     }
     sums[0] = sums[1] = 0.0;
     for (int t = 0; t < nb; t++) {

@@ -14,6 +14,145 @@
 #define OWN_SROWS 128
 #define OWN_PACK 512       /* l of A's rows of a tile copied for contiguous broadcasts */
 
+/* The bfloat16 products (dot16.h): tiles of D16_RA rows by D16_KV vectors, sums in blocks of
+ * D16_PB pairs (512 k: a tile's B rows in L1), the backward's packs of G and W per D16_LB
+ * classes (in L2; their sums 128 pairs long, so dW's and dX's partials are read and written
+ * once per 8 dot steps of each element) */
+#define D16_RA 6
+#define D16_KV 4
+#define D16_PB 256
+#define D16_LB 256
+typedef void (*fbp_d16_product)(float *C, int64_t ldc, int trans, int add, const uint32_t *A,
+                                int64_t sa, int64_t sp, const uint32_t *Bm, int64_t ldb, int64_t M,
+                                int64_t N, int64_t P);
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 10 \
+        && !defined(FBP_NO_CLONES)
+#include <immintrin.h>
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16")
+#define D16(name) dot16_##name##_hw
+#define D16_ATTR
+#include "dot16.h"
+#undef D16
+#undef D16_ATTR
+#pragma GCC pop_options
+#define FBP_DOT16_HW 1
+#else
+#define FBP_DOT16_HW 0
+#endif
+#define D16_EMULATED
+#define D16(name) dot16_##name##_emu
+#define D16_ATTR FBP_HOT
+#include "dot16.h"
+#undef D16
+#undef D16_ATTR
+#undef D16_EMULATED
+
+int fbp_dot16_hw(void)
+{
+#if FBP_DOT16_HW
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
+#else
+    return 0;
+#endif
+}
+
+/* set 1: vdpbf16ps (where fbp_dot16_hw), 2: its arithmetic on float32 vectors; else NULL */
+static fbp_d16_product dot16_set(int set)
+{
+#if FBP_DOT16_HW
+    if (set == 1 && fbp_dot16_hw())
+        return dot16_product_hw;
+#endif
+    return set == 2 ? dot16_product_emu : NULL;
+}
+
+/* two bfloat16 in a word, the first in the low half */
+static inline uint32_t dot16_pair(uint16_t lo, uint16_t hi) { return lo | (uint32_t)hi << 16; }
+static inline uint16_t dot16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return fbp_to_bf16(u);
+}
+
+/* Xp (d / 2, ldt): X_c's rows (rows, d bfloat16) as pairs along k, transposed, zeros past rows;
+ * only pairs p0..p1 (a team splits them). S's B operand. */
+FBP_HOT static void dot16_xt(uint32_t *Xp, int64_t ldt, const uint16_t *X, int64_t rows, int64_t d,
+                             int64_t p0, int64_t p1)
+{
+    for (int64_t p = p0; p < p1; p++) {
+        for (int64_t r = 0; r < rows; r++)
+            Xp[p * ldt + r] = dot16_pair(X[r * d + 2 * p], X[r * d + 2 * p + 1]);
+        for (int64_t r = rows; r < ldt; r++)
+            Xp[p * ldt + r] = 0;
+    }
+}
+
+/* Q (ceil(rows / 2), ldq): M's rows (rows, d bfloat16, row stride ldm) paired over rows, Q[p][k] =
+ * (M[2p][k], M[2p + 1][k]), zeros past the rows and past d; only pairs p0..p1. dW's B operand
+ * (X_c) and dX's (a tile of W's rows). */
+FBP_HOT static void dot16_rows(uint32_t *Q, int64_t ldq, const uint16_t *M, int64_t ldm,
+                               int64_t rows, int64_t d, int64_t p0, int64_t p1)
+{
+    for (int64_t p = p0; p < p1; p++) {
+        const uint16_t *m0 = M + 2 * p * ldm, *m1 = 2 * p + 1 < rows ? m0 + ldm : m0;
+        uint32_t *q = Q + p * ldq, keep = 2 * p + 1 < rows ? 0xffffffffu : 0xffffu;
+        for (int64_t k = 0; k < d; k++)
+            q[k] = dot16_pair(m0[k], m1[k]) & keep;
+        for (int64_t k = d; k < ldq; k++)
+            q[k] = 0;
+    }
+}
+
+/* The backward of a bfloat16 call's block of rows on classes c0..c0 + nc, G (rows, ld) its
+ * float32 score gradient, rounded to bfloat16 as it is packed (autocast's backward products
+ * take it in bfloat16 too): per tile of D16_LB classes, dW[tile] (+)= G[:, tile]^T X_c (Xq: X_c's
+ * row pairs) and P (= or +=) G[:, tile] W[tile]. pk: the thread's packs (dot16_pack_words). */
+FBP_HOT static void dot16_backward(fbp_d16_product prod, const float *G, int64_t ld,
+                                   const uint32_t *Xq, int64_t ldq, const uint16_t *W, float *dW,
+                                   float *P, int add, int64_t rows, int64_t d, int64_t c0,
+                                   int64_t nc, uint32_t *pk)
+{
+    int64_t pr = (rows + 1) / 2, lr = D16_LB / 2;
+    uint32_t *Ga = pk, *Gr = Ga + D16_LB * pr, *Wq = Gr + rows * lr;
+    if (P && nc == 0)
+        memset(P, 0, (size_t)(rows * d) * sizeof(float));
+    for (int64_t j = c0; j < c0 + nc; j += D16_LB) {
+        int64_t mj = fbp_min(D16_LB, c0 + nc - j), pj = (mj + 1) / 2;
+        for (int64_t p = 0; p < pr; p++) {         /* G's columns paired over rows */
+            const float *g0 = G + 2 * p * ld + j, *g1 = 2 * p + 1 < rows ? g0 + ld : g0;
+            uint32_t *ga = Ga + p * mj, keep = 2 * p + 1 < rows ? 0xffffffffu : 0xffffu;
+            for (int64_t c = 0; c < mj; c++)
+                ga[c] = dot16_pair(dot16_round(g0[c]), dot16_round(g1[c])) & keep;
+        }
+        prod(dW + j * d, d, 0, add, Ga, 1, mj, Xq, ldq, mj, d, pr);
+        if (!P)
+            continue;
+        for (int64_t r = 0; r < rows; r++) {       /* G's rows paired over classes */
+            const float *g = G + r * ld + j;
+            for (int64_t p = 0; p < mj / 2; p++)
+                Gr[r * lr + p] = dot16_pair(dot16_round(g[2 * p]), dot16_round(g[2 * p + 1]));
+            if (mj % 2)
+                Gr[r * lr + pj - 1] = dot16_round(g[mj - 1]);
+        }
+        dot16_rows(Wq, ldq, W + j * d, d, mj, d, 0, pj);
+        prod(P, d, 0, j > c0, Gr, lr, 1, Wq, ldq, rows, d, pj);
+    }
+}
+
+/* A bfloat16 call's chunked_rows: the dot16 set's product and X's and W's bfloat16 bits */
+typedef struct {
+    fbp_d16_product dot;
+    const uint16_t *X, *W;
+} fbp_dot16_call;
+
+/* words of one thread's packs for dot16_backward */
+static int64_t dot16_pack_words(int64_t chunk, int64_t ldq)
+{
+    return D16_LB * ((chunk + 1) / 2) + chunk * (D16_LB / 2) + D16_LB / 2 * ldq;
+}
+
 #define TEMPLATE_FILE "linear.c"
 #include "template.h"
 #else
@@ -346,6 +485,14 @@ typedef struct {
     int64_t chunk, B, d, group, *idx;
     int own;                         /* FBP_OWN_* bits: products of products.h, else BLAS's */
     int64_t ldt;                     /* own: Xt's row length, a whole number of vectors */
+    /* a bfloat16 call's products on dot16.h (dot: the set's product, else NULL; X and W NULL):
+     * X and W's bfloat16 bits, X_c's pairs for S (xp, ldt) and dW (xq, ldq), each thread's
+     * packs (pk, pkw words) */
+    fbp_d16_product dot;
+    const uint16_t *Xh, *Wh;
+    uint32_t *xp, *xq, *pk;
+    int64_t ldq, pkw;
+    int64_t lds;                     /* S's row stride (by classes) */
 } F(team_t);
 
 /* The team by rows (fewer than 2 CHUNKED_MIN_CLASSES classes, where a thread's share of the
@@ -394,7 +541,7 @@ static void F(rows_step)(const F(team_t) * a, int T, int t, int step)
             F(own_scores)(Sr, n, Xt, a->ldt, a->W, n, nr, d);
         } else
             F(gemm_ld)(0, 1, nr, n, d, Xr, d, a->W, d, 0, Sr, n);
-        F(head_block)(h, Sr, a->b, Sr, a->lrow + lo + r0, NULL, a->scale, lo + r0, lo + r0 + nr,
+        F(head_block)(h, Sr, a->b, Sr, n, a->lrow + lo + r0, NULL, a->scale, lo + r0, lo + r0 + nr,
                       lo + r0, a->tmp + t * n, part);
         if (!a->dW)             /* the loss alone */
             continue;
@@ -430,20 +577,27 @@ static void F(rows_step)(const F(team_t) * a, int T, int t, int step)
 static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int step)
 {
     const F(head_t) *h = a->h;
-    int64_t n = h->n, d = a->d, chunk = a->chunk, c0 = t * n / T, nc = (t + 1) * n / T - c0,
-            rows = fbp_min(chunk, a->B - lo);
+    int64_t n = h->n, ld = a->lds, d = a->d, chunk = a->chunk, c0 = t * n / T,
+            nc = (t + 1) * n / T - c0, rows = fbp_min(chunk, a->B - lo);
     REAL *S = a->S,
          *Pt = T == 1 ? (a->dX ? a->dX + lo * d : NULL) : (a->P ? a->P + t * chunk * d : NULL);
-    const REAL *Xc = a->X + lo * d;
+    const REAL *Xc = a->X ? a->X + lo * d : NULL;
     double part[2];
-    if (step == 0 && (a->own & FBP_OWN_SCORES))
+    if (step == 0 && a->dot) {          /* X_c's pairs: for S by k, for dW by rows */
+        int64_t pr = (rows + 1) / 2;
+        dot16_xt(a->xp, a->ldt, a->Xh + lo * d, rows, d, t * (d / 2) / T, (t + 1) * (d / 2) / T);
+        dot16_rows(a->xq, a->ldq, a->Xh + lo * d, d, rows, d, t * pr / T, (t + 1) * pr / T);
+    } else if (step == 1 && a->dot)
+        a->dot((float *)S + c0, ld, 1, 0, (const uint32_t *)(const void *)(a->Wh + c0 * d), d / 2,
+               1, a->xp, a->ldt, nc, rows, d / 2);
+    else if (step == 0 && (a->own & FBP_OWN_SCORES))
         F(own_xt)(a->Xt, a->ldt, Xc, rows, d, t * d / T, (t + 1) * d / T);
     else if (step == 1 && (a->own & FBP_OWN_SCORES))
-        F(own_scores)(S + c0, n, a->Xt, a->ldt, a->W + c0 * d, nc, rows, d);
+        F(own_scores)(S + c0, ld, a->Xt, a->ldt, a->W + c0 * d, nc, rows, d);
     else if (step == 1)
-        F(gemm_ld)(0, 1, rows, nc, d, Xc, d, a->W + c0 * d, d, 0, S + c0, n);
+        F(gemm_ld)(0, 1, rows, nc, d, Xc, d, a->W + c0 * d, d, 0, S + c0, ld);
     else if (step == 2)
-        F(head_block)(h, S, a->b, S, a->lrow + lo, NULL, a->scale, lo + t * rows / T,
+        F(head_block)(h, S, a->b, S, ld, a->lrow + lo, NULL, a->scale, lo + t * rows / T,
                       lo + (t + 1) * rows / T, lo, a->tmp + t * n, part);
     else if (step >= 3 && !a->dW)           /* the loss alone */
         return;
@@ -451,17 +605,20 @@ static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int s
         if (a->db64)
             for (int64_t r = 0; r < rows; r++)
                 for (int64_t j = c0; j < c0 + nc; j++)
-                    a->db64[j] += S[r * n + j];
-        if (a->thr > 0) {
+                    a->db64[j] += S[r * ld + j];
+        if (a->dot)
+            dot16_backward(a->dot, (const float *)S, ld, a->xq, a->ldq, a->Wh, (float *)a->dW,
+                           (float *)Pt, lo > 0, rows, d, c0, nc, a->pk + t * a->pkw);
+        else if (a->thr > 0) {
             REAL *Wg = a->fs + t * (2 * a->group * d + n);
-            F(filtered_slice)(h, S, n, Xc, a->W, a->dW, Pt, a->thr, lo, rows, d, c0, nc, a->group,
+            F(filtered_slice)(h, S, ld, Xc, a->W, a->dW, Pt, a->thr, lo, rows, d, c0, nc, a->group,
                               a->idx + c0, Wg, Wg + a->group * d, a->own & FBP_OWN_BACKWARD);
         } else if (a->own & FBP_OWN_BACKWARD)
-            F(own_backward)(S, n, Xc, a->W, a->dW, Pt, lo > 0, rows, d, c0, nc);
+            F(own_backward)(S, ld, Xc, a->W, a->dW, Pt, lo > 0, rows, d, c0, nc);
         else {
-            F(gemm_ld)(1, 0, nc, d, rows, S + c0, n, Xc, d, lo ? 1 : 0, a->dW + c0 * d, d);
+            F(gemm_ld)(1, 0, nc, d, rows, S + c0, ld, Xc, d, lo ? 1 : 0, a->dW + c0 * d, d);
             if (Pt)
-                F(gemm_ld)(0, 0, rows, d, nc, S + c0, n, a->W + c0 * d, d, 0, Pt, d);
+                F(gemm_ld)(0, 0, rows, d, nc, S + c0, ld, a->W + c0 * d, d, 0, Pt, d);
         }
     } else if (step == 4 && T > 1 && a->dX) {
         int64_t k0 = t * d / T, k1 = (t + 1) * d / T;
@@ -516,13 +673,15 @@ static void F(team_run)(const F(team_t) * a, int T, int by_rows, int par)
 static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX, double *sums,
                            const REAL *X, const REAL *W, const REAL *b, double scale, double thr,
                            int own, int team, int by_rows, int64_t chunk, int64_t B, int64_t d,
-                           double *loss_rows)
+                           double *loss_rows, const fbp_dot16_call *bf)
 {
     int64_t n = h->n;
     int T = (int)fbp_max(1, fbp_min(fbp_threads(), team));
     /* BLAS held to one thread where the team calls it: any product not own (filter_eps's
      * slices may; the loss alone has only the scores') */
-    int blas = dW ? own != (FBP_OWN_SCORES | FBP_OWN_BACKWARD) || thr > 0 : !(own & FBP_OWN_SCORES),
+    int blas = bf   ? 0
+               : dW ? own != (FBP_OWN_SCORES | FBP_OWN_BACKWARD) || thr > 0
+                    : !(own & FBP_OWN_SCORES),
         hold = T > 1 && blas;
     if (hold && !fbp_blas_hold())
         T = 1;
@@ -539,27 +698,44 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
          .chunk = chunk,
          .B = B,
          .d = d,
-         .own = own};
+         .own = own,
+         .dot = bf ? bf->dot : NULL,
+         .Xh = bf ? bf->X : NULL,
+         .Wh = bf ? bf->W : NULL};
     /* filter_eps's groups: all threads' Wg and Tg within half the score block */
     a.group = fbp_max(1, fbp_min(n, chunk * n / (4 * fbp_max(d, 1))) / T);
     int64_t partials = T == 1 || !dW ? 0 : by_rows ? n * d : dX ? chunk * d : 0;
     /* by rows, thread t's share of S starts at t ceil(chunk / T) rows */
-    a.S = fbp_malloc((size_t)((by_rows ? T * ((chunk + T - 1) / T) : chunk) * n) * sizeof(REAL));
+    /* S's rows: n, or with the dot16 products (whose tiles store S^T, a column of 64 rows at a
+     * time) an odd number of 64-byte lines, so that those rows fall in distinct L1 sets */
+    a.lds = bf ? ((n + 15) / 16 | 1) * 16 : n;
+    a.S = fbp_malloc((size_t)((by_rows ? T * ((chunk + T - 1) / T) : chunk) * a.lds)
+                     * sizeof(REAL));
     /* own products: X_c^T, by rows one per thread of its rows */
     a.ldt = F(vceil)(by_rows ? (chunk + T - 1) / T : chunk);
     a.Xt = own & FBP_OWN_SCORES ? fbp_malloc((size_t)((by_rows ? T : 1) * d * a.ldt) * sizeof(REAL))
                                 : NULL;
+    if (bf) {          /* the dot16 products' operands: whole tiles of 16 D16_KV words */
+        int64_t kw = 16 * D16_KV;
+        a.ldt = (chunk + kw - 1) / kw * kw;
+        a.ldq = (d + kw - 1) / kw * kw;
+        a.pkw = dot16_pack_words(chunk, a.ldq);
+        a.xp = fbp_malloc((size_t)fbp_max(d / 2 * a.ldt, 1) * sizeof(uint32_t));
+        a.xq = fbp_malloc((size_t)((chunk + 1) / 2 * a.ldq) * sizeof(uint32_t));
+        a.pk = fbp_malloc((size_t)(T * a.pkw) * sizeof(uint32_t));
+    }
     a.P = partials ? fbp_malloc((size_t)(T * partials) * sizeof(REAL)) : NULL;
     a.pdb = T > 1 && by_rows && dW ? fbp_calloc((size_t)(T * n), sizeof(double)) : NULL;
     a.lrow = loss_rows ? loss_rows : fbp_malloc((size_t)fbp_max(B, 1) * sizeof(double));
     a.tmp = fbp_malloc((size_t)(T * n) * sizeof(double));
     a.fs = thr > 0 ? fbp_malloc((size_t)(T * (2 * a.group * d + n)) * sizeof(REAL)) : NULL;
     a.idx = thr > 0 ? fbp_malloc((size_t)n * sizeof(int64_t)) : NULL;
-    int status =
-            a.S && a.lrow && a.tmp && (a.P || !partials) && (a.pdb || T == 1 || !by_rows || !dW)
-                            && (a.Xt || !(own & FBP_OWN_SCORES)) && (thr == 0 || (a.fs && a.idx))
-                    ? FBP_OK
-                    : FBP_ENOMEM;
+    int status = a.S && a.lrow && a.tmp && (a.P || !partials)
+                                 && (a.pdb || T == 1 || !by_rows || !dW)
+                                 && (a.Xt || !(own & FBP_OWN_SCORES))
+                                 && (thr == 0 || (a.fs && a.idx)) && (!bf || (a.xp && a.xq && a.pk))
+                         ? FBP_OK
+                         : FBP_ENOMEM;
     if (dW && (B == 0 || thr > 0))  /* (else the first block's product writes dW) */
         memset(dW, 0, (size_t)(n * d) * sizeof(REAL));
     if (status == FBP_OK)
@@ -572,6 +748,9 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
     }
     fbp_free(a.S);
     fbp_free(a.Xt);
+    fbp_free(a.xp);
+    fbp_free(a.xq);
+    fbp_free(a.pk);
     fbp_free(a.P);
     fbp_free(a.pdb);
     if (a.lrow != loss_rows)
@@ -621,7 +800,7 @@ int F(linear_chunked)(REAL *dW, REAL *db, REAL *dX, double *sums, const REAL *X,
     sums[0] = sums[1] = 0.0;
     if (cols == n)
         status = F(chunked_rows)(&h, dW, db ? db64 : NULL, dX, sums, X, W, b, scale,
-                                 filter_eps * scale, own, team, by_rows, chunk, B, d, NULL);
+                                 filter_eps * scale, own, team, by_rows, chunk, B, d, NULL, NULL);
     else {
         REAL *S = fbp_malloc((size_t)(chunk * cols) * sizeof(REAL));
         double *tmp = fbp_malloc((size_t)(n + 5 * chunk) * sizeof(double));
@@ -654,8 +833,39 @@ int F(linear_loss)(double *loss_rows, double *sums, const REAL *X, const REAL *W
     F(head_t) h = F(head_view)(head, n);
     sums[0] = sums[1] = 0.0;
     return F(chunked_rows)(&h, NULL, NULL, NULL, sums, X, W, b, 1.0, 0.0, own, team, by_rows,
-                           fbp_min(chunk, fbp_max(B, 1)), B, d, loss_rows);
+                           fbp_min(chunk, fbp_max(B, 1)), B, d, loss_rows, NULL);
 }
+
+#if !FBP_DOUBLE
+/* linear_chunked_f32 of a bfloat16 call on the team by classes, its three products by dot16.h's
+ * set (1: vdpbf16ps, where the CPU has it; 2: its arithmetic on float32 vectors): X (B, d) and
+ * W (n, d) as bfloat16 bits (4-byte aligned, d even), b float32 (holding bfloat16 values);
+ * dW, db, dX float32, each rounded once by the caller if at all. */
+int linear_chunked_bf16(float *dW, float *db, float *dX, double *sums, const uint16_t *X,
+                        const uint16_t *W, const float *b, const fbp_head *head, int mean,
+                        int64_t chunk, int team, int set, int64_t B, int64_t d, int64_t n)
+{
+    fbp_dot16_call bf = {dot16_set(set), X, W};
+    if (!bf.dot || !X || !W || !dW || d % 2 || ((uintptr_t)X | (uintptr_t)W) % 4)
+        return FBP_EBADARG;
+    int status = F(check_chunked)(head, 0, team, 0, chunk, B, d, n);
+    if (status && status != FBP_ENOBLAS)       /* (no BLAS product runs) */
+        return status;
+    F(head_t) h = F(head_view)(head, n);
+    double scale = mean ? F(mean_scale)(&h, B) : 1.0;
+    double *db64 = fbp_calloc((size_t)n, sizeof(double));
+    if (!db64)
+        return FBP_ENOMEM;
+    sums[0] = sums[1] = 0.0;
+    status = F(chunked_rows)(&h, dW, db ? db64 : NULL, dX, sums, NULL, NULL, b, scale, 0.0, 0, team,
+                             0, fbp_min(chunk, fbp_max(B, 1)), B, d, NULL, &bf);
+    if (db && status == FBP_OK)
+        for (int64_t j = 0; j < n; j++)
+            db[j] = (float)db64[j];
+    fbp_free(db64);
+    return status;
+}
+#endif
 
 /* ------------------------------------------------------------------ linear + activation */
 

@@ -104,8 +104,8 @@ int F(mlp_step)(double *losses, REAL *const *ptrs, const int64_t *widths, int L,
         hd.Z = hd.Z ? hd.Z + lo * n : NULL;
         hd.sw = hd.sw ? hd.sw + lo : NULL;
         double sums[2];
-        F(head_block)(&hd, G, B_(L - 1), G, NULL, NULL, mean ? F(mean_scale)(&hd, Bb) : 1.0, 0, Bb,
-                      0, tmp, sums);
+        F(head_block)(&hd, G, B_(L - 1), G, n, NULL, NULL, mean ? F(mean_scale)(&hd, Bb) : 1.0, 0,
+                      Bb, 0, tmp, sums);
         losses[step] = !mean ? sums[0] : (sums[1] != 0 ? sums[0] / sums[1] : NAN);
         int64_t in_off = A - buf;
         for (int l = L - 1; l >= 0; l--) {

@@ -416,17 +416,17 @@ FBP_INLINE double F(head_row)(const F(head_t) * h, int64_t i, const REAL *s, REA
 }
 
 /* Rows lo..hi of a head (scores s_i + b if b, in place when dS is S; S, dS and loss_rows hold
- * rows off.., labels and weights are indexed by i): returns the block's (sum_i sw_i l_i,
+ * rows off.. of ld REALs each, labels and weights are indexed by i): returns the block's (sum_i sw_i l_i,
  * sum_i omega_i) in out; db64 (if not NULL) += sum_i dS_i. */
 FBP_HOT static void F(head_block)(const F(head_t) * h, const REAL *S, const REAL *b, REAL *dS,
-                                  double *loss_rows, double *db64, double scale, int64_t lo,
-                                  int64_t hi, int64_t off, double *tmp, double *out)
+                                  int64_t ld, double *loss_rows, double *db64, double scale,
+                                  int64_t lo, int64_t hi, int64_t off, double *tmp, double *out)
 {
     int64_t n = h->n;
     double total = 0.0, osum = 0.0;
     for (int64_t i = lo; i < hi; i++) {
-        const REAL *s = S + (i - off) * n;
-        REAL *g = dS + (i - off) * n;
+        const REAL *s = S + (i - off) * ld;
+        REAL *g = dS + (i - off) * ld;
         if (b)
             for (int64_t j = 0; j < n; j++)
                 g[j] = s[j] + b[j];

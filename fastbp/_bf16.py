@@ -92,15 +92,19 @@ def operand(name, a, partner):
     error)."""
     if a is None:
         return None, None
+    a = checked_operand(name, a, partner)
+    return convert(a, _F32, operand=a.dtype == _F32), a.dtype
+
+
+def checked_operand(name, a, partner):
+    """A product operand of a bfloat16 call as an array, its dtype checked (bfloat16 or
+    float32), not converted."""
     a = a if isinstance(a, np.ndarray) else np.asarray(a)
-    dt = a.dtype
-    if dt == bf16():
-        return convert(a, _F32), dt
-    if dt == _F32:
-        return convert(a, _F32, operand=True), dt
-    raise TypeError(f"{name} has dtype {dt} but {partner} is bfloat16: a bfloat16 call's "
-                    f"products take bfloat16 or float32 arrays (float32 is rounded to "
-                    f"bfloat16, as torch.autocast does), not {dt}")
+    if a.dtype not in (bf16(), _F32):
+        raise TypeError(f"{name} has dtype {a.dtype} but {partner} is bfloat16: a bfloat16 "
+                        f"call's products take bfloat16 or float32 arrays (float32 is rounded "
+                        f"to bfloat16, as torch.autocast does), not {a.dtype}")
+    return a
 
 
 def head_array(name, a, partner):

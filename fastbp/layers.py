@@ -76,13 +76,17 @@ def _in_kernel(module, X, W, b, target, head, need_dX, chunk_rows, out, grad_dty
     not run the call (the caller converts X)."""
     if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.flags.c_contiguous):
         return None
-    a, dtypes = _bf16.operands({"W": W, "b": b}, "X")
+    W = _bf16.checked_operand("W", W, "X")       # (the kernel reads or rounds it)
+    a, dtypes = _bf16.operands({"b": b}, "X")
+    dtypes["W"] = W.dtype
     options = {k: _bf16.head_array(k, v, "X") for k, v in options.items()}
-    # every check of the float32 call, on a stand-in of X's shape (never written or read)
-    (_, W, b, target, head, opts, reduction, need_dX, chunk_rows, _,
-     _) = _checks.check_linear_head(np.empty(X.shape, np.float32), a["W"], a["b"],
-                                    _bf16.head_array("target", target, "X"), head, options,
-                                    need_dX, chunk_rows, None)
+    # every check of the float32 call, on stand-ins of X's and W's shapes (never written or
+    # read)
+    (_, _, b, target, head, opts, reduction, need_dX, chunk_rows, _,
+     filter_eps) = _checks.check_linear_head(np.empty(X.shape, np.float32),
+                                             np.empty(W.shape, np.float32), a["b"],
+                                             _bf16.head_array("target", target, "X"), head,
+                                             options, need_dX, chunk_rows, None)
     want = _bf16.grad_dtype(grad_dtype)
     dX_dtype = want or X.dtype
     if reduction == "none" or (need_dX and dX_dtype not in (X.dtype, np.float32)):
@@ -97,7 +101,7 @@ def _in_kernel(module, X, W, b, target, head, need_dX, chunk_rows, out, grad_dty
     loss = module.linear_head_bf16(X.view(np.uint16), W, b, target, head, opts, reduction,
                                    chunk_rows, dW, db,
                                    None if dX is None else dX.view(np.uint16)
-                                   if dX.dtype == X.dtype else dX)
+                                   if dX.dtype == X.dtype else dX, filter_eps)
     if loss is None:
         return None
     got = Grads(loss, dW, db, dX)

@@ -325,3 +325,104 @@ def test_every_kernel_set_reads_bfloat16_rows_in_its_blocks(tile, B, d, n, rng):
     assert_close(g32.dX, want.dX, F32, scale=np.abs(want.dX).max() * n)
     assert_rounded_once(g16.dX, want.dX, np.abs(want.dX).max() * n)
     assert_rounded_once(g16.db, want.db, np.abs(want.db).max() * B)
+
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grad_dtype_converts_the_gradients_of_any_call(dtype, backend, rng):
+    """grad_dtype on a float32 or float64 call (no bfloat16 array): the call as it is, its
+    gradients converted once at the end."""
+    S = rng.standard_normal((6, 4)).astype(dtype)
+    y = rng.integers(0, 4, 6)
+    loss, dS = fastbp.softmax_nll(S, y, backend=backend)
+    for want in (BF16, F32, np.float64):
+        got_loss, got = fastbp.softmax_nll(S, y, backend=backend, grad_dtype=want)
+        assert got_loss == loss and got.dtype == np.dtype(want)
+        np.testing.assert_array_equal(got, dS.astype(want))
+    X, W = rng.standard_normal((6, 5)).astype(dtype), rng.standard_normal((4, 5)).astype(dtype)
+    g = fastbp.linear_head(X, W, None, y, backend=backend, label_smoothing=0.1)
+    r = fastbp.linear_head(X, W, None, y, backend=backend, label_smoothing=0.1,
+                           grad_dtype=BF16)
+    assert r.loss == g.loss and (r.dW.dtype, r.dX.dtype) == (BF16, BF16)
+    np.testing.assert_array_equal(r.dX, g.dX.astype(BF16))
+
+# ---------------------------------------------------------------- the bfloat16 products (C)
+def _dot_modes():
+    """The C backend's bfloat16 product sets this host runs: their arithmetic emulated
+    everywhere, vdpbf16ps itself where the CPU has AVX512-BF16."""
+    from fastbp.backends import c_kernels
+    return ["emulate"] + (["auto"] if c_kernels._DOT16_BUILT else [])
+
+
+def _dot_call(mode, monkeypatch, X, W, *args, **kw):
+    """linear_head on the C backend with tuning.C.BF16_DOT = mode, and the bfloat16 product
+    set its plan takes (0: none)."""
+    from fastbp.backends import c_kernels, tuning
+    monkeypatch.setattr(tuning.C, "BF16_DOT", mode)
+    g = fastbp.linear_head(X, W, *args, backend="c", **kw)
+    p = c_kernels.call_plan(F32, *X.shape, W.shape[0], args[2] if len(args) > 2 else
+                            "softmax_nll", {}, kw.get("chunk_rows"))
+    return g, tuning.bf16_dot("c", p, X.shape[1], c_kernels._DOT16_BUILT)
+
+
+_DOT_CASES = [(c, r) for i, c in enumerate(c for c in CASES if c[0] != "binary_hinge")
+              for r in (["mean", "sum"][i % 2],)]
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="the C backend's kernels")
+@pytest.mark.parametrize("mode", _dot_modes())
+@pytest.mark.parametrize("case, reduction", _DOT_CASES, ids=[f"{c[0]}-{i}" for i, (c, _) in
+                                                            enumerate(_DOT_CASES)])
+def test_bfloat16_products_are_the_float32_call_with_the_score_gradient_rounded(
+        case, reduction, mode, monkeypatch, rng):
+    """The chunked path's bfloat16 products (csrc/dot16.h), every head and option: the loss and
+    db those of the float32 kernels on the same values; dW and dX theirs with G rounded to
+    bfloat16 for the backward products: within 2^-8 |G|^T |X| and 2^-8 |G| |W| (a rounding
+    of each G entry is within 2^-9 of it), beyond float32's 1e-5 of those terms."""
+    head, spec = case
+    X, W, b, target, opts = make_linear(head, spec, 45, 24, 301, F32, rng)
+    X, W, b, target, opts = cast(BF16, X, W, b, target, options=opts)
+    kw = dict(head=head, reduction=reduction, chunk_rows=16, grad_dtype=np.float32, **opts)
+    want, off = _dot_call("off", monkeypatch, X, W, b, target, **kw)
+    got, dot = _dot_call(mode, monkeypatch, X, W, b, target, **kw)
+    assert (off, dot) == (0, 2 if mode == "emulate" else 1)
+    Xf, Wf, bf = cast(F32, X, W, b)
+    o32 = cast(F32, options=opts)[0]
+    _, G = getattr(fastbp, head)(Xf @ Wf.T + bf, cast(F32, target)[0], backend="numpy",
+                                 reduction=reduction, **o32)
+    assert_close(got.loss, want.loss, F32)
+    assert_close(got.db, want.db, F32, "db", scale=np.abs(G).sum(0).max())
+    for k, terms in (("dW", np.abs(G).T @ np.abs(Xf)), ("dX", np.abs(G) @ np.abs(Wf))):
+        err = np.abs(getattr(got, k).astype(np.float64) - getattr(want, k))
+        assert np.all(err <= 2.0 ** -8 * terms + 1e-5 * terms.max()), k
+    if not np.array_equal(G, G.astype(BF16).astype(F32)):     # (G rounded: this path ran)
+        assert not np.array_equal(got.dW, want.dW)
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="the C backend's kernels")
+@pytest.mark.parametrize("mode", _dot_modes())
+def test_bfloat16_products_give_the_same_bits_run_to_run_and_on_any_team(mode, monkeypatch,
+                                                                         rng):
+    """dW, db and the loss sum in an order the team does not change (dX's tree of partials
+    depends on it, as in float32); d odd or filter_eps take the conversion path."""
+    X = rng.standard_normal((77, 40)).astype(BF16)
+    W = (0.3 * rng.standard_normal((700, 40))).astype(BF16)
+    y = rng.integers(0, 700, 77)
+    runs, before = [], fastbp.get_num_threads()
+    try:
+        for threads in (1, 2, 2, 3):      # (OpenMP runs 3 threads on any core count)
+            fastbp.set_num_threads(threads)
+            g, dot = _dot_call(mode, monkeypatch, X, W, None, y, chunk_rows=32)
+            assert dot
+            runs.append(g)
+    finally:
+        fastbp.set_num_threads(before)
+    for g in runs[1:]:
+        assert g.loss == runs[0].loss
+        np.testing.assert_array_equal(g.dW, runs[0].dW)
+    np.testing.assert_array_equal(runs[2].dX, runs[1].dX)
+    assert _dot_call(mode, monkeypatch, X[:, :39], W[:, :39], None, y, chunk_rows=32)[1] == 0
+    from fastbp.backends import c_kernels, tuning
+    p = c_kernels.call_plan(F32, 77, 40, 700, "softmax_nll", {}, 32, filter_eps=1e-3)
+    assert tuning.bf16_dot("c", p, 40, True, filter_eps=1e-3) == 0

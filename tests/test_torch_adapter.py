@@ -467,3 +467,23 @@ def test_operators_pass_opcheck_in_bfloat16_and_under_autocast(reduction, rng):
                            [True, True, False]))
     torch.library.opcheck(torch.ops.fastbp.head.default,
                           (X @ W.T, y, [None] * 3, "softmax_nll", "[]", None, reduction, True))
+
+
+def test_a_bfloat16_gradient_is_rounded_once_after_the_upstream_scale(rng):
+    """The operators return float32 gradients in a bfloat16 call; the backward scales them and
+    autograd casts to bfloat16 once: X.grad is (g dX) rounded, bit for bit."""
+    import ml_dtypes
+    X = torch.from_numpy(rng.standard_normal((16, 7))).bfloat16().requires_grad_()
+    W = torch.from_numpy(rng.standard_normal((3, 7)).astype(np.float32))
+    y = rng.integers(0, 3, 16)
+    (fbt.linear_head(X, W, None, torch.from_numpy(y), backend="numpy") * 3.7).backward()
+    want = fastbp.linear_head(_bf16_numpy(X), W.numpy(), None, y, backend="numpy",
+                              grad_dtype=np.float32).dX
+    np.testing.assert_array_equal(_bf16_numpy(X.grad),
+                                  (want * np.float32(3.7)).astype(ml_dtypes.bfloat16))
+    S = torch.from_numpy(rng.standard_normal((5, 3))).bfloat16().requires_grad_()
+    (fbt.softmax_nll(S, torch.tensor([0, 1, 2, 0, 1]), backend="numpy") * 3.7).backward()
+    _, dS = fastbp.softmax_nll(_bf16_numpy(S), [0, 1, 2, 0, 1], backend="numpy",
+                               grad_dtype=np.float32)
+    np.testing.assert_array_equal(_bf16_numpy(S.grad),
+                                  (dS * np.float32(3.7)).astype(ml_dtypes.bfloat16))

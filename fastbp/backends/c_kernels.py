@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from .. import _bf16
 from .._registry import (ACTIVATION_SPECS, ARRAY_FIELDS, DEFAULT_OPTIONS, HEAD_DTYPE,
                          OPTIMIZER_CODES, REDUCTIONS)
 from .._dispatch import get_num_threads
@@ -250,25 +251,47 @@ def linear_head(X, W, b, target, head, options, reduction, chunk_rows, dW, db, d
 
 
 _U16 = ffi.typeof("uint16_t[]")
+_DOT16_BUILT = bool(lib.fbp_dot16_hw())     # the vdpbf16ps kernels: built, and the CPU has them
 _F32 = _T[np.dtype(np.float32)]
 
 
-def linear_head_bf16(Xh, W, b, target, head, options, reduction, chunk_rows, dW, db, dX):
-    """A bfloat16 call (fastbp/_bf16.py) on the fused rows, X read as bfloat16 (``Xh``: its
-    uint16 view) and widened a block at a time in L2; ``dX``: float32, or uint16 (the bfloat16
-    result's bits), or None; W, b, target, options float32 as the float32 call's. The loss, or
-    None (nothing run) where plan() does not take the fused rows: the caller converts."""
+def linear_head_bf16(Xh, W, b, target, head, options, reduction, chunk_rows, dW, db, dX,
+                     filter_eps=0.0):
+    """A bfloat16 call (fastbp/_bf16.py) with X read as bfloat16 (``Xh``: its uint16 view): the
+    fused rows (X widened a block at a time in L2, W float32), or the chunked path's team by
+    classes on the bfloat16 products (csrc/dot16.h, where tuning.bf16_dot takes them: X and W
+    read as bfloat16). ``W``: the caller's array, bfloat16 or float32 (rounded here); ``dX``:
+    float32, or uint16 (the bfloat16 result's bits, rounded once at the end), or None; b, target,
+    options float32 as the float32 call's. The loss, or None (nothing run) where neither
+    runs the call: the caller converts."""
     (B, d), n = Xh.shape, W.shape[0]
-    p = call_plan(np.dtype(np.float32), B, d, n, head, options, chunk_rows)
-    if not p.blocks or reduction == "none":
+    p = call_plan(np.dtype(np.float32), B, d, n, head, options, chunk_rows,
+                  filter_eps=filter_eps)
+    if reduction == "none":
         return None
     sums = _sums()
     half = dX is not None and dX.dtype == np.uint16
-    _check(lib.linear_fused_bf16(
-        _fb(_F32.ty, dW), _F32.p(db), _F32.p(None if half else dX),
-        _fb(_U16, dX) if half else _NULL, sums, _fb(_U16, Xh), _fb(_F32.ty, W), _F32.p(b),
-        _head(_F32, head, target, options), reduction == "mean", p.blocks, B, d, n),
-        "linear_head")
+    if p.blocks:
+        W = _bf16.operand("W", W, "X")[0]
+        _check(lib.linear_fused_bf16(
+            _fb(_F32.ty, dW), _F32.p(db), _F32.p(None if half else dX),
+            _fb(_U16, dX) if half else _NULL, sums, _fb(_U16, Xh), _fb(_F32.ty, W), _F32.p(b),
+            _head(_F32, head, target, options), reduction == "mean", p.blocks, B, d, n),
+            "linear_head")
+        return reduced_loss(sums[0], sums[1], reduction)
+    dot = tuning.bf16_dot("c", p, d, _DOT16_BUILT, filter_eps)
+    if not dot:
+        return None
+    dX32 = np.empty(dX.shape, np.float32) if half else dX
+    Wh = W.view(np.uint16) if W.dtype == _bf16.bf16() else _bf16.convert(W, _bf16.bf16()).view(
+        np.uint16)
+    Xh, Wh = (a if a.ctypes.data % 4 == 0 else a.copy() for a in (Xh, np.ascontiguousarray(Wh)))
+    _check(lib.linear_chunked_bf16(
+        _fb(_F32.ty, dW), _F32.p(db), _F32.p(dX32), sums, _fb(_U16, Xh), _fb(_U16, Wh),
+        _F32.p(b), _head(_F32, head, target, options), reduction == "mean", p.chunk, p.team, dot,
+        B, d, n), "linear_head")
+    if half:
+        bf16_convert(dX, dX32)
     return reduced_loss(sums[0], sums[1], reduction)
 
 

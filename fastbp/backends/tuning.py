@@ -56,6 +56,11 @@ class C:
     # every one, each on its own kernel set (csrc/fused.h: tiles sized to its registers)
     FUSED_ISAS = ISAS
     ONE_BLOCK = False             # (one thread, one block: the chunked path's team of one)
+    # a bfloat16 call's chunked path (team by classes, exact, d even) on the bfloat16 products
+    # of csrc/dot16.h: "auto" where the CPU has AVX512-BF16 (vdpbf16ps: twice float32's
+    # multiply rate), "emulate" their arithmetic on any CPU (the tests), "off" never (the
+    # conversion path: float32 copies of X and W on the float32 kernels)
+    BF16_DOT = "auto"
     LOSS_BY_ROWS = True           # the loss alone's team splits rows below 2 CHUNKED_MIN_CLASSES
 
 
@@ -230,6 +235,22 @@ def plan(backend, B, d, n, dtype, head="softmax_nll", options=None, chunk_rows=N
     team = 1 if work < CHUNKED_MIN_WORK else max(1, min(
         ft, chunk // CHUNKED_MIN_ROWS if by_rows else n // CHUNKED_MIN_CLASSES))
     return Plan("chunked", chunk=chunk, cols=n, own=own, team=team, by_rows=by_rows, tile=tile)
+
+
+@functools.lru_cache(maxsize=None)
+def host_bf16():
+    """Whether the CPU has AVX512-BF16 (Linux's /proc/cpuinfo flags)."""
+    return "avx512_bf16" in _cpuinfo().get("flags", "").split()
+
+
+def bf16_dot(backend, p, d, built=True, filter_eps=0.0):
+    """The bfloat16 product set a bfloat16 call on plan ``p`` runs (csrc/dot16.h: 1 vdpbf16ps,
+    2 its arithmetic emulated), or 0 (the conversion path), by the backend's BF16_DOT;
+    ``built``: whether the backend has the vdpbf16ps kernels."""
+    mode = getattr(TUNING[backend], "BF16_DOT", "off")
+    if mode == "off" or p.path != "chunked" or p.by_rows or filter_eps or d % 2:
+        return 0
+    return 2 if mode == "emulate" else int(built and host_bf16())
 
 
 def tiny_window(backend):
