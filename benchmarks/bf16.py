@@ -11,8 +11,10 @@ products on their bfloat16 values, dW float32, dX bfloat16) and PyTorch's nn.Lin
 F.cross_entropy under ``torch.autocast("cpu", torch.bfloat16)`` on the same tensors.
 
 Timings (linear + softmax_nll forward and backward, all cores): fastbp float32 and bfloat16
-(every array bfloat16) on each compiled backend (P: V's shape with a trained model's peaked
-softmax and ``filter_eps="auto"``; its peers' rows are V's, which compute it the same way),
+(every array bfloat16) on each compiled backend, the C backend's bfloat16 also with its
+bfloat16 products off (the conversion path a CPU without AVX512-BF16 runs) (P: V's shape with
+a trained model's peaked softmax and ``filter_eps="auto"``; its peers' rows are V's, which
+compute it the same way),
 torch eager and torch.compile under autocast, JAX jit on bfloat16 arrays, and the three bare
 products in bfloat16 and float32 (PyTorch's);
 each way's loss checked against fastbp's float32 one (to bfloat16's precision) before it is
@@ -72,6 +74,9 @@ def accuracy(group, backend):
     ways = {"fastbp float32": fastbp.linear_head(X, W, b, y, backend=backend),
             "fastbp bfloat16 (X bf16, W f32)": fastbp.linear_head(_bf16(X), W, b, y,
                                                                    backend=backend)}
+    if backend == "c":
+        ways["fastbp bfloat16, conversion path"] = _conversion_path(
+            fastbp.linear_head, _bf16(X), W, b, y, backend=backend)
     try:
         ways["torch autocast bf16"] = _torch_autocast(X, W, b, y)
     except ImportError:
@@ -82,6 +87,16 @@ def accuracy(group, backend):
         rows.append({"group": group, "way": name, "loss": _rel(loss, ref.loss),
                      "dW": _rel(dW, ref.dW), "dX": _rel(np.asarray(dX, np.float32), ref.dX)})
     return rows
+
+
+def _conversion_path(fn, *args, **kw):
+    """``fn(*args, **kw)`` with the C backend's bfloat16 products off (tuning.C.BF16_DOT)."""
+    from fastbp.backends import tuning
+    before, tuning.C.BF16_DOT = tuning.C.BF16_DOT, "off"
+    try:
+        return fn(*args, **kw)
+    finally:
+        tuning.C.BF16_DOT = before
 
 
 def _ways(group, backends):
@@ -97,6 +112,9 @@ def _ways(group, backends):
             X, W, b, y, backend=be, **opts).loss
         ways[f"fastbp {be} bfloat16"] = lambda be=be: fastbp.linear_head(
             Xb, Wb, bb, y, backend=be, **opts).loss
+    if "c" in backends:          # the conversion path forced (a CPU without AVX512-BF16)
+        ways["fastbp c bfloat16, conversion path"] = lambda: _conversion_path(
+            fastbp.linear_head, Xb, Wb, bb, y, backend="c", **opts).loss
     if group == "P":             # (the peers compute P as V: dense, the same products)
         return ways
     Xt, Wt, bt = (torch.from_numpy(a.copy()).requires_grad_() for a in (X, W, b))
