@@ -16,9 +16,10 @@ JAX uses). Then, as ``torch.autocast`` runs a linear layer:
   float32 dW), or in ``grad_dtype`` when given; the loss is a float (row losses: float32).
 
 The float32 kernels run on float32 copies of the bfloat16 operands (widening is exact), except
-the C fused rows, which widen X a block at a time themselves (layers._in_kernel); either way
-the arithmetic is the float32 kernels', so results equal the float32 reference on the same
-bfloat16 values to float32 rounding (tests/test_bf16.py).
+the C fused rows, which widen X a block at a time themselves, and the C chunked path on a CPU
+with AVX512-BF16, which multiplies bfloat16 pairs (csrc/dot16.h; layers._in_kernel); results
+equal the float32 reference on the same bfloat16 values to float32 rounding, the latter's with
+the score gradient rounded to bfloat16 for the backward products (tests/test_bf16.py).
 """
 import functools
 
