@@ -5,6 +5,7 @@ unless FASTBP_ALLOW_MISSING names it, so a C extension that silently failed to b
 run red instead of quietly dropping the backend's tests.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -106,3 +107,26 @@ def test_install_without_a_compiler_drops_only_the_c_backend(tmp_path):
         text=True, timeout=300)
     assert probe.returncode == 0, probe.stderr
     assert "'c' is unavailable" in probe.stdout and "was not built" in probe.stdout
+
+
+def _function_asm(path, name):
+    """The disassembly (objdump, binutils: every C compiler's companion) of function ``name``
+    in the shared library ``path`` ("" when the build has no such function)."""
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    start = out.find(f"<{name}>:\n")
+    return "" if start < 0 else out[start:out.find("\n\n", start)]
+
+
+def test_the_bfloat16_tile_multiplies_with_vdpbf16ps_on_zmm_registers():
+    """csrc/dot16.h's tile (docs/performance.md, "bfloat16"): 6 x 4 accumulators, so the
+    product with AVX512-BF16 holds at least 24 vdpbf16ps on zmm registers; its emulated twin
+    none (its float32 multiply-adds instead; its AVX-512 clone read). GCC 10 or later builds
+    the former on any x86-64."""
+    c = pytest.importorskip("fastbp.backends.c_kernels")
+    so = next(Path(c.__file__).parent.glob("_fastbp_c*.so"))
+    hw = _function_asm(so, "dot16_product_hw")
+    emu = _function_asm(so, "dot16_product_emu.avx512f") or _function_asm(so, "dot16_product_emu")
+    assert emu and "vdpbf16ps" not in emu
+    if c._DOT16_BUILT or hw:
+        assert len(re.findall(r"vdpbf16ps\s+[^\n]*%zmm", hw)) >= 24
