@@ -128,10 +128,12 @@ int linear_fused_bf16(float *dW, float *db, float *dX, uint16_t *dXh, double *su
  * W (n, d) as bfloat16 bits (4-byte aligned, d even), b float32 holding bfloat16 values, dW, db,
  * dX float32; the three products in bfloat16 pairs with float32 sums, the score gradient
  * rounded to bfloat16 for the backward's (as autocast's backward). set 1: AVX512-BF16's
- * vdpbf16ps (FBP_EBADARG where fbp_dot16_hw is 0), 2: its arithmetic on float32 vectors. */
+ * vdpbf16ps (FBP_EBADARG where fbp_dot16_hw is 0), 2: its arithmetic on float32 vectors.
+ * filter_eps > 0 (softmax heads): the backward on each slice's active classes only. */
 int linear_chunked_bf16(float *dW, float *db, float *dX, double *sums, const uint16_t *X,
                         const uint16_t *W, const float *b, const fbp_head *head, int mean,
-                        int64_t chunk, int team, int set, int64_t B, int64_t d, int64_t n);
+                        int64_t chunk, double filter_eps, int team, int set, int64_t B, int64_t d,
+                        int64_t n);
 /* 1 where the CPU has AVX512-BF16 (and the build its kernels), else 0 */
 int fbp_dot16_hw(void);
 

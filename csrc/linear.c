@@ -89,55 +89,86 @@ FBP_HOT static void dot16_xt(uint32_t *Xp, int64_t ldt, const uint16_t *X, int64
     }
 }
 
+/* q[k] = (m0[k], m1[k]) & keep for k < d, zeros up to ldq */
+FBP_INLINE void dot16_pair_rows(uint32_t *q, int64_t ldq, const uint16_t *m0, const uint16_t *m1,
+                                uint32_t keep, int64_t d)
+{
+    for (int64_t k = 0; k < d; k++)
+        q[k] = dot16_pair(m0[k], m1[k]) & keep;
+    for (int64_t k = d; k < ldq; k++)
+        q[k] = 0;
+}
+
 /* Q (ceil(rows / 2), ldq): M's rows (rows, d bfloat16, row stride ldm) paired over rows, Q[p][k] =
  * (M[2p][k], M[2p + 1][k]), zeros past the rows and past d; only pairs p0..p1. dW's B operand
  * (X_c) and dX's (a tile of W's rows). */
 FBP_HOT static void dot16_rows(uint32_t *Q, int64_t ldq, const uint16_t *M, int64_t ldm,
                                int64_t rows, int64_t d, int64_t p0, int64_t p1)
 {
-    for (int64_t p = p0; p < p1; p++) {
-        const uint16_t *m0 = M + 2 * p * ldm, *m1 = 2 * p + 1 < rows ? m0 + ldm : m0;
-        uint32_t *q = Q + p * ldq, keep = 2 * p + 1 < rows ? 0xffffffffu : 0xffffu;
-        for (int64_t k = 0; k < d; k++)
-            q[k] = dot16_pair(m0[k], m1[k]) & keep;
-        for (int64_t k = d; k < ldq; k++)
-            q[k] = 0;
-    }
+    for (int64_t p = p0; p < p1; p++)
+        dot16_pair_rows(Q + p * ldq, ldq, M + 2 * p * ldm,
+                        M + (2 * p + 1 < rows ? 2 * p + 1 : 2 * p) * ldm,
+                        2 * p + 1 < rows ? 0xffffffffu : 0xffffu, d);
 }
 
-/* The backward of a bfloat16 call's block of rows on classes c0..c0 + nc, G (rows, ld) its
- * float32 score gradient, rounded to bfloat16 as it is packed (autocast's backward products
- * take it in bfloat16 too): per tile of D16_LB classes, dW[tile] (+)= G[:, tile]^T X_c (Xq: X_c's
- * row pairs) and P (= or +=) G[:, tile] W[tile]. pk: the thread's packs (dot16_pack_words). */
+/* The backward of a bfloat16 call's block of rows on nc classes, G (rows, ld) its float32 score
+ * gradient, rounded to bfloat16 as it is packed (autocast's backward products take it in
+ * bfloat16 too): per tile of D16_LB classes, dW[tile] (+)= G[:, tile]^T X_c (Xq: X_c's row
+ * pairs) and P (= or +=) G[:, tile] W[tile]. The classes: c0 .. c0 + nc, or act[0 .. nc)
+ * (filter_eps's active ones: gathered, their dW rows summed in Tg and added to dW's). pk: the
+ * thread's packs (dot16_pack_words). */
 FBP_HOT static void dot16_backward(fbp_d16_product prod, const float *G, int64_t ld,
                                    const uint32_t *Xq, int64_t ldq, const uint16_t *W, float *dW,
                                    float *P, int add, int64_t rows, int64_t d, int64_t c0,
-                                   int64_t nc, uint32_t *pk)
+                                   int64_t nc, const int64_t *act, uint32_t *pk)
 {
     int64_t pr = (rows + 1) / 2, lr = D16_LB / 2;
     uint32_t *Ga = pk, *Gr = Ga + D16_LB * pr, *Wq = Gr + rows * lr;
+    float *Tg = (float *)(Wq + lr * ldq);
     if (P && nc == 0)
         memset(P, 0, (size_t)(rows * d) * sizeof(float));
-    for (int64_t j = c0; j < c0 + nc; j += D16_LB) {
-        int64_t mj = fbp_min(D16_LB, c0 + nc - j), pj = (mj + 1) / 2;
+    for (int64_t j = 0; j < nc; j += D16_LB) {
+        int64_t mj = fbp_min(D16_LB, nc - j), pj = (mj + 1) / 2;
+        const int64_t *ix = act ? act + j : NULL;      /* the tile's classes: ix[c], or j0 + c */
+        int64_t j0 = ix ? 0 : c0 + j;
         for (int64_t p = 0; p < pr; p++) {         /* G's columns paired over rows */
-            const float *g0 = G + 2 * p * ld + j, *g1 = 2 * p + 1 < rows ? g0 + ld : g0;
+            const float *g0 = G + 2 * p * ld + j0, *g1 = 2 * p + 1 < rows ? g0 + ld : g0;
             uint32_t *ga = Ga + p * mj, keep = 2 * p + 1 < rows ? 0xffffffffu : 0xffffu;
-            for (int64_t c = 0; c < mj; c++)
-                ga[c] = dot16_pair(dot16_round(g0[c]), dot16_round(g1[c])) & keep;
+            if (ix)
+                for (int64_t c = 0; c < mj; c++)
+                    ga[c] = dot16_pair(dot16_round(g0[ix[c]]), dot16_round(g1[ix[c]])) & keep;
+            else
+                for (int64_t c = 0; c < mj; c++)
+                    ga[c] = dot16_pair(dot16_round(g0[c]), dot16_round(g1[c])) & keep;
         }
-        prod(dW + j * d, d, 0, add, Ga, 1, mj, Xq, ldq, mj, d, pr);
+        if (ix) {
+            prod(Tg, d, 0, 0, Ga, 1, mj, Xq, ldq, mj, d, pr);
+            for (int64_t c = 0; c < mj; c++)
+                for (int64_t k = 0; k < d; k++)
+                    dW[ix[c] * d + k] += Tg[c * d + k];
+        } else
+            prod(dW + j0 * d, d, 0, add, Ga, 1, mj, Xq, ldq, mj, d, pr);
         if (!P)
             continue;
         for (int64_t r = 0; r < rows; r++) {       /* G's rows paired over classes */
-            const float *g = G + r * ld + j;
-            for (int64_t p = 0; p < mj / 2; p++)
-                Gr[r * lr + p] = dot16_pair(dot16_round(g[2 * p]), dot16_round(g[2 * p + 1]));
+            const float *g = G + r * ld + j0;
+            uint32_t *gr = Gr + r * lr;
+            if (ix)
+                for (int64_t p = 0; p < mj / 2; p++)
+                    gr[p] = dot16_pair(dot16_round(g[ix[2 * p]]), dot16_round(g[ix[2 * p + 1]]));
+            else
+                for (int64_t p = 0; p < mj / 2; p++)
+                    gr[p] = dot16_pair(dot16_round(g[2 * p]), dot16_round(g[2 * p + 1]));
             if (mj % 2)
-                Gr[r * lr + pj - 1] = dot16_round(g[mj - 1]);
+                gr[pj - 1] = dot16_round(g[ix ? ix[mj - 1] : mj - 1]);
         }
-        dot16_rows(Wq, ldq, W + j * d, d, mj, d, 0, pj);
-        prod(P, d, 0, j > c0, Gr, lr, 1, Wq, ldq, rows, d, pj);
+        for (int64_t p = 0; p < pj; p++) {         /* W's rows paired over classes */
+            int64_t r0 = ix ? ix[2 * p] : j0 + 2 * p,
+                    r1 = 2 * p + 1 < mj ? (ix ? ix[2 * p + 1] : j0 + 2 * p + 1) : r0;
+            dot16_pair_rows(Wq + p * ldq, ldq, W + r0 * d, W + r1 * d,
+                            2 * p + 1 < mj ? 0xffffffffu : 0xffffu, d);
+        }
+        prod(P, d, 0, j > 0, Gr, lr, 1, Wq, ldq, rows, d, pj);
     }
 }
 
@@ -147,10 +178,12 @@ typedef struct {
     const uint16_t *X, *W;
 } fbp_dot16_call;
 
-/* words of one thread's packs for dot16_backward */
-static int64_t dot16_pack_words(int64_t chunk, int64_t ldq)
+/* words of one thread's packs for dot16_backward; filtered: with Tg (D16_LB rows of ldq) and n
+ * flags (filter_eps's active classes) */
+static int64_t dot16_pack_words(int64_t chunk, int64_t ldq, int filtered, int64_t n)
 {
-    return D16_LB * ((chunk + 1) / 2) + chunk * (D16_LB / 2) + D16_LB / 2 * ldq;
+    return D16_LB * ((chunk + 1) / 2) + chunk * (D16_LB / 2) + D16_LB / 2 * ldq
+           + (filtered ? D16_LB * ldq + (n + 3) / 4 : 0);
 }
 
 #define TEMPLATE_FILE "linear.c"
@@ -606,9 +639,25 @@ static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int s
             for (int64_t r = 0; r < rows; r++)
                 for (int64_t j = c0; j < c0 + nc; j++)
                     a->db64[j] += S[r * ld + j];
-        if (a->dot)
+        if (a->dot && a->thr > 0) {     /* filter_eps: the slice's active classes only */
+            uint32_t *pk = a->pk + t * a->pkw;
+            char *act = (char *)(pk + a->pkw - (n + 3) / 4);
+            int64_t na = 0;
+            memset(act, 0, (size_t)nc);
+            for (int64_t r = 0; r < rows; r++) {
+                REAL thr = (REAL)(a->thr * F(row_weight)(h, lo + r));
+                const REAL *g = S + r * ld + c0;
+                for (int64_t j = 0; j < nc; j++)    /* NaN is kept, as an active entry */
+                    act[j] |= g[j] != 0 && !(fabs(g[j]) < thr);
+            }
+            for (int64_t j = 0; j < nc; j++)
+                if (act[j])
+                    a->idx[c0 + na++] = c0 + j;
             dot16_backward(a->dot, (const float *)S, ld, a->xq, a->ldq, a->Wh, (float *)a->dW,
-                           (float *)Pt, lo > 0, rows, d, c0, nc, a->pk + t * a->pkw);
+                           (float *)Pt, 1, rows, d, c0, na, a->idx + c0, pk);
+        } else if (a->dot)
+            dot16_backward(a->dot, (const float *)S, ld, a->xq, a->ldq, a->Wh, (float *)a->dW,
+                           (float *)Pt, lo > 0, rows, d, c0, nc, NULL, a->pk + t * a->pkw);
         else if (a->thr > 0) {
             REAL *Wg = a->fs + t * (2 * a->group * d + n);
             F(filtered_slice)(h, S, ld, Xc, a->W, a->dW, Pt, a->thr, lo, rows, d, c0, nc, a->group,
@@ -719,7 +768,7 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
         int64_t kw = 16 * D16_KV;
         a.ldt = (chunk + kw - 1) / kw * kw;
         a.ldq = (d + kw - 1) / kw * kw;
-        a.pkw = dot16_pack_words(chunk, a.ldq);
+        a.pkw = dot16_pack_words(chunk, a.ldq, thr > 0, n);
         a.xp = fbp_malloc((size_t)fbp_max(d / 2 * a.ldt, 1) * sizeof(uint32_t));
         a.xq = fbp_malloc((size_t)((chunk + 1) / 2 * a.ldq) * sizeof(uint32_t));
         a.pk = fbp_malloc((size_t)(T * a.pkw) * sizeof(uint32_t));
@@ -728,12 +777,13 @@ static int F(chunked_rows)(const F(head_t) * h, REAL *dW, double *db64, REAL *dX
     a.pdb = T > 1 && by_rows && dW ? fbp_calloc((size_t)(T * n), sizeof(double)) : NULL;
     a.lrow = loss_rows ? loss_rows : fbp_malloc((size_t)fbp_max(B, 1) * sizeof(double));
     a.tmp = fbp_malloc((size_t)(T * n) * sizeof(double));
-    a.fs = thr > 0 ? fbp_malloc((size_t)(T * (2 * a.group * d + n)) * sizeof(REAL)) : NULL;
+    a.fs = thr > 0 && !bf ? fbp_malloc((size_t)(T * (2 * a.group * d + n)) * sizeof(REAL)) : NULL;
     a.idx = thr > 0 ? fbp_malloc((size_t)n * sizeof(int64_t)) : NULL;
     int status = a.S && a.lrow && a.tmp && (a.P || !partials)
                                  && (a.pdb || T == 1 || !by_rows || !dW)
                                  && (a.Xt || !(own & FBP_OWN_SCORES))
-                                 && (thr == 0 || (a.fs && a.idx)) && (!bf || (a.xp && a.xq && a.pk))
+                                 && (thr == 0 || ((a.fs || bf) && a.idx))
+                                 && (!bf || (a.xp && a.xq && a.pk))
                          ? FBP_OK
                          : FBP_ENOMEM;
     if (dW && (B == 0 || thr > 0))  /* (else the first block's product writes dW) */
@@ -840,13 +890,17 @@ int F(linear_loss)(double *loss_rows, double *sums, const REAL *X, const REAL *W
 /* linear_chunked_f32 of a bfloat16 call on the team by classes, its three products by dot16.h's
  * set (1: vdpbf16ps, where the CPU has it; 2: its arithmetic on float32 vectors): X (B, d) and
  * W (n, d) as bfloat16 bits (4-byte aligned, d even), b float32 (holding bfloat16 values);
- * dW, db, dX float32, each rounded once by the caller if at all. */
+ * dW, db, dX float32, each rounded once by the caller if at all; filter_eps > 0 (softmax
+ * heads): the backward on each slice's active classes only, as filtered_slice's. */
 int linear_chunked_bf16(float *dW, float *db, float *dX, double *sums, const uint16_t *X,
                         const uint16_t *W, const float *b, const fbp_head *head, int mean,
-                        int64_t chunk, int team, int set, int64_t B, int64_t d, int64_t n)
+                        int64_t chunk, double filter_eps, int team, int set, int64_t B, int64_t d,
+                        int64_t n)
 {
     fbp_dot16_call bf = {dot16_set(set), X, W};
-    if (!bf.dot || !X || !W || !dW || d % 2 || ((uintptr_t)X | (uintptr_t)W) % 4)
+    int softmax = head && (head->code == FBP_SOFTMAX || head->code == FBP_SOFTMAX_PROBS);
+    if (!bf.dot || !X || !W || !dW || d % 2 || ((uintptr_t)X | (uintptr_t)W) % 4
+        || !(filter_eps >= 0) || (filter_eps > 0 && !softmax))
         return FBP_EBADARG;
     int status = F(check_chunked)(head, 0, team, 0, chunk, B, d, n);
     if (status && status != FBP_ENOBLAS)       /* (no BLAS product runs) */
@@ -857,8 +911,9 @@ int linear_chunked_bf16(float *dW, float *db, float *dX, double *sums, const uin
     if (!db64)
         return FBP_ENOMEM;
     sums[0] = sums[1] = 0.0;
-    status = F(chunked_rows)(&h, dW, db ? db64 : NULL, dX, sums, NULL, NULL, b, scale, 0.0, 0, team,
-                             0, fbp_min(chunk, fbp_max(B, 1)), B, d, NULL, &bf);
+    status = F(chunked_rows)(&h, dW, db ? db64 : NULL, dX, sums, NULL, NULL, b, scale,
+                             filter_eps * scale, 0, team, 0, fbp_min(chunk, fbp_max(B, 1)), B, d,
+                             NULL, &bf);
     if (db && status == FBP_OK)
         for (int64_t j = 0; j < n; j++)
             db[j] = (float)db64[j];

@@ -405,7 +405,7 @@ def test_bfloat16_products_are_the_float32_call_with_the_score_gradient_rounded(
 def test_bfloat16_products_give_the_same_bits_run_to_run_and_on_any_team(mode, monkeypatch,
                                                                          rng):
     """dW, db and the loss sum in an order the team does not change (dX's tree of partials
-    depends on it, as in float32); d odd or filter_eps take the conversion path."""
+    depends on it, as in float32); d odd takes the conversion path."""
     X = rng.standard_normal((77, 40)).astype(BF16)
     W = (0.3 * rng.standard_normal((700, 40))).astype(BF16)
     y = rng.integers(0, 700, 77)
@@ -423,6 +423,26 @@ def test_bfloat16_products_give_the_same_bits_run_to_run_and_on_any_team(mode, m
         np.testing.assert_array_equal(g.dW, runs[0].dW)
     np.testing.assert_array_equal(runs[2].dX, runs[1].dX)
     assert _dot_call(mode, monkeypatch, X[:, :39], W[:, :39], None, y, chunk_rows=32)[1] == 0
-    from fastbp.backends import c_kernels, tuning
-    p = c_kernels.call_plan(F32, 77, 40, 700, "softmax_nll", {}, 32, filter_eps=1e-3)
-    assert tuning.bf16_dot("c", p, 40, True, filter_eps=1e-3) == 0
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="the C backend's kernels")
+@pytest.mark.parametrize("mode", _dot_modes())
+def test_bfloat16_products_with_filter_eps_skip_the_inactive_classes(mode, monkeypatch, rng):
+    """filter_eps on the bfloat16 products: the float32 kernels' filtered call (the same active
+    classes per block) with G rounded, as above; the loss and db those of the exact call, bit
+    for bit; classes were skipped."""
+    from test_linear_head import _peaked
+    X, W, b, y, _ = _peaked(F32, rng, B=45, d=24, n=301)
+    X, W, b = cast(BF16, X, W, b)
+    kw = dict(chunk_rows=16, grad_dtype=np.float32)
+    want, off = _dot_call("off", monkeypatch, X, W, b, y, filter_eps=1e-4, **kw)
+    got, dot = _dot_call(mode, monkeypatch, X, W, b, y, filter_eps=1e-4, **kw)
+    exact, _ = _dot_call(mode, monkeypatch, X, W, b, y, **kw)
+    assert (off, dot) == (0, 2 if mode == "emulate" else 1)
+    Xf, Wf, bf = cast(F32, X, W, b)
+    _, G = fastbp.softmax_nll(Xf @ Wf.T + bf, y, backend="numpy")
+    for k, terms in (("dW", np.abs(G).T @ np.abs(Xf)), ("dX", np.abs(G) @ np.abs(Wf))):
+        err = np.abs(getattr(got, k).astype(np.float64) - getattr(want, k))
+        assert np.all(err <= 2.0 ** -8 * terms + 1e-5 * terms.max()), k
+    assert got.loss == exact.loss and np.array_equal(got.db, exact.db)
+    assert not np.array_equal(got.dW, exact.dW)

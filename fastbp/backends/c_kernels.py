@@ -279,7 +279,7 @@ def linear_head_bf16(Xh, W, b, target, head, options, reduction, chunk_rows, dW,
             _head(_F32, head, target, options), reduction == "mean", p.blocks, B, d, n),
             "linear_head")
         return reduced_loss(sums[0], sums[1], reduction)
-    dot = tuning.bf16_dot("c", p, d, _DOT16_BUILT, filter_eps)
+    dot = tuning.bf16_dot("c", p, d, _DOT16_BUILT)
     if not dot:
         return None
     dX32 = np.empty(dX.shape, np.float32) if half else dX
@@ -288,8 +288,8 @@ def linear_head_bf16(Xh, W, b, target, head, options, reduction, chunk_rows, dW,
     Xh, Wh = (a if a.ctypes.data % 4 == 0 else a.copy() for a in (Xh, np.ascontiguousarray(Wh)))
     _check(lib.linear_chunked_bf16(
         _fb(_F32.ty, dW), _F32.p(db), _F32.p(dX32), sums, _fb(_U16, Xh), _fb(_U16, Wh),
-        _F32.p(b), _head(_F32, head, target, options), reduction == "mean", p.chunk, p.team, dot,
-        B, d, n), "linear_head")
+        _F32.p(b), _head(_F32, head, target, options), reduction == "mean", p.chunk, filter_eps,
+        p.team, dot, B, d, n), "linear_head")
     if half:
         bf16_convert(dX, dX32)
     return reduced_loss(sums[0], sums[1], reduction)

@@ -56,8 +56,8 @@ class C:
     # every one, each on its own kernel set (csrc/fused.h: tiles sized to its registers)
     FUSED_ISAS = ISAS
     ONE_BLOCK = False             # (one thread, one block: the chunked path's team of one)
-    # a bfloat16 call's chunked path (team by classes, exact, d even) on the bfloat16 products
-    # of csrc/dot16.h: "auto" where the CPU has AVX512-BF16 (vdpbf16ps: twice float32's
+    # a bfloat16 call's chunked path (team by classes, d even, filter_eps too) on the bfloat16
+    # products of csrc/dot16.h: "auto" where the CPU has AVX512-BF16 (vdpbf16ps: twice float32's
     # multiply rate), "emulate" their arithmetic on any CPU (the tests), "off" never (the
     # conversion path: float32 copies of X and W on the float32 kernels)
     BF16_DOT = "auto"
@@ -243,12 +243,12 @@ def host_bf16():
     return "avx512_bf16" in _cpuinfo().get("flags", "").split()
 
 
-def bf16_dot(backend, p, d, built=True, filter_eps=0.0):
+def bf16_dot(backend, p, d, built=True):
     """The bfloat16 product set a bfloat16 call on plan ``p`` runs (csrc/dot16.h: 1 vdpbf16ps,
     2 its arithmetic emulated), or 0 (the conversion path), by the backend's BF16_DOT;
     ``built``: whether the backend has the vdpbf16ps kernels."""
     mode = getattr(TUNING[backend], "BF16_DOT", "off")
-    if mode == "off" or p.path != "chunked" or p.by_rows or filter_eps or d % 2:
+    if mode == "off" or p.path != "chunked" or p.by_rows or d % 2:
         return 0
     return 2 if mode == "emulate" else int(built and host_bf16())
 
