@@ -49,12 +49,16 @@ FBP_INLINE void D16(tile)(d16f acc[D16_RA][D16_KV], const uint32_t *ar[D16_RA], 
  * + a]); add: onto C's values (the next tile's rows of C prefetched meanwhile: dW's come from
  * memory). B's rows hold whole tiles (ldb >= N rounded up to 16 D16_KV, zeros
  * past N). Rows of A past M repeat its last one (computed, not stored). Pairs in blocks of
- * D16_PB (a tile's B rows stay in L1 / L2), each block's sums added onto the last's. */
+ * D16_PB (a tile's B rows stay in L1 / L2), each block's sums added onto the last's. pf: pfb
+ * bytes the caller reads next, prefetched a share per tile (they come from memory). */
 D16_ATTR static void D16(product)(float *C, int64_t ldc, int trans, int add, const uint32_t *A,
                                   int64_t sa, int64_t sp, const uint32_t *Bm, int64_t ldb,
-                                  int64_t M, int64_t N, int64_t P)
+                                  int64_t M, int64_t N, int64_t P, const void *pf, int64_t pfb)
 {
     const int64_t kw = 16 * D16_KV;
+    int64_t tiles = (M + D16_RA - 1) / D16_RA * ((N + kw - 1) / kw) * ((P + D16_PB - 1) / D16_PB),
+            per = tiles ? pfb / 64 / tiles + 1 : 0;
+    const char *pp = (const char *)pf, *pend = pp + (pf ? pfb : 0);
     for (int64_t p0 = 0; p0 < P || p0 == 0; p0 += D16_PB) {
         int64_t np = fbp_min(D16_PB, P - p0), onto = add || p0 > 0;
         for (int64_t a0 = 0; a0 < M; a0 += D16_RA) {
@@ -69,6 +73,8 @@ D16_ATTR static void D16(product)(float *C, int64_t ldc, int trans, int add, con
                 for (int64_t r = 0; r < D16_RA && onto && !trans && na0 + r < M; r++)
                     for (int64_t q = nk0; q < fbp_min(nk0 + kw, N); q += 16)
                         __builtin_prefetch(C + (na0 + r) * ldc + q, 1);
+                for (int64_t q = 0; q < per && pp < pend; q++, pp += 64)
+                    __builtin_prefetch(pp);        /* the caller's next operand, spread out */
                 for (int r = 0; r < D16_RA; r++)
                     for (int v = 0; v < D16_KV; v++)
                         acc[r][v] = (d16f){0};

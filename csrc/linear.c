@@ -24,7 +24,7 @@
 #define D16_LB 256
 typedef void (*fbp_d16_product)(float *C, int64_t ldc, int trans, int add, const uint32_t *A,
                                 int64_t sa, int64_t sp, const uint32_t *Bm, int64_t ldb, int64_t M,
-                                int64_t N, int64_t P);
+                                int64_t N, int64_t P, const void *pf, int64_t pfb);
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 10 \
         && !defined(FBP_NO_CLONES)
 #include <immintrin.h>
@@ -142,12 +142,13 @@ FBP_HOT static void dot16_backward(fbp_d16_product prod, const float *G, int64_t
                     ga[c] = dot16_pair(dot16_round(g0[c]), dot16_round(g1[c])) & keep;
         }
         if (ix) {
-            prod(Tg, d, 0, 0, Ga, 1, mj, Xq, ldq, mj, d, pr);
+            prod(Tg, d, 0, 0, Ga, 1, mj, Xq, ldq, mj, d, pr, NULL, 0);
             for (int64_t c = 0; c < mj; c++)
                 for (int64_t k = 0; k < d; k++)
                     dW[ix[c] * d + k] += Tg[c * d + k];
         } else
-            prod(dW + j0 * d, d, 0, add, Ga, 1, mj, Xq, ldq, mj, d, pr);
+            prod(dW + j0 * d, d, 0, add, Ga, 1, mj, Xq, ldq, mj, d, pr, P ? W + j0 * d : NULL,
+                 mj * d * (int64_t)sizeof(uint16_t));   /* the tile's W rows, packed next */
         if (!P)
             continue;
         for (int64_t r = 0; r < rows; r++) {       /* G's rows paired over classes */
@@ -168,7 +169,7 @@ FBP_HOT static void dot16_backward(fbp_d16_product prod, const float *G, int64_t
             dot16_pair_rows(Wq + p * ldq, ldq, W + r0 * d, W + r1 * d,
                             2 * p + 1 < mj ? 0xffffffffu : 0xffffu, d);
         }
-        prod(P, d, 0, j > 0, Gr, lr, 1, Wq, ldq, rows, d, pj);
+        prod(P, d, 0, j > 0, Gr, lr, 1, Wq, ldq, rows, d, pj, NULL, 0);
     }
 }
 
@@ -622,7 +623,7 @@ static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int s
         dot16_rows(a->xq, a->ldq, a->Xh + lo * d, d, rows, d, t * pr / T, (t + 1) * pr / T);
     } else if (step == 1 && a->dot)
         a->dot((float *)S + c0, ld, 1, 0, (const uint32_t *)(const void *)(a->Wh + c0 * d), d / 2,
-               1, a->xp, a->ldt, nc, rows, d / 2);
+               1, a->xp, a->ldt, nc, rows, d / 2, NULL, 0);
     else if (step == 0 && (a->own & FBP_OWN_SCORES))
         F(own_xt)(a->Xt, a->ldt, Xc, rows, d, t * d / T, (t + 1) * d / T);
     else if (step == 1 && (a->own & FBP_OWN_SCORES))
