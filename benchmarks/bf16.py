@@ -15,7 +15,8 @@ Timings (linear + softmax_nll forward and backward, all cores): fastbp float32 a
 bfloat16 products off (the conversion path a CPU without AVX512-BF16 runs) (P: V's shape with
 a trained model's peaked softmax and ``filter_eps="auto"``; its peers' rows are V's, which
 compute it the same way),
-torch eager and torch.compile under autocast, JAX jit on bfloat16 arrays, and the three bare
+torch eager and torch.compile under autocast, fastbp.torch's linear_head under autocast (float32
+tensors: what a PyTorch training loop passes), JAX jit on bfloat16 arrays, and the three bare
 products in bfloat16 and float32 (PyTorch's);
 each way's loss checked against fastbp's float32 one (to bfloat16's precision) before it is
 timed; every way timed in turn within each round, the median over the rounds.
@@ -135,6 +136,10 @@ def _ways(group, backends):
 
     ways["torch eager autocast bf16"] = torch_step(eager)
     ways["torch.compile autocast bf16"] = torch_step(torch.compile(eager))
+    if "c" in backends:          # the PyTorch door: float32 master weights under autocast
+        import fastbp.torch as fbt
+        ways["fastbp.torch c autocast bf16"] = torch_step(
+            lambda X, W, b, y: fbt.linear_head(X, W, b, y, backend="c"))
     try:
         import jax
         import jax.numpy as jnp

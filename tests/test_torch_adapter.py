@@ -418,6 +418,34 @@ def test_linear_head_under_autocast_is_autocast_linear_plus_cross_entropy(reduct
         _close(got_grad, want_grad, np.float32)
 
 
+@pytest.mark.skipif("c" not in fastbp.available_backends(), reason="the C backend's kernels")
+def test_many_classes_under_autocast_take_the_bfloat16_products(rng, monkeypatch):
+    """300 classes under autocast on the C backend: its chunked path's bfloat16 products
+    (their arithmetic emulated, so on any CPU; G rounded as autocast's backward does): equal to
+    autocast's nn.Linear + F.cross_entropy within bfloat16 rounding, the parameters' gradients
+    float32."""
+    from fastbp.backends import tuning
+    monkeypatch.setattr(tuning.C, "BF16_DOT", "emulate")
+    sets, real = [], tuning.bf16_dot
+    monkeypatch.setattr(tuning, "bf16_dot", lambda *a: sets.append(real(*a)) or sets[-1])
+    X = torch.from_numpy(rng.standard_normal((70, 40)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 300, 70))
+    lin, head = torch.nn.Linear(40, 300), fbt.LinearHead(40, 300, backend="c")
+    head.load_state_dict(lin.state_dict())
+    Xa, Xb = X.clone().requires_grad_(), X.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = F.cross_entropy(lin(Xa), y)
+        got = head(Xb, y)
+    want.backward()
+    got.backward()
+    assert sets and set(sets) == {2}                # (the products this test is about ran)
+    torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)
+    for a, b in ((lin.weight.grad, head.weight.grad), (lin.bias.grad, head.bias.grad),
+                 (Xa.grad, Xb.grad)):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(b, a, rtol=0, atol=2e-2 * a.abs().max().item())
+
+
 def test_bfloat16_tensors_give_bfloat16_gradients_and_a_float32_loss(rng):
     X = torch.from_numpy(rng.standard_normal((20, 9))).bfloat16().requires_grad_()
     W = torch.from_numpy(rng.standard_normal((4, 9))).bfloat16().requires_grad_()
