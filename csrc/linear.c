@@ -114,21 +114,22 @@ FBP_HOT static void dot16_rows(uint32_t *Q, int64_t ldq, const uint16_t *M, int6
 /* The backward of a bfloat16 call's block of rows on nc classes, G (rows, ld) its float32 score
  * gradient, rounded to bfloat16 as it is packed (autocast's backward products take it in
  * bfloat16 too): per tile of D16_LB classes, dW[tile] (+)= G[:, tile]^T X_c (Xq: X_c's row
- * pairs) and P (= or +=) G[:, tile] W[tile]. The classes: c0 .. c0 + nc, or act[0 .. nc)
+ * pairs) and P (= or +=) G[:, tile] W[tile] (tiles of lb classes, lb even, <= D16_LB). The
+ * classes: c0 .. c0 + nc, or act[0 .. nc)
  * (filter_eps's active ones: gathered, their dW rows summed in Tg and added to dW's). pk: the
  * thread's packs (dot16_pack_words). */
 FBP_HOT static void dot16_backward(fbp_d16_product prod, const float *G, int64_t ld,
                                    const uint32_t *Xq, int64_t ldq, const uint16_t *W, float *dW,
                                    float *P, int add, int64_t rows, int64_t d, int64_t c0,
-                                   int64_t nc, const int64_t *act, uint32_t *pk)
+                                   int64_t nc, const int64_t *act, int64_t lb, uint32_t *pk)
 {
-    int64_t pr = (rows + 1) / 2, lr = D16_LB / 2;
-    uint32_t *Ga = pk, *Gr = Ga + D16_LB * pr, *Wq = Gr + rows * lr;
+    int64_t pr = (rows + 1) / 2, lr = lb / 2;
+    uint32_t *Ga = pk, *Gr = Ga + lb * pr, *Wq = Gr + rows * lr;
     float *Tg = (float *)(Wq + lr * ldq);
     if (P && nc == 0)
         memset(P, 0, (size_t)(rows * d) * sizeof(float));
-    for (int64_t j = 0; j < nc; j += D16_LB) {
-        int64_t mj = fbp_min(D16_LB, nc - j), pj = (mj + 1) / 2;
+    for (int64_t j = 0; j < nc; j += lb) {
+        int64_t mj = fbp_min(lb, nc - j), pj = (mj + 1) / 2;
         const int64_t *ix = act ? act + j : NULL;      /* the tile's classes: ix[c], or j0 + c */
         int64_t j0 = ix ? 0 : c0 + j;
         for (int64_t p = 0; p < pr; p++) {         /* G's columns paired over rows */
@@ -179,12 +180,16 @@ typedef struct {
     const uint16_t *X, *W;
 } fbp_dot16_call;
 
-/* words of one thread's packs for dot16_backward; filtered: with Tg (D16_LB rows of ldq) and n
+/* dot16_backward's tile of classes: D16_LB, or all n classes rounded up to even */
+static int64_t dot16_tile_classes(int64_t n) { return fbp_min(D16_LB, (n + 1) / 2 * 2); }
+
+/* words of one thread's packs for dot16_backward; filtered: with Tg (lb rows of ldq) and n
  * flags (filter_eps's active classes) */
 static int64_t dot16_pack_words(int64_t chunk, int64_t ldq, int filtered, int64_t n)
 {
-    return D16_LB * ((chunk + 1) / 2) + chunk * (D16_LB / 2) + D16_LB / 2 * ldq
-           + (filtered ? D16_LB * ldq + (n + 3) / 4 : 0);
+    int64_t lb = dot16_tile_classes(n);
+    return lb * ((chunk + 1) / 2) + chunk * (lb / 2) + lb / 2 * ldq
+           + (filtered ? lb * ldq + (n + 3) / 4 : 0);
 }
 
 #define TEMPLATE_FILE "linear.c"
@@ -655,10 +660,11 @@ static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int s
                 if (act[j])
                     a->idx[c0 + na++] = c0 + j;
             dot16_backward(a->dot, (const float *)S, ld, a->xq, a->ldq, a->Wh, (float *)a->dW,
-                           (float *)Pt, 1, rows, d, c0, na, a->idx + c0, pk);
+                           (float *)Pt, 1, rows, d, c0, na, a->idx + c0, dot16_tile_classes(n), pk);
         } else if (a->dot)
             dot16_backward(a->dot, (const float *)S, ld, a->xq, a->ldq, a->Wh, (float *)a->dW,
-                           (float *)Pt, lo > 0, rows, d, c0, nc, NULL, a->pk + t * a->pkw);
+                           (float *)Pt, lo > 0, rows, d, c0, nc, NULL, dot16_tile_classes(n),
+                           a->pk + t * a->pkw);
         else if (a->thr > 0) {
             REAL *Wg = a->fs + t * (2 * a->group * d + n);
             F(filtered_slice)(h, S, ld, Xc, a->W, a->dW, Pt, a->thr, lo, rows, d, c0, nc, a->group,
