@@ -446,3 +446,35 @@ def test_bfloat16_products_with_filter_eps_skip_the_inactive_classes(mode, monke
         assert np.all(err <= 2.0 ** -8 * terms + 1e-5 * terms.max()), k
     assert got.loss == exact.loss and np.array_equal(got.db, exact.db)
     assert not np.array_equal(got.dW, exact.dW)
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="the C backend's kernels")
+@settings(max_examples=25, deadline=None)
+@given(B=st.integers(0, 70), d=st.integers(1, 40), n=st.integers(256, 330),
+       chunk=st.integers(1, 40), threads=st.integers(1, 3), seed=st.integers(0, 2 ** 16))
+def test_property_the_bfloat16_products_are_float32_with_G_rounded(B, d, n, chunk, threads,
+                                                                    seed):
+    """Any rows (odd, one, none), any even d (an odd one the conversion path), any block and
+    team: within G's rounding of the float32 kernels on the same values."""
+    from fastbp.backends import tuning
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((B, d)).astype(BF16)
+    W = (0.3 * rng.standard_normal((n, d))).astype(BF16)
+    y = rng.integers(0, n, B)
+    kw = dict(chunk_rows=chunk, grad_dtype=np.float32)
+    before, threads_before = tuning.C.BF16_DOT, fastbp.get_num_threads()
+    try:
+        fastbp.set_num_threads(threads)
+        tuning.C.BF16_DOT = "off"
+        want = fastbp.linear_head(X, W, None, y, backend="c", **kw)
+        tuning.C.BF16_DOT = "emulate"
+        got = fastbp.linear_head(X, W, None, y, backend="c", **kw)
+    finally:
+        tuning.C.BF16_DOT = before
+        fastbp.set_num_threads(threads_before)
+    Xf, Wf = cast(F32, X, W)
+    _, G = fastbp.softmax_nll(Xf @ Wf.T, y, backend="numpy")
+    assert_close(got.loss, want.loss, F32)
+    for k, terms in (("dW", np.abs(G).T @ np.abs(Xf)), ("dX", np.abs(G) @ np.abs(Wf))):
+        err = np.abs(getattr(got, k).astype(np.float64) - getattr(want, k))
+        assert np.all(err <= 2.0 ** -8 * terms + 1e-5 * np.max(terms, initial=0) + 1e-30), k
