@@ -202,6 +202,67 @@ def test_linear_kernels(case, B, d, n, dtype, values, path, nblocks, chunk, bias
 
 
 @fuzz
+@given(case=st.sampled_from(CASES), B=st.integers(0, 9), half_d=st.integers(0, 5),
+       n=st.integers(1, 9), values=st.sampled_from(["ordinary", "extreme"]),
+       chunk=st.integers(1, 6), bias=st.booleans(), need_dX=st.booleans(),
+       filtered=st.booleans(), hw=st.booleans(), seed=seeds)
+def test_bfloat16_products_kernel(case, B, half_d, n, values, chunk, bias, need_dX, filtered, hw,
+                                  seed):
+    """linear_chunked_bf16 (csrc/dot16.h; vdpbf16ps where built and the CPU has it, else its
+    arithmetic emulated): exact buffers of bfloat16 bits, any head, team and block; against
+    float64 on the bfloat16 values within the rounding of G (2^-8 of the terms |G|^T |X| and
+    |G| |W|) and float32's 1e-4 of them; an odd d, a misaligned X or a filter on another head
+    is FBP_EBADARG with nothing written."""
+    import ml_dtypes
+    rng, t, d = np.random.default_rng(seed), c_kernels._T[np.dtype(np.float32)], 2 * half_d
+    head, bits = case[0], np.dtype(ml_dtypes.bfloat16)
+    dot = 1 if hw and c_kernels._DOT16_BUILT else 2
+    with Exact() as ex:
+        h, S, target, opts = random_head(rng, t, case, B, n, np.float32, ex, values)
+        n = S.shape[1]
+        Xv = (rng.standard_normal((B, d)) if values == "ordinary"
+              else extreme(rng, (B, d), np.float32)).astype(bits)
+        Wv = rng.standard_normal((n, d)).astype(bits)
+        X16, W16 = ex(Xv.view(np.uint16)), ex(Wv.view(np.uint16))
+        b = ex(rng.standard_normal(n).astype(bits).astype(np.float32)) if bias else None
+        dW, db = ex(np.full((n, d), 7, np.float32)), ex(np.empty(n, np.float32)) if bias else None
+        dX = ex(np.empty((B, d), np.float32)) if need_dX else None
+        sums, u16 = ffi.new("double[2]"), ffi.typeof("uint16_t[]")
+        filter_eps = 1e30 if filtered and head == "softmax_nll" else 0.0
+        team = 1 + seed % 3
+
+        def call(X, dd, eps):
+            return lib.linear_chunked_bf16(p(t, dW), p(t, db), p(t, dX), sums,
+                                           ffi.from_buffer(u16, X), ffi.from_buffer(u16, W16),
+                                           p(t, b), h, 1, chunk, eps, team, dot, B, dd, n)
+        refused = [call(X16, d + 1, 0.0)] if d else []            # an odd d
+        if head != "softmax_nll":
+            refused.append(call(X16, d, 1e-3))                      # a filter on another head
+        if B and d > 2:
+            refused.append(call(X16.reshape(-1)[1:1 + B * (d - 2)], d - 2, 0.0))   # misaligned
+        assert all(r == lib.FBP_EBADARG for r in refused) and (dW == 7).all()
+        assert call(X16, d, filter_eps) == lib.FBP_OK
+        if filter_eps and values == "ordinary":
+            assert not dW.any() and (dX is None or not dX.any())
+        elif values == "ordinary" and B:
+            X64, W64 = Xv.astype(np.float64), Wv.astype(np.float64)
+            b64, t64, o64 = cast_floats(np.float64, b, target, options=opts)[0:3]
+            S64 = X64 @ W64.T + (0 if b64 is None else b64)
+            with np.errstate(all="ignore"):
+                loss, dS = getattr(fastbp, head)(S64.reshape(-1) if head == "binary_hinge"
+                                                 else S64, t64, backend="numpy", **o64)
+            dS = np.asarray(dS).reshape(B, -1)
+            if np.isfinite(dS).all() and np.isfinite(loss):
+                _close_to_terms(sums[0] / sums[1], loss, np.float32,
+                                n * max(1.0, float(np.abs(S64).max())))
+                for got, want, terms in ((dW, dS.T @ X64, np.abs(dS).T @ np.abs(X64)),
+                                         (dX, dS @ W64, np.abs(dS) @ np.abs(W64))):
+                    if got is not None:
+                        slack = 2.0 ** -8 * terms + 1e-4 * max(terms.max(initial=0), 1e-30)
+                        assert np.all(np.abs(got - want) <= slack)
+
+
+@fuzz
 @given(bad=st.sampled_from(["B", "n", "d", "nblocks", "chunk", "cols", "code", "NULL head",
                             "columns of a non-softmax head", "columns with softcap",
                             "filter_eps", "filter_eps of a non-softmax head", "team",
