@@ -58,7 +58,7 @@ D16_ATTR static void D16(product)(float *C, int64_t ldc, int trans, int add, con
     const int64_t kw = 16 * D16_KV;
     int64_t tiles = (M + D16_RA - 1) / D16_RA * ((N + kw - 1) / kw) * ((P + D16_PB - 1) / D16_PB),
             per = tiles ? pfb / 64 / tiles + 1 : 0;
-    const char *pp = (const char *)pf, *pend = pp + (pf ? pfb : 0);
+    const char *pp = (const char *)pf, *pend = pf ? pp + pfb : pp;
     for (int64_t p0 = 0; p0 < P || p0 == 0; p0 += D16_PB) {
         int64_t np = fbp_min(D16_PB, P - p0), onto = add || p0 > 0;
         for (int64_t a0 = 0; a0 < M; a0 += D16_RA) {

@@ -16,8 +16,7 @@
 
 /* The bfloat16 products (dot16.h): tiles of D16_RA rows by D16_KV vectors, sums in blocks of
  * D16_PB pairs (512 k: a tile's B rows in L1), the backward's packs of G and W per D16_LB
- * classes (in L2; their sums 128 pairs long, so dW's and dX's partials are read and written
- * once per 8 dot steps of each element) */
+ * classes at most (in L2; dX's partial then read and written once per 128 pairs of its sum) */
 #define D16_RA 6
 #define D16_KV 4
 #define D16_PB 256
@@ -113,11 +112,10 @@ FBP_HOT static void dot16_rows(uint32_t *Q, int64_t ldq, const uint16_t *M, int6
 
 /* The backward of a bfloat16 call's block of rows on nc classes, G (rows, ld) its float32 score
  * gradient, rounded to bfloat16 as it is packed (autocast's backward products take it in
- * bfloat16 too): per tile of D16_LB classes, dW[tile] (+)= G[:, tile]^T X_c (Xq: X_c's row
- * pairs) and P (= or +=) G[:, tile] W[tile] (tiles of lb classes, lb even, <= D16_LB). The
- * classes: c0 .. c0 + nc, or act[0 .. nc)
- * (filter_eps's active ones: gathered, their dW rows summed in Tg and added to dW's). pk: the
- * thread's packs (dot16_pack_words). */
+ * bfloat16 too): per tile of lb classes (dot16_tile_classes), dW[tile] (+)= G[:, tile]^T X_c
+ * (Xq: X_c's row pairs) and P (= or +=) G[:, tile] W[tile]. The classes: c0 .. c0 + nc, or
+ * act[0 .. nc) (filter_eps's active ones: gathered, their dW rows summed in Tg and added to
+ * dW's). pk: the thread's packs (dot16_pack_words). */
 FBP_HOT static void dot16_backward(fbp_d16_product prod, const float *G, int64_t ld,
                                    const uint32_t *Xq, int64_t ldq, const uint16_t *W, float *dW,
                                    float *P, int add, int64_t rows, int64_t d, int64_t c0,
