@@ -198,6 +198,8 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
                     memcpy(xs + r * ld, X + (i0 + r) * d, (size_t)d * sizeof(REAL));
                 memset(xs + r * ld + d, 0, (size_t)(ld - d) * sizeof(REAL));
             }
+        if (!kw)        /* d = 0: no k chunk sets the accumulators, every score is 0 (+ b) */
+            memset(acc, 0, (size_t)(rb * n * VL) * sizeof(REAL));
         for (int64_t k0 = 0; k0 < kw; k0 += kt) {
             int64_t k1 = fbp_min(k0 + kt, kw);
             for (int64_t r0 = 0; r0 < rows; r0 += FR) {

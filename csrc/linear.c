@@ -553,7 +553,8 @@ static void F(rows_step)(const F(team_t) * a, int T, int t, int step)
                 for (int64_t q = q0; q < q1; q++)
                     dst[q] += src[q];
             }
-        memcpy(a->dW + q0, a->P + q0, (size_t)(q1 - q0) * sizeof(REAL));
+        if (q1 > q0)            /* (d = 0: no partials) */
+            memcpy(a->dW + q0, a->P + q0, (size_t)(q1 - q0) * sizeof(REAL));
         for (int64_t j = t * n / T; a->db64 && j < (t + 1) * n / T; j++) {
             for (int64_t w = 1; w < T; w *= 2)
                 for (int64_t u = 0; u + w < T; u += 2 * w)
@@ -596,7 +597,7 @@ static void F(rows_step)(const F(team_t) * a, int T, int t, int step)
         }
         wrote = 1;
     }
-    if (!wrote && a->dW)
+    if (!wrote && a->dW && nd)
         memset(pw, 0, (size_t)nd * sizeof(REAL));
 }
 
@@ -674,7 +675,7 @@ static void F(classes_step)(const F(team_t) * a, int T, int t, int64_t lo, int s
             if (Pt)
                 F(gemm_ld)(0, 0, rows, d, nc, S + c0, ld, a->W + c0 * d, d, 0, Pt, d);
         }
-    } else if (step == 4 && T > 1 && a->dX) {
+    } else if (step == 4 && T > 1 && a->dX && a->P) {     /* (no partials when d = 0) */
         int64_t k0 = t * d / T, k1 = (t + 1) * d / T;
         for (int64_t w = 1; w < T; w *= 2)
             for (int64_t u = 0; u + w < T; u += 2 * w)

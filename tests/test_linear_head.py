@@ -520,3 +520,15 @@ def test_a_kernel_set_the_cpu_lacks_is_not_taken():
         assert c.tile() == "default"
     finally:
         assert c.set_tile(None) == tuning.host_isa() == c.tile()
+
+
+@pytest.mark.parametrize("tile", _tiles())
+def test_every_kernel_set_gives_zero_scores_when_d_is_zero(tile):
+    """d = 0: no k chunk runs, so the fused rows' accumulators start at zero there (they once
+    held whatever the scratch held: NaN losses on the vector sets)."""
+    X, W, b, y = np.zeros((3, 0)), np.zeros((5, 0)), np.arange(5.0), np.array([0, 4, 2])
+    want = fastbp.linear_head(X, W, b, y, backend="numpy", reduction="sum")
+    with _tile(tile) as backend:
+        g = fastbp.linear_head(X, W, b, y, backend=backend, reduction="sum")
+    assert_close(g.loss, want.loss, np.float64)
+    assert_close(g.db, want.db, np.float64)
