@@ -156,8 +156,8 @@ static int64_t V(scratch)(int64_t n, int64_t d, int64_t ld, int64_t rb)
  * (a vector load across two lines costs two: NumPy's arrays start 16 bytes into one), and for
  * the backward's walks down a column of rb rows an odd number of lines apart too (rows a
  * power of two lines apart share one L1 set); else through xs and dxs, with row stride ld,
- * zero past d. The forward makes the copy as it first reads a row's vectors. dX's last group
- * of classes stores to dX itself wherever d is whole vectors.
+ * zero past d. The forward makes the copy as it first reads a row's vectors; dxs is copied to
+ * dX row by row as a block ends.
  * A bfloat16 call's rows (bf->X: uint16 bits) are widened into xs as a block starts and its dX
  * (bf->dX) rounded from dxs as it ends: in L2, never a whole float32 copy of X or dX. */
 static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, const REAL *b,
@@ -245,18 +245,14 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
         int64_t groups = (n + BC - 1) / BC, size = (n + groups - 1) / groups;
         for (int64_t j0 = 0; j0 < n; j0 += size) {
             int bc = (int)fbp_min(size, n - j0);
-            /* dX's partial sums over the groups in dx; the last group's in dX itself when its
-             * rows are whole vectors */
+            /* dX's partial sums over the groups in dx (the last group's too: cnt stores a
+             * power-of-two number of lines apart, to memory, ran 1.4x slower at C float32) */
             const REAL *din = j0 ? dx : NULL;
-            int last = j0 + bc == n && whole && !dXh;
-            REAL *dout = last && dx ? dX + i0 * d : dx;
-            int64_t ldo = last ? d : lddx;
             switch (bc) {
 #define FBP_GROUP(c) \
     case c: \
         if (dx) \
-            V(backward_group)(pdW, din, lddx, dout, ldo, xb, ldx, Wp, S, j0, n, cnt, kw, ld, 1, \
-                              c); \
+            V(backward_group)(pdW, din, lddx, dx, lddx, xb, ldx, Wp, S, j0, n, cnt, kw, ld, 1, c); \
         else \
             V(backward_group)(pdW, NULL, 0, NULL, 0, xb, ldx, Wp, S, j0, n, cnt, kw, ld, 0, c); \
         break;
@@ -280,7 +276,7 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
         if (dXh)
             for (int64_t r = 0; r < cnt; r++)
                 V(narrow_row)(dXh + (i0 + r) * d, dxs + r * ld, d);
-        else if (dX && !whole)
+        else if (dX && !dx_back)
             for (int64_t r = 0; r < cnt; r++)
                 memcpy(dX + (i0 + r) * d, dxs + r * ld, (size_t)d * sizeof(REAL));
     }
