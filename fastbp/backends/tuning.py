@@ -89,8 +89,9 @@ class Numba:
     ONE_BLOCK = True                    # one thread, the batch one block: one compiled call
     LOSS_BY_ROWS = False                # loss_step splits classes only
     FUSED_ISAS = ("avx512f", "avx2", "default")   # LLVM compiles its rows for the host's ISA
-    FUSED_FEW_N = 0               # no few-classes window: its BLAS path wins there (on the
-    FUSED_FEW_MIN_D = 0           #   hosts measured; `fastbp tune` opens it where its rows win)
+    FUSED_FEW_N = 12              # few classes: fused on one thread when n <= this, at any d
+    FUSED_FEW_MIN_D = 0           #   (as C's: its rows beat its BLAS path on Zen 3 and Zen 5,
+    #                               docs/performance.md; `fastbp tune` moves it per host)
     FUSED_FEW_WEIGHTS = 1 << 62
 
 
