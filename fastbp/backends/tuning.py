@@ -70,8 +70,8 @@ class Numba:
     FUSED_ANY_N_WEIGHTS = 1024    # n d <= this: tiny W, always fused on one thread (BLAS's
     #                               packing costs more, most with caches cold after user code)
     FUSED_MAX_N = 12              # fused on all threads: n <= this, B >= FUSED_MIN_ROWS and
-    FUSED_MIN_WORK = 1 << 23      #   B n d >= FUSED_MIN_WORK (float64) / _F32 (float32): as C's
-    FUSED_MIN_WORK_F32 = 1 << 20  #   fused rows, since their k loops run in X's dtype too
+    FUSED_MIN_WORK = 1 << 20      #   B n d >= FUSED_MIN_WORK (float64) / _F32 (float32): as C's
+    FUSED_MIN_WORK_F32 = 1 << 20  #   (below, the few-classes window runs them on one thread)
     FUSED_MIN_ROWS = 128
     FUSED_TINY_SCORES = 64        # one thread, B n <= this: the rows one at a time (their
     #                               blocks' setup costs more than such a call's arithmetic)
