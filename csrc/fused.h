@@ -42,11 +42,10 @@ FBP_INLINE double V(lanes)(V(vec) v)
 }
 
 /* acc[(r0 + r) n + j0 + c] += sum_{k0 <= k < k1} x_r[k] Wp[j0 + c, k] for r < FR, c < fc (a
- * constant where inlined: linear_rows switches on it); acc: one vector per (row, class).
- * c_r: NULL, or where the rows' vectors are copied as they are read (c_r[r] + k). */
-FBP_INLINE void V(forward_tile)(REAL *acc, const REAL *const x_r[FR], REAL *const *c_r,
-                                const REAL *Wp, int64_t r0, int64_t j0, int64_t n, int64_t k0,
-                                int64_t k1, int64_t ld, int first, const int fc)
+ * constant where inlined: linear_rows switches on it); acc: one vector per (row, class). */
+FBP_INLINE void V(forward_tile)(REAL *acc, const REAL *const x_r[FR], const REAL *Wp, int64_t r0,
+                                int64_t j0, int64_t n, int64_t k0, int64_t k1, int64_t ld,
+                                int first, const int fc)
 {
     V(vec) a[FR][FC], w[FC];
     for (int r = 0; r < FR; r++)
@@ -57,8 +56,6 @@ FBP_INLINE void V(forward_tile)(REAL *acc, const REAL *const x_r[FR], REAL *cons
             w[c] = V(load)(Wp + (j0 + c) * ld + k);
         for (int r = 0; r < FR; r++) {
             V(vec) x = V(load)(x_r[r] + k);
-            if (c_r)
-                V(store)(c_r[r] + k, x);
             for (int c = 0; c < fc; c++)
                 a[r][c] += x * w[c];
         }
@@ -156,8 +153,9 @@ static int64_t V(scratch)(int64_t n, int64_t d, int64_t ld, int64_t rb)
  * (a vector load across two lines costs two: NumPy's arrays start 16 bytes into one), and for
  * the backward's walks down a column of rb rows an odd number of lines apart too (rows a
  * power of two lines apart share one L1 set); else through xs and dxs, with row stride ld,
- * zero past d. The forward makes the copy as it first reads a row's vectors; dxs is copied to
- * dX row by row as a block ends.
+ * zero past d. xs is filled as a block starts (one pass along each row: copying as the forward
+ * first read a row, k chunk by k chunk, ran C1k 1.3x slower), dxs copied to dX row by row as it
+ * ends.
  * A bfloat16 call's rows (bf->X: uint16 bits) are widened into xs as a block starts and its dX
  * (bf->dX) rounded from dxs as it ends: in L2, never a whole float32 copy of X or dX. */
 static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, const REAL *b,
@@ -170,10 +168,9 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
     int64_t nd = (n * (int64_t)(sizeof(double) / sizeof(REAL)) + line - 1) / line * line;
     int64_t bytes = d * (int64_t)sizeof(REAL);
     int whole = d % VL == 0, lines = whole && bytes % 64 == 0, odd = lines && bytes / 64 % 2;
-    int staged = !whole || Xh;  /* rows copied (or widened) to xs as a block starts */
-    int x_back = odd && !Xh && (uintptr_t)X % 64 == 0;        /* the backward reads X itself */
-    int dx_back = odd && dX && (uintptr_t)dX % 64 == 0;       /* and sums dX's groups there */
-    int copy = !staged && !x_back;  /* the forward copies the rows to xs as it reads them */
+    int x_back = odd && !Xh && (uintptr_t)X % 64 == 0;  /* both passes read X itself, else */
+    int staged = !x_back; /* its rows are copied (or widened) to xs as a block starts */
+    int dx_back = odd && dX && (uintptr_t)dX % 64 == 0; /* the backward sums dX's groups there */
     int want_dx = dX || dXh;
     /* k chunk: the forward's rows of x and w within 24 KiB of L1, 256 bytes to 2 KiB of each */
     int64_t kt = fbp_max(256, fbp_min(2048, 24576 / (fbp_min(rb, hi - lo) + n) / 64 * 64))
@@ -198,24 +195,19 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
                     memcpy(xs + r * ld, X + (i0 + r) * d, (size_t)d * sizeof(REAL));
                 memset(xs + r * ld + d, 0, (size_t)(ld - d) * sizeof(REAL));
             }
-        if (!kw)        /* d = 0: no k chunk sets the accumulators, every score is 0 (+ b) */
+        if (!kw) /* d = 0: no k chunk sets the accumulators, every score is 0 (+ b) */
             memset(acc, 0, (size_t)(rb * n * VL) * sizeof(REAL));
         for (int64_t k0 = 0; k0 < kw; k0 += kt) {
             int64_t k1 = fbp_min(k0 + kt, kw);
             for (int64_t r0 = 0; r0 < rows; r0 += FR) {
-                const REAL *x_r[FR], *c_r[FR]; /* the rows as first read, and as copied */
-                REAL *to[FR];
+                const REAL *x_r[FR];
                 for (int r = 0; r < FR; r++) {
                     int64_t i = r0 + r;
                     x_r[r] = i >= cnt ? zero : !staged ? X + (i0 + i) * d : xs + i * ld;
-                    c_r[r] = i >= cnt || !copy ? x_r[r] : xs + i * ld;
-                    to[r] = xs + i * ld; /* (rows past cnt: within xs, unread) */
                 }
                 for (int64_t j0 = 0; j0 < n; j0 += FC) {
                     int fc = (int)fbp_min(FC, n - j0);
-#define FBP_TILE(c) \
-    V(forward_tile)(acc, j0 ? c_r : x_r, copy && !j0 ? to : NULL, Wp, r0, j0, n, k0, k1, ld, \
-                    k0 == 0, c)
+#define FBP_TILE(c) V(forward_tile)(acc, x_r, Wp, r0, j0, n, k0, k1, ld, k0 == 0, c)
                     if (fc == FC)
                         FBP_TILE(FC);
                     else if (fc == 1)
