@@ -172,9 +172,9 @@ static void V(linear_rows)(const F(head_t) * h, const REAL *X, const REAL *Wp, c
     int staged = !x_back; /* its rows are copied (or widened) to xs as a block starts */
     int dx_back = odd && dX && (uintptr_t)dX % 64 == 0; /* the backward sums dX's groups there */
     int want_dx = dX || dXh;
-    /* k chunk: the forward's rows of x and w within 24 KiB of L1, 256 bytes to 2 KiB of each */
-    int64_t kt = fbp_max(256, fbp_min(2048, 24576 / (fbp_min(rb, hi - lo) + n) / 64 * 64))
-                 / (int64_t)sizeof(REAL);
+    /* k chunk: a tile's FR rows of x and W's n rows within 24 KiB of L1 (W's chunk serves every
+     * tile of the block), 256 bytes to 2 KiB of each */
+    int64_t kt = fbp_max(256, fbp_min(2048, 24576 / (FR + n) / 64 * 64)) / (int64_t)sizeof(REAL);
     REAL *pdW = scratch, *zero = pdW + n * ld + nd, *xs = zero + ld, *dxs = xs + rb * ld,
          *acc = dxs + rb * ld;
     REAL *S = acc + (rb * n * VL + line - 1) / line * line;
